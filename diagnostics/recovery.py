@@ -1,0 +1,116 @@
+"""Recovery: turn a diagnosis into a plan, apply it, and the daily sweep of old orphans.
+
+A plan lists exactly the orphans the verdict names and nothing else. Applying it re-checks each one
+under the run lock (the diagnostic's ``clean``), then diagnoses again, so the caller always ends
+with the state the destination is really in. Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from publishers._protocol import Diagnostic
+from publishers._types import Run
+
+from .taxonomy import CleanReport, Diagnosis, State
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    diagnosis: Diagnosis
+
+    @property
+    def actionable(self) -> bool:
+        return self.diagnosis.state in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS) and bool(self.diagnosis.orphans)
+
+    @property
+    def steps(self) -> list[str]:
+        d = self.diagnosis
+        if d.state is State.RUNNING:
+            return ["nothing: a live attempt holds the run; wait for it, then diagnose again"]
+        if d.state is State.UNKNOWN:
+            return ["nothing automatic: the evidence contradicts itself; read it and settle by hand"]
+        steps = [f"remove {a.kind} {a.location} ({a.size_bytes} bytes, attempt {a.attempt})" for a in d.orphans]
+        if d.state is State.ORPHANED:
+            steps.append("then re-run the job for this run date")
+        if d.state is State.NOTHING_IN_FLIGHT:
+            steps.append("nothing to clean; re-run the job for this run date")
+        if d.state is State.DONE:
+            steps.append("nothing: the run is published")
+        return steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"diagnosis": self.diagnosis.to_dict(), "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class RecoveryOutcome:
+    plan: RecoveryPlan
+    report: CleanReport | None
+    after: Diagnosis
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "report": self.report.to_dict() if self.report else None,
+            "after": self.after.to_dict(),
+        }
+
+
+def plan_recovery(diagnostic: Diagnostic, run: Run) -> RecoveryPlan:
+    return RecoveryPlan(diagnostic.diagnose(run))
+
+
+def apply_recovery(diagnostic: Diagnostic, plan: RecoveryPlan) -> RecoveryOutcome:
+    """Clean what the plan names (refuses RUNNING and UNKNOWN), then diagnose again."""
+    d = plan.diagnosis
+    report = diagnostic.clean(d) if plan.actionable or d.state in (State.RUNNING, State.UNKNOWN) else None
+    after = diagnostic.diagnose(Run.new(d.dataset, d.run_date))
+    return RecoveryOutcome(plan, report, after)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    dataset: str
+    older_than: dt.timedelta
+    applied: bool
+    runs: list[tuple[Diagnosis, CleanReport | None, str]] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(r.bytes_freed for _, r, _ in self.runs if r)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "older_than_seconds": self.older_than.total_seconds(),
+            "applied": self.applied,
+            "bytes_freed": self.bytes_freed,
+            "runs": [
+                {"diagnosis": d.to_dict(), "report": r.to_dict() if r else None, "note": note}
+                for d, r, note in self.runs
+            ],
+        }
+
+
+def sweep(diagnostic: Diagnostic, dataset: str, older_than: dt.timedelta, *, apply: bool) -> SweepReport:
+    """The daily orphan-cleaner: across every run date of ``dataset`` with leftovers, remove the
+    orphans of attempts older than ``older_than``. Never touches RUNNING or UNKNOWN runs."""
+    report = SweepReport(dataset, older_than, apply)
+    now = dt.datetime.now(dt.UTC)
+    for run_date in diagnostic.runs_with_leftovers(dataset):
+        d = diagnostic.diagnose(Run.new(dataset, run_date))
+        if d.state in (State.RUNNING, State.UNKNOWN):
+            report.runs.append((d, None, f"left alone: {d.state.value}"))
+            continue
+        if not d.orphans:
+            continue
+        old = [a for a in d.orphans if (a.age_seconds(now) or 0) >= older_than.total_seconds()]
+        if not apply:
+            report.runs.append((d, None, f"would remove {len(old)} of {len(d.orphans)} orphan(s)"))
+            continue
+        cleaned = diagnostic.clean(d, older_than=older_than)
+        report.runs.append((d, cleaned, f"removed {len(cleaned.removed)} of {len(d.orphans)} orphan(s)"))
+    return report

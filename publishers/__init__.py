@@ -1,0 +1,67 @@
+"""atomic-publish: publish a batch job's output all-or-nothing, and name what a crash left behind.
+
+Public API (everything else lives in private modules and may change)::
+
+    from publishers import Run, publish, load_config
+    config = load_config()                       # publish.toml + environment
+    definition, options = config.sink("file")
+    publisher = definition.make_publisher(options)
+    diagnostic = definition.make_diagnostic(options)
+    publish(publisher, diagnostic, Run.new("refunds_settled", "2026-04-24"), arrow_records)
+"""
+
+from ._arrow import open_input
+from ._errors import (
+    AlreadyPublished,
+    AtomicPublishError,
+    CommitError,
+    CommitOutcomeUnknown,
+    CommitRejected,
+    ConfigError,
+    InputError,
+    LostRace,
+    MemoryBudgetExceeded,
+    RecoveryNeeded,
+    RunInProgress,
+    RunRefused,
+    SchemaMismatch,
+    SinkUnavailable,
+    Terminated,
+    TransientError,
+    UnsafeLayout,
+)
+from ._protocol import Diagnostic, Publisher, SinkDefinition
+from ._publish import PublishResult, publish
+from ._types import Receipt, Run, Staged
+from .config import LoadedConfig, load_config
+
+__all__ = [
+    "AlreadyPublished",
+    "AtomicPublishError",
+    "CommitError",
+    "CommitOutcomeUnknown",
+    "CommitRejected",
+    "ConfigError",
+    "Diagnostic",
+    "InputError",
+    "LoadedConfig",
+    "LostRace",
+    "MemoryBudgetExceeded",
+    "PublishResult",
+    "Publisher",
+    "Receipt",
+    "RecoveryNeeded",
+    "Run",
+    "RunInProgress",
+    "RunRefused",
+    "SchemaMismatch",
+    "SinkDefinition",
+    "SinkUnavailable",
+    "Staged",
+    "Terminated",
+    "TransientError",
+    "UnsafeLayout",
+    "load_config",
+    "open_input",
+    "publish",
+]

@@ -1,0 +1,186 @@
+"""Input records as streamed Arrow batches: open CSV/Parquet files, accept any Arrow stream, cast
+to a target schema batch by batch, and name the file and line of bad input.
+
+Nothing here materialises a whole input: readers yield bounded batches, so memory stays flat
+whatever the input size.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ._errors import InputError, SchemaMismatch
+
+CSV_BLOCK_BYTES = 4 << 20
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def input_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    raise InputError(f"{path}: cannot tell the format from the name; use .csv or .parquet")
+
+
+def open_input(path: str | Path, schema: pa.Schema | None = None) -> pa.RecordBatchReader:
+    """Open a CSV or Parquet file as a streamed RecordBatchReader (cast to ``schema`` if given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: input file not found")
+    fmt = input_format(path)
+    reader = _open_csv(path, schema) if fmt == "csv" else _open_parquet(path)
+    return conform(reader, schema, source=str(path)) if schema is not None else reader
+
+
+def _open_csv(path: Path, schema: pa.Schema | None) -> pa.RecordBatchReader:
+    column_types = {f.name: f.type for f in schema} if schema is not None else None
+    try:
+        inner = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(
+                column_types=column_types, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, exc) from None
+    return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner))
+
+
+def _csv_batches(path: Path, inner: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from inner
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, exc) from None
+
+
+def _open_parquet(path: Path) -> pa.RecordBatchReader:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
+    return pa.RecordBatchReader.from_batches(pf.schema_arrow, pf.iter_batches(batch_size=65536))
+
+
+_PARSE_ERR = re.compile(r"Expected (\d+) columns, got (\d+)")
+_CONVERT_ERR = re.compile(r"In CSV column #(\d+): .*?conversion error to (\S+): invalid value '(.*)'", re.S)
+
+
+def _csv_error(path: Path, exc: Exception) -> InputError:
+    """Turn a pyarrow CSV error into one that names the file and line.
+
+    pyarrow's streaming reader does not report row numbers, so on this (rare, already failing) path
+    the file is scanned again with the csv module to find the offending line.
+    """
+    text = str(exc)
+    if "Empty CSV file" in text:
+        return InputError(f"{path}: the file is empty (no header line)")
+    if m := _PARSE_ERR.search(text):
+        expected = int(m.group(1))
+        line = _find_line(path, lambda row: len(row) != expected)
+        where = f"{path}:{line}" if line else str(path)
+        return InputError(f"{where}: malformed row: expected {expected} columns, got {m.group(2)}")
+    if m := _CONVERT_ERR.search(text):
+        col, typ, value = int(m.group(1)), m.group(2), m.group(3)
+        header = _header(path)
+        name = header[col] if col < len(header) else f"#{col}"
+        line = _find_line(path, lambda row: col < len(row) and row[col] == value)
+        where = f"{path}:{line}" if line else str(path)
+        return InputError(f"{where}: column {name!r}: value {value!r} is not a valid {typ}")
+    return InputError(f"{path}: cannot read CSV: {text}")
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
+def _find_line(path: Path, bad: Any) -> int | None:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        for row in reader:
+            if row and bad(row):
+                return reader.line_num
+    return None
+
+
+def as_reader(records: Any) -> pa.RecordBatchReader:
+    """Accept a RecordBatchReader, a Table, a RecordBatch, or anything with ``__arrow_c_stream__``."""
+    if isinstance(records, pa.RecordBatchReader):
+        return records
+    if isinstance(records, pa.Table):
+        return records.to_reader()
+    if isinstance(records, pa.RecordBatch):
+        return pa.RecordBatchReader.from_batches(records.schema, [records])
+    if hasattr(records, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(records)
+    raise InputError(
+        f"records of type {type(records).__name__} are not an Arrow stream "
+        "(pass a RecordBatchReader, a Table, or an object with __arrow_c_stream__)"
+    )
+
+
+def conform(reader: pa.RecordBatchReader, schema: pa.Schema, *, source: str = "input") -> pa.RecordBatchReader:
+    """Select and cast the reader's columns to ``schema``, batch by batch.
+
+    A missing column is reported before any batch is read; a value that does not cast is reported
+    with its column and the first offending value.
+    """
+    have = set(reader.schema.names)
+    missing = [f.name for f in schema if f.name not in have]
+    if missing:
+        raise SchemaMismatch(f"{source}: missing column(s) {', '.join(repr(m) for m in missing)}")
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            columns = []
+            for field in schema:
+                column = batch.column(field.name)
+                if column.type != field.type:
+                    try:
+                        column = column.cast(field.type)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        raise SchemaMismatch(
+                            f"{source}: column {field.name!r} does not fit type {field.type}: {exc}"
+                        ) from None
+                if not field.nullable and column.null_count:
+                    raise SchemaMismatch(f"{source}: column {field.name!r} has nulls but is declared not null")
+                columns.append(column)
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def require_rows(reader: pa.RecordBatchReader, *, source: str = "input") -> pa.RecordBatchReader:
+    """Refuse an input with no rows before anything is staged (an empty publish is almost always a
+    broken upstream, and publishing it would mark the run DONE with nothing in it)."""
+    it = iter(reader)
+    head: list[pa.RecordBatch] = []
+    for batch in it:
+        head.append(batch)
+        if batch.num_rows:
+            break
+    else:
+        raise InputError(f"{source}: the input has no rows; nothing to publish")
+
+    def chained() -> Iterator[pa.RecordBatch]:
+        yield from head
+        yield from it
+
+    return pa.RecordBatchReader.from_batches(reader.schema, chained())
+
+
+def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]

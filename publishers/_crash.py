@@ -1,0 +1,31 @@
+"""Named crash points: ``PUBLISH_CRASH_AT=<point>`` SIGKILLs the process exactly there.
+
+SIGKILL, not an exception: nothing unwinds, no finally block runs, no buffer is flushed, which is
+what the OOM killer and a power cut do. The contract suite uses these to prove every sink's
+diagnosis names the state each point leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV_VAR = "PUBLISH_CRASH_AT"
+
+# Every point, in the order a run passes them. Sinks use the shared ones and may add their own.
+POINTS = (
+    "after_extract",  # pipeline: inputs read, nothing staged (crash state B)
+    "mid_transform",  # pipeline: transform under way, nothing staged (crash state C)
+    "after_lock",  # publisher: run lock held, nothing staged
+    "mid_stage",  # publisher: part of the records staged, not yet durable
+    "after_stage",  # publisher: everything staged and durable, commit not started
+    "after_data_rename",  # file sink: data at its final name, success marker not yet written
+    "after_commit",  # publisher: commit point passed, attempt's cleanup not done
+    "after_cleanup",  # publisher: everything done, lock still held
+)
+
+
+def crash_point(name: str) -> None:
+    """Die by SIGKILL here if ``PUBLISH_CRASH_AT`` names this point."""
+    if os.environ.get(ENV_VAR) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,120 @@
+"""Durable filesystem primitives: fsync, no-clobber rename, atomic small-file writes.
+
+The file sink's guarantees rest on three kernel facts: rename(2) is atomic to other observers, a
+rename is durable only once its directory is fsync'd, and RENAME_NOREPLACE (or link(2)) refuses to
+overwrite an existing name, which is what makes "two attempts race, exactly one publishes" hold
+without trusting the run lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+    _renameat2 = getattr(_libc, "renameat2", None)
+except OSError:  # pragma: no cover - non-glibc platforms
+    _libc, _renameat2 = None, None
+
+if _renameat2 is not None:
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    _renameat2.restype = ctypes.c_int
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory entries of ``path`` durable (a rename is not durable until this)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` atomically, raising FileExistsError if ``dst`` exists.
+
+    Uses renameat2(RENAME_NOREPLACE) where the kernel and filesystem support it. Elsewhere falls back
+    to link(2) + unlink(2): link is just as atomic and just as refusing, but a crash between the two
+    calls leaves the staged name as a second link to the published inode; the diagnostic reports
+    that leftover as an orphan, and removing it never touches the published name.
+    """
+    if _renameat2 is not None:
+        rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(src))
+    os.link(src, dst)  # raises FileExistsError when dst exists
+    os.unlink(src)
+
+
+def write_durable(path: Path, data: bytes, *, exclusive: bool = True) -> None:
+    """Write ``data`` to ``path`` and fsync it. ``exclusive`` refuses to reuse an existing name."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_json_noreplace(tmp: Path, dst: Path, document: dict[str, Any]) -> None:
+    """Write a JSON document to ``tmp`` durably, then move it to ``dst`` without clobbering.
+
+    Readers see either no ``dst`` or the whole document, never a partial one.
+    """
+    data = json_bytes(document)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of this same attempt (it never reuses names otherwise)
+    write_durable(tmp, data)
+    rename_noreplace(tmp, dst)
+    fsync_dir(dst.parent)
+    if tmp.parent != dst.parent:
+        fsync_dir(tmp.parent)
+
+
+def json_bytes(document: dict[str, Any]) -> bytes:
+    """The one JSON encoding used for manifests: stable key order, so re-runs compare cleanly."""
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        doc = json.load(fh)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return doc
+
+
+def sha256_file(path: Path, chunk: int = 4 << 20) -> tuple[str, int]:
+    """Return (hex sha256, size) of the file at ``path``, reading in bounded chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size

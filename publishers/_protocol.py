@@ -1,0 +1,83 @@
+"""The contracts every sink implements. A sink joins the project by passing the contract suite."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pydantic import BaseModel
+
+    from diagnostics.taxonomy import CleanReport, Diagnosis
+
+    from ._types import Receipt, Run, Staged
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (rows, bytes) staged so far; the CLI turns it into a progress bar on a terminal."""
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """Publishes one run all-or-nothing: stage (nothing visible), commit (the one atomic step)."""
+
+    sink_name: str
+
+    def run_lock(self, run: Run) -> AbstractContextManager[None]:
+        """Hold the run's lock for this attempt; while held, a diagnosis says RUNNING.
+
+        Raises RunInProgress when another live attempt holds it.
+        """
+        ...
+
+    def stage(
+        self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None
+    ) -> Staged:
+        """Write the records where no reader can see them, durably. On error, remove what it wrote."""
+        ...
+
+    def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        """The single atomic step. Raises CommitRejected (safe to discard) or
+        CommitOutcomeUnknown (never clean: a diagnosis settles it)."""
+        ...
+
+    def discard(self, run: Run, staged: Sequence[Staged]) -> None:
+        """Remove this attempt's own staging. Idempotent; never touches another attempt's."""
+        ...
+
+
+@runtime_checkable
+class Diagnostic(Protocol):
+    """Reads the destination and names the state a run is in. ``diagnose`` is read-only."""
+
+    sink_name: str
+
+    def diagnose(self, run: Run) -> Diagnosis: ...
+
+    def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
+        """Remove exactly the orphans the diagnosis names (optionally only those older than
+        ``older_than``), after checking each is still what was diagnosed. Refuses RUNNING and
+        UNKNOWN; does nothing for DONE and NOTHING_IN_FLIGHT."""
+        ...
+
+    def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
+        """Run dates of ``dataset`` that have anything a sweep may need to look at."""
+        ...
+
+
+@dataclass(frozen=True)
+class SinkDefinition:
+    """How the registry builds a sink: its validated config model and two factories.
+
+    Third-party sinks expose one of these and register it under the entry-point group
+    ``atomic_publish.sinks``.
+    """
+
+    name: str
+    config_model: type[BaseModel]
+    make_publisher: Callable[[Any], Publisher]
+    make_diagnostic: Callable[[Any], Diagnostic]
+    description: str = ""

@@ -1,0 +1,100 @@
+"""publish(): the one orchestration every caller uses (CLI, pipeline runner, library users).
+
+Order matters and is the doctrine: take the run lock, diagnose (refuse unless nothing is in flight),
+stage (nothing visible), commit (the single atomic step), and discard own staging on any failure
+except an unknown commit outcome, after which nothing is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from diagnostics.taxonomy import Diagnosis, State
+
+from ._arrow import as_reader, conform, require_rows
+from ._crash import crash_point
+from ._errors import AlreadyPublished, CommitOutcomeUnknown, RecoveryNeeded, RunInProgress
+from ._protocol import Diagnostic, ProgressCallback, Publisher
+from ._signals import critical_section
+from ._types import Receipt, Run
+
+log = logging.getLogger("atomic_publish")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    run: Run
+    receipt: Receipt | None
+    skipped: bool
+    diagnosis: Diagnosis
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run.run_id,
+            "attempt": self.run.attempt,
+            "published": self.receipt is not None,
+            "skipped_already_published": self.skipped,
+            "receipt": self.receipt.to_dict() if self.receipt else None,
+            "state_before": self.diagnosis.state.value,
+        }
+
+
+def publish(
+    publisher: Publisher,
+    diagnostic: Diagnostic,
+    run: Run,
+    records: Any,
+    *,
+    schema: pa.Schema | None = None,
+    if_absent: bool = False,
+    progress: ProgressCallback | None = None,
+) -> PublishResult:
+    """Publish ``records`` as run ``run``, all or nothing.
+
+    Raises AlreadyPublished (unless ``if_absent``), RunInProgress, RecoveryNeeded, InputError,
+    CommitRejected (this attempt's staging was discarded) or CommitOutcomeUnknown (nothing was
+    touched: diagnose the run).
+    """
+    with publisher.run_lock(run):
+        crash_point("after_lock")
+        before = diagnostic.diagnose(run)
+        if before.state.published:
+            if if_absent:
+                log.info("run %s is already published (%s); nothing to do", run.run_id, before.state.value)
+                return PublishResult(run, None, True, before)
+            raise AlreadyPublished(
+                f"run {run.run_id} is already published ({before.state.value}: {before.reason}); "
+                "a re-run would make a second copy, so it is refused",
+                before,
+            )
+        if before.state is State.RUNNING:
+            raise RunInProgress(f"run {run.run_id} is RUNNING: {before.reason}", before)
+        if before.state is not State.NOTHING_IN_FLIGHT:
+            raise RecoveryNeeded(
+                f"run {run.run_id} is {before.state.value}: {before.reason}. "
+                f"Safe action: {before.safe_action}",
+                before,
+            )
+
+        reader = as_reader(records)
+        if schema is not None:
+            reader = conform(reader, schema)
+        reader = require_rows(reader)
+        log.info("staging run %s (attempt %s) to %s", run.run_id, run.attempt, publisher.sink_name)
+        staged = publisher.stage(run, reader, progress=progress)
+        try:
+            with critical_section():
+                receipt = publisher.commit(run, [staged])
+        except CommitOutcomeUnknown:
+            log.error("commit outcome of %s is unknown; staging left for the diagnosis", run.run_id)
+            raise
+        except BaseException:
+            publisher.discard(run, [staged])
+            raise
+        crash_point("after_cleanup")
+        log.info("published %s: %d rows, %d bytes at %s", run.run_id, receipt.rows, receipt.bytes, receipt.location)
+        return PublishResult(run, receipt, False, before)

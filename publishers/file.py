@@ -1,0 +1,408 @@
+"""The file sink: staging + no-clobber rename + a ``.success`` manifest, on one filesystem.
+
+Layout under the configured ``root`` (all on one filesystem, so the rename is atomic)::
+
+    <root>/<dataset>/<run_date>.<ext>                 published data
+    <root>/<dataset>/<run_date>.<ext>.success         the manifest: the commit point readers gate on
+    <root>/_staging/<dataset>/<run_date>.<attempt>.<ext>           staged data of one attempt
+    <root>/_staging/<dataset>/<run_date>.<attempt>.pending.json    intent: what the attempt staged
+    <root>/_staging/<dataset>/<run_date>.<attempt>.success.tmp     manifest being written
+    <root>/_locks/<dataset>/<run_date>.lock           the run lock (flock)
+
+Commit sequence and what a crash between steps leaves (the diagnostic names each):
+
+1. staged data fsync'd, pending manifest fsync'd     -> ORPHANED (staging of a dead attempt)
+2. rename data to its final name (never clobbering), fsync both directories
+                                                     -> ORPHANED: output without manifest, but its
+                                                        checksum matches the attempt's pending
+                                                        manifest, so recover removes it, no human
+3. manifest written beside it atomically             -> the commit point: published
+4. pending manifest removed                          -> before this, PUBLISHED_WITH_ORPHANS
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._arrow import schema_to_json
+from ._crash import crash_point
+from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, UnsafeLayout
+from ._fs import (
+    fsync_dir,
+    json_bytes,
+    publish_json_noreplace,
+    read_json,
+    rename_noreplace,
+    write_durable,
+)
+from ._lock import hold_flock
+from ._protocol import ProgressCallback, SinkDefinition
+from ._types import AttemptInfo, Receipt, Run, Staged
+
+log = logging.getLogger("atomic_publish.file")
+
+MANIFEST_VERSION = 1
+STAGING_DIR = "_staging"
+LOCKS_DIR = "_locks"
+MARKER_SUFFIX = ".success"
+PENDING_SUFFIX = ".pending.json"
+MARKER_TMP_SUFFIX = ".success.tmp"
+
+
+class FileSinkConfig(BaseModel):
+    """Options of a ``type = "file"`` sink."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["file"] = "file"
+    root: Path = Field(default=Path("data/out"), description="directory that holds every dataset")
+    format: Literal["csv", "parquet"] = "csv"
+    parquet_compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    parquet_row_group_rows: int = Field(default=262_144, gt=0)
+    verify_checksum: bool = Field(
+        default=True, description="diagnose re-reads published data to check its sha256"
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _root_is_not_a_system_dir(cls, root: Path) -> Path:
+        resolved = root.expanduser().resolve()
+        # Cleanup only ever works inside <root>/_staging, but a root of "/" or $HOME would still put
+        # datasets beside unrelated files; refuse the two places that are never meant.
+        if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+            raise ValueError(f"root {str(root)!r} resolves to {resolved}, which is not a dedicated directory")
+        return root
+
+
+@dataclass(frozen=True)
+class StagingName:
+    run_date: dt.date
+    attempt: str
+    kind: str  # "staging-data" | "pending-manifest" | "marker-temp"
+
+
+_STAGING_RE = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})\.(?P<attempt>\d{8}T\d{6}Z-[0-9a-f]{6})\.(?P<rest>.+)$"
+)
+
+
+class FileLayout:
+    """Every path the file sink and its diagnostic use, in one place."""
+
+    def __init__(self, root: Path, fmt: str) -> None:
+        self.root = root.expanduser().resolve()
+        self.ext = fmt
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self._inside(self.root / dataset)
+
+    def final(self, run: Run) -> Path:
+        return self.dataset_dir(run.dataset) / f"{run.run_date.isoformat()}.{self.ext}"
+
+    def marker(self, run: Run) -> Path:
+        return self.final(run).with_name(self.final(run).name + MARKER_SUFFIX)
+
+    def staging_dir(self, dataset: str) -> Path:
+        return self._inside(self.root / STAGING_DIR / dataset)
+
+    def _attempt_prefix(self, run: Run) -> str:
+        return f"{run.run_date.isoformat()}.{run.attempt}"
+
+    def staging_data(self, run: Run) -> Path:
+        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}.{self.ext}"
+
+    def pending(self, run: Run) -> Path:
+        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}{PENDING_SUFFIX}"
+
+    def marker_tmp(self, run: Run) -> Path:
+        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}{MARKER_TMP_SUFFIX}"
+
+    def lock(self, dataset: str, run_date: dt.date) -> Path:
+        return self._inside(self.root / LOCKS_DIR / dataset / f"{run_date.isoformat()}.lock")
+
+    def parse_staging_name(self, name: str) -> StagingName | None:
+        m = _STAGING_RE.match(name)
+        if not m:
+            return None
+        rest = m.group("rest")
+        if rest == PENDING_SUFFIX[1:]:
+            kind = "pending-manifest"
+        elif rest == MARKER_TMP_SUFFIX[1:]:
+            kind = "marker-temp"
+        elif rest == self.ext:
+            kind = "staging-data"
+        else:
+            # Staging of another format (the config changed between attempts) is still this run's.
+            kind = "staging-data"
+        try:
+            run_date = dt.date.fromisoformat(m.group("date"))
+        except ValueError:
+            return None
+        return StagingName(run_date, m.group("attempt"), kind)
+
+    def _inside(self, path: Path) -> Path:
+        # A dataset directory that is a symlink to somewhere else would let publish and cleanup
+        # act outside the root; the resolved path must stay under the resolved root.
+        resolved = path.resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise UnsafeLayout(f"{path} resolves to {resolved}, outside the configured root {self.root}")
+        return resolved
+
+    def check_same_filesystem(self) -> None:
+        staging = self.root / STAGING_DIR
+        if staging.exists() and staging.stat().st_dev != self.root.stat().st_dev:
+            raise UnsafeLayout(
+                f"{staging} is on another filesystem than {self.root}: a rename between them "
+                "would not be atomic"
+            )
+
+
+class _HashingWriter:
+    """A file-like sink for pyarrow writers that hashes and counts the bytes as they pass.
+
+    Hashing on the way out costs one pass over bytes already in cache, instead of re-reading the
+    whole staged file from disk before commit.
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        self._fh.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self.closed = True  # the owner closes the real file after fsync
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class FilePublisher:
+    sink_name = "file"
+
+    def __init__(self, config: FileSinkConfig) -> None:
+        self.config = config
+        self.layout = FileLayout(config.root, config.format)
+
+    @contextlib.contextmanager
+    def run_lock(self, run: Run) -> Iterator[None]:
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        with hold_flock(self.layout.lock(run.dataset, run.run_date), AttemptInfo.current(run.attempt), run.run_id):
+            yield
+
+    def stage(
+        self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None
+    ) -> Staged:
+        staging_dir = self.layout.staging_dir(run.dataset)
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.check_same_filesystem()
+        data_path = self.layout.staging_data(run)
+        pending_path = self.layout.pending(run)
+        try:
+            # O_EXCL: an attempt never reuses or overwrites another attempt's staging name.
+            with open(data_path, "xb", buffering=1 << 20) as fh:
+                sink = _HashingWriter(fh)
+                rows = self._write(sink, batches, progress)
+                fh.flush()
+                os.fsync(fh.fileno())
+            checksum = sink.digest.hexdigest()
+            intent = self._manifest(run, rows=rows, size=sink.size, checksum=checksum, schema=batches.schema)
+            # The pending manifest is what lets a diagnosis explain an output found without its
+            # success marker (crash right after the rename): same checksum, same attempt.
+            write_durable(pending_path, json_bytes(intent))
+            fsync_dir(staging_dir)
+        except BaseException:
+            for path in (data_path, pending_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            raise
+        crash_point("after_stage")
+        return Staged(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            location=str(data_path),
+            rows=rows,
+            bytes=sink.size,
+            checksum=f"sha256:{checksum}",
+            details={"pending_manifest": str(pending_path), "format": self.config.format},
+        )
+
+    def _write(self, sink: _HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
+        rows = 0
+        first = True
+        if self.config.format == "csv":
+            writer: Any = pacsv.CSVWriter(sink, batches.schema)
+            chunks: Iterator[pa.RecordBatch] = iter(batches)
+        else:
+            compression = None if self.config.parquet_compression == "none" else self.config.parquet_compression
+            writer = pq.ParquetWriter(sink, batches.schema, compression=compression)
+            # Fixed-size row groups, whatever the input batching, keep re-runs byte-identical.
+            chunks = _rechunk(batches, self.config.parquet_row_group_rows)
+        try:
+            for batch in chunks:
+                if self.config.format == "csv":
+                    writer.write_batch(batch)
+                else:
+                    writer.write_table(pa.Table.from_batches([batch]), row_group_size=batch.num_rows)
+                rows += batch.num_rows
+                if progress:
+                    progress(rows, sink.size)
+                if first:
+                    first = False
+                    crash_point("mid_stage")
+        finally:
+            writer.close()
+        return rows
+
+    def _manifest(self, run: Run, *, rows: int, size: int, checksum: str, schema: pa.Schema) -> dict[str, Any]:
+        return {
+            "manifest_version": MANIFEST_VERSION,
+            "run_id": run.run_id,
+            "dataset": run.dataset,
+            "run_date": run.run_date.isoformat(),
+            "attempt": run.attempt,
+            "data_file": self.layout.final(run).name,
+            "format": self.config.format,
+            "rows": rows,
+            "bytes": size,
+            "sha256": checksum,
+            "schema": schema_to_json(schema),
+        }
+
+    def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        if len(staged) != 1:
+            raise CommitRejected(f"the file sink commits exactly one staged file per run, got {len(staged)}")
+        part = staged[0]
+        if part.run_id != run.run_id:
+            raise CommitRejected(f"staged part belongs to run {part.run_id}, not {run.run_id}")
+        owner = Run(run.dataset, run.run_date, part.attempt)
+        data_path = self.layout.staging_data(owner)
+        pending_path = self.layout.pending(owner)
+        final, marker = self.layout.final(run), self.layout.marker(run)
+        try:
+            intent = read_json(pending_path)
+        except (OSError, ValueError) as exc:
+            raise CommitRejected(f"pending manifest {pending_path} is unreadable: {exc}") from None
+        if marker.exists():
+            raise LostRace(f"run {run.run_id} is already published ({marker} exists)")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            rename_noreplace(data_path, final)
+        except FileExistsError:
+            raise LostRace(
+                f"{final} already exists: another attempt of {run.run_id} got there first; "
+                "this attempt's staging is discarded"
+            ) from None
+        except OSError as exc:
+            # rename(2) either happened or not; an error return means it did not.
+            raise CommitRejected(f"could not move {data_path} to {final}: {exc}") from exc
+
+        # From here the data sits at its final name: any failure is an unknown outcome, and
+        # nothing may be cleaned up by this process (the diagnosis settles it from the disk).
+        try:
+            fsync_dir(final.parent)
+            fsync_dir(data_path.parent)
+            crash_point("after_data_rename")
+            published_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            publish_json_noreplace(self.layout.marker_tmp(owner), marker, {**intent, "published_at": published_at})
+        except OSError as exc:
+            raise CommitOutcomeUnknown(
+                f"{final} is in place but its manifest {marker} may not be: {exc}; "
+                f"run `atomic-publish diagnose` for {run.run_id}"
+            ) from exc
+        crash_point("after_commit")
+        try:
+            pending_path.unlink()
+            fsync_dir(pending_path.parent)
+        except OSError as exc:  # published already; a leftover is reported as an orphan, not an error
+            log.warning("published, but could not remove %s: %s", pending_path, exc)
+        return Receipt(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=part.attempt,
+            location=str(final),
+            rows=int(intent["rows"]),
+            bytes=int(intent["bytes"]),
+            checksum=f"sha256:{intent['sha256']}",
+            published_at=published_at,
+            details={"manifest": str(marker), "format": intent["format"]},
+        )
+
+    def discard(self, run: Run, staged: Sequence[Staged]) -> None:
+        attempts = {run.attempt} | {s.attempt for s in staged}
+        for attempt in sorted(attempts):
+            owner = Run(run.dataset, run.run_date, attempt)
+            data_path, pending_path = self.layout.staging_data(owner), self.layout.pending(owner)
+            final, marker = self.layout.final(run), self.layout.marker(run)
+            if not data_path.exists() and final.exists() and not marker.exists():
+                # The data was renamed but the marker never landed: the pending manifest is the only
+                # evidence that explains the output. Keep it; the diagnosis needs it.
+                log.warning("kept %s: it explains %s, whose commit did not finish", pending_path, final)
+                paths = [self.layout.marker_tmp(owner)]
+            else:
+                paths = [data_path, pending_path, self.layout.marker_tmp(owner)]
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def _rechunk(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for batch in reader:
+        while batch.num_rows:
+            take = min(rows - have, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            have += take
+            batch = batch.slice(take)
+            if have == rows:
+                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+                pending, have = [], 0
+    if have:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def _make_diagnostic(config: FileSinkConfig) -> Any:
+    from diagnostics.file import FileDiagnostic
+
+    return FileDiagnostic(config)
+
+
+SINK = SinkDefinition(
+    name="file",
+    config_model=FileSinkConfig,
+    make_publisher=FilePublisher,
+    make_diagnostic=_make_diagnostic,
+    description="local filesystem: staging + no-clobber rename + .success manifest",
+)

@@ -1,0 +1,73 @@
+"""Sink names to implementations: a small registry with lazy imports and install hints.
+
+A sink's module is imported only when that sink is used, so ``publish --sink file`` works without
+boto3, psycopg, confluent-kafka or pyiceberg installed, and asking for a sink whose extra is missing
+says exactly what to install. Third-party sinks register a ``SinkDefinition`` under the entry-point
+group ``atomic_publish.sinks``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from ._errors import SinkUnavailable
+from ._protocol import SinkDefinition
+
+ENTRY_POINT_GROUP = "atomic_publish.sinks"
+
+# name -> ("module:attribute", extra that provides its dependencies, or None)
+_BUILTIN: dict[str, tuple[str, str | None]] = {
+    "file": ("publishers.file:SINK", None),
+}
+
+_loaded: dict[str, SinkDefinition] = {}
+
+
+def register(definition: SinkDefinition, *, replace: bool = False) -> None:
+    """Register a sink in-process (entry points are the way for installed packages)."""
+    if definition.name in _loaded and not replace:
+        raise ValueError(f"a sink named {definition.name!r} is already registered")
+    _loaded[definition.name] = definition
+
+
+def available() -> list[str]:
+    """Every sink name that can be asked for (whether or not its extra is installed)."""
+    names = set(_BUILTIN) | set(_loaded)
+    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def load(name: str) -> SinkDefinition:
+    """Return the definition of sink type ``name``, importing its module now."""
+    if name in _loaded:
+        return _loaded[name]
+    if name in _BUILTIN:
+        target, extra = _BUILTIN[name]
+        definition = _import(target, name, extra)
+    else:
+        matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not matches:
+            raise SinkUnavailable(f"unknown sink type {name!r}; known types: {', '.join(available())}")
+        try:
+            definition = matches[0].load()
+        except ImportError as exc:
+            raise SinkUnavailable(
+                f"sink {name!r} (entry point {matches[0].value}) could not be imported: {exc}"
+            ) from exc
+    if not isinstance(definition, SinkDefinition):
+        raise SinkUnavailable(f"sink {name!r} does not point at a SinkDefinition (got {type(definition).__name__})")
+    _loaded[name] = definition
+    return definition
+
+
+def _import(target: str, name: str, extra: str | None) -> SinkDefinition:
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        hint = f"; install it with: pip install 'atomic-publish[{extra}]'" if extra else ""
+        raise SinkUnavailable(f"sink {name!r} needs the module {missing!r}, which is not installed{hint}") from exc
+    definition: SinkDefinition = getattr(module, attribute)
+    return definition
