@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from publishers._errors import RecoveryNeeded, RunInProgress
@@ -24,7 +25,9 @@ from .taxonomy import Artifact, CleanReport, Diagnosis, State
 _CLEAN_ORDER = {"unmarked-output": 0, "marker-temp": 1, "staging-data": 2, "pending-manifest": 3}
 
 
-def _artifact(path: Path, kind: str, *, attempt: str | None = None, rows: int | None = None, detail: str = "") -> Artifact:
+def _artifact(
+    path: Path, kind: str, *, attempt: str | None = None, rows: int | None = None, detail: str = ""
+) -> Artifact:
     st = path.lstat()
     return Artifact(
         kind=kind,
@@ -84,7 +87,10 @@ class FileDiagnostic:
         if final.exists():
             explained = self._explain_unmarked(run, final, staging)
             if explained is None:
-                evidence = [_artifact(final, "unexplained-output", detail="data without its .success manifest"), *staging]
+                evidence = [
+                    _artifact(final, "unexplained-output", detail="data without its .success manifest"),
+                    *staging,
+                ]
                 return verdict(
                     State.UNKNOWN,
                     f"{final} exists without its success manifest and no attempt's pending manifest "
@@ -102,7 +108,9 @@ class FileDiagnostic:
             )
         return verdict(State.NOTHING_IN_FLIGHT, "not published and nothing left behind", evidence=())
 
-    def _published(self, run: Run, final: Path, marker: Path, staging: list[Artifact], verdict) -> Diagnosis:  # type: ignore[no-untyped-def]
+    def _published(
+        self, run: Run, final: Path, marker: Path, staging: list[Artifact], verdict: Callable[..., Diagnosis]
+    ) -> Diagnosis:
         try:
             doc = read_json(marker)
         except (OSError, ValueError) as exc:
@@ -225,7 +233,11 @@ class FileDiagnostic:
 
         # Holding the run lock while deleting proves no attempt of this run is alive, so nothing
         # removed here can belong to a live attempt, even one that started after the diagnosis.
-        with hold_flock(self.layout.lock(diagnosis.dataset, diagnosis.run_date), AttemptInfo.current(operator.attempt), diagnosis.run_id):
+        with hold_flock(
+            self.layout.lock(diagnosis.dataset, diagnosis.run_date),
+            AttemptInfo.current(operator.attempt),
+            diagnosis.run_id,
+        ):
             for art in sorted(diagnosis.orphans, key=lambda a: _CLEAN_ORDER.get(a.kind, 9)):
                 path = Path(art.location)
                 if older_than is not None and youngest[art.attempt] < older_than.total_seconds():
@@ -253,7 +265,9 @@ class FileDiagnostic:
                 removed.append(art)
             for directory in {Path(a.location).parent for a in removed}:
                 fsync_dir(directory)
-        return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped))
+        return CleanReport(
+            run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped)
+        )
 
     # -- sweep support --------------------------------------------------------------------------
 
@@ -262,7 +276,7 @@ class FileDiagnostic:
         out_dir = self.layout.dataset_dir(dataset)
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(out_dir):
-                stem, dot, ext = name.partition(".")
+                stem, _, ext = name.partition(".")
                 if ext == self.layout.ext and not (out_dir / (name + ".success")).exists():
                     with contextlib.suppress(ValueError):
                         dates.add(dt.date.fromisoformat(stem))

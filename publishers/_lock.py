@@ -39,7 +39,9 @@ def hold_flock(path: Path, info: AttemptInfo, run_id: str) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = read_holder(path)
-                    who = f"attempt {holder.attempt} (pid {holder.pid} on {holder.host})" if holder else "another attempt"
+                    who = (
+                        f"attempt {holder.attempt} (pid {holder.pid} on {holder.host})" if holder else "another attempt"
+                    )
                     raise RunInProgress(f"run {run_id} is RUNNING: {who} holds the lock {path}") from None
                 time.sleep(0.05)
         # Holder details are for operators only; the flock itself is the evidence.

@@ -33,9 +33,7 @@ class Publisher(Protocol):
         """
         ...
 
-    def stage(
-        self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None
-    ) -> Staged:
+    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
         """Write the records where no reader can see them, durably. On error, remove what it wrote."""
         ...
 

@@ -75,8 +75,7 @@ def publish(
             raise RunInProgress(f"run {run.run_id} is RUNNING: {before.reason}", before)
         if before.state is not State.NOTHING_IN_FLIGHT:
             raise RecoveryNeeded(
-                f"run {run.run_id} is {before.state.value}: {before.reason}. "
-                f"Safe action: {before.safe_action}",
+                f"run {run.run_id} is {before.state.value}: {before.reason}. Safe action: {before.safe_action}",
                 before,
             )
 

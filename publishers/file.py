@@ -73,9 +73,7 @@ class FileSinkConfig(BaseModel):
     format: Literal["csv", "parquet"] = "csv"
     parquet_compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     parquet_row_group_rows: int = Field(default=262_144, gt=0)
-    verify_checksum: bool = Field(
-        default=True, description="diagnose re-reads published data to check its sha256"
-    )
+    verify_checksum: bool = Field(default=True, description="diagnose re-reads published data to check its sha256")
 
     @field_validator("root")
     @classmethod
@@ -95,9 +93,7 @@ class StagingName:
     kind: str  # "staging-data" | "pending-manifest" | "marker-temp"
 
 
-_STAGING_RE = re.compile(
-    r"^(?P<date>\d{4}-\d{2}-\d{2})\.(?P<attempt>\d{8}T\d{6}Z-[0-9a-f]{6})\.(?P<rest>.+)$"
-)
+_STAGING_RE = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})\.(?P<attempt>\d{8}T\d{6}Z-[0-9a-f]{6})\.(?P<rest>.+)$")
 
 
 class FileLayout:
@@ -166,8 +162,7 @@ class FileLayout:
         staging = self.root / STAGING_DIR
         if staging.exists() and staging.stat().st_dev != self.root.stat().st_dev:
             raise UnsafeLayout(
-                f"{staging} is on another filesystem than {self.root}: a rename between them "
-                "would not be atomic"
+                f"{staging} is on another filesystem than {self.root}: a rename between them would not be atomic"
             )
 
 
@@ -220,9 +215,7 @@ class FilePublisher:
         with hold_flock(self.layout.lock(run.dataset, run.run_date), AttemptInfo.current(run.attempt), run.run_id):
             yield
 
-    def stage(
-        self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None
-    ) -> Staged:
+    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
         staging_dir = self.layout.staging_dir(run.dataset)
         staging_dir.mkdir(parents=True, exist_ok=True)
         self.layout.check_same_filesystem()
