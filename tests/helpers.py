@@ -1,0 +1,86 @@
+"""Helpers shared by the unit and contract tests: run the real CLI in a subprocess, snapshot a tree."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def cli_env(config: Path | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATOMIC_PUBLISH_", "PUBLISH_"))}
+    if config is not None:
+        env["ATOMIC_PUBLISH_CONFIG"] = str(config)
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> Result:
+    """Run ``atomic-publish ARGS`` as a separate process, as an operator or scheduler would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "publishers.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else cli_env(config),
+        cwd=cwd or REPO,
+        timeout=timeout,
+        check=False,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "publishers.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd or REPO,
+    )
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under ``root`` with size, mtime and sha256: equal snapshots mean nothing changed."""
+    snapshot = {}
+    if not root.exists():
+        return snapshot
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            snapshot[str(path.relative_to(root))] = (
+                st.st_size,
+                st.st_mtime_ns,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+            )
+    return snapshot
+
+
+def write_config(path: Path, root: Path, *, fmt: str = "csv", extra: str = "") -> Path:
+    path.write_text(
+        f'[defaults]\nsink = "local"\n\n[sinks.local]\ntype = "file"\nroot = "{root}"\nformat = "{fmt}"\n{extra}'
+    )
+    return path

@@ -1,0 +1,92 @@
+import pytest
+
+from publishers import ConfigError, SinkUnavailable, load_config
+
+
+def test_no_config_file_gives_the_embedded_file_sink(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATOMIC_PUBLISH_CONFIG", raising=False)
+    definition, options = load_config().sink()
+    assert definition.name == "file"
+    assert options.format == "csv"
+
+
+def test_sinks_are_swapped_by_config(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[defaults]\nsink = "lake"\n\n'
+        f'[sinks.lake]\ntype = "file"\nroot = "{tmp_path}/lake"\nformat = "parquet"\n\n'
+        f'[sinks.reports]\ntype = "file"\nroot = "{tmp_path}/reports"\n'
+    )
+    config = load_config(cfg)
+    _, lake = config.sink()
+    _, reports = config.sink("reports")
+    assert (lake.format, lake.root.name) == ("parquet", "lake")
+    assert (reports.format, reports.root.name) == ("csv", "reports")
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.local]\ntype = "file"\nroot = "{tmp_path}/a"\nformat = "csv"\n')
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__LOCAL__FORMAT", "parquet")
+    monkeypatch.setenv("ATOMIC_PUBLISH_DEFAULTS__SINK", "local")
+    _, options = load_config(cfg).sink()
+    assert options.format == "parquet"
+    assert options.root.name == "a"
+
+
+def test_malformed_toml_names_file_and_line(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.local]\ntype = "file"\nroot = "unterminated\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(cfg) in str(info.value) and "line 3" in str(info.value)
+
+
+def test_bad_value_names_file_line_field_and_value(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.local]\ntype = "file"\nroot = "{tmp_path}"\n\nformat = "xlsx"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg).sink("local")
+    message = str(info.value)
+    assert f"{cfg}:5" in message
+    assert "sinks.local.format" in message and "'xlsx'" in message
+
+
+def test_unknown_option_is_refused(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.local]\ntype = "file"\nroot = "{tmp_path}"\ncompresion = "zstd"\n')
+    with pytest.raises(ConfigError, match="compresion"):
+        load_config(cfg).sink("local")
+
+
+def test_secrets_in_the_file_are_refused_and_never_echoed(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.pg]\ntype = "postgres"\npassword = "hunter2-very-secret"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    message = str(info.value)
+    assert f"{cfg}:3" in message and "ATOMIC_PUBLISH_SINKS__PG__PASSWORD" in message
+    assert "hunter2" not in message
+
+
+def test_unknown_sink_name_lists_the_configured_ones(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.local]\ntype = "file"\nroot = "{tmp_path}"\n')
+    with pytest.raises(ConfigError, match="configured sinks: local"):
+        load_config(cfg).sink("warehouse")
+
+
+def test_unknown_sink_type_is_unavailable(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.x]\ntype = "carrier-pigeon"\n')
+    with pytest.raises(SinkUnavailable, match="carrier-pigeon"):
+        load_config(cfg).sink("x")
+
+
+@pytest.mark.parametrize("root", ["/", "~"])
+def test_root_that_is_not_a_dedicated_directory_is_refused(tmp_path, root):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.local]\ntype = "file"\nroot = "{root}"\n')
+    with pytest.raises(ConfigError, match="not a dedicated directory"):
+        load_config(cfg).sink("local")

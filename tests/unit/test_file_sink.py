@@ -1,0 +1,259 @@
+"""The file sink and its diagnostic, through the library API, on a real filesystem."""
+
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from diagnostics.file import FileDiagnostic
+from diagnostics.taxonomy import State
+from publishers import (
+    AlreadyPublished,
+    InputError,
+    LostRace,
+    RecoveryNeeded,
+    Run,
+    RunInProgress,
+    UnsafeLayout,
+    publish,
+)
+from publishers.file import FilePublisher, FileSinkConfig
+
+TABLE = pa.table({"id": list(range(1000)), "amount": [i * 7 for i in range(1000)], "note": ["x"] * 1000})
+
+
+def make(tmp_path, fmt="csv"):
+    config = FileSinkConfig(root=tmp_path / "out", format=fmt)
+    return FilePublisher(config), FileDiagnostic(config)
+
+
+def run(date="2026-04-24"):
+    return Run.new("refunds_settled", date)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_publish_writes_data_and_a_verifiable_manifest(tmp_path, fmt):
+    publisher, diagnostic = make(tmp_path, fmt)
+    r = run()
+    result = publish(publisher, diagnostic, r, TABLE)
+    final = tmp_path / "out" / "refunds_settled" / f"2026-04-24.{fmt}"
+    manifest = json.loads((final.parent / f"2026-04-24.{fmt}.success").read_text())
+    data = final.read_bytes()
+    assert manifest["run_id"] == r.run_id and manifest["attempt"] == r.attempt
+    assert manifest["rows"] == 1000 == result.receipt.rows
+    assert manifest["bytes"] == len(data)
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
+    assert [f["name"] for f in manifest["schema"]] == ["id", "amount", "note"]
+    back = pacsv.read_csv(final) if fmt == "csv" else pq.read_table(final)
+    assert back.column("amount").to_pylist() == TABLE.column("amount").to_pylist()
+    assert diagnostic.diagnose(run()).state is State.DONE
+    assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
+
+
+def test_republish_is_refused_or_a_noop_and_changes_nothing(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    publish(publisher, diagnostic, run(), TABLE)
+    final = tmp_path / "out" / "refunds_settled" / "2026-04-24.csv"
+    before = (final.stat().st_mtime_ns, final.read_bytes())
+    with pytest.raises(AlreadyPublished, match="DONE"):
+        publish(publisher, diagnostic, run(), TABLE.slice(0, 10))
+    skipped = publish(publisher, diagnostic, run(), TABLE.slice(0, 10), if_absent=True)
+    assert skipped.skipped and skipped.receipt is None
+    assert (final.stat().st_mtime_ns, final.read_bytes()) == before
+
+
+def test_rename_never_clobbers_and_the_loser_of_a_race_discards_its_staging(tmp_path):
+    """Two attempts staged at once (the run lock bypassed, as on a filesystem where flock is not
+    shared): exactly one commit wins; the other gets LostRace and removes only its own staging."""
+    publisher, diagnostic = make(tmp_path)
+    a, b = run(), run()
+    staged_a = publisher.stage(a, TABLE.to_reader())
+    staged_b = publisher.stage(b, TABLE.slice(0, 500).to_reader())
+    outcomes = {}
+    barrier = threading.Barrier(2)
+
+    def commit(r, staged):
+        barrier.wait()
+        try:
+            outcomes[r.attempt] = publisher.commit(r, [staged])
+        except LostRace as exc:
+            outcomes[r.attempt] = exc
+            publisher.discard(r, [staged])
+
+    threads = [threading.Thread(target=commit, args=args) for args in ((a, staged_a), (b, staged_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [k for k, v in outcomes.items() if not isinstance(v, Exception)]
+    losers = [k for k, v in outcomes.items() if isinstance(v, LostRace)]
+    assert len(winners) == 1 and len(losers) == 1
+    d = diagnostic.diagnose(run())
+    assert d.state is State.DONE
+    manifest = json.loads((tmp_path / "out" / "refunds_settled" / "2026-04-24.csv.success").read_text())
+    assert manifest["attempt"] == winners[0]
+    assert manifest["rows"] == (1000 if winners[0] == a.attempt else 500)
+
+
+def test_loser_that_dies_before_discarding_is_published_with_orphans(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    winner, loser = run(), run()
+    staged_loser = publisher.stage(loser, TABLE.to_reader())
+    publisher.commit(winner, [publisher.stage(winner, TABLE.to_reader())])
+    with pytest.raises(LostRace):
+        publisher.commit(loser, [staged_loser])
+    d = diagnostic.diagnose(run())
+    assert d.state is State.PUBLISHED_WITH_ORPHANS
+    assert {a.attempt for a in d.orphans} == {loser.attempt}
+    report = diagnostic.clean(d)
+    assert len(report.removed) == 2
+    assert diagnostic.diagnose(run()).state is State.DONE
+
+
+def test_discard_is_idempotent_and_touches_only_its_own_attempt(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    mine, other = run(), run()
+    staged_mine = publisher.stage(mine, TABLE.to_reader())
+    publisher.stage(other, TABLE.to_reader())
+    publisher.discard(mine, [staged_mine])
+    publisher.discard(mine, [staged_mine])
+    d = diagnostic.diagnose(run())
+    assert d.state is State.ORPHANED
+    assert {a.attempt for a in d.orphans} == {other.attempt}
+
+
+def test_live_attempt_is_running_and_clean_refuses(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    holder = run()
+    with publisher.run_lock(holder):
+        publisher.stage(holder, TABLE.to_reader())
+        d = diagnostic.diagnose(run())
+        assert d.state is State.RUNNING
+        assert d.holder.attempt == holder.attempt and d.holder.pid == os.getpid()
+        with pytest.raises(RunInProgress):
+            diagnostic.clean(d)
+        with pytest.raises(RunInProgress):
+            publish(publisher, diagnostic, run(), TABLE)
+    # Lock released: the same staging is now a dead attempt's orphan.
+    assert diagnostic.diagnose(run()).state is State.ORPHANED
+
+
+def test_orphans_block_a_new_publish_until_recovered(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    publisher.stage(run(), TABLE.to_reader())
+    with pytest.raises(RecoveryNeeded, match="ORPHANED"):
+        publish(publisher, diagnostic, run(), TABLE)
+    diagnostic.clean(diagnostic.diagnose(run()))
+    assert publish(publisher, diagnostic, run(), TABLE).receipt.rows == 1000
+
+
+def _published(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    publish(publisher, diagnostic, run(), TABLE)
+    final = tmp_path / "out" / "refunds_settled" / "2026-04-24.csv"
+    return diagnostic, final, final.with_name(final.name + ".success")
+
+
+def test_tampered_data_is_unknown_with_evidence(tmp_path):
+    diagnostic, final, _ = _published(tmp_path)
+    data = bytearray(final.read_bytes())
+    data[100] ^= 1  # same size, different bytes: only the checksum can tell
+    final.write_bytes(bytes(data))
+    d = diagnostic.diagnose(run())
+    assert d.state is State.UNKNOWN and "sha256" in d.reason
+    assert {a.kind for a in d.evidence} >= {"success-marker", "published-output"}
+    with pytest.raises(RecoveryNeeded):
+        diagnostic.clean(d)
+
+
+def test_truncated_data_and_missing_data_are_unknown(tmp_path):
+    diagnostic, final, _ = _published(tmp_path)
+    final.write_bytes(final.read_bytes()[:-10])
+    assert diagnostic.diagnose(run()).state is State.UNKNOWN
+    final.unlink()
+    d = diagnostic.diagnose(run())
+    assert d.state is State.UNKNOWN and "missing" in d.reason
+
+
+def test_manifest_of_another_run_is_unknown(tmp_path):
+    diagnostic, _, marker = _published(tmp_path)
+    doc = json.loads(marker.read_text())
+    doc["run_id"] = "refunds_settled/2026-04-23"
+    marker.write_text(json.dumps(doc))
+    assert diagnostic.diagnose(run()).state is State.UNKNOWN
+
+
+def test_data_that_no_evidence_explains_is_unknown(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    final = tmp_path / "out" / "refunds_settled" / "2026-04-24.csv"
+    final.parent.mkdir(parents=True)
+    final.write_text("id\n1\n")
+    d = diagnostic.diagnose(run())
+    assert d.state is State.UNKNOWN and "no evidence explains" in d.reason
+    assert d.evidence[0].location == str(final)
+    with pytest.raises(RecoveryNeeded):
+        publish(publisher, diagnostic, run(), TABLE)
+    assert final.read_text() == "id\n1\n"
+
+
+def test_clean_skips_what_changed_since_the_diagnosis(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    staged = publisher.stage(run(), TABLE.to_reader())
+    d = diagnostic.diagnose(run())
+    with open(staged.location, "ab") as fh:
+        fh.write(b"more")
+    report = diagnostic.clean(d)
+    kept = {a.kind: why for a, why in report.skipped}
+    assert "changed since the diagnosis" in kept["staging-data"]
+    assert os.path.exists(staged.location)
+
+
+def test_clean_with_age_keeps_young_attempts(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    old, young = run(), run()
+    old_staged = publisher.stage(old, TABLE.to_reader())
+    publisher.stage(young, TABLE.to_reader())
+    two_days_ago = (dt.datetime.now() - dt.timedelta(days=2)).timestamp()
+    for path in (old_staged.location, old_staged.details["pending_manifest"]):
+        os.utime(path, (two_days_ago, two_days_ago))
+    report = diagnostic.clean(diagnostic.diagnose(run()), older_than=dt.timedelta(hours=24))
+    assert {a.attempt for a in report.removed} == {old.attempt}
+    assert {a.attempt for a, _ in report.skipped} == {young.attempt}
+
+
+def test_dataset_directory_symlinked_outside_the_root_is_refused(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "refunds_settled").symlink_to(outside)
+    with pytest.raises(UnsafeLayout, match="outside the configured root"):
+        publish(publisher, diagnostic, run(), TABLE)
+    assert list(outside.iterdir()) == []
+
+
+def test_failed_stage_leaves_nothing(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+
+    def batches():
+        yield TABLE.to_batches()[0]
+        raise InputError("upstream broke mid-stream")
+
+    reader = pa.RecordBatchReader.from_batches(TABLE.schema, batches())
+    with pytest.raises(InputError, match="mid-stream"):
+        publish(publisher, diagnostic, run(), reader)
+    assert diagnostic.diagnose(run()).state is State.NOTHING_IN_FLIGHT
+
+
+def test_sweep_support_lists_run_dates_with_leftovers(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    publisher.stage(run("2026-04-20"), TABLE.to_reader())
+    publisher.stage(run("2026-04-22"), TABLE.to_reader())
+    publish(publisher, diagnostic, run("2026-04-21"), TABLE)
+    assert diagnostic.runs_with_leftovers("refunds_settled") == [dt.date(2026, 4, 20), dt.date(2026, 4, 22)]

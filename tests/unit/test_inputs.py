@@ -1,0 +1,97 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from publishers import InputError, SchemaMismatch, open_input
+from publishers._arrow import as_reader, conform, require_rows
+
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.int64())])
+
+
+def _drain(reader):
+    return pa.Table.from_batches(list(reader), schema=reader.schema)
+
+
+def test_malformed_row_names_file_and_line(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,name,amount\n1,a,10\n2,b,20\n3,c\n4,d,40\n")
+    with pytest.raises(InputError) as info:
+        _drain(open_input(path))
+    assert f"{path}:4:" in str(info.value) and "expected 3 columns, got 2" in str(info.value)
+
+
+def test_malformed_row_far_into_a_large_file_names_its_line(tmp_path):
+    path = tmp_path / "big.csv"
+    lines = ["id,name,amount"] + [f"{i},n{i},{i}" for i in range(300_000)]
+    lines[250_001] = "oops"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"{path}:250002:"):
+        _drain(open_input(path))
+
+
+def test_bad_value_names_file_line_and_column(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,name,amount\n1,a,10\n2,b,twenty\n")
+    with pytest.raises(InputError) as info:
+        _drain(open_input(path, SCHEMA))
+    message = str(info.value)
+    assert f"{path}:3:" in message and "'amount'" in message and "'twenty'" in message
+
+
+def test_missing_column_is_named(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,name\n1,a\n")
+    with pytest.raises(SchemaMismatch, match="'amount'"):
+        open_input(path, SCHEMA)
+
+
+def test_empty_file_and_header_only_file(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty"):
+        _drain(open_input(empty))
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("id,name,amount\n")
+    with pytest.raises(InputError, match="no rows"):
+        require_rows(open_input(header_only, SCHEMA), source=str(header_only))
+
+
+def test_unknown_extension_and_missing_file(tmp_path):
+    (tmp_path / "data.xlsx").write_bytes(b"PK")
+    with pytest.raises(InputError, match="format"):
+        open_input(tmp_path / "data.xlsx")
+    with pytest.raises(InputError, match="not found"):
+        open_input(tmp_path / "nope.csv")
+
+
+def test_parquet_input_streams_in_batches(tmp_path):
+    path = tmp_path / "in.parquet"
+    table = pa.table({"id": list(range(200_000)), "name": ["x"] * 200_000, "amount": [1] * 200_000})
+    pq.write_table(table, path, row_group_size=50_000)
+    reader = open_input(path, SCHEMA)
+    sizes = [b.num_rows for b in reader]
+    assert sum(sizes) == 200_000 and max(sizes) <= 65_536
+
+
+def test_anything_with_arrow_c_stream_is_accepted_and_cast():
+    class Foreign:
+        def __init__(self, table):
+            self.table = table
+
+        def __arrow_c_stream__(self, requested_schema=None):
+            return self.table.__arrow_c_stream__(requested_schema)
+
+    source = pa.table({"amount": pa.array([1, 2], pa.int32()), "id": [1, 2], "name": ["a", "b"], "extra": [0, 0]})
+    out = _drain(conform(as_reader(Foreign(source)), SCHEMA))
+    assert out.schema == SCHEMA and out.column("amount").to_pylist() == [1, 2]
+
+
+def test_value_that_does_not_cast_is_named():
+    source = pa.table({"id": [1], "name": ["a"], "amount": ["lots"]})
+    with pytest.raises(SchemaMismatch, match="'amount'"):
+        _drain(conform(as_reader(source), SCHEMA))
+
+
+def test_not_an_arrow_stream():
+    with pytest.raises(InputError, match="not an Arrow stream"):
+        as_reader([1, 2, 3])

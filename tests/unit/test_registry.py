@@ -1,0 +1,50 @@
+import sys
+import textwrap
+
+import pytest
+
+from publishers import SinkUnavailable, registry
+from publishers._protocol import SinkDefinition
+
+
+def test_file_sink_is_builtin_and_sinks_import_lazily():
+    import subprocess
+
+    code = "import publishers, sys; print('publishers.file' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # importing the package does not import any sink
+    assert registry.load("file").name == "file"
+
+
+def test_missing_extra_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(registry._BUILTIN, "fancy", ("nonexistent_driver_pkg.sink:SINK", "fancy"))
+    monkeypatch.delitem(registry._loaded, "fancy", raising=False)
+    with pytest.raises(SinkUnavailable) as info:
+        registry.load("fancy")
+    assert "nonexistent_driver_pkg" in str(info.value)
+    assert "pip install 'atomic-publish[fancy]'" in str(info.value)
+
+
+def test_third_party_sink_registers_through_an_entry_point(tmp_path, monkeypatch):
+    # A real installed-distribution layout (dist-info with entry_points.txt) on sys.path: this is
+    # exactly what `pip install my-sink` leaves behind.
+    pkg = tmp_path / "my_sink_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from publishers._protocol import SinkDefinition
+            from publishers.file import FileSinkConfig, FilePublisher
+            SINK = SinkDefinition("mysink", FileSinkConfig, FilePublisher, lambda c: None, "test sink")
+            """
+        )
+    )
+    dist = tmp_path / "my_sink-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-sink\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[atomic_publish.sinks]\nmysink = my_sink_pkg:SINK\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(registry._loaded, "mysink", raising=False)
+    assert "mysink" in registry.available()
+    definition = registry.load("mysink")
+    assert isinstance(definition, SinkDefinition) and definition.description == "test sink"
