@@ -466,7 +466,3 @@ def publish_main() -> None:
     _setup_logging(verbose=False, quiet=False)
     command = _publish_command(lambda f: click.command(context_settings={"help_option_names": ["-h", "--help"]})(f))
     command(prog_name="publish")
-
-
-if __name__ == "__main__":
-    main()

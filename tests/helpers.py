@@ -41,7 +41,7 @@ def run_cli(
 ) -> Result:
     """Run ``atomic-publish ARGS`` as a separate process, as an operator or scheduler would."""
     proc = subprocess.run(
-        [sys.executable, "-m", "publishers.cli", *args],
+        [sys.executable, "-m", "publishers", *args],
         capture_output=True,
         text=True,
         env=env if env is not None else cli_env(config),
@@ -54,7 +54,7 @@ def run_cli(
 
 def start_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "publishers.cli", *args],
+        [sys.executable, "-m", "publishers", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -64,12 +64,16 @@ def start_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subpr
 
 
 def tree(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file under ``root`` with size, mtime and sha256: equal snapshots mean nothing changed."""
-    snapshot = {}
+    """Every file under ``root`` with size, mtime and sha256: equal snapshots mean nothing changed.
+
+    The run-lock files under ``_locks/`` are left out: every attempt that takes a lock writes who it
+    is into it (for the operator), including attempts that are then refused.
+    """
+    snapshot: dict[str, tuple[int, int, str]] = {}
     if not root.exists():
         return snapshot
     for path in sorted(root.rglob("*")):
-        if path.is_file():
+        if path.is_file() and "_locks" not in path.relative_to(root).parts:
             st = path.stat()
             snapshot[str(path.relative_to(root))] = (
                 st.st_size,

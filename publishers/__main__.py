@@ -1,0 +1,5 @@
+"""``python -m publishers`` is ``atomic-publish``."""
+
+from .cli import main
+
+main()

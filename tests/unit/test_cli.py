@@ -1,0 +1,229 @@
+"""The operator-facing commands, run as separate processes exactly as a scheduler or a person would."""
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, cli_env, run_cli, tree, write_config
+
+DATE = "2026-04-24"
+RUN = ("--dataset", "refunds_settled", "--run-date", DATE)
+
+
+@pytest.fixture
+def dest(tmp_path):
+    root = tmp_path / "out"
+    return root, write_config(tmp_path / "publish.toml", root)
+
+
+def _pipeline(cfg, inputs, *extra, env_extra=None):
+    refunds, merchants = inputs
+    env = cli_env(cfg, **(env_extra or {}))
+    return run_cli(
+        "refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants), *extra, env=env
+    )
+
+
+def test_publish_json_goes_to_stdout_and_logs_to_stderr(dest, small_inputs):
+    root, cfg = dest
+    result = run_cli("publish", *RUN, "--json", str(small_inputs[0]), config=cfg)
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["published"] is True and doc["receipt"]["rows"] == 10_000
+    assert "staging run" in result.stderr
+    assert (root / "refunds_settled" / f"{DATE}.csv.success").exists()
+
+
+def test_publish_several_inputs_as_one_run(dest, tmp_path):
+    root, cfg = dest
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("id,amount\n1,10\n2,20\n")
+    b.write_text("id,amount\n3,30\n")
+    result = run_cli("publish", *RUN, str(a), str(b), config=cfg)
+    assert result.code == 0, result.stderr
+    assert (root / "refunds_settled" / f"{DATE}.csv").read_text().splitlines()[1:] == ["1,10", "2,20", "3,30"]
+
+
+def test_publish_console_script_is_the_same_command(dest, small_inputs):
+    root, cfg = dest
+    script = shutil.which("publish", path=os.path.dirname(sys.executable))
+    assert script, "the `publish` console script is installed beside the interpreter"
+    proc = subprocess.run(
+        [script, "--sink", "local", *RUN, "--json", str(small_inputs[0])],
+        capture_output=True,
+        text=True,
+        env=cli_env(cfg),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["receipt"]["rows"] == 10_000
+
+
+def test_republish_exit_codes_and_if_absent(dest, small_inputs):
+    root, cfg = dest
+    assert _pipeline(cfg, small_inputs).code == 0
+    before = tree(root)
+    again = _pipeline(cfg, small_inputs)
+    assert again.code == 3 and "already published" in again.stderr and "DONE" in again.stderr
+    noop = _pipeline(cfg, small_inputs, "--if-absent", "--json")
+    assert noop.code == 0 and noop.json()["skipped_already_published"] is True
+    assert tree(root) == before
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("--dataset", "..", "--run-date", DATE), "'..'"),
+        (("--dataset", "/abs", "--run-date", DATE), "path separator"),
+        (("--dataset", "a/b", "--run-date", DATE), "path separator"),
+        (("--dataset", "ok", "--run-date", "2026-02-30"), "not a valid date"),
+        (("--dataset", "ok", "--run-date", "tomorrow"), "YYYY-MM-DD"),
+    ],
+)
+def test_bad_arguments_exit_2_and_change_nothing(dest, small_inputs, args, expected):
+    root, cfg = dest
+    assert _pipeline(cfg, small_inputs).code == 0
+    before = tree(root)
+    result = run_cli("publish", *args, str(small_inputs[0]), config=cfg)
+    assert result.code == 2 and expected in result.stderr
+    assert tree(root) == before
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("id,amount\n1,10\n2\n", ":3: malformed row"),
+        ("", "empty"),
+        ("id,amount\n", "no rows"),
+    ],
+)
+def test_bad_input_files_exit_2_name_the_problem_and_change_nothing(dest, tmp_path, content, expected):
+    root, cfg = dest
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    result = run_cli("publish", *RUN, str(bad), config=cfg)
+    assert result.code == 2 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    d = run_cli("diagnose", *RUN, "--json", config=cfg)
+    assert d.json()["state"] == "NOTHING_IN_FLIGHT"
+    assert not (root / "refunds_settled").exists() or not any((root / "refunds_settled").iterdir())
+
+
+def test_pipeline_missing_column_names_it(dest, tmp_path, small_inputs):
+    root, cfg = dest
+    refunds = tmp_path / "refunds.csv"
+    refunds.write_text("refund_id,payment_id,merchant_id\nR1,P1,M0000001\n")
+    result = _pipeline(cfg, (refunds, small_inputs[1]))
+    assert result.code == 2 and "'amount_paise'" in result.stderr
+
+
+def test_malformed_config_exits_2_with_file_and_line(tmp_path, small_inputs):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.local]\ntype = "file"\nformat = csv\n')
+    result = run_cli("publish", *RUN, str(small_inputs[0]), config=cfg)
+    assert result.code == 2 and str(cfg) in result.stderr and "line 3" in result.stderr
+
+
+def test_missing_extra_exits_2_with_install_hint(tmp_path, small_inputs):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.warehouse]\ntype = "warehouse-9000"\n')
+    result = run_cli("publish", "--sink", "warehouse", *RUN, str(small_inputs[0]), config=cfg)
+    assert result.code == 2 and "warehouse-9000" in result.stderr
+
+
+def test_diagnose_is_read_only_and_exit_code_is_the_state(dest, small_inputs):
+    root, cfg = dest
+    crashed = _pipeline(cfg, small_inputs, env_extra={"PUBLISH_CRASH_AT": "after_stage"})
+    assert crashed.code == -9
+    before = tree(root)
+    human = run_cli("diagnose", *RUN, config=cfg)
+    assert human.code == 11
+    assert "ORPHANED" in human.stdout and "staging-data" in human.stdout and "pending-manifest" in human.stdout
+    doc = run_cli("diagnose", *RUN, "--json", config=cfg).json()
+    assert doc["state"] == "ORPHANED" and doc["exit_code"] == 11
+    assert {o["kind"] for o in doc["orphans"]} == {"staging-data", "pending-manifest"}
+    assert all(o["attempt"] and o["size_bytes"] > 0 and o["age_seconds"] >= 0 for o in doc["orphans"])
+    assert tree(root) == before
+
+
+def test_recover_prints_a_plan_applies_it_and_a_second_apply_changes_nothing(dest, small_inputs):
+    root, cfg = dest
+    assert _pipeline(cfg, small_inputs, env_extra={"PUBLISH_CRASH_AT": "after_data_rename"}).code == -9
+    before = tree(root)
+    plan = run_cli("recover", *RUN, config=cfg)
+    assert plan.code == 11 and "unmarked-output" in plan.stdout and "dry run" in plan.stdout
+    assert tree(root) == before
+    applied = run_cli("recover", *RUN, "--apply", "--json", config=cfg)
+    assert applied.code == 10, applied.stderr
+    doc = applied.json()
+    assert {a["kind"] for a in doc["report"]["removed"]} == {"unmarked-output", "pending-manifest"}
+    assert doc["after"]["state"] == "NOTHING_IN_FLIGHT"
+    after_first = tree(root)
+    second = run_cli("recover", *RUN, "--apply", "--json", config=cfg)
+    assert second.code == 10 and second.json()["report"] is None
+    assert tree(root) == after_first
+
+
+def test_recover_never_touches_published_data(dest, small_inputs):
+    root, cfg = dest
+    assert _pipeline(cfg, small_inputs, env_extra={"PUBLISH_CRASH_AT": "after_commit"}).code == -9
+    published = root / "refunds_settled" / f"{DATE}.csv"
+    data = published.read_bytes()
+    result = run_cli("recover", *RUN, "--apply", "--json", config=cfg)
+    assert result.code == 0
+    assert result.json()["plan"]["diagnosis"]["state"] == "PUBLISHED_WITH_ORPHANS"
+    assert published.read_bytes() == data
+
+
+def test_recover_refuses_unknown(dest, small_inputs):
+    root, cfg = dest
+    assert _pipeline(cfg, small_inputs).code == 0
+    (root / "refunds_settled" / f"{DATE}.csv").write_text("tampered\n")
+    before = tree(root)
+    result = run_cli("recover", *RUN, "--apply", config=cfg)
+    assert result.code == 14 and "UNKNOWN" in result.stderr + result.stdout
+    assert tree(root) == before
+
+
+def test_sweep_removes_only_old_orphans_across_run_dates(dest, small_inputs):
+    root, cfg = dest
+    refunds, merchants = small_inputs
+    for date in ("2026-04-20", "2026-04-21"):
+        r = run_cli(
+            "refunds",
+            "run",
+            "--run-date",
+            date,
+            "--refunds",
+            str(refunds),
+            "--merchants",
+            str(merchants),
+            env=cli_env(cfg, PUBLISH_CRASH_AT="after_stage"),
+        )
+        assert r.code == -9
+    old = (dt.datetime.now() - dt.timedelta(days=2)).timestamp()
+    for path in (root / "_staging" / "refunds_settled").glob("2026-04-20.*"):
+        os.utime(path, (old, old))
+    listing = run_cli("sweep", "--dataset", "refunds_settled", "--older-than", "24h", "--json", config=cfg)
+    assert listing.code == 0 and len(listing.json()["runs"]) == 2
+    swept = run_cli("sweep", "--dataset", "refunds_settled", "--older-than", "24h", "--apply", "--json", config=cfg)
+    assert swept.code == 0
+    remaining = sorted(p.name.split(".")[0] for p in (root / "_staging" / "refunds_settled").iterdir())
+    assert remaining == ["2026-04-21", "2026-04-21"]
+    bad = run_cli("sweep", "--dataset", "refunds_settled", "--older-than", "a while", config=cfg)
+    assert bad.code == 2 and "duration" in bad.stderr
+
+
+def test_readme_demo_command_runs_from_a_clean_directory(tmp_path):
+    result = run_cli(
+        "refunds", "demo", "--dir", str(tmp_path / "demo"), "--rows", "5000", "--json", cwd=tmp_path, env=cli_env()
+    )
+    assert result.code == 0, result.stderr
+    assert result.json()["published"] is True
+    assert (tmp_path / "demo" / "out" / "refunds_settled" / "2026-04-24.csv.success").exists()
+    assert REPO.exists()
