@@ -50,7 +50,7 @@ def test_publish_several_inputs_as_one_run(dest, tmp_path):
 
 
 def test_publish_console_script_is_the_same_command(dest, small_inputs):
-    root, cfg = dest
+    _root, cfg = dest
     script = shutil.which("publish", path=os.path.dirname(sys.executable))
     assert script, "the `publish` console script is installed beside the interpreter"
     proc = subprocess.run(
@@ -115,7 +115,7 @@ def test_bad_input_files_exit_2_name_the_problem_and_change_nothing(dest, tmp_pa
 
 
 def test_pipeline_missing_column_names_it(dest, tmp_path, small_inputs):
-    root, cfg = dest
+    _root, cfg = dest
     refunds = tmp_path / "refunds.csv"
     refunds.write_text("refund_id,payment_id,merchant_id\nR1,P1,M0000001\n")
     result = _pipeline(cfg, (refunds, small_inputs[1]))
