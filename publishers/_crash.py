@@ -12,7 +12,7 @@ import signal
 import time
 
 ENV_VAR = "PUBLISH_CRASH_AT"
-# ``PUBLISH_PAUSE_AT=<point>:<seconds>`` sleeps there instead: tests use it to hold an attempt at a
+# ``PUBLISH_PAUSE_AT=<point>:<seconds>[,<point>:<seconds>...]`` sleeps there instead: tests use it to hold an attempt at a
 # known point (to observe RUNNING, race a second attempt, or send SIGTERM mid-stage) without timing luck.
 PAUSE_ENV_VAR = "PUBLISH_PAUSE_AT"
 
@@ -33,6 +33,7 @@ def crash_point(name: str) -> None:
     """Die by SIGKILL here if ``PUBLISH_CRASH_AT`` names this point (or pause if asked to)."""
     if os.environ.get(ENV_VAR) == name:
         os.kill(os.getpid(), signal.SIGKILL)
-    pause = os.environ.get(PAUSE_ENV_VAR, "")
-    if pause.partition(":")[0] == name:
-        time.sleep(float(pause.partition(":")[2] or "1"))
+    for pause in os.environ.get(PAUSE_ENV_VAR, "").split(","):
+        point, _, seconds = pause.partition(":")
+        if point == name:
+            time.sleep(float(seconds or "1"))

@@ -1,0 +1,189 @@
+"""The contract suite: every sink, every crash point, the same assertions.
+
+For each crash point: run the pipeline in a subprocess that SIGKILLs itself there, diagnose (the
+state must be the one the point leaves), recover, re-run, and compare the output with a clean run's
+byte for byte, with no orphan left. Plus: a reader polling throughout never sees a partial publish;
+two attempts racing publish exactly once; a re-run after DONE is refused and changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from diagnostics.taxonomy import State
+from publishers import LostRace, Run
+from tests.helpers import cli_env, run_cli, start_cli
+
+from .harness import DATASET, HARNESSES, SinkHarness, loaded
+
+pytestmark = pytest.mark.contract
+
+DATE = "2026-04-24"
+CASES = [(h, point) for h in HARNESSES for point in h.expected_after_crash]
+
+
+def _pipeline_args(inputs, *extra):
+    refunds, merchants = inputs
+    return ("refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants), *extra)
+
+
+def _diagnose(cfg):
+    result = run_cli("diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", config=cfg)
+    doc = result.json()
+    assert result.code == State(doc["state"]).exit_code
+    return doc
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, small_inputs):
+    """The published bytes of a clean run of each sink, computed once: what every recovered run
+    must equal byte for byte."""
+    cache: dict[str, bytes] = {}
+
+    def clean_run_bytes(harness: SinkHarness) -> bytes:
+        if harness.name not in cache:
+            cfg = harness.make_config(tmp_path_factory.mktemp(f"reference-{harness.name}"))
+            result = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
+            assert result.code == 0, result.stderr
+            cache[harness.name] = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
+        return cache[harness.name]
+
+    return clean_run_bytes
+
+
+@pytest.mark.parametrize("harness, point", CASES, ids=[f"{h.name}-{p}" for h, p in CASES])
+def test_crash_diagnose_recover_rerun(harness, point, tmp_path, small_inputs, reference):
+    ref_bytes = reference(harness)
+    cfg = harness.make_config(tmp_path)
+    crashed = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, PUBLISH_CRASH_AT=point, **harness.extra_env))
+    assert crashed.code == -9, f"expected SIGKILL at {point}, got {crashed.code}: {crashed.stderr}"
+
+    expected = harness.expected_after_crash[point]
+    doc = _diagnose(cfg)
+    assert doc["state"] == expected.value, doc
+    if expected in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
+        assert doc["orphans"] and all(o["attempt"] for o in doc["orphans"])
+
+    recovered = run_cli("recover", "--dataset", DATASET, "--run-date", DATE, "--apply", "--json", config=cfg)
+    after = State(recovered.json()["after"]["state"])
+    assert after is (State.DONE if expected.published else State.NOTHING_IN_FLIGHT), recovered.stdout
+    assert recovered.code == after.exit_code
+
+    rerun = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
+    assert rerun.code == (3 if expected.published else 0), rerun.stderr
+
+    final = _diagnose(cfg)
+    assert final["state"] == "DONE" and final["orphans"] == []
+    assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == ref_bytes
+
+
+@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
+def test_reader_never_sees_a_partial_publish(harness, tmp_path, medium_inputs):
+    cfg = harness.make_config(tmp_path / "ref")
+    assert run_cli(*_pipeline_args(medium_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
+    clean = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
+
+    cfg = harness.make_config(tmp_path)
+    config, run = loaded(cfg), Run.new(DATASET, DATE)
+    seen: list[str] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            gated = harness.gated_read(config, run)
+            if gated is None:
+                seen.append("nothing")
+            elif gated == clean:
+                seen.append("complete")
+            else:
+                errors.append(f"gated reader saw {len(gated)} bytes, not the {len(clean)} published")
+            if harness.ungated_read is not None:
+                raw = harness.ungated_read(config, run)
+                if raw is not None and raw != clean:
+                    errors.append(f"ungated reader saw {len(raw)} bytes at the output location")
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        # Hold the attempt mid-stage and between the commit's steps so the reader polls there.
+        env = cli_env(cfg, PUBLISH_PAUSE_AT="mid_stage:0.5,after_stage:0.3,after_data_rename:0.5", **harness.extra_env)
+        proc = start_cli(*_pipeline_args(medium_inputs), env=env)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:3]
+    assert seen[0] == "nothing" and seen[-1] == "complete"
+    assert seen.count("nothing") > 10  # the reader really polled while the publish was in flight
+
+
+@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
+def test_two_attempts_racing_publish_exactly_once(harness, tmp_path, small_inputs, reference):
+    ref_bytes = reference(harness)
+    cfg = harness.make_config(tmp_path)
+    # Both processes are held after staging so they are truly in flight at the same time.
+    env = cli_env(cfg, PUBLISH_PAUSE_AT="after_extract:0.2,after_stage:3", **harness.extra_env)
+    procs = [start_cli(*_pipeline_args(small_inputs), env=env) for _ in range(2)]
+    codes = sorted(p.wait(timeout=120) for p in procs)
+    stderrs = [p.stderr.read() for p in procs if p.stderr]
+    assert codes[0] == 0 and codes[1] in (3, 13), (codes, stderrs)
+    doc = _diagnose(cfg)
+    assert doc["state"] == "DONE" and doc["orphans"] == []
+    assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == ref_bytes
+
+
+@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
+def test_commit_race_without_the_run_lock_publishes_once(harness, tmp_path):
+    """Below the lock: two attempts that both staged commit at once (the lock lost or not shared).
+    The commit itself must let exactly one win."""
+    import pyarrow as pa
+
+    config = loaded(harness.make_config(tmp_path))
+    definition, options = config.sink()
+    publisher, diagnostic = definition.make_publisher(options), definition.make_diagnostic(options)
+    table = pa.table({"id": list(range(100)), "v": ["x"] * 100})
+    a, b = Run.new(DATASET, DATE), Run.new(DATASET, DATE)
+    staged = {r.attempt: publisher.stage(r, table.to_reader()) for r in (a, b)}
+    results: dict[str, object] = {}
+    barrier = threading.Barrier(2)
+
+    def commit(r):
+        barrier.wait()
+        try:
+            results[r.attempt] = publisher.commit(r, [staged[r.attempt]])
+        except LostRace as exc:
+            results[r.attempt] = exc
+            publisher.discard(r, [staged[r.attempt]])
+
+    threads = [threading.Thread(target=commit, args=(r,)) for r in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(type(v).__name__ for v in results.values()) == ["LostRace", "Receipt"]
+    d = diagnostic.diagnose(Run.new(DATASET, DATE))
+    assert d.state is State.DONE and not d.orphans
+
+
+@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
+def test_rerun_after_done_is_refused_and_changes_nothing(harness, tmp_path, small_inputs):
+    cfg = harness.make_config(tmp_path)
+    assert run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
+    before = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
+    before_doc = _diagnose(cfg)
+    refused = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
+    assert refused.code == 3 and "already published" in refused.stderr
+    noop = run_cli(*_pipeline_args(small_inputs, "--if-absent"), env=cli_env(cfg, **harness.extra_env))
+    assert noop.code == 0
+    after_doc = _diagnose(cfg)
+    assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == before
+    assert after_doc["state"] == "DONE"
+    strip = lambda d: [(e["kind"], e["location"], e["size_bytes"], e["attempt"]) for e in d["evidence"]]  # noqa: E731
+    assert strip(after_doc) == strip(before_doc)
