@@ -12,8 +12,9 @@ import signal
 import time
 
 ENV_VAR = "PUBLISH_CRASH_AT"
-# ``PUBLISH_PAUSE_AT=<point>:<seconds>[,<point>:<seconds>...]`` sleeps there instead: tests use it to hold an attempt at a
-# known point (to observe RUNNING, race a second attempt, or send SIGTERM mid-stage) without timing luck.
+# ``PUBLISH_PAUSE_AT=<point>:<seconds>[,<point>:<seconds>...]`` sleeps there instead: tests use it
+# to hold an attempt at a known point (to observe RUNNING, race a second attempt, or send SIGTERM
+# mid-stage) without relying on timing luck.
 PAUSE_ENV_VAR = "PUBLISH_PAUSE_AT"
 
 # Every point, in the order a run passes them. Sinks use the shared ones and may add their own.
