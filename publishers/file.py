@@ -27,7 +27,9 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import queue
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,22 +171,39 @@ class FileLayout:
 class _HashingWriter:
     """A file-like sink for pyarrow writers that hashes and counts the bytes as they pass.
 
-    Hashing on the way out costs one pass over bytes already in cache, instead of re-reading the
-    whole staged file from disk before commit.
+    The sha256 runs on a second thread (hashlib releases the GIL), overlapping the CSV/Parquet
+    encoding of the next batch instead of adding to it, and instead of re-reading the whole staged
+    file before commit. The queue is bounded, so memory stays bounded if hashing falls behind.
     """
 
     def __init__(self, fh: Any) -> None:
         self._fh = fh
-        self.digest = hashlib.sha256()
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._hash_loop, name="stage-sha256", daemon=True)
+        self._thread.start()
+        self._finished = False
         self.size = 0
         self.closed = False
 
+    def _hash_loop(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._digest.update(chunk)
+
     def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
+        view = memoryview(data)  # keeps pyarrow's buffer alive until the hasher is done with it
         self._fh.write(view)
+        self._queue.put(view)
         self.size += view.nbytes
         return view.nbytes
+
+    def finish(self) -> str:
+        """Wait for the hasher and return the hex digest (also stops the thread on error paths)."""
+        if not self._finished:
+            self._finished = True
+            self._queue.put(None)
+            self._thread.join()
+        return self._digest.hexdigest()
 
     def flush(self) -> None:
         self._fh.flush()
@@ -223,12 +242,13 @@ class FilePublisher:
         pending_path = self.layout.pending(run)
         try:
             # O_EXCL: an attempt never reuses or overwrites another attempt's staging name.
-            with open(data_path, "xb", buffering=1 << 20) as fh:
+            with open(data_path, "xb", buffering=0) as fh:
                 sink = _HashingWriter(fh)
-                rows = self._write(sink, batches, progress)
-                fh.flush()
+                try:
+                    rows = self._write(sink, batches, progress)
+                finally:
+                    checksum = sink.finish()
                 os.fsync(fh.fileno())
-            checksum = sink.digest.hexdigest()
             intent = self._manifest(run, rows=rows, size=sink.size, checksum=checksum, schema=batches.schema)
             # The pending manifest is what lets a diagnosis explain an output found without its
             # success marker (crash right after the rename): same checksum, same attempt.
