@@ -179,7 +179,7 @@ class _HashingWriter:
     def __init__(self, fh: Any) -> None:
         self._fh = fh
         self._digest = hashlib.sha256()
-        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._thread = threading.Thread(target=self._hash_loop, name="stage-sha256", daemon=True)
         self._thread.start()
         self._finished = False
@@ -191,11 +191,13 @@ class _HashingWriter:
             self._digest.update(chunk)
 
     def write(self, data: Any) -> int:
-        view = memoryview(data)  # keeps pyarrow's buffer alive until the hasher is done with it
-        self._fh.write(view)
-        self._queue.put(view)
-        self.size += view.nbytes
-        return view.nbytes
+        # pyarrow reuses the buffer it hands us once write() returns, so the hasher gets a copy
+        # (found by the contract suite: hashing the live buffer produced wrong checksums).
+        chunk = bytes(data)
+        self._fh.write(chunk)
+        self._queue.put(chunk)
+        self.size += len(chunk)
+        return len(chunk)
 
     def finish(self) -> str:
         """Wait for the hasher and return the hex digest (also stops the thread on error paths)."""
