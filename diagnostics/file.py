@@ -106,7 +106,11 @@ class FileDiagnostic:
                 evidence=tuple(orphans),
                 orphans=tuple(orphans),
             )
-        return verdict(State.NOTHING_IN_FLIGHT, "not published and nothing left behind", evidence=())
+        reason = "not published and nothing left behind"
+        if not layout.root.exists():
+            # Worth saying: a typo in the configured root also looks like "nothing here".
+            reason += f" (the destination root {layout.root} does not exist yet)"
+        return verdict(State.NOTHING_IN_FLIGHT, reason, evidence=())
 
     def _published(
         self, run: Run, final: Path, marker: Path, staging: list[Artifact], verdict: Callable[..., Diagnosis]

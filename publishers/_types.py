@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -131,16 +132,7 @@ class Staged:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "sink": self.sink,
-            "run_id": self.run_id,
-            "attempt": self.attempt,
-            "location": self.location,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "checksum": self.checksum,
-            "details": dict(self.details),
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -158,14 +150,4 @@ class Receipt:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "sink": self.sink,
-            "run_id": self.run_id,
-            "attempt": self.attempt,
-            "location": self.location,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "checksum": self.checksum,
-            "published_at": self.published_at,
-            "details": dict(self.details),
-        }
+        return dataclasses.asdict(self)
