@@ -1,0 +1,150 @@
+"""Local service processes: started on 127.0.0.1, tied to the test session's life, stopped by PID.
+
+Three layers make sure nothing outlives the session, even when tests fail or pytest is interrupted:
+the session fixture's finalizer stops each service; an atexit hook stops whatever is still running;
+and every child is started with PR_SET_PDEATHSIG, so the kernel kills it if pytest itself dies
+(SIGKILL included), which no Python-level hook can catch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_running: list[ServiceProcess] = []
+_lock = threading.Lock()
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started; the message says what is missing and how to get it."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _child_setup(uid: int | None, gid: int | None) -> Callable[[], None]:
+    def setup() -> None:
+        os.setsid()  # own process group: stop() signals the whole group
+        if gid is not None:
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+        # After any credential change, which clears it: die with the parent, however it dies.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return setup
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    uid: int | None = None
+    gid: int | None = None
+    stop_signal: int = signal.SIGTERM
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed in stop()
+        self._log = log
+        self.proc = subprocess.Popen(  # noqa: S603 - a fixed argv of the harness, never a shell
+            list(self.argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            preexec_fn=_child_setup(self.uid, self.gid),  # noqa: PLW1509 - needed for setuid + pdeathsig
+        )
+        with _lock:
+            _running.append(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float, what: str) -> float:
+        """Poll ``check`` until it returns True; fail early if the process died. Returns seconds."""
+        started = time.monotonic()
+        last_error: Exception | None = None
+        while time.monotonic() - started < timeout:
+            if not self.alive():
+                raise ServiceError(f"{self.name} exited while starting ({what}); log {self.log_path}:\n{self.log_tail()}")
+            try:
+                if check():
+                    return time.monotonic() - started
+            except Exception as exc:  # the service is not ready yet; keep the last reason
+                last_error = exc
+            time.sleep(0.1)
+        self.stop()
+        raise ServiceError(
+            f"{self.name} was not ready after {timeout:.0f}s ({what}; last error: {last_error}); "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, self.stop_signal)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # Children of the service (if any) share its process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self._log.close()
+        with _lock:
+            if self in _running:
+                _running.remove(self)
+
+
+def stop_all() -> None:
+    for service in list(reversed(_running)):
+        service.stop()
+
+
+atexit.register(stop_all)
