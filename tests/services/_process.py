@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,20 +70,22 @@ class ServiceProcess:
     uid: int | None = None
     gid: int | None = None
     stop_signal: int = signal.SIGTERM
+    # A throwaway directory (data, logs) removed once the process is stopped.
+    remove_after: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed in stop()
         self._log = log
-        self.proc = subprocess.Popen(  # noqa: S603 - a fixed argv of the harness, never a shell
+        self.proc = subprocess.Popen(
             list(self.argv),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env,
             cwd=self.cwd,
-            preexec_fn=_child_setup(self.uid, self.gid),  # noqa: PLW1509 - needed for setuid + pdeathsig
+            preexec_fn=_child_setup(self.uid, self.gid),
         )
         with _lock:
             _running.append(self)
@@ -107,7 +110,9 @@ class ServiceProcess:
         last_error: Exception | None = None
         while time.monotonic() - started < timeout:
             if not self.alive():
-                raise ServiceError(f"{self.name} exited while starting ({what}); log {self.log_path}:\n{self.log_tail()}")
+                raise ServiceError(
+                    f"{self.name} exited while starting ({what}); log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 if check():
                     return time.monotonic() - started
@@ -137,6 +142,8 @@ class ServiceProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self._log.close()
+        if self.remove_after is not None:
+            shutil.rmtree(self.remove_after, ignore_errors=True)
         with _lock:
             if self in _running:
                 _running.remove(self)
