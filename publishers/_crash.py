@@ -25,6 +25,7 @@ POINTS = (
     "mid_stage",  # publisher: part of the records staged, not yet durable
     "after_stage",  # publisher: everything staged and durable, commit not started
     "after_data_rename",  # file sink: data at its final name, success marker not yet written
+    "before_commit",  # postgres: MERGE and ledger row done inside the transaction, COMMIT not sent
     "after_commit",  # publisher: commit point passed, attempt's cleanup not done
     "after_cleanup",  # publisher: everything done, lock still held
 )

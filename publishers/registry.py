@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "atomic_publish.sinks"
 # name -> ("module:attribute", extra that provides its dependencies, or None)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
     "file": ("publishers.file:SINK", None),
+    "postgres": ("publishers.postgres:SINK", "postgres"),
 }
 
 _loaded: dict[str, SinkDefinition] = {}

@@ -90,7 +90,112 @@ FILE = SinkHarness(
     ungated_read=_file_ungated,
 )
 
-HARNESSES = [FILE]
+# -- postgres -----------------------------------------------------------------------------------
+
+
+def postgres_harness(pg) -> SinkHarness:  # type: ignore[no-untyped-def]
+    """The Postgres sink against the harness's real server; each test gets its own schema. The
+    password reaches the CLI only through PGPASSWORD, never the config file."""
+    import hashlib
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(pg.dsn)
+    password = params.pop("password", None)
+    conninfo = make_conninfo(**params)
+
+    def schema_for(base: Path) -> str:
+        return "t_" + hashlib.sha1(str(base).encode()).hexdigest()[:12]
+
+    def make_config(base: Path) -> Path:
+        base.mkdir(parents=True, exist_ok=True)
+        cfg = base / "publish.toml"
+        cfg.write_text(
+            '[defaults]\nsink = "pg"\n\n[sinks.pg]\ntype = "postgres"\n'
+            f'conninfo = "{conninfo}"\nschema = "{schema_for(base)}"\n'
+            'key_columns = ["refund_id"]\nreplace_partition_column = "_run_id"\n'
+        )
+        return cfg
+
+    def _schema(config: LoadedConfig) -> str:
+        return config.sink()[1].schema_name
+
+    def dump(conn, schema: str) -> bytes | None:  # type: ignore[no-untyped-def]
+        from psycopg import sql
+
+        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{DATASET}"',)).fetchone()[0] is None:
+            return None
+        out = bytearray()
+        query = sql.SQL("COPY (SELECT * FROM {} ORDER BY refund_id) TO STDOUT (FORMAT csv, HEADER)").format(
+            sql.Identifier(schema, DATASET)
+        )
+        with conn.cursor().copy(query) as copy:
+            for chunk in copy:
+                out += chunk
+        return bytes(out)
+
+    def published_bytes(config: LoadedConfig, run: Run) -> bytes:
+        with psycopg.connect(pg.dsn) as conn:
+            data = dump(conn, _schema(config))
+        assert data is not None
+        return data
+
+    def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
+        schema = _schema(config)
+        with psycopg.connect(pg.dsn) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            ledger = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."atomic_publish_ledger"',)).fetchone()[0]
+            if ledger is None:
+                return None
+            row = conn.execute(
+                f'SELECT 1 FROM "{schema}".atomic_publish_ledger WHERE run_id = %s', (run.run_id,)
+            ).fetchone()
+            return dump(conn, schema) if row else None
+
+    def ungated_read(config: LoadedConfig, run: Run) -> bytes | None:
+        with psycopg.connect(pg.dsn) as conn:
+            return dump(conn, _schema(config))
+
+    return SinkHarness(
+        name="postgres",
+        make_config=make_config,
+        expected_after_crash={
+            "after_extract": State.NOTHING_IN_FLIGHT,
+            "mid_transform": State.NOTHING_IN_FLIGHT,
+            "after_lock": State.NOTHING_IN_FLIGHT,
+            "mid_stage": State.ORPHANED,
+            "after_stage": State.ORPHANED,
+            "before_commit": State.ORPHANED,
+            "after_commit": State.DONE,
+            "after_cleanup": State.DONE,
+        },
+        published_bytes=published_bytes,
+        gated_read=gated_read,
+        ungated_read=ungated_read,
+        extra_env={"PGPASSWORD": password} if password else {},
+    )
+
+
+# name -> (service fixtures it needs, factory taking those services)
+HARNESSES: dict[str, tuple[tuple[str, ...], Callable[..., SinkHarness]]] = {
+    "file": ((), lambda: FILE),
+    "postgres": (("postgres_service",), postgres_harness),
+}
+# The crash points each sink is run through (known without starting any service).
+CRASH_POINTS: dict[str, tuple[str, ...]] = {
+    "file": tuple(FILE.expected_after_crash),
+    "postgres": (
+        "after_extract",
+        "mid_transform",
+        "after_lock",
+        "mid_stage",
+        "after_stage",
+        "before_commit",
+        "after_commit",
+        "after_cleanup",
+    ),
+}
 
 
 def loaded(cfg: Path) -> LoadedConfig:

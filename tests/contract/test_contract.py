@@ -17,12 +17,28 @@ from diagnostics.taxonomy import State
 from publishers import LostRace, Run
 from tests.helpers import cli_env, run_cli, start_cli
 
-from .harness import DATASET, HARNESSES, SinkHarness, loaded
+from .harness import CRASH_POINTS, DATASET, HARNESSES, SinkHarness, loaded
 
 pytestmark = pytest.mark.contract
 
 DATE = "2026-04-24"
-CASES = [(h, point) for h in HARNESSES for point in h.expected_after_crash]
+SINKS = list(HARNESSES)
+CASES = [(sink, point) for sink in SINKS for point in CRASH_POINTS[sink]]
+
+
+def _marks(sink: str) -> list[pytest.MarkDecorator]:
+    return [pytest.mark.integration] if HARNESSES[sink][0] else []
+
+
+def _params(sinks):  # type: ignore[no-untyped-def]
+    return [pytest.param(s, marks=_marks(s), id=s) for s in sinks]
+
+
+@pytest.fixture
+def harness(request) -> SinkHarness:
+    """The sink under test, with the real services it needs from the harness."""
+    needs, factory = HARNESSES[request.param]
+    return factory(*(request.getfixturevalue(name) for name in needs))
 
 
 def _pipeline_args(inputs, *extra):
@@ -30,8 +46,10 @@ def _pipeline_args(inputs, *extra):
     return ("refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants), *extra)
 
 
-def _diagnose(cfg):
-    result = run_cli("diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", config=cfg)
+def _diagnose(cfg, harness):
+    result = run_cli(
+        "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", env=cli_env(cfg, **harness.extra_env)
+    )
     doc = result.json()
     assert result.code == State(doc["state"]).exit_code
     return doc
@@ -54,7 +72,11 @@ def reference(tmp_path_factory, small_inputs):
     return clean_run_bytes
 
 
-@pytest.mark.parametrize("harness, point", CASES, ids=[f"{h.name}-{p}" for h, p in CASES])
+@pytest.mark.parametrize(
+    "harness, point",
+    [pytest.param(s, p, marks=_marks(s), id=f"{s}-{p}") for s, p in CASES],
+    indirect=["harness"],
+)
 def test_crash_diagnose_recover_rerun(harness, point, tmp_path, small_inputs, reference):
     ref_bytes = reference(harness)
     cfg = harness.make_config(tmp_path)
@@ -62,12 +84,14 @@ def test_crash_diagnose_recover_rerun(harness, point, tmp_path, small_inputs, re
     assert crashed.code == -9, f"expected SIGKILL at {point}, got {crashed.code}: {crashed.stderr}"
 
     expected = harness.expected_after_crash[point]
-    doc = _diagnose(cfg)
+    doc = _diagnose(cfg, harness)
     assert doc["state"] == expected.value, doc
     if expected in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
         assert doc["orphans"] and all(o["attempt"] for o in doc["orphans"])
 
-    recovered = run_cli("recover", "--dataset", DATASET, "--run-date", DATE, "--apply", "--json", config=cfg)
+    recovered = run_cli(
+        "recover", "--dataset", DATASET, "--run-date", DATE, "--apply", "--json", env=cli_env(cfg, **harness.extra_env)
+    )
     after = State(recovered.json()["after"]["state"])
     assert after is (State.DONE if expected.published else State.NOTHING_IN_FLIGHT), recovered.stdout
     assert recovered.code == after.exit_code
@@ -75,12 +99,12 @@ def test_crash_diagnose_recover_rerun(harness, point, tmp_path, small_inputs, re
     rerun = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
     assert rerun.code == (3 if expected.published else 0), rerun.stderr
 
-    final = _diagnose(cfg)
+    final = _diagnose(cfg, harness)
     assert final["state"] == "DONE" and final["orphans"] == []
     assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == ref_bytes
 
 
-@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
+@pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_reader_never_sees_a_partial_publish(harness, tmp_path, medium_inputs):
     cfg = harness.make_config(tmp_path / "ref")
     assert run_cli(*_pipeline_args(medium_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
@@ -124,7 +148,7 @@ def test_reader_never_sees_a_partial_publish(harness, tmp_path, medium_inputs):
     assert seen.count("nothing") > 10  # the reader really polled while the publish was in flight
 
 
-@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
+@pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_two_attempts_racing_publish_exactly_once(harness, tmp_path, small_inputs, reference):
     ref_bytes = reference(harness)
     cfg = harness.make_config(tmp_path)
@@ -134,21 +158,24 @@ def test_two_attempts_racing_publish_exactly_once(harness, tmp_path, small_input
     codes = sorted(p.wait(timeout=120) for p in procs)
     stderrs = [p.stderr.read() for p in procs if p.stderr]
     assert codes[0] == 0 and codes[1] in (3, 13), (codes, stderrs)
-    doc = _diagnose(cfg)
+    doc = _diagnose(cfg, harness)
     assert doc["state"] == "DONE" and doc["orphans"] == []
     assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == ref_bytes
 
 
-@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
-def test_commit_race_without_the_run_lock_publishes_once(harness, tmp_path):
+@pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
+def test_commit_race_without_the_run_lock_publishes_once(harness, tmp_path, monkeypatch):
     """Below the lock: two attempts that both staged commit at once (the lock lost or not shared).
     The commit itself must let exactly one win."""
     import pyarrow as pa
 
+    for name, value in harness.extra_env.items():
+        monkeypatch.setenv(name, value)
+
     config = loaded(harness.make_config(tmp_path))
     definition, options = config.sink()
     publisher, diagnostic = definition.make_publisher(options), definition.make_diagnostic(options)
-    table = pa.table({"id": list(range(100)), "v": ["x"] * 100})
+    table = pa.table({"refund_id": [f"R{i}" for i in range(100)], "_run_id": ["x"] * 100, "v": ["x"] * 100})
     a, b = Run.new(DATASET, DATE), Run.new(DATASET, DATE)
     staged = {r.attempt: publisher.stage(r, table.to_reader()) for r in (a, b)}
     results: dict[str, object] = {}
@@ -172,17 +199,17 @@ def test_commit_race_without_the_run_lock_publishes_once(harness, tmp_path):
     assert d.state is State.DONE and not d.orphans
 
 
-@pytest.mark.parametrize("harness", HARNESSES, ids=lambda h: h.name)
+@pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_rerun_after_done_is_refused_and_changes_nothing(harness, tmp_path, small_inputs):
     cfg = harness.make_config(tmp_path)
     assert run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
     before = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
-    before_doc = _diagnose(cfg)
+    before_doc = _diagnose(cfg, harness)
     refused = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
     assert refused.code == 3 and "already published" in refused.stderr
     noop = run_cli(*_pipeline_args(small_inputs, "--if-absent"), env=cli_env(cfg, **harness.extra_env))
     assert noop.code == 0
-    after_doc = _diagnose(cfg)
+    after_doc = _diagnose(cfg, harness)
     assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == before
     assert after_doc["state"] == "DONE"
     strip = lambda d: [(e["kind"], e["location"], e["size_bytes"], e["attempt"]) for e in d["evidence"]]  # noqa: E731

@@ -20,7 +20,7 @@ def test_java_that_is_not_17_or_newer_is_named(monkeypatch):
 def test_missing_java_says_what_to_install(monkeypatch):
     monkeypatch.delenv("JAVA", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(ServiceError, match="Java not found.*openjdk"):
+    with pytest.raises(ServiceError, match=r"Java not found.*openjdk"):
         java_binary()
 
 
