@@ -113,7 +113,8 @@ class LoadedConfig:
                 source = f"{self.path}:{line}" if line else str(self.path)
             else:
                 source = "defaults"
-            value = "<hidden>" if _SECRET_KEY.search(field) else repr(err.get("input"))
+            hidden = _SECRET_KEY.search(field) or _SECRET_KEY.search(err["msg"]) or "password" in str(err.get("input"))
+            value = "<hidden>" if hidden else repr(err.get("input"))
             lines.append(f"{source}: {field} = {value}: {err['msg']}")
         return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 

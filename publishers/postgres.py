@@ -75,7 +75,8 @@ class PostgresSinkConfig(BaseModel):
     """Options of a ``type = "postgres"`` sink. The password never goes here: libpq reads it from
     PGPASSWORD, a password file (~/.pgpass) or a service file, exactly as psql does."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A conninfo may arrive with a password in it (refused below); never echo inputs in errors.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, populate_by_name=True)
 
     type: Literal["postgres"] = "postgres"
     conninfo: str = Field(default="", description="libpq conninfo or URI, without password; PG* variables apply")

@@ -90,3 +90,15 @@ def test_root_that_is_not_a_dedicated_directory_is_refused(tmp_path, root):
     cfg.write_text(f'[sinks.local]\ntype = "file"\nroot = "{root}"\n')
     with pytest.raises(ConfigError, match="not a dedicated directory"):
         load_config(cfg).sink("local")
+
+
+def test_a_password_inside_a_connection_string_is_refused_and_never_echoed(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.pg]\ntype = "postgres"\nconninfo = "host=db user=app password=s3cr3t-pw"\nkey_columns = ["id"]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg).sink("pg")
+    message = str(info.value)
+    assert f"{cfg}:3" in message and "PGPASSWORD" in message
+    assert "s3cr3t-pw" not in message

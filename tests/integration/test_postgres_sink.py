@@ -1,0 +1,265 @@
+"""The Postgres sink against the harness's real server: what the contract suite does not cover."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pyarrow as pa
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from diagnostics.postgres import PostgresDiagnostic
+from diagnostics.taxonomy import State
+from publishers import InputError, LostRace, Run, SchemaMismatch, publish
+from publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
+from tests.helpers import cli_env, run_cli, start_cli
+
+pytestmark = pytest.mark.integration
+DATE = "2026-04-24"
+
+
+@pytest.fixture
+def pg(postgres_service, monkeypatch, tmp_path):
+    """A fresh schema on the real server; the password only in PGPASSWORD, as a user would."""
+    params = conninfo_to_dict(postgres_service.dsn)
+    password = params.pop("password")
+    monkeypatch.setenv("PGPASSWORD", password)
+    schema = f"s_{uuid.uuid4().hex[:10]}"
+
+    class Sink:
+        dsn = postgres_service.dsn
+        conninfo = make_conninfo(**params)
+
+        def config(self, **overrides):
+            return PostgresSinkConfig(
+                **{"conninfo": self.conninfo, "schema": schema, "key_columns": ["id"], **overrides}
+            )
+
+        def make(self, **overrides):
+            config = self.config(**overrides)
+            return PostgresPublisher(config), PostgresDiagnostic(config)
+
+        def execute(self, statement):
+            with psycopg.connect(postgres_service.dsn, autocommit=True) as conn:
+                conn.execute(statement)
+
+        def query(self, query, params=()):
+            with psycopg.connect(postgres_service.dsn) as conn:
+                return conn.execute(query, params).fetchall()
+
+        def write_config(self, **extra):
+            cfg = tmp_path / "publish.toml"
+            lines = [f'[sinks.pg]\ntype = "postgres"\nconninfo = "{self.conninfo}"\nschema = "{schema}"']
+            lines.append('key_columns = ["refund_id"]\nreplace_partition_column = "_run_id"')
+            lines += [f"{k} = {v!r}" for k, v in extra.items()]
+            cfg.write_text("\n".join(lines) + "\n")
+            return cfg
+
+    Sink.schema = schema
+    Sink.password = password
+    return Sink()
+
+
+def table(ids, values, part="p1"):
+    return pa.table({"id": pa.array(ids, pa.int64()), "v": values, "part": [part] * len(ids)})
+
+
+def test_publish_merges_and_writes_one_ledger_row(pg):
+    publisher, diagnostic = pg.make()
+    receipt = publish(publisher, diagnostic, Run.new("items", DATE), table([1, 2, 3], ["a", "b", "c"])).receipt
+    assert receipt.rows == 3
+    assert pg.query(f'SELECT id, v FROM "{pg.schema}".items ORDER BY id') == [(1, "a"), (2, "b"), (3, "c")]
+    ledger = pg.query(f'SELECT run_id, attempt, rows, checksum FROM "{pg.schema}".atomic_publish_ledger')
+    assert ledger == [("items/2026-04-24", receipt.attempt, 3, receipt.checksum)]
+    assert pg.query(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname LIKE '\\_ap\\_stg\\_%%'",
+        (pg.schema,),
+    ) == [(0,)]
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
+def test_merge_updates_and_replaces_the_partition(pg):
+    publisher, diagnostic = pg.make(replace_partition_column="part")
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table([1, 2, 3], ["a", "b", "c"], "p1"))
+    publish(publisher, diagnostic, Run.new("items", "2026-04-22"), table([10], ["other"], "p0"))
+    # An operator forces a corrected re-publish of the p1 run: key 2 updated, key 3 gone.
+    pg.execute(f"DELETE FROM \"{pg.schema}\".atomic_publish_ledger WHERE run_id = 'items/2026-04-23'")
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table([1, 2], ["a", "B"], "p1"))
+    rows = pg.query(f'SELECT id, v, part FROM "{pg.schema}".items ORDER BY id')
+    assert rows == [(1, "a", "p1"), (2, "B", "p1"), (10, "other", "p0")]
+
+
+def test_type_mismatch_with_an_existing_target_is_refused_before_anything_changes(pg):
+    publisher, diagnostic = pg.make()
+    pg.execute(f'CREATE SCHEMA "{pg.schema}"')
+    pg.execute(f'CREATE TABLE "{pg.schema}".items (id bigint PRIMARY KEY, v integer, part text)')
+    with pytest.raises(SchemaMismatch, match=r"'v' is integer .* but text in the data"):
+        publish(publisher, diagnostic, Run.new("items", DATE), table([1], ["a"]))
+    assert pg.query(f'SELECT count(*) FROM "{pg.schema}".items') == [(0,)]
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_duplicate_keys_are_bad_input_and_change_nothing(pg):
+    publisher, diagnostic = pg.make()
+    with pytest.raises(InputError, match="duplicate values of the key"):
+        publish(publisher, diagnostic, Run.new("items", DATE), table([1, 1, 2], ["a", "b", "c"]))
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.NOTHING_IN_FLIGHT, d.reason
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"table": "t" * 64}, "64 bytes"),
+        ({"schema": "é" * 32}, "64 bytes"),
+        ({"key_columns": ["k" * 70]}, "70 bytes"),
+        ({"key_columns": []}, "at least 1"),
+        ({"conninfo": "host=localhost password=hunter2"}, "PGPASSWORD"),
+        ({"conninfo": "postgresql://u:hunter2@localhost/db"}, "PGPASSWORD"),
+    ],
+)
+def test_bad_names_and_passwords_in_config_are_refused(pg, overrides, fragment):
+    with pytest.raises(ValueError) as info:
+        pg.config(**overrides)
+    assert fragment in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_live_attempt_is_running(pg):
+    publisher, diagnostic = pg.make()
+    holder = Run.new("items", DATE)
+    with publisher.run_lock(holder):
+        d = diagnostic.diagnose(Run.new("items", DATE))
+        assert d.state is State.RUNNING and d.holder.attempt == holder.attempt
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_orphaned_staging_is_named_with_rows_and_dropped_by_clean(pg):
+    publisher, diagnostic = pg.make()
+    dead = Run.new("items", DATE)
+    publisher.stage(dead, table([1, 2, 3], ["a", "b", "c"]).to_reader())
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.ORPHANED
+    (orphan,) = d.orphans
+    assert orphan.kind == "staging-table" and orphan.rows == 3 and orphan.attempt == dead.attempt
+    assert orphan.location.endswith(staging_table_name(dead)) and orphan.age_seconds(d.diagnosed_at) is not None
+    report = diagnostic.clean(d)
+    assert [a.location for a in report.removed] == [orphan.location]
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+    assert diagnostic.clean(d).removed == ()  # a second clean finds it already gone
+
+
+def test_prepared_transaction_named_after_the_run_is_an_orphan(pg):
+    _, diagnostic = pg.make()
+    gid = f"atomic-publish:items/{DATE}:20260424T060000Z-abcdef"
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{pg.schema}"')
+        conn.execute(f'CREATE TABLE "{pg.schema}".scratch (x int)')
+        conn.execute("BEGIN")
+        conn.execute(f'INSERT INTO "{pg.schema}".scratch VALUES (1)')
+        conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.ORPHANED and [a.kind for a in d.orphans] == ["prepared-transaction"]
+    assert diagnostic.runs_with_leftovers("items")[0].isoformat() == DATE
+    diagnostic.clean(d)
+    assert pg.query("SELECT count(*) FROM pg_prepared_xacts WHERE gid = %s", (gid,)) == [(0,)]
+    assert pg.query(f'SELECT count(*) FROM "{pg.schema}".scratch') == [(0,)]
+
+
+def test_concurrent_merges_of_the_same_new_key_end_as_a_clean_lost_race(pg, monkeypatch):
+    """MERGE in Postgres 15 is not a safe upsert: two runs inserting the same new key at once make
+    the second fail with a unique violation. That must be a LostRace, with nothing half-done."""
+    publisher, diagnostic = pg.make()
+    first, second = Run.new("items", "2026-04-23"), Run.new("items", "2026-04-24")
+    staged = {r.run_id: publisher.stage(r, table([7], [r.run_id]).to_reader()) for r in (first, second)}
+    publish(publisher, diagnostic, Run.new("items", "2026-04-20"), table([99], ["creates the target"]))
+    monkeypatch.setenv("PUBLISH_PAUSE_AT", "before_commit:1.5")  # the first holds its insert uncommitted
+    outcomes: dict[str, object] = {}
+
+    def commit(r, delay):
+        time.sleep(delay)
+        try:
+            outcomes[r.run_id] = PostgresPublisher(pg.config()).commit(r, [staged[r.run_id]])
+        except LostRace as exc:
+            outcomes[r.run_id] = exc
+
+    threads = [threading.Thread(target=commit, args=(first, 0)), threading.Thread(target=commit, args=(second, 0.5))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert type(outcomes[first.run_id]).__name__ == "Receipt"
+    assert isinstance(outcomes[second.run_id], LostRace) and "lost the race" in str(outcomes[second.run_id])
+    assert pg.query(f'SELECT v FROM "{pg.schema}".items WHERE id = 7') == [(first.run_id,)]
+    assert diagnostic.diagnose(second).state is State.ORPHANED  # its staging is still there to discard
+
+
+def test_connection_lost_at_commit_is_unknown_and_settled_by_the_diagnosis(pg, small_inputs):
+    refunds, merchants = small_inputs
+    cfg = pg.write_config()
+    env = cli_env(cfg, PGPASSWORD=pg.password, PUBLISH_PAUSE_AT="before_commit:3")
+    args = (
+        "refunds",
+        "run",
+        "--sink",
+        "pg",
+        "--run-date",
+        DATE,
+        "--refunds",
+        str(refunds),
+        "--merchants",
+        str(merchants),
+    )
+    proc = start_cli(*args, env=env)
+    deadline = time.monotonic() + 30
+    while True:  # the attempt's session, paused just before COMMIT
+        rows = pg.query(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name LIKE 'atomic-publish %%' AND state = 'idle in transaction'"
+        )
+        if rows:
+            break
+        assert time.monotonic() < deadline, "the attempt never reached its commit"
+        time.sleep(0.05)
+    pg.query("SELECT pg_terminate_backend(%s)", (rows[0][0],))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 14, stderr
+    assert "COMMIT" in stderr and "diagnose" in stderr
+    diagnosed = run_cli(
+        "diagnose", "--sink", "pg", "--dataset", "refunds_settled", "--run-date", DATE, "--json", env=env
+    )
+    assert diagnosed.json()["state"] == "ORPHANED"  # it had not landed: the staging table is still there
+    env.pop("PUBLISH_PAUSE_AT")
+    assert (
+        run_cli("recover", "--sink", "pg", "--dataset", "refunds_settled", "--run-date", DATE, "--apply", env=env).code
+        == 10
+    )
+    assert run_cli(*args, env=env).code == 0
+
+
+def test_credentials_never_appear_in_errors_or_logs(pg, small_inputs):
+    refunds, merchants = small_inputs
+    cfg = pg.write_config()
+    args = (
+        "refunds",
+        "run",
+        "--sink",
+        "pg",
+        "--run-date",
+        DATE,
+        "--refunds",
+        str(refunds),
+        "--merchants",
+        str(merchants),
+    )
+    wrong = run_cli(*args, env=cli_env(cfg, PGPASSWORD="not-the-password-" + uuid.uuid4().hex))
+    assert wrong.code != 0 and "password authentication failed" in wrong.stderr
+    assert "not-the-password" not in wrong.stderr + wrong.stdout
+    good = run_cli("-v", *args, env=cli_env(cfg, PGPASSWORD=pg.password))
+    assert good.code == 0, good.stderr
+    assert pg.password not in good.stderr + good.stdout
