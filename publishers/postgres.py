@@ -428,6 +428,9 @@ class PostgresPublisher:
 
         try:
             self._bulk_load(staging_table_name(run), pa.RecordBatchReader.from_batches(batches.schema, counted()))
+            # Fresh statistics let the MERGE plan a hash join instead of guessing the staging size.
+            with connect(self.config, APPLICATION_PREFIX + run.attempt, autocommit=True) as conn:
+                conn.execute(sql.SQL("ANALYZE {}").format(staging))
         except BaseException:
             self._drop_staging(run)
             raise
@@ -620,9 +623,13 @@ class PostgresPublisher:
         keys = list(self.config.key_columns)
         on = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(k)) for k in keys)
         non_keys = [c for c in cols if c not in keys]
+        # Rows whose values did not change are not rewritten: no dead tuple, no WAL, no index churn
+        # for the (usual) re-publish where most rows are the same.
         matched = (
-            sql.SQL("WHEN MATCHED THEN UPDATE SET {}").format(
-                sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_keys)
+            sql.SQL("WHEN MATCHED AND ({tv}) IS DISTINCT FROM ({sv}) THEN UPDATE SET {sets}").format(
+                tv=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_keys),
+                sv=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_keys),
+                sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_keys),
             )
             if non_keys
             else sql.SQL("WHEN MATCHED THEN DO NOTHING")
