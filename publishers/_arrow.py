@@ -186,3 +186,33 @@ def require_rows(reader: pa.RecordBatchReader, *, source: str = "input") -> pa.R
 
 def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+class IpcHasher:
+    """sha256 of the Arrow IPC stream of a run's batches: a content checksum that does not depend
+    on the sink's storage format (used where the sink has no file of its own to hash)."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        import hashlib
+
+        self.digest = hashlib.sha256()
+        self._writer = pa.ipc.new_stream(self, schema)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        return view.nbytes
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def hexdigest(self) -> str:
+        self._writer.close()
+        return self.digest.hexdigest()

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ._arrow import IpcHasher
 from ._crash import crash_point
 from ._errors import (
     AlreadyPublished,
@@ -319,33 +320,6 @@ def check_schema(
         raise SchemaMismatch("the data does not fit the existing target: " + "; ".join(problems))
 
 
-class _IpcHasher:
-    """sha256 of the Arrow IPC stream of the staged batches: the run's checksum in the ledger."""
-
-    def __init__(self, schema: pa.Schema) -> None:
-        self.digest = hashlib.sha256()
-        self._writer = pa.ipc.new_stream(self, schema)
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
-        return view.nbytes
-
-    def flush(self) -> None:
-        pass
-
-    @property
-    def closed(self) -> bool:
-        return False
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def hexdigest(self) -> str:
-        self._writer.close()
-        return self.digest.hexdigest()
-
-
 # -- the publisher ------------------------------------------------------------------------------
 
 
@@ -411,7 +385,7 @@ class PostgresPublisher:
         finally:
             conn.close()
 
-        hasher = _IpcHasher(batches.schema)
+        hasher = IpcHasher(batches.schema)
         counter = {"rows": 0, "bytes": 0, "first": True}
 
         def counted() -> Iterator[pa.RecordBatch]:

@@ -20,6 +20,7 @@ ENTRY_POINT_GROUP = "atomic_publish.sinks"
 _BUILTIN: dict[str, tuple[str, str | None]] = {
     "file": ("publishers.file:SINK", None),
     "postgres": ("publishers.postgres:SINK", "postgres"),
+    "iceberg": ("publishers.iceberg:SINK", "iceberg"),
 }
 
 _loaded: dict[str, SinkDefinition] = {}

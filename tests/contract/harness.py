@@ -177,14 +177,79 @@ def postgres_harness(pg) -> SinkHarness:  # type: ignore[no-untyped-def]
     )
 
 
+# -- iceberg ------------------------------------------------------------------------------------
+
+
+def iceberg_harness() -> SinkHarness:
+    """The Iceberg sink on the embedded default: a SQLite catalog and a local warehouse."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    def make_config(base: Path) -> Path:
+        base.mkdir(parents=True, exist_ok=True)
+        cfg = base / "publish.toml"
+        cfg.write_text(
+            '[defaults]\nsink = "lake"\n\n[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\n'
+            f'catalog = {{ type = "sql", uri = "sqlite:///{base}/catalog.db", '
+            f'warehouse = "{(base / "wh").as_uri()}" }}\n'
+        )
+        return cfg
+
+    def to_bytes(table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table.sort_by("refund_id"), sink)
+        return sink.getvalue().to_pybytes()
+
+    def load(config: LoadedConfig):  # type: ignore[no-untyped-def]
+        definition, options = config.sink()
+        return definition.make_publisher(options).layout.load(DATASET)
+
+    def published_bytes(config: LoadedConfig, run: Run) -> bytes:
+        return to_bytes(load(config).scan().to_arrow())
+
+    def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
+        from publishers.iceberg import published_snapshot
+
+        table = load(config)
+        if table is None:
+            return None
+        snapshot = published_snapshot(table, run.run_id)
+        return None if snapshot is None else to_bytes(table.scan(snapshot_id=snapshot.snapshot_id).to_arrow())
+
+    def ungated_read(config: LoadedConfig, run: Run) -> bytes | None:
+        table = load(config)
+        if table is None or table.current_snapshot() is None:
+            return None
+        return to_bytes(table.scan().to_arrow())
+
+    return SinkHarness(
+        name="iceberg",
+        make_config=make_config,
+        expected_after_crash={
+            "after_extract": State.NOTHING_IN_FLIGHT,
+            "mid_transform": State.NOTHING_IN_FLIGHT,
+            "after_lock": State.NOTHING_IN_FLIGHT,
+            "mid_stage": State.ORPHANED,
+            "after_stage": State.ORPHANED,
+            "after_commit": State.DONE,
+            "after_cleanup": State.DONE,
+        },
+        published_bytes=published_bytes,
+        gated_read=gated_read,
+        ungated_read=ungated_read,
+    )
+
+
 # name -> (service fixtures it needs, factory taking those services)
 HARNESSES: dict[str, tuple[tuple[str, ...], Callable[..., SinkHarness]]] = {
     "file": ((), lambda: FILE),
     "postgres": (("postgres_service",), postgres_harness),
+    "iceberg": ((), iceberg_harness),
 }
 # The crash points each sink is run through (known without starting any service).
 CRASH_POINTS: dict[str, tuple[str, ...]] = {
     "file": tuple(FILE.expected_after_crash),
+    "iceberg": tuple(iceberg_harness().expected_after_crash),
     "postgres": (
         "after_extract",
         "mid_transform",

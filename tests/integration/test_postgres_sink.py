@@ -219,8 +219,9 @@ def test_connection_lost_at_commit_is_unknown_and_settled_by_the_diagnosis(pg, s
     deadline = time.monotonic() + 30
     while True:  # the attempt's session, paused just before COMMIT
         rows = pg.query(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE application_name LIKE 'atomic-publish %%' AND state = 'idle in transaction'"
+            # The commit's session: idle inside its transaction right after dropping the staging table.
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'atomic-publish %%'"
+            " AND state = 'idle in transaction' AND query LIKE 'DROP TABLE%%'"
         )
         if rows:
             break

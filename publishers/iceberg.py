@@ -1,0 +1,505 @@
+"""The Iceberg sink: Parquet data files written by the attempt, committed as ONE snapshot whose
+summary carries the run_id and the attempt.
+
+Layout (``<location>`` is the table's location; ``<work>`` is ``<warehouse>/_atomic_publish``)::
+
+    <location>/data/atomic-publish/<run_date>/<attempt>/part-00000.parquet   data files of one attempt
+    <location>/metadata/<attempt uuid>-m0.avro, snap-...-<attempt uuid>.avro manifests of its commit
+    <work>/<namespace>/<table>/<run_date>.lease.json                         the run's lease (RUNNING)
+
+The commit point is the catalog's swap of the table's metadata pointer. Before every try the
+publisher reloads the table and looks for its run_id in the current history: pyiceberg's own retry
+would re-apply a conflicting append and publish the run twice, so it is switched off for our
+transactions and replaced by this loop. A catalog error after which the commit may have landed is
+``CommitOutcomeUnknown`` and no file is deleted; the diagnosis settles it from the snapshots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._arrow import IpcHasher
+from ._crash import crash_point
+from ._errors import (
+    CommitOutcomeUnknown,
+    CommitRejected,
+    LostRace,
+    RunInProgress,
+    SchemaMismatch,
+    UnsafeLayout,
+)
+from ._protocol import ProgressCallback, SinkDefinition
+from ._types import AttemptInfo, Receipt, Run, Staged
+
+log = logging.getLogger("atomic_publish.iceberg")
+
+SUMMARY_RUN_ID = "atomic-publish.run-id"
+SUMMARY_ATTEMPT = "atomic-publish.attempt"
+SUMMARY_ROWS = "atomic-publish.rows"
+SUMMARY_CHECKSUM = "atomic-publish.checksum"
+DATA_SUBDIR = "data/atomic-publish"
+_ATTEMPT_NAMESPACE = uuid.UUID("6f1d3c9e-8a55-4b4e-9a1e-61746f6d6963")
+_COMMIT_TRIES = 5
+
+
+def attempt_uuid(attempt: str) -> uuid.UUID:
+    """The commit uuid of an attempt: pyiceberg puts it in its manifest file names, which makes
+    manifests of a commit that never landed attributable to the attempt that wrote them."""
+    return uuid.uuid5(_ATTEMPT_NAMESPACE, attempt)
+
+
+class IcebergSinkConfig(BaseModel):
+    """Options of a ``type = "iceberg"`` sink. Catalog properties are pyiceberg's own; anything a
+    ``.pyiceberg.yaml`` or ``PYICEBERG_CATALOG__<NAME>__...`` variable sets for ``catalog_name``
+    applies too (secrets belong there or in the environment, never in publish.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    type: Literal["iceberg"] = "iceberg"
+    catalog_name: str = "default"
+    catalog: dict[str, str] = Field(
+        default_factory=lambda: {
+            "type": "sql",
+            "uri": "sqlite:///data/iceberg/catalog.db",
+            "warehouse": "data/iceberg/warehouse",
+        },
+        description="pyiceberg catalog properties (type, uri, warehouse, s3.endpoint, ...)",
+    )
+    namespace: str = "default"
+    table: str | None = Field(default=None, description="default: the dataset name")
+    mode: Literal["append", "replace_partition"] = "append"
+    partition_column: str | None = None
+    target_file_mb: int = Field(default=128, gt=0, description="roll to a new data file past this size")
+    lease_seconds: int = Field(default=60, ge=5)
+    work_location: str | None = Field(
+        default=None, description="where leases live; default <warehouse>/_atomic_publish"
+    )
+
+    @model_validator(mode="after")
+    def _partition(self) -> IcebergSinkConfig:
+        if self.mode == "replace_partition" and not self.partition_column:
+            raise ValueError("mode = 'replace_partition' needs partition_column")
+        return self
+
+    def catalog_properties(self) -> dict[str, str]:
+        props = dict(self.catalog)
+        # Relative local paths are resolved against the working directory, so the embedded default
+        # works out of the box (`publish --sink iceberg`) into ./data/iceberg.
+        uri = props.get("uri", "")
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            rel = uri[len("sqlite:///") :]
+            if not rel.startswith("/"):
+                path = Path(rel).resolve()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                props["uri"] = f"sqlite:///{path}"
+        warehouse = props.get("warehouse")
+        if warehouse and "://" not in warehouse:
+            path = Path(warehouse).resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            props["warehouse"] = path.as_uri()
+        return props
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """Iceberg stores timestamps in microseconds; seconds and milliseconds widen losslessly."""
+    fields = []
+    for field in schema:
+        typ = field.type
+        if pa.types.is_timestamp(typ) and typ.unit != "us":
+            if typ.unit == "ns":
+                raise SchemaMismatch(f"column {field.name!r} is timestamp[ns]; Iceberg v2 keeps microseconds")
+            typ = pa.timestamp("us", tz=typ.tz)
+        elif pa.types.is_large_string(typ):
+            typ = pa.string()
+        fields.append(pa.field(field.name, typ, field.nullable))
+    return pa.schema(fields)
+
+
+class IcebergLayout:
+    def __init__(self, config: IcebergSinkConfig) -> None:
+        self.config = config
+        self._catalog: Any = None
+
+    def catalog(self) -> Any:
+        if self._catalog is None:
+            from pyiceberg.catalog import load_catalog
+
+            self._catalog = load_catalog(self.config.catalog_name, **self.config.catalog_properties())
+        return self._catalog
+
+    def identifier(self, dataset: str) -> tuple[str, str]:
+        return (self.config.namespace, self.config.table or dataset)
+
+    def describe(self, dataset: str) -> str:
+        return ".".join(self.identifier(dataset))
+
+    def load(self, dataset: str) -> Any | None:
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            return self.catalog().load_table(self.identifier(dataset))
+        except NoSuchTableError:
+            return None
+
+    def run_dir(self, table: Any, run_date: dt.date) -> str:
+        return f"{table.location().rstrip('/')}/{DATA_SUBDIR}/{run_date.isoformat()}"
+
+    def attempt_dir(self, table: Any, run: Run) -> str:
+        return f"{self.run_dir(table, run.run_date)}/{run.attempt}"
+
+    def work_location(self) -> str:
+        if self.config.work_location:
+            return self.config.work_location.rstrip("/")
+        warehouse = self.config.catalog_properties().get("warehouse")
+        if not warehouse or "://" not in warehouse:
+            raise UnsafeLayout("the catalog has no warehouse path; set work_location for the run leases")
+        return warehouse.rstrip("/") + "/_atomic_publish"
+
+    def lease_path(self, dataset: str, run_date: dt.date) -> str:
+        ns, name = self.identifier(dataset)
+        return f"{self.work_location()}/{ns}/{name}/{run_date.isoformat()}.lease.json"
+
+    def filesystem(self, location: str) -> tuple[Any, str]:
+        """A pyarrow filesystem for ``location`` configured like the catalog's FileIO, and the path."""
+        from pyiceberg.io.pyarrow import PyArrowFileIO
+
+        io = PyArrowFileIO(self.config.catalog_properties())
+        scheme, netloc, path = PyArrowFileIO.parse_location(location)
+        return io.fs_by_scheme(scheme, netloc), path
+
+
+def history(table: Any) -> list[Any]:
+    """Snapshots of the current history of main (newest first): what readers can reach."""
+    snapshot = table.current_snapshot()
+    out = []
+    while snapshot is not None:
+        out.append(snapshot)
+        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
+    return out
+
+
+def published_snapshot(table: Any, run_id: str) -> Any | None:
+    for snapshot in history(table):
+        summary = snapshot.summary
+        if summary is not None and summary.additional_properties.get(SUMMARY_RUN_ID) == run_id:
+            return snapshot
+    return None
+
+
+class Lease:
+    """The run's lease: a small JSON file renewed by the live attempt. Iceberg has no lock of its
+    own; this is what lets a diagnosis say RUNNING instead of treating a live attempt's files as
+    orphans. Not a mutual exclusion (the commit is what guarantees one publish per run)."""
+
+    def __init__(self, layout: IcebergLayout, run: Run) -> None:
+        self.layout = layout
+        self.run = run
+        self.fs, self.path = layout.filesystem(layout.lease_path(run.dataset, run.run_date))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            with self.fs.open_input_stream(self.path) as fh:
+                return json.loads(fh.read())
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+
+    def live_holder(self) -> dict[str, Any] | None:
+        doc = self.read()
+        if not doc or doc.get("attempt") == self.run.attempt:
+            return None
+        expires = dt.datetime.fromisoformat(doc.get("expires_at", "1970-01-01T00:00:00+00:00"))
+        if expires <= dt.datetime.now(dt.UTC):
+            return None
+        if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
+            # On the holder's own host the process table is better evidence than the clock: a
+            # SIGKILLed attempt is dead now, not when its lease runs out.
+            return None
+        return doc
+
+    def _write(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        doc = {
+            **AttemptInfo.current(self.run.attempt).to_dict(),
+            "run_id": self.run.run_id,
+            "renewed_at": now.isoformat(timespec="seconds"),
+            "expires_at": (now + dt.timedelta(seconds=self.layout.config.lease_seconds)).isoformat(timespec="seconds"),
+        }
+        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(self.path) as fh:
+            fh.write(json.dumps(doc).encode())
+
+    def acquire(self) -> None:
+        holder = self.live_holder()
+        if holder:
+            raise RunInProgress(
+                f"run {self.run.run_id} is RUNNING: attempt {holder.get('attempt')} (pid {holder.get('pid')} on "
+                f"{holder.get('host')}) holds its lease until {holder.get('expires_at')}"
+            )
+        self._write()
+        self._thread = threading.Thread(target=self._renew, name="iceberg-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.layout.config.lease_seconds / 3):
+            with contextlib.suppress(Exception):
+                self._write()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        doc = self.read()
+        if doc and doc.get("attempt") == self.run.attempt:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.fs.delete_file(self.path)
+
+
+class IcebergPublisher:
+    sink_name = "iceberg"
+
+    def __init__(self, config: IcebergSinkConfig) -> None:
+        self.config = config
+        self.layout = IcebergLayout(config)
+
+    @contextlib.contextmanager
+    def run_lock(self, run: Run) -> Iterator[None]:
+        lease = Lease(self.layout, run)
+        lease.acquire()
+        try:
+            yield
+        finally:
+            lease.release()
+
+    def _table_for(self, run: Run, schema: pa.Schema) -> Any:
+        from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+
+        table = self.layout.load(run.dataset)
+        if table is None:
+            catalog = self.layout.catalog()
+            with contextlib.suppress(NamespaceAlreadyExistsError):
+                catalog.create_namespace(self.config.namespace)
+            try:
+                table = catalog.create_table(self.layout.identifier(run.dataset), schema=schema)
+            except TableAlreadyExistsError:  # another attempt created it first
+                table = self.layout.load(run.dataset)
+        self._check_schema(table, schema, run)
+        return table
+
+    def _check_schema(self, table: Any, schema: pa.Schema, run: Run) -> None:
+        have = {f.name: f.type for f in table.schema().as_arrow()}
+        problems = []
+        for field in schema:
+            if field.name not in have:
+                problems.append(f"column {field.name!r} is not in {self.layout.describe(run.dataset)}")
+            elif not have[field.name].equals(field.type) and not (
+                pa.types.is_string(field.type) and pa.types.is_large_string(have[field.name])
+            ):
+                problems.append(
+                    f"column {field.name!r} is {have[field.name]} in the table but {field.type} in the data"
+                )
+        if self.config.partition_column and self.config.partition_column not in schema.names:
+            problems.append(f"partition_column {self.config.partition_column!r} is not in the data")
+        if problems:
+            raise SchemaMismatch("the data does not fit the Iceberg table: " + "; ".join(problems))
+
+    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+        schema = normalize_schema(batches.schema)
+        table = self._table_for(run, schema)
+        directory = self.layout.attempt_dir(table, run)
+        fs, base = self.layout.filesystem(directory)
+        fs.create_dir(base, recursive=True)
+        hasher = IpcHasher(schema)
+        files: list[str] = []
+        rows = size = 0
+        partition_values: set[Any] = set()
+        writer: Any = None
+        limit = self.config.target_file_mb << 20
+        try:
+            for index, batch in enumerate(batches):
+                batch = batch.cast(schema) if batch.schema != schema else batch
+                if writer is None or writer_bytes(writer) >= limit:
+                    if writer is not None:
+                        writer.close()
+                    files.append(f"{directory}/part-{len(files):05d}.parquet")
+                    writer = pq.ParquetWriter(
+                        f"{base}/part-{len(files) - 1:05d}.parquet", schema, filesystem=fs, compression="zstd"
+                    )
+                writer.write_batch(batch)
+                hasher.add(batch)
+                rows += batch.num_rows
+                size += batch.nbytes
+                if self.config.partition_column:
+                    partition_values.update(batch.column(self.config.partition_column).unique().to_pylist())
+                if progress:
+                    progress(rows, size)
+                if index == 0:
+                    crash_point("mid_stage")
+            if writer is not None:
+                writer.close()
+                writer = None
+        except BaseException:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            with contextlib.suppress(Exception):
+                fs.delete_dir(base)
+            raise
+        crash_point("after_stage")
+        return Staged(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            location=directory,
+            rows=rows,
+            bytes=size,
+            checksum=f"sha256:{hasher.hexdigest()}",
+            details={"files": files, "partition_values": sorted(partition_values, key=str)},
+        )
+
+    def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.io.pyarrow import parquet_file_to_data_file
+        from pyiceberg.table import Table, TableProperties
+
+        if not staged:
+            raise CommitRejected("nothing staged")
+        files = [f for part in staged for f in part.details["files"]]
+        rows = sum(p.rows for p in staged)
+        checksum = staged[0].checksum
+        props = {
+            SUMMARY_RUN_ID: run.run_id,
+            SUMMARY_ATTEMPT: run.attempt,
+            SUMMARY_ROWS: str(rows),
+            SUMMARY_CHECKSUM: checksum,
+        }
+        for _ in range(_COMMIT_TRIES):
+            loaded = self.layout.load(run.dataset)
+            if loaded is None:
+                raise CommitRejected(f"table {self.layout.describe(run.dataset)} does not exist any more")
+            existing = published_snapshot(loaded, run.run_id)
+            if existing is not None:
+                winner = existing.summary.additional_properties.get(SUMMARY_ATTEMPT)
+                raise LostRace(
+                    f"run {run.run_id} is already in the history of {self.layout.describe(run.dataset)} "
+                    f"(snapshot {existing.snapshot_id}, attempt {winner})"
+                )
+            # pyiceberg would retry a conflicting commit by re-applying our append on top of the
+            # winner's, which publishes the run twice if the winner was another attempt of it.
+            # Its retry is switched off (in memory only); this loop re-checks the history instead.
+            no_retry = loaded.metadata.model_copy(
+                update={"properties": {**loaded.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}}
+            )
+            table = Table(
+                loaded.name(),
+                metadata=no_retry,
+                metadata_location=loaded.metadata_location,
+                io=loaded.io,
+                catalog=loaded.catalog,
+            )
+            tx = table.transaction()
+            if tx.table_metadata.name_mapping() is None:
+                mapping: dict[str, Any] = {
+                    TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()
+                }
+                tx.set_properties(**mapping)
+            if self.config.mode == "replace_partition":
+                from pyiceberg.expressions import In
+
+                values = [v for p in staged for v in p.details.get("partition_values", [])]
+                if values and self.config.partition_column:
+                    # In.__new__ takes (term, literals); mypy reads the pydantic fields instead.
+                    delete_filter: Any = In(self.config.partition_column, values)  # type: ignore[call-arg,arg-type]
+                    tx.delete(delete_filter, snapshot_properties=props)
+            with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                append.commit_uuid = attempt_uuid(run.attempt)  # as pyiceberg's own append does
+                for path in files:
+                    append.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+            try:
+                result = tx.commit_transaction()
+            except CommitFailedException as exc:
+                log.warning("commit of %s conflicted (%s); re-checking the history", run.run_id, exc)
+                continue
+            except Exception as exc:
+                # The catalog may have swapped the pointer before failing: never delete files here.
+                raise CommitOutcomeUnknown(
+                    f"the catalog failed during the commit of {run.run_id} ({type(exc).__name__}: {exc}); "
+                    "run `atomic-publish diagnose` (the table history settles it)"
+                ) from exc
+            crash_point("after_commit")
+            snapshot = published_snapshot(result, run.run_id)
+            if snapshot is None:  # the catalog took the commit but the history does not show it
+                raise CommitOutcomeUnknown(f"committed {run.run_id} but its snapshot is not in the history")
+            return Receipt(
+                sink=self.sink_name,
+                run_id=run.run_id,
+                attempt=run.attempt,
+                location=self.layout.describe(run.dataset),
+                rows=rows,
+                bytes=sum(p.bytes for p in staged),
+                checksum=checksum,
+                published_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC).isoformat(
+                    timespec="seconds"
+                ),
+                details={"snapshot_id": snapshot.snapshot_id, "files": len(files)},
+            )
+        raise CommitRejected(f"the commit of {run.run_id} conflicted {_COMMIT_TRIES} times in a row; try again later")
+
+    def discard(self, run: Run, staged: Sequence[Staged]) -> None:
+        table = self.layout.load(run.dataset)
+        if table is None:
+            return
+        for attempt in sorted({run.attempt} | {s.attempt for s in staged}):
+            fs, base = self.layout.filesystem(self.layout.attempt_dir(table, Run(run.dataset, run.run_date, attempt)))
+            with contextlib.suppress(FileNotFoundError, OSError):
+                fs.delete_dir(base)
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def writer_bytes(writer: Any) -> int:
+    # ParquetWriter does not expose its size; the sink tells how much reached the file so far.
+    try:
+        return int(writer.file_handle.tell()) if writer.file_handle else 0
+    except Exception:
+        return 0
+
+
+def _make_diagnostic(config: IcebergSinkConfig) -> Any:
+    from diagnostics.iceberg import IcebergDiagnostic
+
+    return IcebergDiagnostic(config)
+
+
+SINK = SinkDefinition(
+    name="iceberg",
+    config_model=IcebergSinkConfig,
+    make_publisher=IcebergPublisher,
+    make_diagnostic=_make_diagnostic,
+    description="Apache Iceberg: Parquet data files + one snapshot carrying the run_id",
+)
