@@ -86,8 +86,10 @@ class LoadedConfig:
         name = name or self.settings.defaults.sink
         raw = self.settings.sinks.get(name)
         if raw is None:
-            if name in registry.available() and name == "file":
-                raw = {"type": "file"}  # the embedded default works with no config file at all
+            if name in registry.available():
+                # A sink type named directly uses its defaults: `--sink file` and `--sink iceberg`
+                # (SQLite catalog, local warehouse) work with no config file at all.
+                raw = {"type": name}
             else:
                 where = str(self.path) if self.path else "the configuration (no publish.toml found)"
                 known = ", ".join(sorted(self.settings.sinks)) or "none"

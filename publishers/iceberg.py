@@ -310,9 +310,8 @@ class IcebergPublisher:
             elif not have[field.name].equals(field.type) and not (
                 pa.types.is_string(field.type) and pa.types.is_large_string(have[field.name])
             ):
-                problems.append(
-                    f"column {field.name!r} is {have[field.name]} in the table but {field.type} in the data"
-                )
+                iceberg_type = table.schema().find_field(field.name).field_type
+                problems.append(f"column {field.name!r} is {iceberg_type} in the table but {field.type} in the data")
         if self.config.partition_column and self.config.partition_column not in schema.names:
             problems.append(f"partition_column {self.config.partition_column!r} is not in the data")
         if problems:

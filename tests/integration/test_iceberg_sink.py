@@ -1,0 +1,212 @@
+"""The Iceberg sink against real pyiceberg catalogs: what the contract suite does not cover."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from diagnostics.iceberg import IcebergDiagnostic
+from diagnostics.taxonomy import State
+from publishers import CommitOutcomeUnknown, LostRace, Run, SchemaMismatch, publish
+from publishers.iceberg import SUMMARY_ATTEMPT, SUMMARY_RUN_ID, IcebergPublisher, IcebergSinkConfig
+from tests.helpers import cli_env, run_cli
+
+DATE = "2026-04-24"
+
+
+def make(tmp_path, **overrides):
+    config = IcebergSinkConfig(
+        catalog={"type": "sql", "uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": (tmp_path / "wh").as_uri()},
+        namespace="reports",
+        **overrides,
+    )
+    return IcebergPublisher(config), IcebergDiagnostic(config)
+
+
+def rows(ids, part="p1", values=None):
+    values = values or [f"v{i}" for i in ids]
+    return pa.table({"id": pa.array(ids, pa.int64()), "v": values, "part": [part] * len(ids)})
+
+
+def files_listed_by_manifests(table, snapshot) -> pa.Table:
+    """A second reader sharing no code with the publisher: the data files the snapshot's manifests
+    list, read with plain pyarrow."""
+    paths = [
+        entry.data_file.file_path
+        for manifest in snapshot.manifests(table.io)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+    ]
+    return pa.concat_tables(pq.read_table(p.removeprefix("file://")) for p in paths)
+
+
+def test_one_snapshot_carries_the_run_and_a_second_reader_agrees(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    run = Run.new("items", DATE)
+    receipt = publish(publisher, diagnostic, run, rows([1, 2, 3])).receipt
+    table = publisher.layout.load("items")
+    (snapshot,) = table.snapshots()
+    summary = snapshot.summary.additional_properties
+    assert summary[SUMMARY_RUN_ID] == run.run_id and summary[SUMMARY_ATTEMPT] == run.attempt
+    assert summary["atomic-publish.rows"] == "3" and summary["atomic-publish.checksum"] == receipt.checksum
+    assert files_listed_by_manifests(table, snapshot).sort_by("id").to_pylist() == rows([1, 2, 3]).to_pylist()
+    assert table.scan().to_arrow().sort_by("id").to_pylist() == rows([1, 2, 3]).to_pylist()
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
+def test_schema_mismatch_is_refused_before_any_file_is_written(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1]))
+    before = sorted(p for p in (tmp_path / "wh").rglob("*") if p.is_file())
+    bad = pa.table({"id": pa.array([2], pa.int64()), "v": pa.array([2], pa.int64()), "part": ["p1"]})
+    with pytest.raises(SchemaMismatch, match="'v' is string in the table but int64 in the data"):
+        publish(publisher, diagnostic, Run.new("items", DATE), bad)
+    assert sorted(p for p in (tmp_path / "wh").rglob("*") if p.is_file()) == before
+
+
+def test_replace_partition_mode_swaps_the_partition_in_one_commit(tmp_path):
+    publisher, diagnostic = make(tmp_path, mode="replace_partition", partition_column="part")
+    publish(publisher, diagnostic, Run.new("items", "2026-04-22"), rows([10], part="p0"))
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1, 2, 3], part="p1"))
+    publish(publisher, diagnostic, Run.new("items", DATE), rows([1, 2], part="p1", values=["new1", "new2"]))
+    table = publisher.layout.load("items")
+    assert sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 1, "v": "new1", "part": "p1"},
+        {"id": 2, "v": "new2", "part": "p1"},
+        {"id": 10, "v": "v10", "part": "p0"},
+    ]
+    runs = [s.summary.additional_properties.get(SUMMARY_RUN_ID) for s in table.snapshots()]
+    assert runs.count(f"items/{DATE}") >= 1 and len(set(runs)) == 3
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_racing_commits_on_an_empty_table_publish_exactly_once(tmp_path, round_):
+    """pyiceberg's own retry would re-apply the loser's append on top of the winner's: both copies
+    published. The publisher re-checks the history on every try instead."""
+    publisher, diagnostic = make(tmp_path)
+    a, b = Run.new("items", DATE), Run.new("items", DATE)
+    staged = {r.attempt: publisher.stage(r, rows([1, 2, 3]).to_reader()) for r in (a, b)}
+    outcomes: dict[str, object] = {}
+    barrier = threading.Barrier(2)
+
+    def commit(r):
+        barrier.wait()
+        try:
+            outcomes[r.attempt] = IcebergPublisher(publisher.config).commit(r, [staged[r.attempt]])
+        except LostRace as exc:
+            outcomes[r.attempt] = exc
+
+    threads = [threading.Thread(target=commit, args=(r,)) for r in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(type(v).__name__ for v in outcomes.values()) == ["LostRace", "Receipt"]
+    table = publisher.layout.load("items")
+    assert [s.summary.additional_properties.get(SUMMARY_RUN_ID) for s in table.snapshots()] == [f"items/{DATE}"]
+    assert table.scan().to_arrow().num_rows == 3
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.PUBLISHED_WITH_ORPHANS  # the loser's files, until it discards them
+    assert {o.attempt for o in d.orphans} == {k for k, v in outcomes.items() if isinstance(v, LostRace)}
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_catalog_failure_during_commit_is_unknown_and_settled_by_the_snapshots(tmp_path, monkeypatch, landed):
+    publisher, diagnostic = make(tmp_path)
+    run = Run.new("items", DATE)
+    staged = publisher.stage(run, rows([1, 2]).to_reader())
+    catalog = publisher.layout.catalog()
+    real_commit = catalog.commit_table
+
+    def broken(*args, **kwargs):
+        if landed:
+            real_commit(*args, **kwargs)  # the swap happens, then the answer is lost
+        raise ConnectionResetError("catalog connection reset")
+
+    monkeypatch.setattr(catalog, "commit_table", broken)
+    with pytest.raises(CommitOutcomeUnknown, match="catalog connection reset"):
+        publisher.commit(run, [staged])
+    monkeypatch.undo()
+    assert all(os.path.exists(p.removeprefix("file://")) for p in staged.details["files"])  # nothing deleted
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is (State.DONE if landed else State.ORPHANED)
+
+
+def test_live_attempt_holds_a_lease_and_a_dead_one_does_not(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    holder = Run.new("items", DATE)
+    with publisher.run_lock(holder):
+        d = diagnostic.diagnose(Run.new("items", DATE))
+        assert d.state is State.RUNNING and d.holder.attempt == holder.attempt and d.holder.pid == os.getpid()
+        from publishers import RunInProgress
+
+        with pytest.raises(RunInProgress):
+            publish(publisher, diagnostic, Run.new("items", DATE), rows([1]))
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_publish_sink_iceberg_works_with_no_config(tmp_path, small_inputs):
+    refunds, _ = small_inputs
+    result = run_cli(
+        "publish",
+        "--sink",
+        "iceberg",
+        "--dataset",
+        "refunds",
+        "--run-date",
+        DATE,
+        "--json",
+        str(refunds),
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert result.json()["receipt"]["rows"] == 10_000
+    assert (tmp_path / "data" / "iceberg" / "catalog.db").exists()
+    diagnosed = run_cli(
+        "diagnose", "--sink", "iceberg", "--dataset", "refunds", "--run-date", DATE, cwd=tmp_path, env=cli_env()
+    )
+    assert diagnosed.code == 0 and "DONE" in diagnosed.stdout
+
+
+@pytest.mark.integration
+def test_postgres_catalog_with_the_warehouse_on_s3(tmp_path, postgres_service, s3_service, small_inputs):
+    from psycopg.conninfo import conninfo_to_dict
+
+    refunds, merchants = small_inputs
+    db = f"ice_{uuid.uuid4().hex[:8]}"
+    postgres_service.create_database(db)
+    p = conninfo_to_dict(postgres_service.dsn)
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\n[sinks.lake.catalog]\ntype = "sql"\n'
+        f'uri = "postgresql+psycopg://{p["user"]}@{p["host"]}:{p["port"]}/{db}"\n'
+        f'warehouse = "s3://{s3_service.bucket}/wh-{db}"\n"s3.endpoint" = "{s3_service.endpoint}"\n'
+        f'"s3.region" = "{s3_service.region}"\n'
+    )
+    env = cli_env(cfg, PGPASSWORD=p["password"], AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    args = (
+        "refunds",
+        "run",
+        "--sink",
+        "lake",
+        "--run-date",
+        DATE,
+        "--refunds",
+        str(refunds),
+        "--merchants",
+        str(merchants),
+    )
+    published = run_cli(*args, env=env)
+    assert published.code == 0, published.stderr
+    diagnosed = run_cli(
+        "diagnose", "--sink", "lake", "--dataset", "refunds_settled", "--run-date", DATE, "--json", env=env
+    )
+    assert diagnosed.json()["state"] == "DONE", diagnosed.stdout
+    assert run_cli(*args, env=env).code == 3
+    listed = s3_service.client().list_objects_v2(Bucket=s3_service.bucket, Prefix=f"wh-{db}/")
+    assert any(o["Key"].endswith(".parquet") for o in listed.get("Contents", []))
