@@ -59,18 +59,17 @@ def publish(
     CommitRejected (this attempt's staging was discarded) or CommitOutcomeUnknown (nothing was
     touched: diagnose the run).
     """
+    # A published run is refused before the lock is even taken: a re-run of a published run_id
+    # writes nothing at all at the destination (not even a lease), and --if-absent is read-only.
+    early = _refuse_if_published(run, diagnostic.diagnose(run), if_absent)
+    if early is not None:
+        return early
     with publisher.run_lock(run):
         crash_point("after_lock")
-        before = diagnostic.diagnose(run)
-        if before.state.published:
-            if if_absent:
-                log.info("run %s is already published (%s); nothing to do", run.run_id, before.state.value)
-                return PublishResult(run, None, True, before)
-            raise AlreadyPublished(
-                f"run {run.run_id} is already published ({before.state.value}: {before.reason}); "
-                "a re-run would make a second copy, so it is refused",
-                before,
-            )
+        before = diagnostic.diagnose(run)  # again, under the lock: the state may have moved
+        skipped = _refuse_if_published(run, before, if_absent)
+        if skipped is not None:
+            return skipped
         if before.state is State.RUNNING:
             raise RunInProgress(f"run {run.run_id} is RUNNING: {before.reason}", before)
         if before.state is not State.NOTHING_IN_FLIGHT:
@@ -97,3 +96,17 @@ def publish(
         crash_point("after_cleanup")
         log.info("published %s: %d rows, %d bytes at %s", run.run_id, receipt.rows, receipt.bytes, receipt.location)
         return PublishResult(run, receipt, False, before)
+
+
+def _refuse_if_published(run: Run, diagnosis: Diagnosis, if_absent: bool) -> PublishResult | None:
+    """None if the run may go on; a no-op result (``if_absent``) or AlreadyPublished otherwise."""
+    if not diagnosis.state.published:
+        return None
+    if if_absent:
+        log.info("run %s is already published (%s); nothing to do", run.run_id, diagnosis.state.value)
+        return PublishResult(run, None, True, diagnosis)
+    raise AlreadyPublished(
+        f"run {run.run_id} is already published ({diagnosis.state.value}: {diagnosis.reason}); "
+        "a re-run would make a second copy, so it is refused",
+        diagnosis,
+    )

@@ -21,6 +21,7 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "file": ("publishers.file:SINK", None),
     "postgres": ("publishers.postgres:SINK", "postgres"),
     "iceberg": ("publishers.iceberg:SINK", "iceberg"),
+    "s3": ("publishers.s3:SINK", "s3"),
 }
 
 _loaded: dict[str, SinkDefinition] = {}

@@ -3,6 +3,7 @@ harness here and passing every test in test_contract.py against its real destina
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,16 +241,99 @@ def iceberg_harness() -> SinkHarness:
     )
 
 
+# -- s3 -----------------------------------------------------------------------------------------
+
+
+def s3_harness(s3) -> SinkHarness:  # type: ignore[no-untyped-def]
+    """The S3 sink against the harness's S3 endpoint (moto's server here, MinIO by environment);
+    each test gets its own prefix. Credentials reach the CLI only through the AWS variables."""
+    import hashlib
+    import json
+
+    client = s3.client()
+    creds = {
+        "AWS_ACCESS_KEY_ID": s3.credentials.get("aws_access_key_id", os.environ.get("AWS_ACCESS_KEY_ID", "")),
+        "AWS_SECRET_ACCESS_KEY": s3.credentials.get(
+            "aws_secret_access_key", os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        ),
+    }
+
+    def prefix_for(base: Path) -> str:
+        return "contract/" + hashlib.sha1(str(base).encode()).hexdigest()[:12]
+
+    def make_config(base: Path) -> Path:
+        base.mkdir(parents=True, exist_ok=True)
+        cfg = base / "publish.toml"
+        cfg.write_text(
+            '[defaults]\nsink = "bucket"\n\n[sinks.bucket]\ntype = "s3"\n'
+            f'bucket = "{s3.bucket}"\nprefix = "{prefix_for(base)}"\nendpoint_url = "{s3.endpoint}"\n'
+            f'region = "{s3.region}"\naddressing_style = "path"\npart_size_mb = 5\n'
+        )
+        return cfg
+
+    def manifest_key(config: LoadedConfig, run: Run) -> str:
+        return config.sink()[1].prefix + f"/{DATASET}/{run.run_date.isoformat()}/_MANIFEST.json"
+
+    def read_objects(manifest: dict) -> bytes:  # type: ignore[type-arg]
+        out = b""
+        for obj in manifest["objects"]:
+            data = client.get_object(Bucket=s3.bucket, Key=obj["key"])["Body"].read()
+            assert hashlib.sha256(data).hexdigest() == obj["sha256"], "object does not match the manifest"
+            out += data
+        return out
+
+    def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
+        try:
+            raw = client.get_object(Bucket=s3.bucket, Key=manifest_key(config, run))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+        return read_objects(json.loads(raw))
+
+    def published_bytes(config: LoadedConfig, run: Run) -> bytes:
+        data = gated_read(config, run)
+        assert data is not None
+        return data
+
+    def ungated_read(config: LoadedConfig, run: Run) -> bytes | None:
+        # A reader that lists the published location and reads whatever is there but the manifest.
+        prefix = manifest_key(config, run).rsplit("/", 1)[0] + "/"
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])]
+        data = [
+            client.get_object(Bucket=s3.bucket, Key=k)["Body"].read() for k in keys if not k.endswith("_MANIFEST.json")
+        ]
+        return b"".join(data) if data else None
+
+    return SinkHarness(
+        name="s3",
+        make_config=make_config,
+        expected_after_crash={
+            "after_extract": State.NOTHING_IN_FLIGHT,
+            "mid_transform": State.NOTHING_IN_FLIGHT,
+            "after_lock": State.NOTHING_IN_FLIGHT,
+            "mid_stage": State.ORPHANED,
+            "after_stage": State.ORPHANED,
+            "after_commit": State.DONE,
+            "after_cleanup": State.DONE,
+        },
+        published_bytes=published_bytes,
+        gated_read=gated_read,
+        ungated_read=ungated_read,
+        extra_env=creds,
+    )
+
+
 # name -> (service fixtures it needs, factory taking those services)
 HARNESSES: dict[str, tuple[tuple[str, ...], Callable[..., SinkHarness]]] = {
     "file": ((), lambda: FILE),
     "postgres": (("postgres_service",), postgres_harness),
     "iceberg": ((), iceberg_harness),
+    "s3": (("s3_service",), s3_harness),
 }
 # The crash points each sink is run through (known without starting any service).
 CRASH_POINTS: dict[str, tuple[str, ...]] = {
     "file": tuple(FILE.expected_after_crash),
     "iceberg": tuple(iceberg_harness().expected_after_crash),
+    "s3": ("after_extract", "mid_transform", "after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup"),
     "postgres": (
         "after_extract",
         "mid_transform",

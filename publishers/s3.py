@@ -1,0 +1,468 @@
+"""The S3 sink: the run's data as objects under an attempt's own prefix, published by ONE
+conditional write of a manifest (``If-None-Match: *``), which only one attempt can win.
+
+Layout (``<base>`` = ``s3://<bucket>/<prefix>/<dataset>``)::
+
+    <base>/_attempts/<run_date>/<attempt>/part-00000.<csv|parquet>   data of one attempt (multipart)
+    <base>/<run_date>/_MANIFEST.json                                 the marker: the commit point
+    <base>/_leases/<run_date>.json                                   the live attempt's lease (RUNNING)
+
+The published location ``<base>/<run_date>/`` holds the manifest and nothing else: a reader that
+lists it without reading the manifest sees either nothing or the manifest, never part of a run.
+Data objects are immutable and referenced from the manifest by key, size, ETag and sha256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._arrow import schema_to_json
+from ._crash import crash_point
+from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, RunInProgress, TransientError
+from ._protocol import ProgressCallback, SinkDefinition
+from ._types import AttemptInfo, Receipt, Run, Staged
+
+log = logging.getLogger("atomic_publish.s3")
+
+MANIFEST_NAME = "_MANIFEST.json"
+ATTEMPTS = "_attempts"
+LEASES = "_leases"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class S3SinkConfig(BaseModel):
+    """Options of a ``type = "s3"`` sink. Credentials come only from the usual AWS sources
+    (environment, shared config and credentials files, profiles, instance roles)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    type: Literal["s3"] = "s3"
+    bucket: str
+    prefix: str = Field(description="key prefix of every dataset; never empty (cleanup is scoped to it)")
+    format: Literal["csv", "parquet"] = "csv"
+    endpoint_url: str | None = Field(default=None, description="for MinIO or another S3; omit on AWS")
+    region: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    profile: str | None = Field(default=None, description="AWS profile name (credentials stay in ~/.aws)")
+    part_size_mb: int = Field(default=16, ge=5, le=5120)
+    max_concurrency: int = Field(default=4, ge=1, le=32)
+    lease_seconds: int = Field(default=60, ge=5)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _BUCKET_RE.match(value) or ".." in value:
+            raise ValueError(f"bucket {value!r} is not a valid S3 bucket name")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        cleaned = value.strip("/")
+        if not cleaned:
+            raise ValueError("prefix must not be empty or '/': recovery would then reach the whole bucket")
+        if value.startswith("/"):
+            raise ValueError(f"prefix {value!r} starts with '/'")
+        parts = cleaned.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"prefix {value!r} has an empty, '.' or '..' segment")
+        return cleaned
+
+
+def client(config: S3SinkConfig) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(profile_name=config.profile) if config.profile else boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=config.endpoint_url,
+        region_name=config.region,
+        config=Config(
+            s3={"addressing_style": config.addressing_style},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+        ),
+    )
+
+
+class S3Layout:
+    def __init__(self, config: S3SinkConfig) -> None:
+        self.config = config
+
+    def base(self, dataset: str) -> str:
+        return f"{self.config.prefix}/{dataset}"
+
+    def run_attempts(self, dataset: str, run_date: dt.date) -> str:
+        return f"{self.base(dataset)}/{ATTEMPTS}/{run_date.isoformat()}/"
+
+    def attempt_prefix(self, run: Run) -> str:
+        return f"{self.run_attempts(run.dataset, run.run_date)}{run.attempt}/"
+
+    def manifest(self, dataset: str, run_date: dt.date) -> str:
+        return f"{self.base(dataset)}/{run_date.isoformat()}/{MANIFEST_NAME}"
+
+    def published_location(self, dataset: str, run_date: dt.date) -> str:
+        return f"{self.base(dataset)}/{run_date.isoformat()}/"
+
+    def lease(self, dataset: str, run_date: dt.date) -> str:
+        return f"{self.base(dataset)}/{LEASES}/{run_date.isoformat()}.json"
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.config.bucket}/{key}"
+
+
+def error_code(exc: Exception) -> tuple[str, int]:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", "")), int(
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    )
+
+
+def is_unknown_outcome(exc: Exception) -> bool:
+    """5xx, throttling, timeouts and broken connections: the request may or may not have applied."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, ReadTimeoutError
+
+    if isinstance(exc, ReadTimeoutError | ConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        _, status = error_code(exc)
+        return status >= 500 or status == 0
+    return False
+
+
+class _MultipartSink:
+    """A file-like sink for pyarrow writers that streams the bytes into one multipart upload.
+
+    Parts are uploaded by a small pool while the next part is encoded; at most ``max_concurrency``
+    parts are in flight, so memory is bounded by (concurrency + 1) x part size whatever the input.
+    The upload is created at once, so an attempt killed mid-stage leaves an incomplete multipart
+    upload under its own prefix, which the diagnosis finds and recovery aborts.
+    """
+
+    def __init__(self, s3: Any, bucket: str, key: str, part_size: int, concurrency: int) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.part_size = part_size
+        self.upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        self._buffer = bytearray()
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        self._buffer += view
+        self.size += view.nbytes
+        while len(self._buffer) >= self.part_size:
+            self._submit(bytes(self._buffer[: self.part_size]))
+            del self._buffer[: self.part_size]
+        return view.nbytes
+
+    def _submit(self, chunk: bytes) -> None:
+        number = len(self._parts) + 1
+        self._slots.acquire()
+
+        def upload() -> dict[str, Any]:
+            try:
+                etag = self.s3.upload_part(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+                )["ETag"]
+                return {"PartNumber": number, "ETag": etag}
+            finally:
+                self._slots.release()
+
+        self._parts.append(self._pool.submit(upload))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def complete(self) -> str:
+        if self._buffer or not self._parts:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        parts = [f.result() for f in self._parts]
+        self._pool.shutdown()
+        return str(
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            )["ETag"]
+        )
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+
+
+class S3Lease:
+    """The run's lease object: RUNNING evidence for a diagnosis (not mutual exclusion: the
+    conditional manifest write is what lets only one attempt publish)."""
+
+    def __init__(self, config: S3SinkConfig, run: Run) -> None:
+        self.config = config
+        self.run = run
+        self.key = S3Layout(config).lease(run.dataset, run.run_date)
+        self.s3 = client(config)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.s3.get_object(Bucket=self.config.bucket, Key=self.key)["Body"].read())
+        except Exception:
+            return None
+
+    def live_holder(self) -> dict[str, Any] | None:
+        doc = self.read()
+        if not doc or doc.get("attempt") == self.run.attempt:
+            return None
+        if dt.datetime.fromisoformat(doc.get("expires_at", "1970-01-01T00:00:00+00:00")) <= dt.datetime.now(dt.UTC):
+            return None
+        if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
+            return None  # on its own host, a dead holder's pid is better evidence than the clock
+        return doc
+
+    def _write(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        doc = {
+            **AttemptInfo.current(self.run.attempt).to_dict(),
+            "run_id": self.run.run_id,
+            "renewed_at": now.isoformat(timespec="seconds"),
+            "expires_at": (now + dt.timedelta(seconds=self.config.lease_seconds)).isoformat(timespec="seconds"),
+        }
+        self.s3.put_object(Bucket=self.config.bucket, Key=self.key, Body=json.dumps(doc).encode())
+
+    def acquire(self) -> None:
+        holder = self.live_holder()
+        if holder:
+            raise RunInProgress(
+                f"run {self.run.run_id} is RUNNING: attempt {holder.get('attempt')} (pid {holder.get('pid')} on "
+                f"{holder.get('host')}) holds its lease until {holder.get('expires_at')}"
+            )
+        self._write()
+        self._thread = threading.Thread(target=self._renew, name="s3-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.config.lease_seconds / 3):
+            with contextlib.suppress(Exception):
+                self._write()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        doc = self.read()
+        if doc and doc.get("attempt") == self.run.attempt:
+            with contextlib.suppress(Exception):
+                self.s3.delete_object(Bucket=self.config.bucket, Key=self.key)
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class S3Publisher:
+    sink_name = "s3"
+
+    def __init__(self, config: S3SinkConfig) -> None:
+        self.config = config
+        self.layout = S3Layout(config)
+
+    @contextlib.contextmanager
+    def run_lock(self, run: Run) -> Iterator[None]:
+        lease = S3Lease(self.config, run)
+        lease.acquire()
+        try:
+            yield
+        finally:
+            lease.release()
+
+    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+        s3 = client(self.config)
+        key = f"{self.layout.attempt_prefix(run)}part-00000.{self.config.format}"
+        try:
+            sink = _MultipartSink(
+                s3, self.config.bucket, key, self.config.part_size_mb << 20, self.config.max_concurrency
+            )
+        except Exception as exc:
+            raise TransientError(f"cannot start the upload of {self.layout.uri(key)}: {exc}") from exc
+        rows = 0
+        try:
+            if self.config.format == "csv":
+                writer: Any = pacsv.CSVWriter(sink, batches.schema)
+            else:
+                writer = pq.ParquetWriter(sink, batches.schema, compression="zstd")
+            try:
+                for index, batch in enumerate(batches):
+                    if self.config.format == "csv":
+                        writer.write_batch(batch)
+                    else:
+                        writer.write_table(pa.Table.from_batches([batch]))
+                    rows += batch.num_rows
+                    if progress:
+                        progress(rows, sink.size)
+                    if index == 0:
+                        crash_point("mid_stage")
+            finally:
+                writer.close()
+            etag = sink.complete()
+        except BaseException:
+            sink.abort()
+            raise
+        crash_point("after_stage")
+        checksum = sink.digest.hexdigest()
+        return Staged(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            location=self.layout.uri(key),
+            rows=rows,
+            bytes=sink.size,
+            checksum=f"sha256:{checksum}",
+            details={
+                "objects": [{"key": key, "size": sink.size, "etag": etag, "sha256": checksum}],
+                "schema": schema_to_json(batches.schema),
+                "format": self.config.format,
+            },
+        )
+
+    def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        from botocore.exceptions import ClientError
+
+        if not staged:
+            raise CommitRejected("nothing staged")
+        s3 = client(self.config)
+        objects = [o for part in staged for o in part.details["objects"]]
+        published_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        manifest = {
+            "manifest_version": 1,
+            "run_id": run.run_id,
+            "dataset": run.dataset,
+            "run_date": run.run_date.isoformat(),
+            "attempt": run.attempt,
+            "format": staged[0].details["format"],
+            "schema": staged[0].details["schema"],
+            "rows": sum(p.rows for p in staged),
+            "bytes": sum(p.bytes for p in staged),
+            "checksum": staged[0].checksum if len(staged) == 1 else None,
+            "objects": objects,
+            "published_at": published_at,
+        }
+        key = self.layout.manifest(run.dataset, run.run_date)
+        body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        last_error: Exception | None = None
+        for _ in range(3):
+            try:
+                s3.put_object(
+                    Bucket=self.config.bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json"
+                )
+                break
+            except ClientError as exc:
+                code, status = error_code(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    raise LostRace(f"run {run.run_id} is already published ({self.layout.uri(key)} exists)") from None
+                if not is_unknown_outcome(exc):
+                    raise CommitRejected(f"S3 refused the manifest {self.layout.uri(key)}: {code} ({status})") from None
+                last_error = exc
+            except Exception as exc:
+                if not is_unknown_outcome(exc):
+                    raise
+                last_error = exc
+            # The PUT may or may not have landed: the manifest itself settles it.
+            landed = self._read_manifest(s3, key)
+            if landed is not None:
+                if landed.get("attempt") == run.attempt:
+                    break
+                raise LostRace(f"run {run.run_id} was published by attempt {landed.get('attempt')}")
+        else:
+            raise CommitOutcomeUnknown(
+                f"the manifest PUT of {run.run_id} failed without an answer ({last_error}); "
+                "run `atomic-publish diagnose` (the manifest settles it)"
+            )
+        crash_point("after_commit")
+        return Receipt(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            location=self.layout.uri(key),
+            rows=manifest["rows"],
+            bytes=manifest["bytes"],
+            checksum=str(manifest["checksum"]),
+            published_at=published_at,
+            details={"objects": len(objects)},
+        )
+
+    def _read_manifest(self, s3: Any, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(s3.get_object(Bucket=self.config.bucket, Key=key)["Body"].read())
+        except Exception:
+            return None
+
+    def discard(self, run: Run, staged: Sequence[Staged]) -> None:
+        s3 = client(self.config)
+        for attempt in sorted({run.attempt} | {s.attempt for s in staged}):
+            prefix = self.layout.attempt_prefix(Run(run.dataset, run.run_date, attempt))
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.config.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    s3.delete_object(Bucket=self.config.bucket, Key=obj["Key"])
+            uploads = s3.list_multipart_uploads(Bucket=self.config.bucket, Prefix=prefix).get("Uploads", [])
+            for upload in uploads:
+                with contextlib.suppress(Exception):
+                    s3.abort_multipart_upload(Bucket=self.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+
+def _make_diagnostic(config: S3SinkConfig) -> Any:
+    from diagnostics.s3 import S3Diagnostic
+
+    return S3Diagnostic(config)
+
+
+SINK = SinkDefinition(
+    name="s3",
+    config_model=S3SinkConfig,
+    make_publisher=S3Publisher,
+    make_diagnostic=_make_diagnostic,
+    description="S3 / MinIO: attempt-owned objects + a manifest written with If-None-Match",
+)

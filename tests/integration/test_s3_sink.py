@@ -1,0 +1,213 @@
+"""The S3 sink against the harness's real S3 endpoint: what the contract suite does not cover."""
+
+from __future__ import annotations
+
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from diagnostics.s3 import S3Diagnostic
+from diagnostics.taxonomy import State
+from publishers import CommitOutcomeUnknown, ConfigError, Run, load_config, publish
+from publishers.s3 import S3Publisher, S3SinkConfig
+from tests.helpers import cli_env, run_cli
+
+pytestmark = pytest.mark.integration
+DATE = "2026-04-24"
+
+
+@pytest.fixture
+def s3(s3_service, monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, s3_service.credentials.get(name.lower(), value))
+    prefix = f"unit/{uuid.uuid4().hex[:10]}"
+
+    class Sink:
+        service = s3_service
+        client = s3_service.client()
+
+        def config(self, **overrides):
+            return S3SinkConfig(
+                **{
+                    "bucket": s3_service.bucket,
+                    "prefix": prefix,
+                    "endpoint_url": s3_service.endpoint,
+                    "region": s3_service.region,
+                    "addressing_style": "path",
+                    "part_size_mb": 5,
+                    **overrides,
+                }
+            )
+
+        def make(self, **overrides):
+            config = self.config(**overrides)
+            return S3Publisher(config), S3Diagnostic(config)
+
+        def object_keys(self):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=s3_service.bucket, Prefix=prefix)
+            return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    Sink.prefix = prefix
+    return Sink()
+
+
+def table(n=1000):
+    return pa.table({"id": list(range(n)), "v": [f"value-{i}" for i in range(n)]})
+
+
+def test_publish_layout_and_manifest(s3):
+    publisher, diagnostic = s3.make()
+    run = Run.new("items", DATE)
+    publish(publisher, diagnostic, run, table())
+    assert s3.object_keys() == [
+        f"{s3.prefix}/items/2026-04-24/_MANIFEST.json",
+        f"{s3.prefix}/items/_attempts/2026-04-24/{run.attempt}/part-00000.csv",
+    ]
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.DONE and "ETags verified" in d.reason
+
+
+def test_large_output_goes_up_in_several_parts(s3):
+    publisher, diagnostic = s3.make()
+    big = pa.table({"id": list(range(400_000)), "v": ["x" * 20] * 400_000})  # ~11 MB of CSV, 5 MB parts
+    receipt = publish(publisher, diagnostic, Run.new("items", DATE), big).receipt
+    key = f"{s3.prefix}/items/_attempts/2026-04-24/{receipt.attempt}/part-00000.csv"
+    head = s3.client.head_object(Bucket=s3.service.bucket, Key=key)
+    assert head["ContentLength"] == receipt.bytes and head["ETag"].endswith('-3"')  # a 3-part upload
+
+
+def test_rerun_of_a_published_run_writes_no_object(s3):
+    publisher, diagnostic = s3.make()
+    publish(publisher, diagnostic, Run.new("items", DATE), table())
+    before = {k: s3.client.head_object(Bucket=s3.service.bucket, Key=k)["ETag"] for k in s3.object_keys()}
+    result = publish(publisher, diagnostic, Run.new("items", DATE), table(5), if_absent=True)
+    assert result.skipped
+    assert {k: s3.client.head_object(Bucket=s3.service.bucket, Key=k)["ETag"] for k in s3.object_keys()} == before
+
+
+def test_an_incomplete_upload_is_an_orphan_attributed_to_its_attempt(s3):
+    """What an attempt killed mid-stage leaves (the contract suite kills one for real): an open
+    multipart upload under its own prefix, found by a listing scoped to the run, no age needed."""
+    _, diagnostic = s3.make()
+    dead = Run.new("items", DATE)
+    key = f"{s3.prefix}/items/_attempts/2026-04-24/{dead.attempt}/part-00000.csv"
+    upload = s3.client.create_multipart_upload(Bucket=s3.service.bucket, Key=key)
+    s3.client.upload_part(Bucket=s3.service.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 100)
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.ORPHANED
+    (orphan,) = d.orphans
+    assert orphan.kind == "incomplete-upload" and orphan.attempt == dead.attempt
+    diagnostic.clean(d)
+    assert s3.client.list_multipart_uploads(Bucket=s3.service.bucket, Prefix=s3.prefix).get("Uploads", []) == []
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_changed_or_missing_objects_and_stray_data_are_unknown(s3):
+    publisher, diagnostic = s3.make()
+    receipt = publish(publisher, diagnostic, Run.new("items", DATE), table()).receipt
+    key = f"{s3.prefix}/items/_attempts/2026-04-24/{receipt.attempt}/part-00000.csv"
+    s3.client.put_object(Bucket=s3.service.bucket, Key=key, Body=b"tampered")
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.UNKNOWN and "changed" in d.reason
+    s3.client.delete_object(Bucket=s3.service.bucket, Key=key)
+    assert "missing" in diagnostic.diagnose(Run.new("items", DATE)).reason
+
+    _, stray_diagnostic = s3.make()
+    s3.client.put_object(Bucket=s3.service.bucket, Key=f"{s3.prefix}/other/2026-04-24/data.csv", Body=b"a,b\n")
+    d = stray_diagnostic.diagnose(Run.new("other", DATE))
+    assert d.state is State.UNKNOWN and "no evidence explains" in d.reason
+
+
+def _fail_manifest_put(client, *, after_landing: bool, times: int):
+    """Fault injection on a real client: a timeout on the manifest PUT, before it is sent or after
+    S3 applied it (the answer lost)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    state = {"left": times}
+
+    def hook(params, **kwargs):
+        if params.get("Key", "").endswith("_MANIFEST.json") and "IfNoneMatch" in params and state["left"] > 0:
+            state["left"] -= 1
+            if after_landing:
+                clean = {k: v for k, v in params.items() if k != "IfNoneMatch"}
+                client.meta.events.unregister("provide-client-params.s3.PutObject", hook)
+                client.put_object(**clean)
+                client.meta.events.register("provide-client-params.s3.PutObject", hook)
+            raise ReadTimeoutError(endpoint_url="s3://manifest")
+
+    client.meta.events.register("provide-client-params.s3.PutObject", hook)
+    return client
+
+
+@pytest.mark.parametrize("after_landing", [True, False])
+def test_timeout_on_the_manifest_put_is_settled_by_reading_it_back(s3, monkeypatch, after_landing):
+    import publishers.s3 as s3_module
+
+    publisher, diagnostic = s3.make()
+    run = Run.new("items", DATE)
+    staged = publisher.stage(run, table().to_reader())
+    real_client = s3_module.client
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            s3_module,
+            "client",
+            lambda config: _fail_manifest_put(real_client(config), after_landing=after_landing, times=3),
+        )
+        if after_landing:
+            receipt = publisher.commit(run, [staged])  # it landed: reading it back proves it is ours
+            assert receipt.attempt == run.attempt
+        else:
+            with pytest.raises(CommitOutcomeUnknown, match="without an answer"):
+                publisher.commit(run, [staged])
+    expected = State.DONE if after_landing else State.ORPHANED
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is expected
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ('prefix = ""', "must not be empty"),
+        ('prefix = "/"', "must not be empty"),
+        ('prefix = "/data"', "starts with '/'"),
+        ('prefix = "a/../b"', "'..'"),
+        ('prefix = "ok"\nbucket = "Not_A_Bucket"', "not a valid S3 bucket name"),
+    ],
+)
+def test_unsafe_prefixes_and_bad_buckets_are_refused(tmp_path, line, fragment):
+    cfg = tmp_path / "publish.toml"
+    body = f'[sinks.b]\ntype = "s3"\n{line}\n'
+    if "bucket" not in line:
+        body += 'bucket = "fine-bucket"\n'
+    cfg.write_text(body)
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(cfg).sink("b")
+
+
+def test_keys_in_the_config_are_refused_and_secrets_never_printed(s3, tmp_path, small_inputs):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.b]\ntype = "s3"\nbucket = "x-bucket"\nprefix = "p"\naws_secret_access_key = "SHOULD-NOT-PRINT"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert "SHOULD-NOT-PRINT" not in str(info.value)
+    cfg.write_text(
+        f'[sinks.b]\ntype = "s3"\nbucket = "{s3.service.bucket}"\nprefix = "{s3.prefix}"\n'
+        f'endpoint_url = "{s3.service.endpoint}"\nregion = "us-east-1"\naddressing_style = "path"\n'
+    )
+    secret = "secret-" + uuid.uuid4().hex
+    result = run_cli(
+        "-v",
+        "publish",
+        "--sink",
+        "b",
+        "--dataset",
+        "items",
+        "--run-date",
+        DATE,
+        str(small_inputs[0]),
+        env=cli_env(cfg, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY=secret),
+    )
+    assert result.code == 0, result.stderr
+    assert secret not in result.stderr + result.stdout
