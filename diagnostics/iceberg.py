@@ -21,9 +21,9 @@ from publishers.iceberg import (
     SUMMARY_ATTEMPT,
     IcebergLayout,
     IcebergSinkConfig,
-    Lease,
     attempt_uuid,
     published_snapshot,
+    run_lease,
 )
 
 from .taxonomy import Artifact, CleanReport, Diagnosis, LockHolder, State
@@ -51,7 +51,7 @@ class IcebergDiagnostic:
                 **kw,
             )
 
-        lease = Lease(self.layout, run)
+        lease = run_lease(self.layout, run)
         lease_doc = lease.read()
         holder = lease.live_holder()
         table = self.layout.load(run.dataset)
@@ -238,7 +238,7 @@ class IcebergDiagnostic:
         if not diagnosis.orphans:
             return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
         operator = Run(diagnosis.dataset, diagnosis.run_date)
-        lease = Lease(self.layout, operator)
+        lease = run_lease(self.layout, operator)
         lease.acquire()  # a live attempt's lease makes this raise RunInProgress
         removed: list[Artifact] = []
         skipped: list[tuple[Artifact, str]] = []

@@ -17,7 +17,7 @@ from typing import Any
 
 from publishers._errors import RecoveryNeeded, RunInProgress
 from publishers._types import Run
-from publishers.s3 import S3Layout, S3Lease, S3SinkConfig, client
+from publishers.s3 import S3Layout, S3SinkConfig, client, run_lease
 
 from .taxonomy import Artifact, CleanReport, Diagnosis, LockHolder, State
 
@@ -46,7 +46,7 @@ class S3Diagnostic:
                 **kw,
             )
 
-        holder = S3Lease(self.config, run).live_holder()
+        holder = run_lease(self.config, run).live_holder()
         staged = self._attempt_objects(s3, run) + self._uploads(s3, run)
         if holder is not None:
             return verdict(
@@ -209,7 +209,7 @@ class S3Diagnostic:
             return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
         operator = Run(diagnosis.dataset, diagnosis.run_date)
         s3 = client(self.config)
-        lease = S3Lease(self.config, operator)
+        lease = run_lease(self.config, operator)
         lease.acquire()  # raises RunInProgress if an attempt started since the diagnosis
         removed: list[Artifact] = []
         skipped: list[tuple[Artifact, str]] = []

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
+import hashlib
 import logging
-import os
-import socket
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,18 +29,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._arrow import IpcHasher
 from ._crash import crash_point
 from ._errors import (
     CommitOutcomeUnknown,
     CommitRejected,
     LostRace,
-    RunInProgress,
     SchemaMismatch,
     UnsafeLayout,
 )
+from ._lease import Lease
 from ._protocol import ProgressCallback, SinkDefinition
-from ._types import AttemptInfo, Receipt, Run, Staged
+from ._types import Receipt, Run, Staged
+from .file import _HashingWriter, _rechunk
 
 log = logging.getLogger("atomic_publish.iceberg")
 
@@ -54,6 +51,9 @@ SUMMARY_CHECKSUM = "atomic-publish.checksum"
 DATA_SUBDIR = "data/atomic-publish"
 _ATTEMPT_NAMESPACE = uuid.UUID("6f1d3c9e-8a55-4b4e-9a1e-61746f6d6963")
 _COMMIT_TRIES = 5
+# pyiceberg's own default (write.parquet.row-group-limit): what Iceberg readers expect; it also
+# bounds the memory a stage holds, whatever the input size.
+ROW_GROUP_ROWS = 1_048_576
 
 
 def attempt_uuid(attempt: str) -> uuid.UUID:
@@ -129,17 +129,28 @@ def normalize_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields)
 
 
+# Catalogs and FileIOs are costly to build (a SQL catalog opens an engine and checks its tables;
+# measured 60-90 ms each) and the publisher and its diagnostic need the same ones, several times per
+# run: one of each per configuration and process.
+_shared: dict[str, tuple[Any, Any]] = {}
+
+
 class IcebergLayout:
     def __init__(self, config: IcebergSinkConfig) -> None:
         self.config = config
-        self._catalog: Any = None
+        self._key = config.model_dump_json()
+
+    def _catalog_and_io(self) -> tuple[Any, Any]:
+        if self._key not in _shared:
+            from pyiceberg.catalog import load_catalog
+            from pyiceberg.io.pyarrow import PyArrowFileIO
+
+            properties = self.config.catalog_properties()
+            _shared[self._key] = (load_catalog(self.config.catalog_name, **properties), PyArrowFileIO(properties))
+        return _shared[self._key]
 
     def catalog(self) -> Any:
-        if self._catalog is None:
-            from pyiceberg.catalog import load_catalog
-
-            self._catalog = load_catalog(self.config.catalog_name, **self.config.catalog_properties())
-        return self._catalog
+        return self._catalog_and_io()[0]
 
     def identifier(self, dataset: str) -> tuple[str, str]:
         return (self.config.namespace, self.config.table or dataset)
@@ -177,7 +188,7 @@ class IcebergLayout:
         """A pyarrow filesystem for ``location`` configured like the catalog's FileIO, and the path."""
         from pyiceberg.io.pyarrow import PyArrowFileIO
 
-        io = PyArrowFileIO(self.config.catalog_properties())
+        io = self._catalog_and_io()[1]
         scheme, netloc, path = PyArrowFileIO.parse_location(location)
         return io.fs_by_scheme(scheme, netloc), path
 
@@ -200,74 +211,24 @@ def published_snapshot(table: Any, run_id: str) -> Any | None:
     return None
 
 
-class Lease:
-    """The run's lease: a small JSON file renewed by the live attempt. Iceberg has no lock of its
-    own; this is what lets a diagnosis say RUNNING instead of treating a live attempt's files as
-    orphans. Not a mutual exclusion (the commit is what guarantees one publish per run)."""
+def run_lease(layout: IcebergLayout, run: Run) -> Lease:
+    """The run's lease, a JSON file beside the warehouse (see publishers._lease)."""
+    location = layout.lease_path(run.dataset, run.run_date)
+    fs, path = layout.filesystem(location)
 
-    def __init__(self, layout: IcebergLayout, run: Run) -> None:
-        self.layout = layout
-        self.run = run
-        self.fs, self.path = layout.filesystem(layout.lease_path(run.dataset, run.run_date))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def read(self) -> dict[str, Any] | None:
+    def read() -> bytes | None:
         try:
-            with self.fs.open_input_stream(self.path) as fh:
-                return json.loads(fh.read())
-        except (FileNotFoundError, OSError, ValueError):
+            with fs.open_input_stream(path) as fh:
+                return bytes(fh.read())
+        except FileNotFoundError:
             return None
 
-    def live_holder(self) -> dict[str, Any] | None:
-        doc = self.read()
-        if not doc or doc.get("attempt") == self.run.attempt:
-            return None
-        expires = dt.datetime.fromisoformat(doc.get("expires_at", "1970-01-01T00:00:00+00:00"))
-        if expires <= dt.datetime.now(dt.UTC):
-            return None
-        if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
-            # On the holder's own host the process table is better evidence than the clock: a
-            # SIGKILLed attempt is dead now, not when its lease runs out.
-            return None
-        return doc
+    def write(data: bytes) -> None:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as fh:
+            fh.write(data)
 
-    def _write(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        doc = {
-            **AttemptInfo.current(self.run.attempt).to_dict(),
-            "run_id": self.run.run_id,
-            "renewed_at": now.isoformat(timespec="seconds"),
-            "expires_at": (now + dt.timedelta(seconds=self.layout.config.lease_seconds)).isoformat(timespec="seconds"),
-        }
-        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-        with self.fs.open_output_stream(self.path) as fh:
-            fh.write(json.dumps(doc).encode())
-
-    def acquire(self) -> None:
-        holder = self.live_holder()
-        if holder:
-            raise RunInProgress(
-                f"run {self.run.run_id} is RUNNING: attempt {holder.get('attempt')} (pid {holder.get('pid')} on "
-                f"{holder.get('host')}) holds its lease until {holder.get('expires_at')}"
-            )
-        self._write()
-        self._thread = threading.Thread(target=self._renew, name="iceberg-lease", daemon=True)
-        self._thread.start()
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.layout.config.lease_seconds / 3):
-            with contextlib.suppress(Exception):
-                self._write()
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        doc = self.read()
-        if doc and doc.get("attempt") == self.run.attempt:
-            with contextlib.suppress(FileNotFoundError, OSError):
-                self.fs.delete_file(self.path)
+    return Lease(run, layout.config.lease_seconds, location, read, write, lambda: fs.delete_file(path))
 
 
 class IcebergPublisher:
@@ -279,7 +240,7 @@ class IcebergPublisher:
 
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
-        lease = Lease(self.layout, run)
+        lease = run_lease(self.layout, run)
         lease.acquire()
         try:
             yield
@@ -323,24 +284,23 @@ class IcebergPublisher:
         directory = self.layout.attempt_dir(table, run)
         fs, base = self.layout.filesystem(directory)
         fs.create_dir(base, recursive=True)
-        hasher = IpcHasher(schema)
         files: list[str] = []
+        digests: list[str] = []
         rows = size = 0
         partition_values: set[Any] = set()
-        writer: Any = None
+        current: _DataFileWriter | None = None
         limit = self.config.target_file_mb << 20
         try:
-            for index, batch in enumerate(batches):
+            # Row groups of ROW_GROUP_ROWS whatever the input batching: bigger groups read and
+            # write faster (1M rows: 0.50 s at 65,536 rows a group, 0.43 s at 262,144, 0.36 s at 1M).
+            for index, batch in enumerate(_rechunk(batches, ROW_GROUP_ROWS)):
                 batch = batch.cast(schema) if batch.schema != schema else batch
-                if writer is None or writer_bytes(writer) >= limit:
-                    if writer is not None:
-                        writer.close()
+                if current is None or current.size >= limit:
+                    if current is not None:
+                        digests.append(current.finish())
                     files.append(f"{directory}/part-{len(files):05d}.parquet")
-                    writer = pq.ParquetWriter(
-                        f"{base}/part-{len(files) - 1:05d}.parquet", schema, filesystem=fs, compression="zstd"
-                    )
-                writer.write_batch(batch)
-                hasher.add(batch)
+                    current = _DataFileWriter(fs, f"{base}/part-{len(files) - 1:05d}.parquet", schema)
+                current.write(batch)
                 rows += batch.num_rows
                 size += batch.nbytes
                 if self.config.partition_column:
@@ -349,16 +309,18 @@ class IcebergPublisher:
                     progress(rows, size)
                 if index == 0:
                     crash_point("mid_stage")
-            if writer is not None:
-                writer.close()
-                writer = None
+            if current is not None:
+                digests.append(current.finish())
+                current = None
         except BaseException:
-            if writer is not None:
+            if current is not None:
                 with contextlib.suppress(Exception):
-                    writer.close()
+                    current.finish()
             with contextlib.suppress(Exception):
                 fs.delete_dir(base)
             raise
+        # One file: its sha256. Several: the sha256 of their sha256s, in order.
+        checksum = digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
         crash_point("after_stage")
         return Staged(
             sink=self.sink_name,
@@ -367,7 +329,7 @@ class IcebergPublisher:
             location=directory,
             rows=rows,
             bytes=size,
-            checksum=f"sha256:{hasher.hexdigest()}",
+            checksum=f"sha256:{checksum}",
             details={"files": files, "partition_values": sorted(partition_values, key=str)},
         )
 
@@ -469,24 +431,28 @@ class IcebergPublisher:
                 fs.delete_dir(base)
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class _DataFileWriter:
+    """One Parquet data file, hashed on the way out (on a second thread, like the file sink)."""
 
+    def __init__(self, fs: Any, path: str, schema: pa.Schema) -> None:
+        self._stream = fs.open_output_stream(path)
+        self._sink = _HashingWriter(self._stream)
+        self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
 
-def writer_bytes(writer: Any) -> int:
-    # ParquetWriter does not expose its size; the sink tells how much reached the file so far.
-    try:
-        return int(writer.file_handle.tell()) if writer.file_handle else 0
-    except Exception:
-        return 0
+    @property
+    def size(self) -> int:
+        return self._sink.size
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_table(pa.Table.from_batches([batch]))
+
+    def finish(self) -> str:
+        try:
+            self._writer.close()
+        finally:
+            digest = self._sink.finish()
+            self._stream.close()
+        return digest
 
 
 def _make_diagnostic(config: IcebergSinkConfig) -> Any:

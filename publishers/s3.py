@@ -19,9 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,9 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._arrow import schema_to_json
 from ._crash import crash_point
-from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, RunInProgress, TransientError
+from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, TransientError
+from ._lease import Lease
 from ._protocol import ProgressCallback, SinkDefinition
-from ._types import AttemptInfo, Receipt, Run, Staged
+from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.s3")
 
@@ -227,80 +226,28 @@ class _MultipartSink:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
 
 
-class S3Lease:
-    """The run's lease object: RUNNING evidence for a diagnosis (not mutual exclusion: the
-    conditional manifest write is what lets only one attempt publish)."""
+def run_lease(config: S3SinkConfig, run: Run) -> Lease:
+    """The run's lease object (see publishers._lease)."""
+    s3 = client(config)
+    key = S3Layout(config).lease(run.dataset, run.run_date)
 
-    def __init__(self, config: S3SinkConfig, run: Run) -> None:
-        self.config = config
-        self.run = run
-        self.key = S3Layout(config).lease(run.dataset, run.run_date)
-        self.s3 = client(config)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def read(self) -> dict[str, Any] | None:
+    def read() -> bytes | None:
         try:
-            return json.loads(self.s3.get_object(Bucket=self.config.bucket, Key=self.key)["Body"].read())
-        except Exception:
+            return bytes(s3.get_object(Bucket=config.bucket, Key=key)["Body"].read())
+        except s3.exceptions.NoSuchKey:
             return None
 
-    def live_holder(self) -> dict[str, Any] | None:
-        doc = self.read()
-        if not doc or doc.get("attempt") == self.run.attempt:
-            return None
-        if dt.datetime.fromisoformat(doc.get("expires_at", "1970-01-01T00:00:00+00:00")) <= dt.datetime.now(dt.UTC):
-            return None
-        if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
-            return None  # on its own host, a dead holder's pid is better evidence than the clock
-        return doc
+    def write(data: bytes) -> None:
+        s3.put_object(Bucket=config.bucket, Key=key, Body=data, ContentType="application/json")
 
-    def _write(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        doc = {
-            **AttemptInfo.current(self.run.attempt).to_dict(),
-            "run_id": self.run.run_id,
-            "renewed_at": now.isoformat(timespec="seconds"),
-            "expires_at": (now + dt.timedelta(seconds=self.config.lease_seconds)).isoformat(timespec="seconds"),
-        }
-        self.s3.put_object(Bucket=self.config.bucket, Key=self.key, Body=json.dumps(doc).encode())
-
-    def acquire(self) -> None:
-        holder = self.live_holder()
-        if holder:
-            raise RunInProgress(
-                f"run {self.run.run_id} is RUNNING: attempt {holder.get('attempt')} (pid {holder.get('pid')} on "
-                f"{holder.get('host')}) holds its lease until {holder.get('expires_at')}"
-            )
-        self._write()
-        self._thread = threading.Thread(target=self._renew, name="s3-lease", daemon=True)
-        self._thread.start()
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.config.lease_seconds / 3):
-            with contextlib.suppress(Exception):
-                self._write()
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        doc = self.read()
-        if doc and doc.get("attempt") == self.run.attempt:
-            with contextlib.suppress(Exception):
-                self.s3.delete_object(Bucket=self.config.bucket, Key=self.key)
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return Lease(
+        run,
+        config.lease_seconds,
+        S3Layout(config).uri(key),
+        read,
+        write,
+        lambda: s3.delete_object(Bucket=config.bucket, Key=key),
+    )
 
 
 class S3Publisher:
@@ -312,7 +259,7 @@ class S3Publisher:
 
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
-        lease = S3Lease(self.config, run)
+        lease = run_lease(self.config, run)
         lease.acquire()
         try:
             yield
