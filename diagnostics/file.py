@@ -12,13 +12,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from publishers._errors import RecoveryNeeded, RunInProgress
 from publishers._fs import fsync_dir, read_json, sha256_file
 from publishers._lock import hold_flock, probe_flock
 from publishers._types import AttemptInfo, Run
 from publishers.file import FileLayout, FileSinkConfig
 
-from .taxonomy import Artifact, CleanReport, Diagnosis, State
+from .taxonomy import Artifact, CleanReport, Diagnosis, State, nothing_to_clean, verdict_factory
 
 # Removal order inside one clean: an output found without its marker goes before the pending
 # manifest that explains it, so a crash during clean never leaves unexplained data behind.
@@ -54,17 +53,7 @@ class FileDiagnostic:
         now = dt.datetime.now(dt.UTC)
         layout = self.layout
 
-        def verdict(state: State, reason: str, **kw: object) -> Diagnosis:
-            return Diagnosis(
-                sink=self.sink_name,
-                dataset=run.dataset,
-                run_date=run.run_date,
-                state=state,
-                reason=reason,
-                destination=str(layout.root),
-                diagnosed_at=now,
-                **kw,  # type: ignore[arg-type]
-            )
+        verdict = verdict_factory(self.sink_name, run, str(layout.root), now)
 
         holder = probe_flock(layout.lock(run.dataset, run.run_date))
         if holder is not None and holder.attempt == run.attempt:
@@ -211,14 +200,9 @@ class FileDiagnostic:
     # -- clean ----------------------------------------------------------------------------------
 
     def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
-        if diagnosis.state is State.RUNNING:
-            raise RunInProgress(f"run {diagnosis.run_id} is RUNNING: nothing is cleaned", diagnosis)
-        if diagnosis.state is State.UNKNOWN:
-            raise RecoveryNeeded(
-                f"run {diagnosis.run_id} is UNKNOWN: {diagnosis.reason}; nothing is cleaned", diagnosis
-            )
-        if not diagnosis.orphans:
-            return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
+        early = nothing_to_clean(diagnosis)
+        if early is not None:
+            return early
 
         operator = Run(diagnosis.dataset, diagnosis.run_date)
         final = self.layout.final(operator)

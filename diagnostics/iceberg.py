@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from publishers._errors import RecoveryNeeded, RunInProgress
 from publishers._types import Run
 from publishers.iceberg import (
     SUMMARY_ATTEMPT,
@@ -26,7 +25,16 @@ from publishers.iceberg import (
     run_lease,
 )
 
-from .taxonomy import Artifact, CleanReport, Diagnosis, LockHolder, State
+from .taxonomy import (
+    Artifact,
+    CleanReport,
+    Diagnosis,
+    LockHolder,
+    State,
+    attempts_of,
+    nothing_to_clean,
+    verdict_factory,
+)
 
 
 class IcebergDiagnostic:
@@ -39,17 +47,7 @@ class IcebergDiagnostic:
     def diagnose(self, run: Run) -> Diagnosis:
         now = dt.datetime.now(dt.UTC)
 
-        def verdict(state: State, reason: str, **kw: Any) -> Diagnosis:
-            return Diagnosis(
-                sink=self.sink_name,
-                dataset=run.dataset,
-                run_date=run.run_date,
-                state=state,
-                reason=reason,
-                destination=self.layout.describe(run.dataset),
-                diagnosed_at=now,
-                **kw,
-            )
+        verdict = verdict_factory(self.sink_name, run, self.layout.describe(run.dataset), now)
 
         lease = run_lease(self.layout, run)
         lease_doc = lease.read()
@@ -61,13 +59,7 @@ class IcebergDiagnostic:
                 State.RUNNING,
                 f"attempt {holder.get('attempt')} (pid {holder.get('pid')} on {holder.get('host')}) holds the run's "
                 f"lease until {holder.get('expires_at')}",
-                holder=LockHolder(
-                    attempt=holder.get("attempt"),
-                    pid=holder.get("pid"),
-                    host=holder.get("host"),
-                    started_at=holder.get("started_at"),
-                    location=self.layout.lease_path(run.dataset, run.run_date),
-                ),
+                holder=LockHolder.from_lease(holder, self.layout.lease_path(run.dataset, run.run_date)),
                 evidence=tuple(data_files),
             )
         # A dead attempt's lease is reported as evidence but is not an orphan: it holds no data,
@@ -99,7 +91,7 @@ class IcebergDiagnostic:
                 return verdict(
                     State.ORPHANED,
                     f"no snapshot of {run.run_id} in the history; {len(leftovers)} leftover(s) of attempt(s) "
-                    f"{', '.join(sorted({a.attempt or '?' for a in leftovers}))}",
+                    f"{attempts_of(leftovers)}",
                     evidence=tuple(leftovers + stale),
                     orphans=tuple(leftovers),
                 )
@@ -132,7 +124,7 @@ class IcebergDiagnostic:
             return verdict(
                 State.PUBLISHED_WITH_ORPHANS,
                 f"published by attempt {publisher} (snapshot {snapshot.snapshot_id}); {len(orphans)} unreferenced "
-                f"file(s) of attempt(s) {', '.join(sorted({a.attempt or '?' for a in orphans}))}",
+                f"file(s) of attempt(s) {attempts_of(orphans)}",
                 evidence=(snap_art, *orphans),
                 orphans=tuple(orphans),
             )
@@ -229,14 +221,9 @@ class IcebergDiagnostic:
     # -- clean ----------------------------------------------------------------------------------
 
     def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
-        if diagnosis.state is State.RUNNING:
-            raise RunInProgress(f"run {diagnosis.run_id} is RUNNING: nothing is cleaned", diagnosis)
-        if diagnosis.state is State.UNKNOWN:
-            raise RecoveryNeeded(
-                f"run {diagnosis.run_id} is UNKNOWN: {diagnosis.reason}; nothing is cleaned", diagnosis
-            )
-        if not diagnosis.orphans:
-            return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
+        early = nothing_to_clean(diagnosis)
+        if early is not None:
+            return early
         operator = Run(diagnosis.dataset, diagnosis.run_date)
         lease = run_lease(self.layout, operator)
         lease.acquire()  # a live attempt's lease makes this raise RunInProgress

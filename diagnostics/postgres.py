@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from publishers._errors import RecoveryNeeded, RunInProgress
+from publishers._errors import RunInProgress
 from publishers._types import Run
 from publishers.postgres import (
     APPLICATION_PREFIX,
@@ -28,7 +28,16 @@ from publishers.postgres import (
     staging_prefix,
 )
 
-from .taxonomy import Artifact, CleanReport, Diagnosis, LockHolder, State
+from .taxonomy import (
+    Artifact,
+    CleanReport,
+    Diagnosis,
+    LockHolder,
+    State,
+    attempts_of,
+    nothing_to_clean,
+    verdict_factory,
+)
 
 
 class PostgresDiagnostic:
@@ -48,17 +57,7 @@ class PostgresDiagnostic:
             ledger = self._ledger_row(conn, run)
             target_exists = self._target_exists(conn, run)
 
-        def verdict(state: State, reason: str, **kw: Any) -> Diagnosis:
-            return Diagnosis(
-                sink=self.sink_name,
-                dataset=run.dataset,
-                run_date=run.run_date,
-                state=state,
-                reason=reason,
-                destination=self.layout.describe(run.dataset),
-                diagnosed_at=now,
-                **kw,
-            )
+        verdict = verdict_factory(self.sink_name, run, self.layout.describe(run.dataset), now)
 
         leftovers = staging + prepared
         if holder is not None:
@@ -93,7 +92,7 @@ class PostgresDiagnostic:
                 return verdict(
                     State.PUBLISHED_WITH_ORPHANS,
                     f"published by attempt {ledger['attempt']}; {len(leftovers)} leftover(s) of "
-                    f"attempt(s) {', '.join(sorted({a.attempt or '?' for a in leftovers}))}",
+                    f"attempt(s) {attempts_of(leftovers)}",
                     evidence=(ledger_art, *leftovers),
                     orphans=tuple(leftovers),
                 )
@@ -106,8 +105,7 @@ class PostgresDiagnostic:
         if leftovers:
             return verdict(
                 State.ORPHANED,
-                f"not published; {len(leftovers)} leftover(s) of dead attempt(s) "
-                f"{', '.join(sorted({a.attempt or '?' for a in leftovers}))}",
+                f"not published; {len(leftovers)} leftover(s) of dead attempt(s) {attempts_of(leftovers)}",
                 evidence=tuple(leftovers),
                 orphans=tuple(leftovers),
             )
@@ -218,14 +216,9 @@ class PostgresDiagnostic:
     def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
         from psycopg import sql
 
-        if diagnosis.state is State.RUNNING:
-            raise RunInProgress(f"run {diagnosis.run_id} is RUNNING: nothing is cleaned", diagnosis)
-        if diagnosis.state is State.UNKNOWN:
-            raise RecoveryNeeded(
-                f"run {diagnosis.run_id} is UNKNOWN: {diagnosis.reason}; nothing is cleaned", diagnosis
-            )
-        if not diagnosis.orphans:
-            return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
+        early = nothing_to_clean(diagnosis)
+        if early is not None:
+            return early
         operator = Run(diagnosis.dataset, diagnosis.run_date)
         now = dt.datetime.now(dt.UTC)
         removed: list[Artifact] = []

@@ -15,11 +15,19 @@ import datetime as dt
 import json
 from typing import Any
 
-from publishers._errors import RecoveryNeeded, RunInProgress
 from publishers._types import Run
 from publishers.s3 import S3Layout, S3SinkConfig, client, run_lease
 
-from .taxonomy import Artifact, CleanReport, Diagnosis, LockHolder, State
+from .taxonomy import (
+    Artifact,
+    CleanReport,
+    Diagnosis,
+    LockHolder,
+    State,
+    attempts_of,
+    nothing_to_clean,
+    verdict_factory,
+)
 
 
 class S3Diagnostic:
@@ -34,17 +42,7 @@ class S3Diagnostic:
         s3 = client(self.config)
         bucket = self.config.bucket
 
-        def verdict(state: State, reason: str, **kw: Any) -> Diagnosis:
-            return Diagnosis(
-                sink=self.sink_name,
-                dataset=run.dataset,
-                run_date=run.run_date,
-                state=state,
-                reason=reason,
-                destination=self.layout.uri(self.layout.base(run.dataset)),
-                diagnosed_at=now,
-                **kw,
-            )
+        verdict = verdict_factory(self.sink_name, run, self.layout.uri(self.layout.base(run.dataset)), now)
 
         holder = run_lease(self.config, run).live_holder()
         staged = self._attempt_objects(s3, run) + self._uploads(s3, run)
@@ -53,13 +51,7 @@ class S3Diagnostic:
                 State.RUNNING,
                 f"attempt {holder.get('attempt')} (pid {holder.get('pid')} on {holder.get('host')}) holds the run's "
                 f"lease until {holder.get('expires_at')}",
-                holder=LockHolder(
-                    attempt=holder.get("attempt"),
-                    pid=holder.get("pid"),
-                    host=holder.get("host"),
-                    started_at=holder.get("started_at"),
-                    location=self.layout.uri(self.layout.lease(run.dataset, run.run_date)),
-                ),
+                holder=LockHolder.from_lease(holder, self.layout.uri(self.layout.lease(run.dataset, run.run_date))),
                 evidence=tuple(staged),
             )
         key = self.layout.manifest(run.dataset, run.run_date)
@@ -80,8 +72,7 @@ class S3Diagnostic:
             if staged:
                 return verdict(
                     State.ORPHANED,
-                    f"no manifest; {len(staged)} leftover(s) of dead attempt(s) "
-                    f"{', '.join(sorted({a.attempt or '?' for a in staged}))}",
+                    f"no manifest; {len(staged)} leftover(s) of dead attempt(s) {attempts_of(staged)}",
                     evidence=tuple(staged),
                     orphans=tuple(staged),
                 )
@@ -133,7 +124,7 @@ class S3Diagnostic:
             return verdict(
                 State.PUBLISHED_WITH_ORPHANS,
                 f"published by attempt {manifest.get('attempt')}; {len(orphans)} leftover(s) of attempt(s) "
-                f"{', '.join(sorted({a.attempt or '?' for a in orphans}))}",
+                f"{attempts_of(orphans)}",
                 evidence=(manifest_art, *orphans),
                 orphans=tuple(orphans),
             )
@@ -199,14 +190,9 @@ class S3Diagnostic:
     # -- clean ----------------------------------------------------------------------------------
 
     def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
-        if diagnosis.state is State.RUNNING:
-            raise RunInProgress(f"run {diagnosis.run_id} is RUNNING: nothing is cleaned", diagnosis)
-        if diagnosis.state is State.UNKNOWN:
-            raise RecoveryNeeded(
-                f"run {diagnosis.run_id} is UNKNOWN: {diagnosis.reason}; nothing is cleaned", diagnosis
-            )
-        if not diagnosis.orphans:
-            return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
+        early = nothing_to_clean(diagnosis)
+        if early is not None:
+            return early
         operator = Run(diagnosis.dataset, diagnosis.run_date)
         s3 = client(self.config)
         lease = run_lease(self.config, operator)

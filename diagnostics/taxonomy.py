@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,16 @@ class LockHolder:
     started_at: str | None
     location: str
 
+    @classmethod
+    def from_lease(cls, doc: dict[str, Any], location: str) -> LockHolder:
+        return cls(
+            attempt=doc.get("attempt"),
+            pid=doc.get("pid"),
+            host=doc.get("host"),
+            started_at=doc.get("started_at"),
+            location=location,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "attempt": self.attempt,
@@ -195,3 +206,40 @@ class CleanReport:
             "skipped": [{**a.to_dict(now), "why": why} for a, why in self.skipped],
             "bytes_freed": self.bytes_freed,
         }
+
+
+def attempts_of(artifacts: Iterable[Artifact]) -> str:
+    """The attempts that own ``artifacts``, sorted, for a verdict's one-line reason."""
+    return ", ".join(sorted({a.attempt or "?" for a in artifacts}))
+
+
+def verdict_factory(sink: str, run: Any, destination: str, now: dt.datetime) -> Callable[..., Diagnosis]:
+    """A function building this run's Diagnosis from a state, a reason and the evidence."""
+
+    def verdict(state: State, reason: str, **evidence: Any) -> Diagnosis:
+        return Diagnosis(
+            sink=sink,
+            dataset=run.dataset,
+            run_date=run.run_date,
+            state=state,
+            reason=reason,
+            destination=destination,
+            diagnosed_at=now,
+            **evidence,
+        )
+
+    return verdict
+
+
+def nothing_to_clean(diagnosis: Diagnosis) -> CleanReport | None:
+    """The part of every sink's ``clean`` that does not depend on the sink: refuse RUNNING and
+    UNKNOWN (raising), and return an empty report when the verdict names no orphan."""
+    from publishers._errors import RecoveryNeeded, RunInProgress
+
+    if diagnosis.state is State.RUNNING:
+        raise RunInProgress(f"run {diagnosis.run_id} is RUNNING: nothing is cleaned", diagnosis)
+    if diagnosis.state is State.UNKNOWN:
+        raise RecoveryNeeded(f"run {diagnosis.run_id} is UNKNOWN: {diagnosis.reason}; nothing is cleaned", diagnosis)
+    if not diagnosis.orphans:
+        return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
+    return None
