@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -146,7 +147,18 @@ class IcebergLayout:
             from pyiceberg.io.pyarrow import PyArrowFileIO
 
             properties = self.config.catalog_properties()
-            _shared[self._key] = (load_catalog(self.config.catalog_name, **properties), PyArrowFileIO(properties))
+            for try_number in range(3):
+                try:
+                    catalog = load_catalog(self.config.catalog_name, **properties)
+                    break
+                except Exception as exc:
+                    # A SQL catalog creates its own tables on first use; two processes opening a
+                    # brand-new catalog at once race on that ("table iceberg_tables already exists").
+                    # The loser finds the tables made by the winner on the next try.
+                    if "already exists" not in str(exc) or try_number == 2:
+                        raise
+                    time.sleep(0.1)
+            _shared[self._key] = (catalog, PyArrowFileIO(properties))
         return _shared[self._key]
 
     def catalog(self) -> Any:
