@@ -218,3 +218,19 @@ class IpcHasher:
     def hexdigest(self) -> str:
         self._writer.close()
         return self.digest.hexdigest()
+
+
+def rechunk(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for batch in reader:
+        while batch.num_rows:
+            take = min(rows - have, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            have += take
+            batch = batch.slice(take)
+            if have == rows:
+                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+                pending, have = [], 0
+    if have:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]

@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
-import queue
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +37,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._arrow import schema_to_json
+from ._arrow import rechunk, schema_to_json
 from ._crash import crash_point
 from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, UnsafeLayout
 from ._fs import (
+    HashingWriter,
     fsync_dir,
     json_bytes,
     publish_json_noreplace,
@@ -168,61 +166,6 @@ class FileLayout:
             )
 
 
-class _HashingWriter:
-    """A file-like sink for pyarrow writers that hashes and counts the bytes as they pass.
-
-    The sha256 runs on a second thread (hashlib releases the GIL), overlapping the CSV/Parquet
-    encoding of the next batch instead of adding to it, and instead of re-reading the whole staged
-    file before commit. The queue is bounded, so memory stays bounded if hashing falls behind.
-    """
-
-    def __init__(self, fh: Any) -> None:
-        self._fh = fh
-        self._digest = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._hash_loop, name="stage-sha256", daemon=True)
-        self._thread.start()
-        self._finished = False
-        self.size = 0
-        self.closed = False
-
-    def _hash_loop(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._digest.update(chunk)
-
-    def write(self, data: Any) -> int:
-        # pyarrow reuses the buffer it hands us once write() returns, so the hasher gets a copy
-        # (found by the contract suite: hashing the live buffer produced wrong checksums).
-        chunk = bytes(data)
-        self._fh.write(chunk)
-        self._queue.put(chunk)
-        self.size += len(chunk)
-        return len(chunk)
-
-    def finish(self) -> str:
-        """Wait for the hasher and return the hex digest (also stops the thread on error paths)."""
-        if not self._finished:
-            self._finished = True
-            self._queue.put(None)
-            self._thread.join()
-        return self._digest.hexdigest()
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def close(self) -> None:
-        self.closed = True  # the owner closes the real file after fsync
-
-    def tell(self) -> int:
-        return self.size
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-
 class FilePublisher:
     sink_name = "file"
 
@@ -245,7 +188,7 @@ class FilePublisher:
         try:
             # O_EXCL: an attempt never reuses or overwrites another attempt's staging name.
             with open(data_path, "xb", buffering=0) as fh:
-                sink = _HashingWriter(fh)
+                sink = HashingWriter(fh)
                 try:
                     rows = self._write(sink, batches, progress)
                 finally:
@@ -273,7 +216,7 @@ class FilePublisher:
             details={"pending_manifest": str(pending_path), "format": self.config.format},
         )
 
-    def _write(self, sink: _HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
+    def _write(self, sink: HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
         rows = 0
         first = True
         if self.config.format == "csv":
@@ -283,7 +226,7 @@ class FilePublisher:
             compression = None if self.config.parquet_compression == "none" else self.config.parquet_compression
             writer = pq.ParquetWriter(sink, batches.schema, compression=compression)
             # Fixed-size row groups, whatever the input batching, keep re-runs byte-identical.
-            chunks = _rechunk(batches, self.config.parquet_row_group_rows)
+            chunks = rechunk(batches, self.config.parquet_row_group_rows)
         try:
             for batch in chunks:
                 if self.config.format == "csv":
@@ -390,22 +333,6 @@ class FilePublisher:
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-
-
-def _rechunk(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:
-    pending: list[pa.RecordBatch] = []
-    have = 0
-    for batch in reader:
-        while batch.num_rows:
-            take = min(rows - have, batch.num_rows)
-            pending.append(batch.slice(0, take))
-            have += take
-            batch = batch.slice(take)
-            if have == rows:
-                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-                pending, have = [], 0
-    if have:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
 def _make_diagnostic(config: FileSinkConfig) -> Any:

@@ -229,12 +229,18 @@ def test_a_service_dies_with_the_session_even_when_the_session_is_killed(tmp_pat
     os.kill(service_pid, 0)  # alive while the session lives
     session.send_signal(signal.SIGKILL)
     session.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def alive() -> bool:
         try:
             os.kill(service_pid, 0)
         except ProcessLookupError:
-            return
+            return False
+        return True
+
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.kill(service_pid, signal.SIGKILL)
-    pytest.fail(f"service pid {service_pid} outlived the killed session")
+    outlived = alive()
+    if outlived:
+        os.kill(service_pid, signal.SIGKILL)  # never leave it behind, even when the test fails
+    assert not outlived, f"service pid {service_pid} outlived the killed session"
