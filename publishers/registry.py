@@ -22,6 +22,7 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "postgres": ("publishers.postgres:SINK", "postgres"),
     "iceberg": ("publishers.iceberg:SINK", "iceberg"),
     "s3": ("publishers.s3:SINK", "s3"),
+    "kafka": ("publishers.kafka:SINK", "kafka"),
 }
 
 _loaded: dict[str, SinkDefinition] = {}

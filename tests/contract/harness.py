@@ -322,18 +322,89 @@ def s3_harness(s3) -> SinkHarness:  # type: ignore[no-untyped-def]
     )
 
 
+# -- kafka --------------------------------------------------------------------------------------
+
+
+def kafka_harness(kafka) -> SinkHarness:  # type: ignore[no-untyped-def]
+    """The Kafka sink against the real broker from the harness; each test gets its own topics."""
+    import hashlib
+
+    from publishers.kafka import H_RUN, header, partition_offsets, read_ledger, read_range
+
+    def names(base: Path) -> tuple[str, str]:
+        tag = hashlib.sha1(str(base).encode()).hexdigest()[:10]
+        return f"refunds-{tag}", f"ledger-{tag}"
+
+    def make_config(base: Path) -> Path:
+        base.mkdir(parents=True, exist_ok=True)
+        topic, ledger = names(base)
+        cfg = base / "publish.toml"
+        cfg.write_text(
+            '[defaults]\nsink = "stream"\n\n[sinks.stream]\ntype = "kafka"\n'
+            f'bootstrap_servers = "{kafka.bootstrap}"\ntopic = "{topic}"\nledger_topic = "{ledger}"\n'
+            'key_columns = ["refund_id"]\n'
+        )
+        return cfg
+
+    def committed_records(config: LoadedConfig, run: Run) -> bytes | None:
+        options = config.sink()[1]
+        values = []
+        for partition, (low, lso, _) in partition_offsets(options, options.topic).items():
+            for msg in read_range(options, options.topic, partition, low, lso, committed=True):
+                if header(msg, H_RUN) == run.run_id:
+                    values.append(msg.value())
+        return b"\n".join(sorted(values)) if values else None
+
+    def published_bytes(config: LoadedConfig, run: Run) -> bytes:
+        data = committed_records(config, run)
+        assert data is not None
+        return data
+
+    def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
+        if read_ledger(config.sink()[1], run.run_id) is None:
+            return None
+        return committed_records(config, run)
+
+    return SinkHarness(
+        name="kafka",
+        make_config=make_config,
+        expected_after_crash={
+            "after_extract": State.NOTHING_IN_FLIGHT,
+            "mid_transform": State.NOTHING_IN_FLIGHT,
+            "after_lock": State.NOTHING_IN_FLIGHT,
+            "mid_stage": State.ORPHANED,
+            "after_stage": State.ORPHANED,
+            "after_commit": State.DONE,
+            "after_cleanup": State.DONE,
+        },
+        published_bytes=published_bytes,
+        gated_read=gated_read,
+        ungated_read=committed_records,  # a read_committed consumer that ignores the ledger
+    )
+
+
 # name -> (service fixtures it needs, factory taking those services)
 HARNESSES: dict[str, tuple[tuple[str, ...], Callable[..., SinkHarness]]] = {
     "file": ((), lambda: FILE),
     "postgres": (("postgres_service",), postgres_harness),
     "iceberg": ((), iceberg_harness),
     "s3": (("s3_service",), s3_harness),
+    "kafka": (("kafka_service",), kafka_harness),
 }
 # The crash points each sink is run through (known without starting any service).
 CRASH_POINTS: dict[str, tuple[str, ...]] = {
     "file": tuple(FILE.expected_after_crash),
     "iceberg": tuple(iceberg_harness().expected_after_crash),
     "s3": ("after_extract", "mid_transform", "after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup"),
+    "kafka": (
+        "after_extract",
+        "mid_transform",
+        "after_lock",
+        "mid_stage",
+        "after_stage",
+        "after_commit",
+        "after_cleanup",
+    ),
     "postgres": (
         "after_extract",
         "mid_transform",

@@ -135,7 +135,7 @@ def test_reader_never_sees_a_partial_publish(harness, tmp_path, medium_inputs):
     thread.start()
     try:
         # Hold the attempt mid-stage and between the commit's steps so the reader polls there.
-        env = cli_env(cfg, PUBLISH_PAUSE_AT="mid_stage:0.5,after_stage:0.3,after_data_rename:0.5", **harness.extra_env)
+        env = cli_env(cfg, PUBLISH_PAUSE_AT="mid_stage:1,after_stage:1,after_data_rename:0.5", **harness.extra_env)
         proc = start_cli(*_pipeline_args(medium_inputs), env=env)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
@@ -147,7 +147,9 @@ def test_reader_never_sees_a_partial_publish(harness, tmp_path, medium_inputs):
     # A poll can outlast the 0.1 s grace above, so the final state is read once more, after the run.
     assert seen[0] == "nothing" and harness.gated_read(config, run) == clean
     assert "complete" in seen or seen.count("nothing") == len(seen)
-    assert seen.count("nothing") > 10  # the reader really polled while the publish was in flight
+    # The reader really polled while the publish was in flight (a Kafka poll builds consumers and
+    # takes ~0.2 s; a file poll takes microseconds).
+    assert seen.count("nothing") >= 5
 
 
 @pytest.mark.parametrize("harness", _params(SINKS), indirect=True)

@@ -1,0 +1,451 @@
+"""The Kafka sink: one transaction per attempt, with a ``transactional.id`` derived from the run, and a
+ledger record for the run written in the same transaction. ``commit_transaction`` is the commit point.
+
+Because every attempt of a run uses the same ``transactional.id``, a new attempt's
+``init_transactions`` fences any zombie of an earlier one and aborts its open transaction: a run can
+never be committed twice by two live producers. The ledger (a compacted topic keyed by run_id) is
+read with ``read_committed`` *after* ``init_transactions``, so an attempt that started after another
+one committed sees that commit and refuses.
+
+Every record carries headers ``atomic-publish.run-id``, ``atomic-publish.attempt``,
+``atomic-publish.pid`` and ``atomic-publish.host``: that is how the diagnostic attributes records of
+a transaction left open by a dead attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._crash import crash_point
+from ._errors import (
+    AlreadyPublished,
+    CommitOutcomeUnknown,
+    CommitRejected,
+    ConfigError,
+    InputError,
+    LostRace,
+    TransientError,
+)
+from ._protocol import ProgressCallback, SinkDefinition
+from ._types import Receipt, Run, Staged
+
+log = logging.getLogger("atomic_publish.kafka")
+
+H_RUN, H_ATTEMPT, H_PID, H_HOST = (
+    "atomic-publish.run-id",
+    "atomic-publish.attempt",
+    "atomic-publish.pid",
+    "atomic-publish.host",
+)
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_FORBIDDEN = {"transactional.id", "enable.idempotence", "isolation.level"}
+
+
+def validate_topic(name: str, what: str = "topic") -> str:
+    if not _TOPIC_RE.match(name) or name in (".", ".."):
+        raise ValueError(f"{what} {name!r} is not a valid Kafka topic name (1-249 of letters, digits, '.', '_', '-')")
+    if name.startswith("__"):
+        raise ValueError(f"{what} {name!r} starts with '__', which Kafka reserves for internal topics")
+    return name
+
+
+class KafkaSinkConfig(BaseModel):
+    """Options of a ``type = "kafka"`` sink. librdkafka settings go in ``properties``; credentials
+    (``sasl.password`` and the like) are refused there and belong to the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    type: Literal["kafka"] = "kafka"
+    bootstrap_servers: str
+    topic: str | None = Field(default=None, description="default: the dataset name")
+    ledger_topic: str = "atomic-publish-ledger"
+    ledger_partitions: int = Field(default=1, ge=1)
+    topic_partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    create_topics: bool = True
+    key_columns: tuple[str, ...] = ()
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    properties: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("topic", "ledger_topic")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        return None if value is None else validate_topic(value)
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key in _FORBIDDEN:
+                raise ValueError(f"property {key!r} is set by the sink (the exactly-once guarantee depends on it)")
+        acks = str(value.get("acks", "all")).lower()
+        if acks not in ("all", "-1"):
+            raise ValueError(f"acks = {value['acks']!r} would break the guarantee: transactions need acks = all")
+        return value
+
+
+def transactional_id(run: Run) -> str:
+    return f"atomic-publish:{run.run_id}"
+
+
+class _Held:
+    """The producer of an attempt whose transaction is open (what 'staged' means for Kafka)."""
+
+    def __init__(self, producer: Any, rows: int, size: int, checksum: str) -> None:
+        self.producer, self.rows, self.size, self.checksum = producer, rows, size, checksum
+
+
+def _kafka_error(exc: Exception) -> Any:
+    return exc.args[0] if exc.args and hasattr(exc.args[0], "fatal") else None
+
+
+class KafkaPublisher:
+    sink_name = "kafka"
+
+    def __init__(self, config: KafkaSinkConfig) -> None:
+        self.config = config
+        self._held: dict[str, _Held] = {}
+
+    def topic(self, dataset: str) -> str:
+        try:
+            return validate_topic(self.config.topic or dataset)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+    @contextlib.contextmanager
+    def run_lock(self, run: Run) -> Iterator[None]:
+        # Kafka's own fencing is the lock: the attempt's init_transactions (in stage) fences every
+        # earlier producer of the run. Nothing to hold here.
+        yield
+
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.config.bootstrap_servers, **self.config.properties})
+
+    def ensure_topics(self, dataset: str) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        admin = self._admin()
+        existing = set(admin.list_topics(timeout=10).topics)
+        wanted = {
+            self.topic(dataset): NewTopic(
+                self.topic(dataset), self.config.topic_partitions, self.config.replication_factor
+            ),
+            self.config.ledger_topic: NewTopic(
+                self.config.ledger_topic,
+                self.config.ledger_partitions,
+                self.config.replication_factor,
+                config={"cleanup.policy": "compact"},
+            ),
+        }
+        missing = {name: spec for name, spec in wanted.items() if name not in existing}
+        if not missing:
+            return
+        if not self.config.create_topics:
+            raise ConfigError(f"topic(s) {', '.join(sorted(missing))} do not exist and create_topics is false")
+        for name, future in admin.create_topics(list(missing.values())).items():
+            try:
+                future.result(timeout=30)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise TransientError(f"cannot create topic {name}: {exc}") from None
+
+    def _producer(self, run: Run) -> Any:
+        from confluent_kafka import Producer
+
+        return Producer(
+            {
+                "bootstrap.servers": self.config.bootstrap_servers,
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                **self.config.properties,
+                "transactional.id": transactional_id(run),
+                "enable.idempotence": True,
+                "acks": "all",
+                "transaction.timeout.ms": self.config.transaction_timeout_ms,
+            }
+        )
+
+    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+        from confluent_kafka import KafkaException
+
+        topic = self.topic(run.dataset)
+        for column in self.config.key_columns:
+            if column not in batches.schema.names:
+                raise InputError(f"key column {column!r} is not in the data (columns: {batches.schema.names})")
+        self.ensure_topics(run.dataset)
+        producer = self._producer(run)
+        failures: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None and not failures:
+                failures.append(str(err))
+
+        headers = [
+            (H_RUN, run.run_id.encode()),
+            (H_ATTEMPT, run.attempt.encode()),
+            (H_PID, str(os.getpid()).encode()),
+            (H_HOST, socket.gethostname().encode()),
+        ]
+        digest = hashlib.sha256()
+        rows = size = 0
+        try:
+            try:
+                # Fences every earlier producer of this run and aborts its open transaction.
+                producer.init_transactions(30)
+            except KafkaException as exc:
+                if "INVALID_TRANSACTION_TIMEOUT" in str(exc) or "transaction timeout" in str(exc).lower():
+                    raise ConfigError(
+                        f"transaction_timeout_ms = {self.config.transaction_timeout_ms} is refused by the broker "
+                        "(above its transaction.max.timeout.ms); lower it"
+                    ) from None
+                raise TransientError(f"init_transactions for {run.run_id} failed: {exc}") from None
+            ledger = read_ledger(self.config, run.run_id)
+            if ledger is not None:
+                raise AlreadyPublished(f"run {run.run_id} is already in the ledger (attempt {ledger.get('attempt')})")
+            producer.begin_transaction()
+            for batch_number, batch in enumerate(batches):
+                for row in batch.to_pylist():
+                    rows += 1
+                    value = json.dumps(row, default=str, separators=(",", ":")).encode()
+                    if len(value) > self.config.max_record_bytes:
+                        raise InputError(
+                            f"row {rows}: record of {len(value)} bytes exceeds max_record_bytes "
+                            f"({self.config.max_record_bytes}); the whole transaction is aborted"
+                        )
+                    key = (
+                        json.dumps([row[c] for c in self.config.key_columns], default=str).encode()
+                        if self.config.key_columns
+                        else None
+                    )
+                    digest.update(value)
+                    size += len(value)
+                    while True:
+                        try:
+                            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                    if failures:
+                        raise CommitRejected(f"row {rows}: delivery failed: {failures[0]}")
+                producer.poll(0)
+                if progress:
+                    progress(rows, size)
+                if batch_number == 0:
+                    # On the broker before the crash point, so a kill here leaves a real open transaction.
+                    producer.flush(30)
+                    crash_point("mid_stage")
+            remaining = producer.flush(60)
+            if remaining or failures:
+                raise CommitRejected(f"{remaining} record(s) undelivered: {failures[0] if failures else 'timeout'}")
+        except KafkaException as exc:
+            error = _kafka_error(exc)
+            with contextlib.suppress(Exception):
+                producer.abort_transaction(10)
+            if error is not None and error.fatal():
+                raise LostRace(
+                    f"attempt {run.attempt} was fenced by a newer attempt of {run.run_id}: {error}"
+                ) from None
+            raise TransientError(f"producing {run.run_id} failed: {exc}") from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                producer.abort_transaction(10)
+            raise
+        crash_point("after_stage")
+        self._held[run.attempt] = _Held(producer, rows, size, digest.hexdigest())
+        return Staged(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            location=f"{topic} (open transaction {transactional_id(run)})",
+            rows=rows,
+            bytes=size,
+            checksum=f"sha256:{digest.hexdigest()}",
+            details={"topic": topic},
+        )
+
+    def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        from confluent_kafka import KafkaException
+
+        if len(staged) != 1 or staged[0].attempt not in self._held:
+            raise CommitRejected("the Kafka sink commits the open transaction of this process's own attempt")
+        part = staged[0]
+        held = self._held.pop(part.attempt)
+        producer = held.producer
+        published_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        ledger = {
+            "run_id": run.run_id,
+            "attempt": part.attempt,
+            "rows": held.rows,
+            "bytes": held.size,
+            "checksum": part.checksum,
+            "topic": part.details["topic"],
+            "published_at": published_at,
+        }
+        try:
+            producer.produce(self.config.ledger_topic, key=run.run_id.encode(), value=json.dumps(ledger).encode())
+            for _ in range(3):
+                try:
+                    producer.commit_transaction(30)
+                    break
+                except KafkaException as exc:
+                    error = _kafka_error(exc)
+                    if error is not None and error.retriable():
+                        continue  # the client allows retrying a timed-out commit on the same producer
+                    raise
+            else:
+                raise CommitOutcomeUnknown(
+                    f"commit_transaction of {run.run_id} timed out 3 times; run `atomic-publish diagnose` "
+                    "(the ledger settles it)"
+                )
+        except KafkaException as exc:
+            error = _kafka_error(exc)
+            if error is not None and error.fatal():
+                raise LostRace(
+                    f"attempt {part.attempt} was fenced by a newer attempt of {run.run_id}: {error}"
+                ) from None
+            if error is not None and error.txn_requires_abort():
+                with contextlib.suppress(Exception):
+                    producer.abort_transaction(10)
+                raise CommitRejected(f"the broker refused the commit of {run.run_id}: {error}") from None
+            raise CommitOutcomeUnknown(f"commit of {run.run_id} ended without an answer: {exc}") from None
+        crash_point("after_commit")
+        return Receipt(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=part.attempt,
+            location=part.details["topic"],
+            rows=held.rows,
+            bytes=held.size,
+            checksum=part.checksum,
+            published_at=published_at,
+            details={"ledger_topic": self.config.ledger_topic, "transactional_id": transactional_id(run)},
+        )
+
+    def discard(self, run: Run, staged: Sequence[Staged]) -> None:
+        for attempt in {run.attempt} | {s.attempt for s in staged}:
+            held = self._held.pop(attempt, None)
+            if held is not None:
+                with contextlib.suppress(Exception):
+                    held.producer.abort_transaction(10)
+
+
+def admin_client(config: KafkaSinkConfig) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": config.bootstrap_servers, **config.properties})
+
+
+def partition_offsets(config: KafkaSinkConfig, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int, int]]:
+    """partition -> (earliest, last stable offset, high watermark). Empty if the topic is missing.
+
+    The last stable offset (LSO) is where read_committed readers stop: below it every transaction is
+    decided; between it and the high watermark lie records of transactions still open.
+    """
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    admin = admin_client(config)
+    metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return {}
+    parts = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+
+    def ask(spec: Any, isolation: Any) -> dict[int, int]:
+        futures = admin.list_offsets({tp: spec for tp in parts}, isolation_level=isolation, request_timeout=timeout)
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    low = ask(OffsetSpec.earliest(), IsolationLevel.READ_UNCOMMITTED)
+    lso = ask(OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
+    high = ask(OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
+    return {p: (low[p], lso[p], high[p]) for p in low}
+
+
+def read_range(
+    config: KafkaSinkConfig, topic: str, partition: int, start: int, end: int, *, committed: bool, timeout: float = 15.0
+) -> list[Any]:
+    """Messages of one partition in [start, end), read_committed or read_uncommitted."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    if end <= start:
+        return []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.bootstrap_servers,
+            **config.properties,
+            "group.id": f"atomic-publish-diagnose-{os.getpid()}-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    out: list[Any] = []
+    try:
+        tp = TopicPartition(topic, partition, start)
+        consumer.assign([tp])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                offset = msg.offset() or 0
+                if offset >= end:
+                    break
+                out.append(msg)
+                if offset >= end - 1:
+                    break
+                continue
+            # read_committed skips aborted records and control markers: the position tells when the
+            # range is done even if its last offsets were never delivered.
+            position = consumer.position([TopicPartition(topic, partition)])[0].offset
+            if position >= end:
+                break
+        return out
+    finally:
+        consumer.close()
+
+
+def header(msg: Any, name: str) -> str | None:
+    for key, value in msg.headers() or []:
+        if key == name and value is not None:
+            return bytes(value).decode()
+    return None
+
+
+def read_ledger(config: KafkaSinkConfig, run_id: str) -> dict[str, Any] | None:
+    """The committed ledger record of ``run_id`` (read_committed over the compacted topic), or None."""
+    found: dict[str, Any] | None = None
+    for partition, (low, lso, _) in partition_offsets(config, config.ledger_topic).items():
+        for msg in read_range(config, config.ledger_topic, partition, low, lso, committed=True):
+            if msg.key() == run_id.encode():
+                found = json.loads(msg.value()) if msg.value() else None
+    return found
+
+
+def _make_diagnostic(config: KafkaSinkConfig) -> Any:
+    from diagnostics.kafka import KafkaDiagnostic
+
+    return KafkaDiagnostic(config)
+
+
+SINK = SinkDefinition(
+    name="kafka",
+    config_model=KafkaSinkConfig,
+    make_publisher=KafkaPublisher,
+    make_diagnostic=_make_diagnostic,
+    description="Apache Kafka: one transaction per attempt (transactional.id from the run) + a ledger record",
+)
