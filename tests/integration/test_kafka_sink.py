@@ -1,0 +1,133 @@
+"""The Kafka sink against the real Apache Kafka broker from the harness (never a mock cluster)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from diagnostics.kafka import KafkaDiagnostic
+from diagnostics.taxonomy import State
+from publishers import AlreadyPublished, ConfigError, InputError, LostRace, Run, load_config, publish
+from publishers.kafka import KafkaPublisher, KafkaSinkConfig, partition_offsets
+
+DATE = "2026-04-24"
+
+
+def table(n=50, big_row=None):
+    values = [f"v{i}" for i in range(n)]
+    if big_row is not None:
+        values[big_row - 1] = "x" * 5000
+    return pa.table({"id": list(range(n)), "v": values})
+
+
+@pytest.fixture
+def sink(kafka_service):
+    tag = uuid.uuid4().hex[:8]
+
+    def make(**overrides):
+        config = KafkaSinkConfig(
+            **{
+                "bootstrap_servers": kafka_service.bootstrap,
+                "topic": f"items-{tag}",
+                "ledger_topic": f"ledger-{tag}",
+                "key_columns": ["id"],
+                **overrides,
+            }
+        )
+        return KafkaPublisher(config), KafkaDiagnostic(config)
+
+    return make
+
+
+def high_watermarks(config):
+    return {p: high for p, (_, _, high) in partition_offsets(config, config.topic).items()}
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"topic": "__consumer_offsets"}, "starts with '__'"),
+        ({"topic": "a/b"}, "not a valid Kafka topic name"),
+        ({"topic": "t" * 250}, "not a valid Kafka topic name"),
+        ({"properties": {"acks": "1"}}, "acks"),
+        ({"properties": {"enable.idempotence": "false"}}, "set by the sink"),
+        ({"properties": {"transactional.id": "mine"}}, "set by the sink"),
+    ],
+)
+def test_bad_topics_and_settings_that_break_the_guarantee_are_refused(overrides, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        KafkaSinkConfig(bootstrap_servers="127.0.0.1:9", **overrides)
+
+
+def test_credentials_in_the_config_file_are_refused(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.k]\ntype = "kafka"\nbootstrap_servers = "b:9092"\n[sinks.k.properties]\n"sasl.password" = "pw-123"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert "pw-123" not in str(info.value)
+
+
+@pytest.mark.integration
+def test_rerun_of_a_published_run_produces_no_record(sink):
+    publisher, diagnostic = sink()
+    publish(publisher, diagnostic, Run.new("items", DATE), table())
+    before = high_watermarks(publisher.config)
+    with pytest.raises(AlreadyPublished):
+        publish(publisher, diagnostic, Run.new("items", DATE), table())
+    assert publish(publisher, diagnostic, Run.new("items", DATE), table(), if_absent=True).skipped
+    assert high_watermarks(publisher.config) == before
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
+@pytest.mark.integration
+def test_an_oversized_record_aborts_the_whole_transaction_and_names_its_row(sink):
+    publisher, diagnostic = sink(max_record_bytes=2000)
+    with pytest.raises(InputError, match=r"row 3: record of 50.. bytes exceeds"):
+        publish(publisher, diagnostic, Run.new("items", DATE), table(big_row=3))
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.NOTHING_IN_FLIGHT, d.reason
+
+
+@pytest.mark.integration
+def test_missing_topic_without_auto_creation_is_a_clear_error(sink):
+    publisher, diagnostic = sink(create_topics=False)
+    with pytest.raises(ConfigError, match="do not exist and create_topics is false"):
+        publish(publisher, diagnostic, Run.new("items", DATE), table())
+
+
+@pytest.mark.integration
+def test_transaction_timeout_above_the_broker_maximum_is_a_clear_error(sink):
+    publisher, diagnostic = sink(transaction_timeout_ms=3_600_000)  # the broker allows 15 minutes
+    with pytest.raises(ConfigError, match="transaction_timeout_ms = 3600000"):
+        publish(publisher, diagnostic, Run.new("items", DATE), table())
+
+
+@pytest.mark.integration
+def test_a_zombie_attempt_is_fenced_and_only_the_new_attempt_commits(sink):
+    from publishers.kafka import H_RUN, header, read_range
+
+    publisher, diagnostic = sink()
+    zombie_publisher, successor_publisher = KafkaPublisher(publisher.config), KafkaPublisher(publisher.config)
+    zombie, successor = Run.new("items", DATE), Run.new("items", DATE)
+    zombie_staged = zombie_publisher.stage(zombie, table(10).to_reader())
+    # While the zombie's transaction is open and its process alive, the run is RUNNING.
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.RUNNING and d.holder.attempt == zombie.attempt and d.holder.pid == os.getpid()
+    successor_staged = successor_publisher.stage(successor, table(20).to_reader())  # fences the zombie
+    with pytest.raises(LostRace, match="fenced"):
+        zombie_publisher.commit(zombie, [zombie_staged])
+    successor_publisher.commit(successor, [successor_staged])
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+    config = publisher.config
+    committed = [
+        msg
+        for partition, (low, lso, _) in partition_offsets(config, config.topic).items()
+        for msg in read_range(config, config.topic, partition, low, lso, committed=True)
+        if header(msg, H_RUN) == f"items/{DATE}"
+    ]
+    assert len(committed) == 20  # the successor's records, exactly once; none of the zombie's
