@@ -105,6 +105,7 @@ def start_local_kafka(workdir: Path, timeout: float = 60.0) -> KafkaService:
     java = java_binary()
     jars = kafka_jars()
     data, logs = workdir / "data", workdir / "logs"
+    shutil.rmtree(data, ignore_errors=True)  # a throwaway broker: never reuse an old cluster's storage
     data.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     (workdir / "log4j2.properties").write_text(_LOG4J2)
