@@ -23,6 +23,7 @@ from typing import Any
 from publishers._lease import pid_alive
 from publishers._types import Run
 from publishers.kafka import (
+    CLIENT_LOG,
     H_ATTEMPT,
     H_HOST,
     H_PID,
@@ -165,6 +166,7 @@ class KafkaDiagnostic:
         # the hanging transaction: its records stay invisible to read_committed readers for good.
         producer = Producer(
             {
+                "logger": CLIENT_LOG,
                 "bootstrap.servers": self.config.bootstrap_servers,
                 **self.config.properties,
                 "transactional.id": transactional_id(run),

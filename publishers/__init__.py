@@ -10,6 +10,8 @@ Public API (everything else lives in private modules and may change)::
     publish(publisher, diagnostic, Run.new("refunds_settled", "2026-04-24"), arrow_records)
 """
 
+import logging as _logging
+
 from ._arrow import open_input
 from ._errors import (
     AlreadyPublished,
@@ -34,6 +36,10 @@ from ._protocol import Diagnostic, Publisher, SinkDefinition
 from ._publish import PublishResult, publish
 from ._types import Receipt, Run, Staged
 from .config import LoadedConfig, load_config
+
+# A library logs, the application decides where to: without this, Python's last-resort handler
+# would print warnings to stderr in applications that configure no logging.
+_logging.getLogger("atomic_publish").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AlreadyPublished",

@@ -42,6 +42,9 @@ from ._protocol import ProgressCallback, SinkDefinition
 from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.kafka")
+# librdkafka's own log lines go through Python logging (not straight to stderr), so an application
+# decides where they go; a client left for garbage collection after its broker is gone stays quiet.
+CLIENT_LOG = logging.getLogger("atomic_publish.kafka.client")
 
 # One header per record, "<run_id> <attempt> <pid> <host>": four separate headers cost ~10% of the
 # produce rate in Python. header() below reads the fields by these names.
@@ -166,6 +169,7 @@ class KafkaPublisher:
 
         return Producer(
             {
+                "logger": CLIENT_LOG,
                 "bootstrap.servers": self.config.bootstrap_servers,
                 "linger.ms": 20,
                 "compression.type": "lz4",
@@ -343,7 +347,8 @@ def admin_client(config: KafkaSinkConfig) -> Any:
 
     key = json.dumps([config.bootstrap_servers, sorted(config.properties.items())])
     if key not in _admins:
-        _admins[key] = AdminClient({"bootstrap.servers": config.bootstrap_servers, **config.properties})
+        settings: dict[str, Any] = {"logger": CLIENT_LOG, "bootstrap.servers": config.bootstrap_servers}
+        _admins[key] = AdminClient({**settings, **config.properties})
     return _admins[key]
 
 
@@ -403,6 +408,7 @@ def read_range(
         return []
     consumer = Consumer(
         {
+            "logger": CLIENT_LOG,
             "bootstrap.servers": config.bootstrap_servers,
             **config.properties,
             "group.id": f"atomic-publish-diagnose-{os.getpid()}-{time.monotonic_ns()}",

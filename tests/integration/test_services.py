@@ -6,6 +6,7 @@ fence producers; an in-memory S3 double rarely honours conditional writes.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -13,6 +14,9 @@ import pyarrow as pa
 import pytest
 
 pytestmark = pytest.mark.integration
+# librdkafka logs through Python logging here: a fenced producer kept alive by pytest's report of
+# the expected error must not print to stderr after the broker has stopped.
+QUIET = logging.getLogger("tests.kafka.client")
 
 
 # -- Postgres -----------------------------------------------------------------------------------
@@ -57,7 +61,7 @@ def _topic(kafka_service, partitions: int = 1) -> str:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     name = f"harness-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_service.bootstrap})
+    admin = AdminClient({"bootstrap.servers": kafka_service.bootstrap, "logger": QUIET})
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     futures[name].result(timeout=30)
     return name
@@ -68,6 +72,7 @@ def _read_all(kafka_service, topic: str, isolation: str, expect_at_least: int = 
 
     consumer = Consumer(
         {
+            "logger": QUIET,
             "bootstrap.servers": kafka_service.bootstrap,
             "group.id": f"g-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
@@ -98,7 +103,12 @@ def _producer(kafka_service, transactional_id: str):
     from confluent_kafka import Producer
 
     producer = Producer(
-        {"bootstrap.servers": kafka_service.bootstrap, "transactional.id": transactional_id, "enable.idempotence": True}
+        {
+            "logger": QUIET,
+            "bootstrap.servers": kafka_service.bootstrap,
+            "transactional.id": transactional_id,
+            "enable.idempotence": True,
+        }
     )
     producer.init_transactions(30)
     return producer
