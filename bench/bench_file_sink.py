@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.peak_rss import cli_peak_rss  # noqa: E402
 from diagnostics.file import FileDiagnostic  # noqa: E402
 from pipelines.generate import generate_inputs  # noqa: E402
 from pipelines.refunds import OUTPUT_SCHEMA, load_merchants, settled_refunds  # noqa: E402
@@ -83,41 +83,18 @@ def peak_rss_of_pipeline(work: Path, refund_rows: int) -> dict[str, float]:
     refunds, merchants = generate_inputs(work / f"in-{refund_rows}", rows=refund_rows, merchants=5_000)
     root = work / f"rss-out-{refund_rows}"
     shutil.rmtree(root, ignore_errors=True)
-    peak_file = work / "peak_rss.kib"
-    env = {**os.environ, "ATOMIC_PUBLISH_SINKS__FILE__ROOT": str(root), "PEAK_RSS_FILE": str(peak_file)}
+    env = {**os.environ, "ATOMIC_PUBLISH_SINKS__FILE__ROOT": str(root)}
     env.pop("ATOMIC_PUBLISH_CONFIG", None)
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "peak_rss.py"),
-            "publishers",
-            "-q",
-            "refunds",
-            "run",
-            "--run-date",
-            DATE,
-            "--refunds",
-            str(refunds),
-            "--merchants",
-            str(merchants),
-        ],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"pipeline run failed with exit code {proc.returncode}")
+    args = ["refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants)]
+    peak_mb, elapsed = cli_peak_rss(args, env, work)
     output_size = next((root / "refunds_settled").glob("*.csv")).stat().st_size
     shutil.rmtree(root)
     return {
         "refund_rows": refund_rows,
         "input_mb": round(refunds.stat().st_size / 2**20, 1),
         "output_mb": round(output_size / 2**20, 1),
-        "seconds": round(elapsed, 2),
-        "peak_rss_mb": round(int(peak_file.read_text()) / 1024, 1),
+        "seconds": elapsed,
+        "peak_rss_mb": peak_mb,
     }
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.peak_rss import cli_peak_rss  # noqa: E402
 from diagnostics.kafka import KafkaDiagnostic  # noqa: E402
 from publishers import Run, publish  # noqa: E402
 from publishers.kafka import RECORD_ENCODER, KafkaPublisher, KafkaSinkConfig, encode_record  # noqa: E402
@@ -148,31 +148,9 @@ def peak_rss(work: Path, bootstrap: str, n: int) -> dict[str, float]:
         f'[sinks.k]\ntype = "kafka"\nbootstrap_servers = "{bootstrap}"\n'
         f'topic = "rss-{n}"\nledger_topic = "rss-ledger"\n'
     )
-    peak_file = work / "peak_rss_kafka.kib"
-    env = {**os.environ, "ATOMIC_PUBLISH_CONFIG": str(cfg), "PEAK_RSS_FILE": str(peak_file)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "peak_rss.py"),
-            "publishers",
-            "-q",
-            "publish",
-            "--sink",
-            "k",
-            "--dataset",
-            f"rss{n}",
-            "--run-date",
-            "2026-04-24",
-            str(source),
-        ],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"publish to Kafka failed with exit code {proc.returncode}")
-    return {"records": n, "peak_rss_mb": round(int(peak_file.read_text()) / 1024, 1)}
+    args = ["publish", "--sink", "k", "--dataset", f"rss{n}", "--run-date", "2026-04-24", str(source)]
+    peak_mb, _ = cli_peak_rss(args, {**os.environ, "ATOMIC_PUBLISH_CONFIG": str(cfg)}, work)
+    return {"records": n, "peak_rss_mb": peak_mb}
 
 
 if __name__ == "__main__":

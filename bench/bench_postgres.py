@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.peak_rss import cli_peak_rss  # noqa: E402
 from diagnostics.postgres import PostgresDiagnostic  # noqa: E402
 from pipelines.generate import generate_inputs  # noqa: E402
 from pipelines.refunds import load_merchants, settled_refunds  # noqa: E402
@@ -133,38 +133,11 @@ def peak_rss(work: Path, rows: int, conninfo: str) -> dict[str, float]:
     cfg.write_text(
         f'[sinks.pg]\ntype = "postgres"\nconninfo = "{conninfo}"\nschema = "rss_{rows}"\nkey_columns = ["refund_id"]\n'
     )
-    peak_file = work / "peak_rss_pg.kib"
-    env = {**os.environ, "ATOMIC_PUBLISH_CONFIG": str(cfg), "PEAK_RSS_FILE": str(peak_file)}
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "peak_rss.py"),
-            "publishers",
-            "-q",
-            "refunds",
-            "run",
-            "--sink",
-            "pg",
-            "--run-date",
-            "2026-04-24",
-            "--refunds",
-            str(refunds),
-            "--merchants",
-            str(merchants),
-        ],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        check=False,
+    args = ["refunds", "run", "--sink", "pg", "--run-date", "2026-04-24", "--refunds", str(refunds)]
+    peak_mb, seconds = cli_peak_rss(
+        [*args, "--merchants", str(merchants)], {**os.environ, "ATOMIC_PUBLISH_CONFIG": str(cfg)}, work
     )
-    if proc.returncode != 0:
-        raise SystemExit(f"pipeline run into Postgres failed with exit code {proc.returncode}")
-    return {
-        "refund_rows": rows,
-        "seconds": round(time.perf_counter() - started, 2),
-        "peak_rss_mb": round(int(peak_file.read_text()) / 1024, 1),
-    }
+    return {"refund_rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_file_sink import prepare_output_parquet  # noqa: E402
+from bench.peak_rss import cli_peak_rss  # noqa: E402
 from diagnostics.s3 import S3Diagnostic  # noqa: E402
 from publishers import Run, open_input, publish  # noqa: E402
 from publishers.s3 import S3Publisher, S3SinkConfig  # noqa: E402
@@ -105,31 +105,9 @@ def peak_rss(work: Path, source: Path, s3) -> float:  # type: ignore[no-untyped-
         f'[sinks.b]\ntype = "s3"\nbucket = "{s3.bucket}"\nprefix = "rss"\nendpoint_url = "{s3.endpoint}"\n'
         'region = "us-east-1"\naddressing_style = "path"\n'
     )
-    peak_file = work / "peak_rss_s3.kib"
-    env = {**os.environ, "ATOMIC_PUBLISH_CONFIG": str(cfg), "PEAK_RSS_FILE": str(peak_file)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "peak_rss.py"),
-            "publishers",
-            "-q",
-            "publish",
-            "--sink",
-            "b",
-            "--dataset",
-            "refunds_settled",
-            "--run-date",
-            "2026-04-24",
-            str(source),
-        ],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"publish to S3 failed with exit code {proc.returncode}")
-    return round(int(peak_file.read_text()) / 1024, 1)
+    args = ["publish", "--sink", "b", "--dataset", "refunds_settled", "--run-date", "2026-04-24", str(source)]
+    peak_mb, _ = cli_peak_rss(args, {**os.environ, "ATOMIC_PUBLISH_CONFIG": str(cfg)}, work)
+    return peak_mb
 
 
 if __name__ == "__main__":

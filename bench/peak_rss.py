@@ -1,13 +1,39 @@
-"""Run a Python module as __main__ and write its peak RSS (VmHWM, in KiB) to $PEAK_RSS_FILE at exit.
+"""Peak RSS of a command-line run, measured the way the benchmarks report it.
 
-VmHWM belongs to the process's own address space after exec, so unlike ru_maxrss it does not
-inherit the high-water mark of a large parent that forked it.
+As a script, it runs a Python module as __main__ and writes its peak RSS (VmHWM, in KiB) to
+$PEAK_RSS_FILE at exit. VmHWM belongs to the process's own address space after exec, so unlike
+ru_maxrss it does not inherit the high-water mark of a large parent that forked it.
+``cli_peak_rss`` runs ``atomic-publish`` that way and returns the numbers.
 """
+
+from __future__ import annotations
 
 import atexit
 import os
 import runpy
+import subprocess
 import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_peak_rss(args: list[str], env: dict[str, str], work: Path) -> tuple[float, float]:
+    """Run ``atomic-publish -q ARGS`` with ``env``; return (peak RSS in MB, wall seconds)."""
+    peak_file = work / "peak_rss.kib"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "publishers", "-q", *args],
+        env={**env, "PEAK_RSS_FILE": str(peak_file)},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"`atomic-publish {' '.join(args)}` failed with exit code {proc.returncode}")
+    return round(int(peak_file.read_text()) / 1024, 1), round(seconds, 2)
 
 
 def _record() -> None:
@@ -18,7 +44,8 @@ def _record() -> None:
                     out.write(line.split()[1])
 
 
-atexit.register(_record)
-module = sys.argv[1]
-sys.argv = [module, *sys.argv[2:]]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
+if __name__ == "__main__":
+    atexit.register(_record)
+    module = sys.argv[1]
+    sys.argv = [module, *sys.argv[2:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
