@@ -123,7 +123,31 @@ def sha256_file(path: Path, chunk: int = 4 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-class HashingWriter:
+class WriteOnlySink:
+    """What pyarrow's writers need of a Python file object, for sinks that only count and pass
+    bytes on: a forward-only stream whose ``close`` is left to its owner (who fsyncs or completes
+    an upload first)."""
+
+    size = 0
+    closed = False
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class HashingWriter(WriteOnlySink):
     """A file-like sink for pyarrow writers that hashes and counts the bytes as they pass.
 
     The sha256 runs on a second thread (hashlib releases the GIL), overlapping the CSV/Parquet
@@ -138,8 +162,6 @@ class HashingWriter:
         self._thread = threading.Thread(target=self._hash_loop, name="stage-sha256", daemon=True)
         self._thread.start()
         self._finished = False
-        self.size = 0
-        self.closed = False
 
     def _hash_loop(self) -> None:
         while (chunk := self._queue.get()) is not None:
@@ -164,15 +186,3 @@ class HashingWriter:
 
     def flush(self) -> None:
         self._fh.flush()
-
-    def close(self) -> None:
-        self.closed = True  # the owner closes the real file after fsync
-
-    def tell(self) -> int:
-        return self.size
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False

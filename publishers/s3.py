@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ._arrow import schema_to_json
 from ._crash import crash_point
 from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, TransientError
+from ._fs import WriteOnlySink
 from ._lease import Lease
 from ._protocol import ProgressCallback, SinkDefinition
 from ._types import Receipt, Run, Staged
@@ -151,7 +152,7 @@ def is_unknown_outcome(exc: Exception) -> bool:
     return False
 
 
-class _MultipartSink:
+class _MultipartSink(WriteOnlySink):
     """A file-like sink for pyarrow writers that streams the bytes into one multipart upload.
 
     Parts are uploaded by a small pool while the next part is encoded; at most ``max_concurrency``
@@ -170,8 +171,6 @@ class _MultipartSink:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
         self._slots = threading.BoundedSemaphore(concurrency)
         self.digest = hashlib.sha256()
-        self.size = 0
-        self.closed = False
 
     def write(self, data: Any) -> int:
         chunk = bytes(data)  # pyarrow reuses its buffer once write() returns
@@ -199,21 +198,6 @@ class _MultipartSink:
                 self._slots.release()
 
         self._parts.append(self._pool.submit(upload))
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def tell(self) -> int:
-        return self.size
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
 
     def complete(self) -> str:
         if self._chunks or not self._parts:
