@@ -133,13 +133,10 @@ class KafkaPublisher:
         # earlier producer of the run. Nothing to hold here.
         yield
 
-    def _admin(self) -> Any:
-        return admin_client(self.config)
-
     def ensure_topics(self, dataset: str) -> None:
         from confluent_kafka.admin import NewTopic
 
-        admin = self._admin()
+        admin = admin_client(self.config)
         existing = set(admin.list_topics(timeout=10).topics)
         wanted = {
             self.topic(dataset): NewTopic(
