@@ -31,6 +31,13 @@ POINTS = (
 )
 
 
+def crash_point_armed(name: str) -> bool:
+    """True if a test asked to crash or pause at ``name``: a sink may then do extra work first (make
+    what it wrote so far reach the destination) that a normal run should not pay for."""
+    paused = {pause.partition(":")[0] for pause in os.environ.get(PAUSE_ENV_VAR, "").split(",")}
+    return os.environ.get(ENV_VAR) == name or name in paused
+
+
 def crash_point(name: str) -> None:
     """Die by SIGKILL here if ``PUBLISH_CRASH_AT`` names this point (or pause if asked to)."""
     if os.environ.get(ENV_VAR) == name:

@@ -22,7 +22,13 @@ ProgressCallback = Callable[[int, int], None]
 
 @runtime_checkable
 class Publisher(Protocol):
-    """Publishes one run all-or-nothing: stage (nothing visible), commit (the one atomic step)."""
+    """Publishes one run all-or-nothing: stage (nothing visible), commit (the one atomic step).
+
+    Optional attributes (read with getattr, so a third-party sink need not define them):
+    ``run_lock_writes = False`` says taking the run lock writes nothing at the destination, so
+    publish() skips the check it otherwise makes before the lock; ``stage_files(run, files,
+    progress=...)`` stages input files as they are (returns None to decline; see InputFiles).
+    """
 
     sink_name: str
 

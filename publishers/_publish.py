@@ -61,9 +61,11 @@ def publish(
     """
     # A published run is refused before the lock is even taken: a re-run of a published run_id
     # writes nothing at all at the destination (not even a lease), and --if-absent is read-only.
-    early = _refuse_if_published(run, diagnostic.diagnose(run), if_absent)
-    if early is not None:
-        return early
+    # A sink whose lock writes nothing (Kafka: fencing is the lock) is checked under it only.
+    if getattr(publisher, "run_lock_writes", True):
+        early = _refuse_if_published(run, diagnostic.diagnose(run), if_absent)
+        if early is not None:
+            return early
     with publisher.run_lock(run):
         crash_point("after_lock")
         before = diagnostic.diagnose(run)  # again, under the lock: the state may have moved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pyarrow as pa
@@ -43,7 +44,14 @@ def sink(kafka_service):
 
 
 def high_watermarks(config):
-    return {p: high for p, (_, _, high) in partition_offsets(config, config.topic).items()}
+    """High watermarks once every transaction is decided: commit_transaction returns before the
+    coordinator has written its markers, and a marker moves the high watermark by one."""
+    deadline = time.monotonic() + 10
+    while True:
+        offsets = partition_offsets(config, config.topic)
+        if all(lso == high for _, lso, high in offsets.values()) or time.monotonic() > deadline:
+            return {p: high for p, (_, _, high) in offsets.items()}
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
