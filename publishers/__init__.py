@@ -12,7 +12,7 @@ Public API (everything else lives in private modules and may change)::
 
 import logging as _logging
 
-from ._arrow import open_input
+from ._arrow import InputFiles, open_input, open_inputs
 from ._errors import (
     AlreadyPublished,
     AtomicPublishError,
@@ -50,6 +50,7 @@ __all__ = [
     "ConfigError",
     "Diagnostic",
     "InputError",
+    "InputFiles",
     "LoadedConfig",
     "LostRace",
     "MemoryBudgetExceeded",
@@ -69,5 +70,6 @@ __all__ = [
     "UnsafeLayout",
     "load_config",
     "open_input",
+    "open_inputs",
     "publish",
 ]

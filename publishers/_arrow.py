@@ -8,8 +8,10 @@ whatever the input size.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,72 @@ def open_input(path: str | Path, schema: pa.Schema | None = None) -> pa.RecordBa
     fmt = input_format(path)
     reader = _open_csv(path, schema) if fmt == "csv" else _open_parquet(path)
     return conform(reader, schema, source=str(path)) if schema is not None else reader
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """A run's input files, kept as files until the sink asks for them.
+
+    Most sinks read them as one stream of batches (``reader()``). A sink that can publish the
+    files as they are (the S3 sink writing Parquet, given Parquet) uploads their bytes instead: a
+    job that already wrote its output in the sink's format pays for the upload, not a re-encode.
+    Build one with ``open_inputs``, which checks every file before anything is written anywhere.
+    """
+
+    paths: tuple[Path, ...]
+    format: str  # "csv", "parquet" or "mixed"
+    # Parquet footers (when every file is Parquet): row counts and schema without reading data.
+    footers: tuple[pq.FileMetaData, ...] = dataclasses.field(default=(), compare=False, repr=False)
+
+    @property
+    def rows(self) -> int | None:
+        """Total rows from the Parquet footers; None unless every file is Parquet."""
+        return sum(f.num_rows for f in self.footers) if self.format == "parquet" else None
+
+    @property
+    def parquet_schema(self) -> pa.Schema | None:
+        """The one Arrow schema every Parquet file declares, or None (not all Parquet, or they differ)."""
+        if self.format != "parquet":
+            return None
+        schemas = [f.schema.to_arrow_schema() for f in self.footers]
+        first = schemas[0]
+        return first if all(s.equals(first) for s in schemas[1:]) else None
+
+    def reader(self) -> pa.RecordBatchReader:
+        """Every file as one stream: the first file's columns and types are the run's schema."""
+        first = open_input(self.paths[0])
+        schema = first.schema
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from first
+            for path in self.paths[1:]:
+                yield from conform(open_input(path), schema, source=str(path))
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
+    """Check input files (present, a known format, a readable header or footer) without reading
+    their data, so bad input is refused before anything is written at the destination."""
+    if not paths:
+        raise InputError("no input file given")
+    resolved = tuple(Path(p) for p in paths)
+    formats = set()
+    footers = []
+    for path in resolved:
+        if not path.is_file():
+            raise InputError(f"{path}: input file not found")
+        fmt = input_format(path)
+        formats.add(fmt)
+        if fmt == "parquet":
+            try:
+                footers.append(pq.read_metadata(path))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
+        else:
+            open_input(path)  # reads the header line: a missing or broken one is reported now
+    fmt = formats.pop() if len(formats) == 1 else "mixed"
+    return InputFiles(resolved, fmt, tuple(footers) if fmt == "parquet" else ())
 
 
 def _open_csv(path: Path, schema: pa.Schema | None) -> pa.RecordBatchReader:
@@ -124,6 +192,8 @@ def as_reader(records: Any) -> pa.RecordBatchReader:
     """Accept a RecordBatchReader, a Table, a RecordBatch, or anything with ``__arrow_c_stream__``."""
     if isinstance(records, pa.RecordBatchReader):
         return records
+    if isinstance(records, InputFiles):
+        return records.reader()
     if isinstance(records, pa.Table):
         return records.to_reader()
     if isinstance(records, pa.RecordBatch):

@@ -15,12 +15,12 @@ import pyarrow as pa
 
 from diagnostics.taxonomy import Diagnosis, State
 
-from ._arrow import as_reader, conform, require_rows
+from ._arrow import InputFiles, as_reader, conform, require_rows
 from ._crash import crash_point
-from ._errors import AlreadyPublished, CommitOutcomeUnknown, RecoveryNeeded, RunInProgress
+from ._errors import AlreadyPublished, CommitOutcomeUnknown, InputError, RecoveryNeeded, RunInProgress
 from ._protocol import Diagnostic, ProgressCallback, Publisher
 from ._signals import critical_section
-from ._types import Receipt, Run
+from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish")
 
@@ -80,12 +80,13 @@ def publish(
                 before,
             )
 
-        reader = as_reader(records)
-        if schema is not None:
-            reader = conform(reader, schema)
-        reader = require_rows(reader)
         log.info("staging run %s (attempt %s) to %s", run.run_id, run.attempt, publisher.sink_name)
-        staged = publisher.stage(run, reader, progress=progress)
+        staged = _stage_files_as_they_are(publisher, run, records, schema, progress)
+        if staged is None:
+            reader = as_reader(records)
+            if schema is not None:
+                reader = conform(reader, schema)
+            staged = publisher.stage(run, require_rows(reader), progress=progress)
         try:
             with critical_section():
                 receipt = publisher.commit(run, [staged])
@@ -98,6 +99,24 @@ def publish(
         crash_point("after_cleanup")
         log.info("published %s: %d rows, %d bytes at %s", run.run_id, receipt.rows, receipt.bytes, receipt.location)
         return PublishResult(run, receipt, False, before)
+
+
+def _stage_files_as_they_are(
+    publisher: Publisher, run: Run, records: Any, schema: pa.Schema | None, progress: ProgressCallback | None
+) -> Staged | None:
+    """Stage input files byte for byte if the sink can (see InputFiles); None to stage batches.
+
+    Only when nothing would change the data: no target schema, or one the files already have.
+    """
+    stage_files = getattr(publisher, "stage_files", None)
+    if stage_files is None or not isinstance(records, InputFiles):
+        return None
+    if schema is not None and not (records.parquet_schema is not None and records.parquet_schema.equals(schema)):
+        return None
+    if records.rows == 0:
+        raise InputError("input: the input has no rows; nothing to publish")
+    staged: Staged | None = stage_files(run, records, progress=progress)
+    return staged
 
 
 def _refuse_if_published(run: Run, diagnosis: Diagnosis, if_absent: bool) -> PublishResult | None:

@@ -17,18 +17,16 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
-import pyarrow as pa
 
 from diagnostics import recovery
 from diagnostics.taxonomy import CleanReport, Diagnosis, State
 
 from . import registry
-from ._arrow import conform, open_input
+from ._arrow import open_inputs
 from ._errors import (
     AlreadyPublished,
     AtomicPublishError,
@@ -297,7 +295,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
 
         def action() -> int:
             _, publisher, diagnostic = _resolve(config_path, sink)
-            records = _concat_inputs([Path(p) for p in inputs])
+            records = open_inputs(inputs)
             with _Progress(f"staging {dataset}/{run_date}") as progress:
                 result = publish(
                     publisher, diagnostic, Run.new(dataset, run_date), records, if_absent=if_absent, progress=progress
@@ -307,19 +305,6 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         _run_guarded(action)
 
     return f(publish_cmd)
-
-
-def _concat_inputs(paths: list[Path]) -> pa.RecordBatchReader:
-    """Stream several inputs as one: the first file's columns and types are the run's schema."""
-    first = open_input(paths[0])
-    schema = first.schema
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        yield from first
-        for path in paths[1:]:
-            yield from conform(open_input(path), schema, source=str(path))
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 cli.command("publish")(_publish_command(lambda f: f))

@@ -192,7 +192,6 @@ class KafkaPublisher:
                 raise InputError(f"key column {column!r} is not in the data (columns: {batches.schema.names})")
         self.ensure_topics(run.dataset)
         producer = self._producer(run)
-        key_columns = list(self.config.key_columns)
         headers = [(HEADER, f"{run.run_id} {run.attempt} {os.getpid()} {socket.gethostname()}".encode())]
         digest = hashlib.sha256()
         rows = size = 0
@@ -215,25 +214,19 @@ class KafkaPublisher:
             # flush() report it and commit_transaction() fail (abortable), so no error is dropped,
             # and 1M Python callbacks cost more than the produce calls themselves.
             for batch_number, batch in enumerate(batches):
-                values = []
-                for row in batch.to_pylist():
-                    rows += 1
-                    value = encode_record(row)
-                    if len(value) > self.config.max_record_bytes:
-                        raise InputError(
-                            f"row {rows}: record of {len(value)} bytes exceeds max_record_bytes "
-                            f"({self.config.max_record_bytes}); the whole transaction is aborted"
-                        )
-                    key = RECORD_ENCODER.encode([row[c] for c in key_columns]).encode() if key_columns else None
-                    values.append(value)
-                    while True:
-                        try:
-                            producer.produce(topic, value=value, key=key, headers=headers)
-                            break
-                        except BufferError:
-                            producer.poll(0.05)
-                digest.update(b"\n".join(values))
+                # A batch at a time, in comprehensions: the per-row Python work is the cost of this
+                # sink (measured: a loop of per-row statements cost 1.4 s per 1M rows more).
+                values, keys = self._encode(batch, rows)
+                for value, key in zip(values, keys, strict=True):
+                    try:
+                        producer.produce(topic, value, key, headers=headers)
+                    except BufferError:
+                        _produce_when_queue_frees(producer, topic, value, key, headers)
+                rows += len(values)
                 size += sum(map(len, values))
+                if values:  # the checksum is the sha256 of the values as newline-delimited JSON
+                    digest.update(b"\n".join(values))
+                    digest.update(b"\n")
                 producer.poll(0)
                 if progress:
                     progress(rows, size)
@@ -271,6 +264,26 @@ class KafkaPublisher:
             checksum=f"sha256:{digest.hexdigest()}",
             details={"topic": topic},
         )
+
+    def _encode(self, batch: pa.RecordBatch, rows_before: int) -> tuple[list[bytes], list[bytes | None]]:
+        """The batch's record values (JSON) and keys; an oversized value is refused with its row number."""
+        pylist = batch.to_pylist()
+        encode = RECORD_ENCODER.encode
+        values = [encode(row).encode() for row in pylist]
+        limit = self.config.max_record_bytes
+        if values and max(map(len, values)) > limit:
+            index = next(i for i, v in enumerate(values) if len(v) > limit)
+            raise InputError(
+                f"row {rows_before + index + 1}: record of {len(values[index])} bytes exceeds max_record_bytes "
+                f"({limit}); the whole transaction is aborted"
+            )
+        columns = self.config.key_columns
+        if not columns:
+            return values, [None] * len(values)
+        if len(columns) == 1:
+            (column,) = columns
+            return values, [encode([row[column]]).encode() for row in pylist]
+        return values, [encode([row[c] for c in columns]).encode() for row in pylist]
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
         from confluent_kafka import KafkaException
@@ -336,6 +349,18 @@ class KafkaPublisher:
             if held is not None:
                 with contextlib.suppress(Exception):
                     held.producer.abort_transaction(10)
+
+
+def _produce_when_queue_frees(producer: Any, topic: str, value: bytes, key: bytes | None, headers: Any) -> None:
+    """The producer's queue is full (it is bounded, so memory stays flat): serve delivery reports
+    until there is room. Nothing is dropped."""
+    while True:
+        producer.poll(0.05)
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            continue
 
 
 _admins: dict[str, Any] = {}

@@ -30,9 +30,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._arrow import schema_to_json
+from ._arrow import InputFiles, schema_to_json
 from ._crash import crash_point
-from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, TransientError
+from ._errors import CommitOutcomeUnknown, CommitRejected, InputError, LostRace, TransientError
 from ._fs import WriteOnlySink
 from ._lease import Lease
 from ._protocol import ProgressCallback, SinkDefinition
@@ -257,15 +257,18 @@ class S3Publisher:
         finally:
             lease.release()
 
-    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
-        s3 = client(self.config)
-        key = f"{self.layout.attempt_prefix(run)}part-00000.{self.config.format}"
+    def _start_upload(self, s3: Any, key: str) -> _MultipartSink:
         try:
-            sink = _MultipartSink(
+            return _MultipartSink(
                 s3, self.config.bucket, key, self.config.part_size_mb << 20, self.config.max_concurrency
             )
         except Exception as exc:
             raise TransientError(f"cannot start the upload of {self.layout.uri(key)}: {exc}") from exc
+
+    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+        s3 = client(self.config)
+        key = f"{self.layout.attempt_prefix(run)}part-00000.{self.config.format}"
+        sink = self._start_upload(s3, key)
         rows = 0
         try:
             if self.config.format == "csv":
@@ -290,20 +293,63 @@ class S3Publisher:
             sink.abort()
             raise
         crash_point("after_stage")
-        checksum = sink.digest.hexdigest()
+        objects = [{"key": key, "size": sink.size, "etag": etag, "sha256": sink.digest.hexdigest()}]
+        return self._staged(run, objects, rows, batches.schema)
+
+    def stage_files(self, run: Run, files: InputFiles, *, progress: ProgressCallback | None = None) -> Staged | None:
+        """Upload Parquet input files byte for byte when this sink writes Parquet: one object per
+        file, each streamed through its own multipart upload (bounded memory), sha256 on the way.
+        Declines (None) anything else, which publish() then stages batch by batch."""
+        schema = files.parquet_schema
+        if self.config.format != "parquet" or schema is None:
+            return None
+        s3 = client(self.config)
+        prefix = self.layout.attempt_prefix(run)
+        objects: list[dict[str, Any]] = []
+        rows = sent = 0
+        try:
+            for index, (path, footer) in enumerate(zip(files.paths, files.footers, strict=True)):
+                key = f"{prefix}part-{index:05d}.parquet"
+                sink = self._start_upload(s3, key)
+                try:
+                    with open(path, "rb") as fh:
+                        while chunk := fh.read(sink.part_size):
+                            sink.write(chunk)
+                            sent += len(chunk)
+                            if progress:
+                                progress(rows, sent)
+                            if not objects and sent == len(chunk):
+                                crash_point("mid_stage")
+                    etag = sink.complete()
+                except BaseException:
+                    sink.abort()
+                    raise
+                if sink.size != path.stat().st_size:
+                    raise InputError(f"{path}: the file changed while it was uploaded")
+                objects.append({"key": key, "size": sink.size, "etag": etag, "sha256": sink.digest.hexdigest()})
+                rows += footer.num_rows
+        except BaseException:
+            self.discard(run, [])  # the objects of earlier files are complete: stage removes its own
+            raise
+        crash_point("after_stage")
+        return self._staged(run, objects, rows, schema)
+
+    def _staged(self, run: Run, objects: list[dict[str, Any]], rows: int, schema: pa.Schema) -> Staged:
+        if len(objects) == 1:
+            checksum = f"sha256:{objects[0]['sha256']}"
+        else:
+            # Several objects: the sha256 of their sha256s in order (each object keeps its own).
+            joined = "\n".join(o["sha256"] for o in objects).encode()
+            checksum = f"sha256-of-objects:{hashlib.sha256(joined).hexdigest()}"
         return Staged(
             sink=self.sink_name,
             run_id=run.run_id,
             attempt=run.attempt,
-            location=self.layout.uri(key),
+            location=self.layout.uri(objects[0]["key"]),
             rows=rows,
-            bytes=sink.size,
-            checksum=f"sha256:{checksum}",
-            details={
-                "objects": [{"key": key, "size": sink.size, "etag": etag, "sha256": checksum}],
-                "schema": schema_to_json(batches.schema),
-                "format": self.config.format,
-            },
+            bytes=sum(o["size"] for o in objects),
+            checksum=checksum,
+            details={"objects": objects, "schema": schema_to_json(schema), "format": self.config.format},
         )
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
