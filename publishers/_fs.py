@@ -147,19 +147,16 @@ class WriteOnlySink:
         return False
 
 
-class HashingWriter(WriteOnlySink):
-    """A file-like sink for pyarrow writers that hashes and counts the bytes as they pass.
+class BackgroundSha256:
+    """sha256 on a second thread (hashlib releases the GIL for large buffers): the caller goes on
+    encoding the next batch while the bytes it already produced are hashed, instead of adding the
+    hash to its own time. The queue is bounded, so memory stays bounded if hashing falls behind.
+    Chunks must not change after update() (pass bytes, not a buffer someone reuses)."""
 
-    The sha256 runs on a second thread (hashlib releases the GIL), overlapping the CSV/Parquet
-    encoding of the next batch instead of adding to it, and instead of re-reading the whole staged
-    file before commit. The queue is bounded, so memory stays bounded if hashing falls behind.
-    """
-
-    def __init__(self, fh: Any) -> None:
-        self._fh = fh
+    def __init__(self, depth: int = 8) -> None:
         self._digest = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._hash_loop, name="stage-sha256", daemon=True)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._hash_loop, name="sha256", daemon=True)
         self._thread.start()
         self._finished = False
 
@@ -167,22 +164,38 @@ class HashingWriter(WriteOnlySink):
         while (chunk := self._queue.get()) is not None:
             self._digest.update(chunk)
 
-    def write(self, data: Any) -> int:
-        # pyarrow reuses the buffer it hands us once write() returns, so the hasher gets a copy
-        # (found by the contract suite: hashing the live buffer produced wrong checksums).
-        chunk = bytes(data)
-        self._fh.write(chunk)
+    def update(self, chunk: bytes) -> None:
         self._queue.put(chunk)
-        self.size += len(chunk)
-        return len(chunk)
 
-    def finish(self) -> str:
+    def hexdigest(self) -> str:
         """Wait for the hasher and return the hex digest (also stops the thread on error paths)."""
         if not self._finished:
             self._finished = True
             self._queue.put(None)
             self._thread.join()
         return self._digest.hexdigest()
+
+
+class HashingWriter(WriteOnlySink):
+    """A file-like sink for pyarrow writers that writes, hashes (BackgroundSha256) and counts the
+    bytes as they pass, instead of re-reading the whole staged file before commit."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self._hasher = BackgroundSha256()
+
+    def write(self, data: Any) -> int:
+        # pyarrow reuses the buffer it hands us once write() returns, so the hasher gets a copy
+        # (found by the contract suite: hashing the live buffer produced wrong checksums).
+        chunk = bytes(data)
+        self._fh.write(chunk)
+        self._hasher.update(chunk)
+        self.size += len(chunk)
+        return len(chunk)
+
+    def finish(self) -> str:
+        """Wait for the hasher and return the hex digest (also stops the thread on error paths)."""
+        return self._hasher.hexdigest()
 
     def flush(self) -> None:
         self._fh.flush()

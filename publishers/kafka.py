@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from ._errors import (
     LostRace,
     TransientError,
 )
+from ._fs import BackgroundSha256
 from ._protocol import ProgressCallback, SinkDefinition
 from ._types import Receipt, Run, Staged
 
@@ -193,7 +193,7 @@ class KafkaPublisher:
         self.ensure_topics(run.dataset)
         producer = self._producer(run)
         headers = [(HEADER, f"{run.run_id} {run.attempt} {os.getpid()} {socket.gethostname()}".encode())]
-        digest = hashlib.sha256()
+        hasher = BackgroundSha256(depth=2)  # a few MB per item: two are enough to overlap
         rows = size = 0
         try:
             try:
@@ -213,7 +213,7 @@ class KafkaPublisher:
             # No per-record delivery callback: in a transaction, a record that fails delivery makes
             # flush() report it and commit_transaction() fail (abortable), so no error is dropped,
             # and 1M Python callbacks cost more than the produce calls themselves.
-            for batch_number, batch in enumerate(batches):
+            for batch_number, batch in enumerate(_slices(batches, ENCODE_ROWS)):
                 # A batch at a time, in comprehensions: the per-row Python work is the cost of this
                 # sink (measured: a loop of per-row statements cost 1.4 s per 1M rows more).
                 values, keys = self._encode(batch, rows)
@@ -225,8 +225,7 @@ class KafkaPublisher:
                 rows += len(values)
                 size += sum(map(len, values))
                 if values:  # the checksum is the sha256 of the values as newline-delimited JSON
-                    digest.update(b"\n".join(values))
-                    digest.update(b"\n")
+                    hasher.update(b"\n".join(values) + b"\n")
                 producer.poll(0)
                 if progress:
                     progress(rows, size)
@@ -252,8 +251,10 @@ class KafkaPublisher:
             with contextlib.suppress(Exception):
                 producer.abort_transaction(10)
             raise
+        finally:
+            checksum = hasher.hexdigest()  # also ends the hashing thread on the error paths
         crash_point("after_stage")
-        self._held[run.attempt] = _Held(producer, rows, size, digest.hexdigest())
+        self._held[run.attempt] = _Held(producer, rows, size, checksum)
         return Staged(
             sink=self.sink_name,
             run_id=run.run_id,
@@ -261,7 +262,7 @@ class KafkaPublisher:
             location=f"{topic} (open transaction {transactional_id(run)})",
             rows=rows,
             bytes=size,
-            checksum=f"sha256:{digest.hexdigest()}",
+            checksum=f"sha256:{checksum}",
             details={"topic": topic},
         )
 
@@ -349,6 +350,17 @@ class KafkaPublisher:
             if held is not None:
                 with contextlib.suppress(Exception):
                     held.producer.abort_transaction(10)
+
+
+# Rows turned into Python objects at once: a 65,536-row batch as dicts is ~65 MB of peak memory;
+# 8,192 rows keep that small at the same speed.
+ENCODE_ROWS = 8192
+
+
+def _slices(batches: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for offset in range(0, batch.num_rows, rows):
+            yield batch.slice(offset, rows)
 
 
 def _produce_when_queue_frees(producer: Any, topic: str, value: bytes, key: bytes | None, headers: Any) -> None:
