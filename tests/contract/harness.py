@@ -13,6 +13,7 @@ from publishers import LoadedConfig, Run, load_config
 from publishers._fs import read_json, sha256_file
 
 DATASET = "refunds_settled"
+DATE = "2026-04-24"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class SinkHarness:
     # Readers that ignore the evidence (list the output location directly); None if not applicable.
     ungated_read: Callable[[LoadedConfig, Run], bytes | None] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The job the suite runs, from the (refunds, merchants) inputs plus extra CLI arguments;
+    # None: the refunds pipeline (`refunds run`), which passes every crash point.
+    command: Callable[..., tuple[str, ...]] | None = None
+
+
+def pipeline_command(inputs: tuple[Path, Path], *extra: str) -> tuple[str, ...]:
+    refunds, merchants = inputs
+    return ("refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants), *extra)
 
 
 # -- file ---------------------------------------------------------------------------------------
@@ -322,6 +331,44 @@ def s3_harness(s3) -> SinkHarness:  # type: ignore[no-untyped-def]
     )
 
 
+def s3_files_harness(s3) -> SinkHarness:  # type: ignore[no-untyped-def]
+    """The S3 sink publishing a Parquet file as it is (``format = "parquet"``, `publish FILE`): the
+    upload-the-bytes path of InputFiles, through the same crash points, readers and races."""
+    import dataclasses
+
+    base = s3_harness(s3)
+
+    def make_config(path: Path) -> Path:
+        cfg = base.make_config(path)
+        cfg.write_text(cfg.read_text() + 'format = "parquet"\n')  # the [sinks.bucket] table is last
+        return cfg
+
+    def command(inputs: tuple[Path, Path], *extra: str) -> tuple[str, ...]:
+        return ("publish", "--dataset", DATASET, "--run-date", DATE, str(as_parquet(inputs[0])), *extra)
+
+    points = ("after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup")
+    return dataclasses.replace(
+        base,
+        name="s3-files",
+        make_config=make_config,
+        command=command,
+        expected_after_crash={p: base.expected_after_crash[p] for p in points},
+    )
+
+
+def as_parquet(csv_path: Path) -> Path:
+    """The refunds input as a Parquet file next to it (made once; renamed into place whole)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    target = csv_path.with_suffix(".parquet")
+    if not target.exists():
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        pq.write_table(pacsv.read_csv(csv_path), tmp, row_group_size=20_000)
+        tmp.replace(target)
+    return target
+
+
 # -- kafka --------------------------------------------------------------------------------------
 
 
@@ -389,6 +436,7 @@ HARNESSES: dict[str, tuple[tuple[str, ...], Callable[..., SinkHarness]]] = {
     "postgres": (("postgres_service",), postgres_harness),
     "iceberg": ((), iceberg_harness),
     "s3": (("s3_service",), s3_harness),
+    "s3-files": (("s3_service",), s3_files_harness),
     "kafka": (("kafka_service",), kafka_harness),
 }
 # The crash points each sink is run through (known without starting any service).
@@ -396,6 +444,7 @@ CRASH_POINTS: dict[str, tuple[str, ...]] = {
     "file": tuple(FILE.expected_after_crash),
     "iceberg": tuple(iceberg_harness().expected_after_crash),
     "s3": ("after_extract", "mid_transform", "after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup"),
+    "s3-files": ("after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup"),
     "kafka": (
         "after_extract",
         "mid_transform",

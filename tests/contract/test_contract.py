@@ -17,11 +17,10 @@ from diagnostics.taxonomy import State
 from publishers import LostRace, Run
 from tests.helpers import cli_env, run_cli, start_cli
 
-from .harness import CRASH_POINTS, DATASET, HARNESSES, SinkHarness, loaded
+from .harness import CRASH_POINTS, DATASET, DATE, HARNESSES, SinkHarness, loaded, pipeline_command
 
 pytestmark = pytest.mark.contract
 
-DATE = "2026-04-24"
 SINKS = list(HARNESSES)
 CASES = [(sink, point) for sink in SINKS for point in CRASH_POINTS[sink]]
 
@@ -41,9 +40,8 @@ def harness(request) -> SinkHarness:
     return factory(*(request.getfixturevalue(name) for name in needs))
 
 
-def _pipeline_args(inputs, *extra):
-    refunds, merchants = inputs
-    return ("refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants), *extra)
+def _job_args(harness, inputs, *extra):
+    return (harness.command or pipeline_command)(inputs, *extra)
 
 
 def _diagnose(cfg, harness):
@@ -64,7 +62,7 @@ def reference(tmp_path_factory, small_inputs):
     def clean_run_bytes(harness: SinkHarness) -> bytes:
         if harness.name not in cache:
             cfg = harness.make_config(tmp_path_factory.mktemp(f"reference-{harness.name}"))
-            result = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
+            result = run_cli(*_job_args(harness, small_inputs), env=cli_env(cfg, **harness.extra_env))
             assert result.code == 0, result.stderr
             cache[harness.name] = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
         return cache[harness.name]
@@ -80,7 +78,7 @@ def reference(tmp_path_factory, small_inputs):
 def test_crash_diagnose_recover_rerun(harness, point, tmp_path, small_inputs, reference):
     ref_bytes = reference(harness)
     cfg = harness.make_config(tmp_path)
-    crashed = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, PUBLISH_CRASH_AT=point, **harness.extra_env))
+    crashed = run_cli(*_job_args(harness, small_inputs), env=cli_env(cfg, PUBLISH_CRASH_AT=point, **harness.extra_env))
     assert crashed.code == -9, f"expected SIGKILL at {point}, got {crashed.code}: {crashed.stderr}"
 
     expected = harness.expected_after_crash[point]
@@ -96,7 +94,7 @@ def test_crash_diagnose_recover_rerun(harness, point, tmp_path, small_inputs, re
     assert after is (State.DONE if expected.published else State.NOTHING_IN_FLIGHT), recovered.stdout
     assert recovered.code == after.exit_code
 
-    rerun = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
+    rerun = run_cli(*_job_args(harness, small_inputs), env=cli_env(cfg, **harness.extra_env))
     assert rerun.code == (3 if expected.published else 0), rerun.stderr
 
     final = _diagnose(cfg, harness)
@@ -107,7 +105,7 @@ def test_crash_diagnose_recover_rerun(harness, point, tmp_path, small_inputs, re
 @pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_reader_never_sees_a_partial_publish(harness, tmp_path, medium_inputs):
     cfg = harness.make_config(tmp_path / "ref")
-    assert run_cli(*_pipeline_args(medium_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
+    assert run_cli(*_job_args(harness, medium_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
     clean = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
 
     cfg = harness.make_config(tmp_path)
@@ -136,7 +134,7 @@ def test_reader_never_sees_a_partial_publish(harness, tmp_path, medium_inputs):
     try:
         # Hold the attempt mid-stage and between the commit's steps so the reader polls there.
         env = cli_env(cfg, PUBLISH_PAUSE_AT="mid_stage:1,after_stage:1,after_data_rename:0.5", **harness.extra_env)
-        proc = start_cli(*_pipeline_args(medium_inputs), env=env)
+        proc = start_cli(*_job_args(harness, medium_inputs), env=env)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
         time.sleep(0.1)
@@ -158,7 +156,7 @@ def test_two_attempts_racing_publish_exactly_once(harness, tmp_path, small_input
     cfg = harness.make_config(tmp_path)
     # Both processes are held after staging so they are truly in flight at the same time.
     env = cli_env(cfg, PUBLISH_PAUSE_AT="after_extract:0.2,after_stage:3", **harness.extra_env)
-    procs = [start_cli(*_pipeline_args(small_inputs), env=env) for _ in range(2)]
+    procs = [start_cli(*_job_args(harness, small_inputs), env=env) for _ in range(2)]
     codes = sorted(p.wait(timeout=120) for p in procs)
     stderrs = [p.stderr.read() for p in procs if p.stderr]
     # The loser ends with a clear error: RUNNING (13) if it met the winner's lock or lease, already
@@ -209,12 +207,12 @@ def test_commit_race_without_the_run_lock_publishes_once(harness, tmp_path, monk
 @pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_rerun_after_done_is_refused_and_changes_nothing(harness, tmp_path, small_inputs):
     cfg = harness.make_config(tmp_path)
-    assert run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
+    assert run_cli(*_job_args(harness, small_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0
     before = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
     before_doc = _diagnose(cfg, harness)
-    refused = run_cli(*_pipeline_args(small_inputs), env=cli_env(cfg, **harness.extra_env))
+    refused = run_cli(*_job_args(harness, small_inputs), env=cli_env(cfg, **harness.extra_env))
     assert refused.code == 3 and "already published" in refused.stderr
-    noop = run_cli(*_pipeline_args(small_inputs, "--if-absent"), env=cli_env(cfg, **harness.extra_env))
+    noop = run_cli(*_job_args(harness, small_inputs, "--if-absent"), env=cli_env(cfg, **harness.extra_env))
     assert noop.code == 0
     after_doc = _diagnose(cfg, harness)
     assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == before

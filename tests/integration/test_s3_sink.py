@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from diagnostics.s3 import S3Diagnostic
 from diagnostics.taxonomy import State
-from publishers import CommitOutcomeUnknown, ConfigError, Run, load_config, publish
+from publishers import CommitOutcomeUnknown, ConfigError, InputError, Run, load_config, open_inputs, publish
 from publishers.s3 import S3Publisher, S3SinkConfig
 from tests.helpers import cli_env, run_cli
 
@@ -75,6 +78,73 @@ def test_large_output_goes_up_in_several_parts(s3):
     key = f"{s3.prefix}/items/_attempts/2026-04-24/{receipt.attempt}/part-00000.csv"
     head = s3.client.head_object(Bucket=s3.service.bucket, Key=key)
     assert head["ContentLength"] == receipt.bytes and head["ETag"].endswith('-3"')  # a 3-part upload
+
+
+def write_parquet(path, t):
+    pq.write_table(t, path, row_group_size=50_000)
+    return path
+
+
+def test_parquet_files_are_published_byte_for_byte(s3, tmp_path):
+    """Files already in the sink's format go up as they are: one object per file, same bytes."""
+    publisher, diagnostic = s3.make(format="parquet")
+    files = [write_parquet(tmp_path / f"in-{i}.parquet", table(200_000 + i)) for i in range(2)]
+    receipt = publish(publisher, diagnostic, Run.new("items", DATE), open_inputs(files)).receipt
+    prefix = f"{s3.prefix}/items/_attempts/2026-04-24/{receipt.attempt}/"
+    assert s3.object_keys() == [f"{s3.prefix}/items/2026-04-24/_MANIFEST.json"] + [
+        f"{prefix}part-0000{i}.parquet" for i in range(2)
+    ]
+    for i, path in enumerate(files):
+        body = s3.client.get_object(Bucket=s3.service.bucket, Key=f"{prefix}part-0000{i}.parquet")["Body"].read()
+        assert body == path.read_bytes()
+    assert receipt.rows == 400_001 and receipt.bytes == sum(p.stat().st_size for p in files)
+    joined = "\n".join(hashlib.sha256(p.read_bytes()).hexdigest() for p in files).encode()
+    assert receipt.checksum == f"sha256-of-objects:{hashlib.sha256(joined).hexdigest()}"
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
+@pytest.mark.parametrize("case", ["csv-input", "csv-sink", "schemas-differ", "target-schema"])
+def test_inputs_the_sink_cannot_take_as_they_are_are_re_encoded(s3, tmp_path, case):
+    fmt = "csv" if case == "csv-sink" else "parquet"
+    publisher, diagnostic = s3.make(format=fmt)
+    first = write_parquet(tmp_path / "a.parquet", table(100))
+    files = [first]
+    schema = None
+    if case == "csv-input":
+        files = [tmp_path / "a.csv"]
+        pacsv.write_csv(table(100), files[0])
+    elif case == "schemas-differ":
+        files.append(
+            write_parquet(tmp_path / "b.parquet", table(50).cast(pa.schema([("id", pa.int32()), ("v", pa.string())])))
+        )
+    elif case == "target-schema":
+        schema = pa.schema([("id", pa.int32()), ("v", pa.string())])
+    receipt = publish(publisher, diagnostic, Run.new("items", DATE), open_inputs(files), schema=schema).receipt
+    (data_key,) = [k for k in s3.object_keys() if "_attempts" in k]
+    assert data_key.endswith(f"part-00000.{fmt}")  # one object, written by the encoder
+    body = s3.client.get_object(Bucket=s3.service.bucket, Key=data_key)["Body"].read()
+    assert body != first.read_bytes()
+    assert receipt.rows == (150 if case == "schemas-differ" else 100)
+    if fmt == "parquet":
+        assert pq.read_table(pa.BufferReader(body)).num_rows == receipt.rows
+
+
+def test_a_parquet_file_without_rows_is_refused_and_writes_nothing(s3, tmp_path):
+    publisher, diagnostic = s3.make(format="parquet")
+    empty = write_parquet(tmp_path / "empty.parquet", table(0))
+    with pytest.raises(InputError, match="no rows"):
+        publish(publisher, diagnostic, Run.new("items", DATE), open_inputs([empty]))
+    assert s3.object_keys() == []
+
+
+def test_a_file_that_is_not_parquet_is_refused_before_anything_is_written(s3, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match=r"bad\.parquet: not a readable Parquet file"):
+        open_inputs([bad])
+    with pytest.raises(InputError, match=r"missing\.parquet: input file not found"):
+        open_inputs([tmp_path / "missing.parquet"])
+    assert s3.object_keys() == []
 
 
 def test_rerun_of_a_published_run_writes_no_object(s3):
