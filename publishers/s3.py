@@ -63,7 +63,7 @@ class S3SinkConfig(BaseModel):
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     profile: str | None = Field(default=None, description="AWS profile name (credentials stay in ~/.aws)")
     part_size_mb: int = Field(default=8, ge=5, le=5120)
-    max_concurrency: int = Field(default=10, ge=1, le=32)
+    max_concurrency: int = Field(default=4, ge=1, le=32)
     lease_seconds: int = Field(default=60, ge=5)
 
     @field_validator("bucket")
