@@ -1,10 +1,15 @@
 """A run lease: a small JSON document that a live attempt keeps renewing, for destinations that have
 no lock of their own (object stores, Iceberg warehouses).
 
-It is RUNNING evidence for a diagnosis, not mutual exclusion: each sink's commit is what guarantees
-one publish per run. A lease stops counting when it expires, or at once when its holder ran on this
-host and its pid is gone (the process table is better evidence than the clock for a SIGKILLed
-attempt).
+A lease stops counting when it expires, or at once when its holder ran on this host and its pid is
+gone (the process table is better evidence than the clock for a SIGKILLed attempt).
+
+Where the destination has conditional writes (S3: If-None-Match / If-Match), the lease is taken and
+renewed by compare-and-swap, so two attempts can never both hold it: without that, the second
+writer overwrites the first's lease, and its diagnosis then sees the first attempt's in-flight
+objects with no live lease, i.e. as orphans, and tells the operator to clean them up while they are
+being written. Elsewhere it is evidence only. Either way each sink's commit is what guarantees one
+publish per run.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import socket
 import threading
@@ -20,6 +26,19 @@ from typing import Any
 
 from ._errors import RunInProgress
 from ._types import AttemptInfo, Run
+
+log = logging.getLogger("atomic_publish.lease")
+
+
+class LeaseTaken(Exception):
+    """A conditional lease write found another version in place: another attempt got there first."""
+
+
+# Conditional access to the lease document: read it with its version (an ETag), and write it only if
+# the version is still the one read (None: only if there is no document). Returns the new version
+# or raises LeaseTaken.
+ReadVersioned = Callable[[], "tuple[bytes, str] | None"]
+SwapIfUnchanged = Callable[[bytes, "str | None"], str]
 
 
 def pid_alive(pid: Any) -> bool:
@@ -43,11 +62,15 @@ class Lease:
         read_bytes: Callable[[], bytes | None],
         write_bytes: Callable[[bytes], None],
         delete: Callable[[], None],
+        *,
+        conditional: tuple[ReadVersioned, SwapIfUnchanged] | None = None,
     ) -> None:
         self.run = run
         self.seconds = seconds
         self.location = location
         self._read, self._write_bytes, self._delete = read_bytes, write_bytes, delete
+        self._conditional = conditional
+        self._version: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -60,7 +83,9 @@ class Lease:
 
     def live_holder(self) -> dict[str, Any] | None:
         """The lease document if another attempt holds it and is alive, else None."""
-        doc = self.read()
+        return self._live(self.read())
+
+    def _live(self, doc: dict[str, Any] | None) -> dict[str, Any] | None:
         if not doc or doc.get("attempt") == self.run.attempt:
             return None
         if dt.datetime.fromisoformat(doc.get("expires_at", "1970-01-01T00:00:00+00:00")) <= dt.datetime.now(dt.UTC):
@@ -69,7 +94,7 @@ class Lease:
             return None
         return doc
 
-    def _write(self) -> None:
+    def _document(self) -> bytes:
         now = dt.datetime.now(dt.UTC)
         doc = {
             **AttemptInfo.current(self.run.attempt).to_dict(),
@@ -77,23 +102,57 @@ class Lease:
             "renewed_at": now.isoformat(timespec="seconds"),
             "expires_at": (now + dt.timedelta(seconds=self.seconds)).isoformat(timespec="seconds"),
         }
-        self._write_bytes(json.dumps(doc).encode())
+        return json.dumps(doc).encode()
+
+    def _refuse(self, holder: dict[str, Any]) -> RunInProgress:
+        return RunInProgress(
+            f"run {self.run.run_id} is RUNNING: attempt {holder.get('attempt')} (pid {holder.get('pid')} on "
+            f"{holder.get('host')}) holds its lease until {holder.get('expires_at')}"
+        )
 
     def acquire(self) -> None:
-        holder = self.live_holder()
-        if holder:
-            raise RunInProgress(
-                f"run {self.run.run_id} is RUNNING: attempt {holder.get('attempt')} (pid {holder.get('pid')} on "
-                f"{holder.get('host')}) holds its lease until {holder.get('expires_at')}"
-            )
-        self._write()
+        if self._conditional is None:
+            holder = self.live_holder()
+            if holder:
+                raise self._refuse(holder)
+            self._write_bytes(self._document())
+        else:
+            read_versioned, swap = self._conditional
+            current = read_versioned()
+            doc, version = (self._parse(current[0]), current[1]) if current else (None, None)
+            holder = self._live(doc)
+            if holder:
+                raise self._refuse(holder)
+            try:
+                # Taken only if nobody wrote it since we read it: of two attempts, one wins.
+                self._version = swap(self._document(), version)
+            except LeaseTaken:
+                raise self._refuse(self.read() or {"attempt": "(unknown)"}) from None
         self._thread = threading.Thread(target=self._renew, name="run-lease", daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
-            with contextlib.suppress(Exception):
-                self._write()
+            try:
+                if self._conditional is None:
+                    self._write_bytes(self._document())
+                else:
+                    self._version = self._conditional[1](self._document(), self._version)
+            except LeaseTaken:
+                # Only possible once ours had expired (a stalled process): another attempt holds it
+                # now. Our commit is still conditional, so at most one of us publishes.
+                log.warning("the lease %s was taken over by another attempt; no longer renewing it", self.location)
+                return
+            except Exception:  # noqa: S112 - a failed renewal is retried at the next interval
+                continue
 
     def release(self) -> None:
         self._stop.set()

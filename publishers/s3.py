@@ -36,7 +36,7 @@ from ._arrow import InputFiles, schema_to_json
 from ._crash import crash_point
 from ._errors import CommitOutcomeUnknown, CommitRejected, InputError, LostRace, TransientError
 from ._fs import WriteOnlySink, sha256_file
-from ._lease import Lease
+from ._lease import Lease, LeaseTaken
 from ._protocol import ProgressCallback, SinkDefinition
 from ._types import Receipt, Run, Staged
 
@@ -235,6 +235,29 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
     def write(data: bytes) -> None:
         s3.put_object(Bucket=config.bucket, Key=key, Body=data, ContentType="application/json")
 
+    def read_versioned() -> tuple[bytes, str] | None:
+        try:
+            response = s3.get_object(Bucket=config.bucket, Key=key)
+        except s3.exceptions.NoSuchKey:
+            return None
+        return bytes(response["Body"].read()), str(response["ETag"])
+
+    def swap(data: bytes, expected: str | None) -> str:
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+        try:
+            response = s3.put_object(
+                Bucket=config.bucket, Key=key, Body=data, ContentType="application/json", **condition
+            )
+        except ClientError as exc:
+            code, status = error_code(exc)
+            # 412: the condition failed; 409: a concurrent conditional write to the same key.
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise LeaseTaken(key) from None
+            raise
+        return str(response["ETag"])
+
     return Lease(
         run,
         config.lease_seconds,
@@ -242,6 +265,7 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
         read,
         write,
         lambda: s3.delete_object(Bucket=config.bucket, Key=key),
+        conditional=(read_versioned, swap),
     )
 
 

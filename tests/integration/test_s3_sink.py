@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import socket
+import threading
 import uuid
 
 import pyarrow as pa
@@ -12,8 +15,17 @@ import pytest
 
 from diagnostics.s3 import S3Diagnostic
 from diagnostics.taxonomy import State
-from publishers import CommitOutcomeUnknown, ConfigError, InputError, Run, load_config, open_inputs, publish
-from publishers.s3 import S3Publisher, S3SinkConfig
+from publishers import (
+    CommitOutcomeUnknown,
+    ConfigError,
+    InputError,
+    Run,
+    RunInProgress,
+    load_config,
+    open_inputs,
+    publish,
+)
+from publishers.s3 import S3Publisher, S3SinkConfig, run_lease
 from tests.helpers import cli_env, run_cli
 
 pytestmark = pytest.mark.integration
@@ -281,3 +293,50 @@ def test_keys_in_the_config_are_refused_and_secrets_never_printed(s3, tmp_path, 
     )
     assert result.code == 0, result.stderr
     assert secret not in result.stderr + result.stdout
+
+
+def _race_for_the_lease(config, runs):
+    """Every run tries to take the lease at the same instant; returns the attempts that got it."""
+    leases = [run_lease(config, r) for r in runs]
+    barrier = threading.Barrier(len(leases))
+    winners: list[str] = []
+    refused: list[str] = []
+
+    def take(lease):
+        barrier.wait()
+        try:
+            lease.acquire()
+            winners.append(lease.run.attempt)
+        except RunInProgress:
+            refused.append(lease.run.attempt)
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for lease in leases:
+        lease.release()
+    assert len(winners) + len(refused) == len(runs)
+    return winners
+
+
+@pytest.mark.parametrize("held_before", ["nothing", "a dead attempt"])
+def test_two_attempts_never_both_hold_the_lease(s3, held_before):
+    """The lease is taken by a conditional write: of attempts racing for it, exactly one holds it
+    (a lost lease would let the loser's diagnosis call the winner's live objects orphans)."""
+    config = s3.config()
+    for _ in range(5):
+        if held_before == "a dead attempt":
+            dead = Run.new("items", DATE)
+            doc = {
+                "attempt": dead.attempt,
+                "pid": 2**22 + 1,
+                "host": socket.gethostname(),
+                "expires_at": "2999-01-01T00:00:00+00:00",
+            }
+            s3.client.put_object(
+                Bucket=s3.service.bucket, Key=f"{s3.prefix}/items/_leases/{DATE}.json", Body=json.dumps(doc).encode()
+            )
+        winners = _race_for_the_lease(config, [Run.new("items", DATE) for _ in range(3)])
+        assert len(winners) == 1, winners
