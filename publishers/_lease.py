@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ._errors import RunInProgress
@@ -162,3 +163,34 @@ class Lease:
         if doc and doc.get("attempt") == self.run.attempt:
             with contextlib.suppress(Exception):
                 self._delete()
+
+
+def local_conditional(path: Path) -> tuple[ReadVersioned, SwapIfUnchanged]:
+    """Compare-and-swap for a lease file on a local filesystem: the version is the sha256 of the
+    content (it holds its renewal time, so it changes at every write), and the compare and the
+    replace run under an flock of a side file, so two processes on the host cannot interleave."""
+    import fcntl
+    import hashlib
+
+    guard = path.with_name(path.name + ".guard")
+
+    def read_versioned() -> tuple[bytes, str] | None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def swap(data: bytes, expected: str | None) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(guard, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+            current = read_versioned()
+            if (current[1] if current else None) != expected:
+                raise LeaseTaken(str(path))
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # readers see the old or the new document, never half of one
+        return hashlib.sha256(data).hexdigest()
+
+    return read_versioned, swap

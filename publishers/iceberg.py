@@ -40,7 +40,7 @@ from ._errors import (
     UnsafeLayout,
 )
 from ._fs import HashingWriter
-from ._lease import Lease
+from ._lease import Lease, local_conditional
 from ._protocol import ProgressCallback, SinkDefinition
 from ._types import Receipt, Run, Staged
 
@@ -241,7 +241,20 @@ def run_lease(layout: IcebergLayout, run: Run) -> Lease:
         with fs.open_output_stream(path) as fh:
             fh.write(data)
 
-    return Lease(run, layout.config.lease_seconds, location, read, write, lambda: fs.delete_file(path))
+    from pyarrow.fs import LocalFileSystem
+
+    # On a local warehouse the lease is taken by compare-and-swap (two attempts never both hold
+    # it); on an object store through pyarrow there is no conditional write, so it is evidence only.
+    conditional = local_conditional(Path(path)) if isinstance(fs, LocalFileSystem) else None
+    return Lease(
+        run,
+        layout.config.lease_seconds,
+        location,
+        read,
+        write,
+        lambda: fs.delete_file(path),
+        conditional=conditional,
+    )
 
 
 class IcebergPublisher:

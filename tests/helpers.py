@@ -88,3 +88,33 @@ def write_config(path: Path, root: Path, *, fmt: str = "csv", extra: str = "") -
         f'[defaults]\nsink = "local"\n\n[sinks.local]\ntype = "file"\nroot = "{root}"\nformat = "{fmt}"\n{extra}'
     )
     return path
+
+
+def race_for_the_lease(leases: list[Any]) -> list[str]:
+    """Every lease is acquired at the same instant, one thread each; returns the attempts that got
+    it (the others must have been refused with RunInProgress). Releases them all afterwards."""
+    import threading
+
+    from publishers import RunInProgress
+
+    barrier = threading.Barrier(len(leases))
+    winners: list[str] = []
+    refused: list[str] = []
+
+    def take(lease: Any) -> None:
+        barrier.wait()
+        try:
+            lease.acquire()
+            winners.append(lease.run.attempt)
+        except RunInProgress:
+            refused.append(lease.run.attempt)
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for lease in leases:
+        lease.release()
+    assert len(winners) + len(refused) == len(leases)
+    return winners

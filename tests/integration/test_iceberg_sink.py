@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,8 +15,8 @@ import pytest
 from diagnostics.iceberg import IcebergDiagnostic
 from diagnostics.taxonomy import State
 from publishers import CommitOutcomeUnknown, LostRace, Run, SchemaMismatch, publish
-from publishers.iceberg import SUMMARY_ATTEMPT, SUMMARY_RUN_ID, IcebergPublisher, IcebergSinkConfig
-from tests.helpers import cli_env, run_cli
+from publishers.iceberg import SUMMARY_ATTEMPT, SUMMARY_RUN_ID, IcebergPublisher, IcebergSinkConfig, run_lease
+from tests.helpers import cli_env, race_for_the_lease, run_cli
 
 DATE = "2026-04-24"
 
@@ -147,6 +149,20 @@ def test_live_attempt_holds_a_lease_and_a_dead_one_does_not(tmp_path):
         with pytest.raises(RunInProgress):
             publish(publisher, diagnostic, Run.new("items", DATE), rows([1]))
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+@pytest.mark.parametrize("held_before", ["nothing", "a dead attempt"])
+def test_two_attempts_never_both_hold_the_lease_on_a_local_warehouse(tmp_path, held_before):
+    publisher, _ = make(tmp_path)
+    for _ in range(5):
+        if held_before == "a dead attempt":
+            dead = run_lease(publisher.layout, Run.new("items", DATE))
+            dead.acquire()
+            dead._stop.set()  # stops renewing; the pid below makes it a dead attempt's lease
+            doc = json.loads(Path(dead.location.removeprefix("file://")).read_bytes())
+            Path(dead.location.removeprefix("file://")).write_text(json.dumps({**doc, "pid": 2**22 + 1}))
+        leases = [run_lease(publisher.layout, Run.new("items", DATE)) for _ in range(3)]
+        assert len(race_for_the_lease(leases)) == 1
 
 
 def test_publish_sink_iceberg_works_with_no_config(tmp_path, small_inputs):

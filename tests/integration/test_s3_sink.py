@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import threading
 import uuid
 
 import pyarrow as pa
@@ -20,13 +19,12 @@ from publishers import (
     ConfigError,
     InputError,
     Run,
-    RunInProgress,
     load_config,
     open_inputs,
     publish,
 )
 from publishers.s3 import S3Publisher, S3SinkConfig, run_lease
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, race_for_the_lease, run_cli
 
 pytestmark = pytest.mark.integration
 DATE = "2026-04-24"
@@ -295,32 +293,6 @@ def test_keys_in_the_config_are_refused_and_secrets_never_printed(s3, tmp_path, 
     assert secret not in result.stderr + result.stdout
 
 
-def _race_for_the_lease(config, runs):
-    """Every run tries to take the lease at the same instant; returns the attempts that got it."""
-    leases = [run_lease(config, r) for r in runs]
-    barrier = threading.Barrier(len(leases))
-    winners: list[str] = []
-    refused: list[str] = []
-
-    def take(lease):
-        barrier.wait()
-        try:
-            lease.acquire()
-            winners.append(lease.run.attempt)
-        except RunInProgress:
-            refused.append(lease.run.attempt)
-
-    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for lease in leases:
-        lease.release()
-    assert len(winners) + len(refused) == len(runs)
-    return winners
-
-
 @pytest.mark.parametrize("held_before", ["nothing", "a dead attempt"])
 def test_two_attempts_never_both_hold_the_lease(s3, held_before):
     """The lease is taken by a conditional write: of attempts racing for it, exactly one holds it
@@ -338,5 +310,5 @@ def test_two_attempts_never_both_hold_the_lease(s3, held_before):
             s3.client.put_object(
                 Bucket=s3.service.bucket, Key=f"{s3.prefix}/items/_leases/{DATE}.json", Body=json.dumps(doc).encode()
             )
-        winners = _race_for_the_lease(config, [Run.new("items", DATE) for _ in range(3)])
+        winners = race_for_the_lease([run_lease(config, Run.new("items", DATE)) for _ in range(3)])
         assert len(winners) == 1, winners
