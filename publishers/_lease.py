@@ -168,11 +168,10 @@ class Lease:
 def local_conditional(path: Path) -> tuple[ReadVersioned, SwapIfUnchanged]:
     """Compare-and-swap for a lease file on a local filesystem: the version is the sha256 of the
     content (it holds its renewal time, so it changes at every write), and the compare and the
-    replace run under an flock of a side file, so two processes on the host cannot interleave."""
+    replace run under an flock of the lease's directory, so two processes on the host cannot
+    interleave (the directory, not a side file: a guard file would be left behind for good)."""
     import fcntl
     import hashlib
-
-    guard = path.with_name(path.name + ".guard")
 
     def read_versioned() -> tuple[bytes, str] | None:
         try:
@@ -183,14 +182,17 @@ def local_conditional(path: Path) -> tuple[ReadVersioned, SwapIfUnchanged]:
 
     def swap(data: bytes, expected: str | None) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(guard, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+        guard = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)  # released when the descriptor is closed
             current = read_versioned()
             if (current[1] if current else None) != expected:
                 raise LeaseTaken(str(path))
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
             tmp.write_bytes(data)
             os.replace(tmp, path)  # readers see the old or the new document, never half of one
+        finally:
+            os.close(guard)
         return hashlib.sha256(data).hexdigest()
 
     return read_versioned, swap
