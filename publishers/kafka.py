@@ -332,6 +332,7 @@ class KafkaPublisher:
                 raise CommitRejected(f"the broker refused the commit of {run.run_id}: {error}") from None
             raise CommitOutcomeUnknown(f"commit of {run.run_id} ended without an answer: {exc}") from None
         crash_point("after_commit")
+        self._await_visible(run)
         return Receipt(
             sink=self.sink_name,
             run_id=run.run_id,
@@ -343,6 +344,18 @@ class KafkaPublisher:
             published_at=published_at,
             details={"ledger_topic": self.config.ledger_topic, "transactional_id": transactional_id(run)},
         )
+
+    def _await_visible(self, run: Run, timeout: float = 10.0) -> None:
+        """Return once read_committed readers see the run. commit_transaction returns when the
+        coordinator has logged the commit; it writes the markers that make the records visible a
+        moment later, partition by partition. Until then a reader, or a diagnosis, would see nothing
+        of the run: publish() returns only when they see it (measured: a few ms)."""
+        deadline = time.monotonic() + timeout
+        while read_ledger(self.config, run.run_id) is None:
+            if time.monotonic() > deadline:
+                log.warning("run %s is committed but not yet visible to read_committed readers", run.run_id)
+                return
+            time.sleep(0.01)
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         for attempt in {run.attempt} | {s.attempt for s in staged}:
