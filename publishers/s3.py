@@ -169,26 +169,26 @@ class _MultipartSink(WriteOnlySink):
         self.s3, self.bucket, self.key = s3, bucket, key
         self.part_size = part_size
         self.upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-        self._chunks: list[bytes] = []
-        self._buffered = 0
+        # The part being filled: pyarrow's bytes are copied into it once (it reuses its own buffer
+        # after write() returns) and it is handed to the upload as it is, with no join.
+        self._part = bytearray()
         self._parts: list[Future[dict[str, Any]]] = []
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
         self._slots = threading.BoundedSemaphore(concurrency)
         self.digest = hashlib.sha256()
 
     def write(self, data: Any) -> int:
-        chunk = bytes(data)  # pyarrow reuses its buffer once write() returns
-        self.digest.update(chunk)
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        self.size += len(chunk)
-        if self._buffered >= self.part_size:
-            # One join per part (parts may run a little over part_size; S3 only sets a minimum).
-            self._submit(b"".join(self._chunks))
-            self._chunks, self._buffered = [], 0
-        return len(chunk)
+        view = memoryview(data)
+        self.digest.update(view)
+        self._part += view
+        self.size += view.nbytes
+        if len(self._part) >= self.part_size:
+            # Parts may run a little over part_size; S3 only sets a minimum.
+            self._submit(self._part)
+            self._part = bytearray()
+        return view.nbytes
 
-    def _submit(self, chunk: bytes) -> None:
+    def _submit(self, chunk: bytearray) -> None:
         number = len(self._parts) + 1
         self._slots.acquire()
 
@@ -204,9 +204,9 @@ class _MultipartSink(WriteOnlySink):
         self._parts.append(self._pool.submit(upload))
 
     def complete(self) -> str:
-        if self._chunks or not self._parts:
-            self._submit(b"".join(self._chunks))
-            self._chunks, self._buffered = [], 0
+        if self._part or not self._parts:
+            self._submit(self._part)
+            self._part = bytearray()
         parts = [f.result() for f in self._parts]
         self._pool.shutdown()
         return str(
