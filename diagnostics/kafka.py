@@ -31,6 +31,7 @@ from publishers.kafka import (
     KafkaPublisher,
     KafkaSinkConfig,
     header,
+    init_transactions,
     partition_offsets,
     read_ledger,
     read_range,
@@ -173,7 +174,7 @@ class KafkaDiagnostic:
                 "enable.idempotence": True,
             }
         )
-        producer.init_transactions(30)
+        init_transactions(producer)  # fences the dead attempt's producer and aborts its transaction
         deadline = time.monotonic() + 30
         while self._open_transactions(diagnosis.run_id, diagnosis.dataset) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -198,7 +198,7 @@ class KafkaPublisher:
         try:
             try:
                 # Fences every earlier producer of this run and aborts its open transaction.
-                producer.init_transactions(30)
+                init_transactions(producer)
             except KafkaException as exc:
                 if "INVALID_TRANSACTION_TIMEOUT" in str(exc) or "transaction timeout" in str(exc).lower():
                     raise ConfigError(
@@ -374,6 +374,14 @@ def _slices(batches: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch
     for batch in batches:
         for offset in range(0, batch.num_rows, rows):
             yield batch.slice(offset, rows)
+
+
+def init_transactions(producer: Any, timeout: float = 30) -> None:
+    """init_transactions on a producer that is connected first: if no broker connection is up when
+    it starts, librdkafka retries the producer-id request on a fixed 500 ms timer (measured: 0.51 s
+    instead of 0.06 s, one run in three). A metadata request brings the connection up first."""
+    producer.list_topics(timeout=timeout)
+    producer.init_transactions(timeout)
 
 
 def _produce_when_queue_frees(producer: Any, topic: str, value: bytes, key: bytes | None, headers: Any) -> None:
