@@ -55,6 +55,9 @@ def publish(
 ) -> PublishResult:
     """Publish ``records`` as run ``run``, all or nothing.
 
+    ``records``: any Arrow stream (see as_reader), or ``open_inputs(paths)``, which a sink that
+    can take files as they are (the S3 sink writing Parquet) uploads byte for byte.
+
     Raises AlreadyPublished (unless ``if_absent``), RunInProgress, RecoveryNeeded, InputError,
     CommitRejected (this attempt's staging was discarded) or CommitOutcomeUnknown (nothing was
     touched: diagnose the run).
@@ -114,7 +117,7 @@ def _stage_files_as_they_are(
     if schema is not None and not (records.parquet_schema is not None and records.parquet_schema.equals(schema)):
         return None
     if records.rows == 0:
-        raise InputError("input: the input has no rows; nothing to publish")
+        raise InputError(f"{', '.join(map(str, records.paths))}: the input has no rows; nothing to publish")
     staged: Staged | None = stage_files(run, records, progress=progress)
     return staged
 

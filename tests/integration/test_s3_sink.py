@@ -142,7 +142,7 @@ def test_inputs_the_sink_cannot_take_as_they_are_are_re_encoded(s3, tmp_path, ca
 def test_a_parquet_file_without_rows_is_refused_and_writes_nothing(s3, tmp_path):
     publisher, diagnostic = s3.make(format="parquet")
     empty = write_parquet(tmp_path / "empty.parquet", table(0))
-    with pytest.raises(InputError, match="no rows"):
+    with pytest.raises(InputError, match=r"empty\.parquet: the input has no rows"):
         publish(publisher, diagnostic, Run.new("items", DATE), open_inputs([empty]))
     assert s3.object_keys() == []
 
