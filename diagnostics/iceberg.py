@@ -225,12 +225,10 @@ class IcebergDiagnostic:
         if early is not None:
             return early
         operator = Run(diagnosis.dataset, diagnosis.run_date)
-        lease = run_lease(self.layout, operator)
-        lease.acquire()  # a live attempt's lease makes this raise RunInProgress
-        removed: list[Artifact] = []
-        skipped: list[tuple[Artifact, str]] = []
-        now = dt.datetime.now(dt.UTC)
-        try:
+        with run_lease(self.layout, operator):  # a live attempt's lease makes this raise RunInProgress
+            removed: list[Artifact] = []
+            skipped: list[tuple[Artifact, str]] = []
+            now = dt.datetime.now(dt.UTC)
             table = self.layout.load(diagnosis.dataset)
             published = published_snapshot(table, diagnosis.run_id) if table is not None else None
             added = self._added_files(table, published) if published is not None else {}
@@ -249,8 +247,6 @@ class IcebergDiagnostic:
                     skipped.append((art, "already gone"))
                     continue
                 removed.append(art)
-        finally:
-            lease.release()
         return CleanReport(
             run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped)
         )

@@ -195,14 +195,12 @@ class S3Diagnostic:
             return early
         operator = Run(diagnosis.dataset, diagnosis.run_date)
         s3 = client(self.config)
-        lease = run_lease(self.config, operator)
-        lease.acquire()  # raises RunInProgress if an attempt started since the diagnosis
-        removed: list[Artifact] = []
-        skipped: list[tuple[Artifact, str]] = []
-        now = dt.datetime.now(dt.UTC)
-        scope = self.layout.run_attempts(diagnosis.dataset, diagnosis.run_date)
-        referenced = self._referenced(s3, operator)
-        try:
+        with run_lease(self.config, operator):  # raises RunInProgress if an attempt started since the diagnosis
+            removed: list[Artifact] = []
+            skipped: list[tuple[Artifact, str]] = []
+            now = dt.datetime.now(dt.UTC)
+            scope = self.layout.run_attempts(diagnosis.dataset, diagnosis.run_date)
+            referenced = self._referenced(s3, operator)
             for art in diagnosis.orphans:
                 age = art.age_seconds(now)
                 if older_than is not None and (age is None or age < older_than.total_seconds()):
@@ -229,8 +227,6 @@ class S3Diagnostic:
                         skipped.append((art, "already gone"))
                         continue
                 removed.append(art)
-        finally:
-            lease.release()
         return CleanReport(
             run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped)
         )

@@ -78,9 +78,9 @@ class Lease:
     def read(self) -> dict[str, Any] | None:
         try:
             raw = self._read()
-            return json.loads(raw) if raw else None
-        except (OSError, ValueError):
+        except OSError:
             return None
+        return self._parse(raw) if raw else None
 
     def live_holder(self) -> dict[str, Any] | None:
         """The lease document if another attempt holds it and is alive, else None."""
@@ -154,6 +154,12 @@ class Lease:
                 return
             except Exception:  # noqa: S112 - a failed renewal is retried at the next interval
                 continue
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def release(self) -> None:
         self._stop.set()

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -264,14 +264,8 @@ class IcebergPublisher:
         self.config = config
         self.layout = IcebergLayout(config)
 
-    @contextlib.contextmanager
-    def run_lock(self, run: Run) -> Iterator[None]:
-        lease = run_lease(self.layout, run)
-        lease.acquire()
-        try:
-            yield
-        finally:
-            lease.release()
+    def run_lock(self, run: Run) -> Lease:
+        return run_lease(self.layout, run)
 
     def _table_for(self, run: Run, schema: pa.Schema) -> Any:
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -276,14 +276,8 @@ class S3Publisher:
         self.config = config
         self.layout = S3Layout(config)
 
-    @contextlib.contextmanager
-    def run_lock(self, run: Run) -> Iterator[None]:
-        lease = run_lease(self.config, run)
-        lease.acquire()
-        try:
-            yield
-        finally:
-            lease.release()
+    def run_lock(self, run: Run) -> Lease:
+        return run_lease(self.config, run)
 
     def _start_upload(self, s3: Any, key: str) -> _MultipartSink:
         try:
