@@ -118,3 +118,9 @@ def race_for_the_lease(leases: list[Any]) -> list[str]:
         lease.release()
     assert len(winners) + len(refused) == len(leases)
     return winners
+
+
+def refunds_run_args(inputs: tuple[Path, Path], *extra: str, run_date: str = "2026-04-24") -> tuple[str, ...]:
+    """``refunds run`` of the refunds pipeline over (refunds, merchants) inputs, plus ``extra`` options."""
+    refunds, merchants = inputs
+    return ("refunds", "run", "--run-date", run_date, "--refunds", str(refunds), "--merchants", str(merchants), *extra)

@@ -36,11 +36,6 @@ class SinkHarness:
     command: Callable[..., tuple[str, ...]] | None = None
 
 
-def pipeline_command(inputs: tuple[Path, Path], *extra: str) -> tuple[str, ...]:
-    refunds, merchants = inputs
-    return ("refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants), *extra)
-
-
 # -- file ---------------------------------------------------------------------------------------
 
 

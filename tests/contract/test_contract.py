@@ -15,9 +15,9 @@ import pytest
 
 from diagnostics.taxonomy import State
 from publishers import LostRace, Run
-from tests.helpers import cli_env, run_cli, start_cli
+from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 
-from .harness import CRASH_POINTS, DATASET, DATE, HARNESSES, SinkHarness, loaded, pipeline_command
+from .harness import CRASH_POINTS, DATASET, DATE, HARNESSES, SinkHarness, loaded
 
 pytestmark = pytest.mark.contract
 
@@ -41,7 +41,7 @@ def harness(request) -> SinkHarness:
 
 
 def _job_args(harness, inputs, *extra):
-    return (harness.command or pipeline_command)(inputs, *extra)
+    return (harness.command or refunds_run_args)(inputs, *extra)
 
 
 def _diagnose(cfg, harness):

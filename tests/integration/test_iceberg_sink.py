@@ -16,7 +16,7 @@ from diagnostics.iceberg import IcebergDiagnostic
 from diagnostics.taxonomy import State
 from publishers import CommitOutcomeUnknown, LostRace, Run, SchemaMismatch, publish
 from publishers.iceberg import SUMMARY_ATTEMPT, SUMMARY_RUN_ID, IcebergPublisher, IcebergSinkConfig, run_lease
-from tests.helpers import cli_env, race_for_the_lease, run_cli
+from tests.helpers import cli_env, race_for_the_lease, refunds_run_args, run_cli
 
 DATE = "2026-04-24"
 
@@ -193,7 +193,6 @@ def test_publish_sink_iceberg_works_with_no_config(tmp_path, small_inputs):
 def test_postgres_catalog_with_the_warehouse_on_s3(tmp_path, postgres_service, s3_service, small_inputs):
     from psycopg.conninfo import conninfo_to_dict
 
-    refunds, merchants = small_inputs
     db = f"ice_{uuid.uuid4().hex[:8]}"
     postgres_service.create_database(db)
     p = conninfo_to_dict(postgres_service.dsn)
@@ -205,18 +204,7 @@ def test_postgres_catalog_with_the_warehouse_on_s3(tmp_path, postgres_service, s
         f'"s3.region" = "{s3_service.region}"\n'
     )
     env = cli_env(cfg, PGPASSWORD=p["password"], AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    args = (
-        "refunds",
-        "run",
-        "--sink",
-        "lake",
-        "--run-date",
-        DATE,
-        "--refunds",
-        str(refunds),
-        "--merchants",
-        str(merchants),
-    )
+    args = refunds_run_args(small_inputs, "--sink", "lake")
     published = run_cli(*args, env=env)
     assert published.code == 0, published.stderr
     diagnosed = run_cli(

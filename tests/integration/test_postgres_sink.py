@@ -16,7 +16,7 @@ from diagnostics.postgres import PostgresDiagnostic
 from diagnostics.taxonomy import State
 from publishers import InputError, LostRace, Run, SchemaMismatch, publish
 from publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
-from tests.helpers import cli_env, run_cli, start_cli
+from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 
 pytestmark = pytest.mark.integration
 DATE = "2026-04-24"
@@ -200,21 +200,9 @@ def test_concurrent_merges_of_the_same_new_key_end_as_a_clean_lost_race(pg, monk
 
 
 def test_connection_lost_at_commit_is_unknown_and_settled_by_the_diagnosis(pg, small_inputs):
-    refunds, merchants = small_inputs
     cfg = pg.write_config()
     env = cli_env(cfg, PGPASSWORD=pg.password, PUBLISH_PAUSE_AT="before_commit:3")
-    args = (
-        "refunds",
-        "run",
-        "--sink",
-        "pg",
-        "--run-date",
-        DATE,
-        "--refunds",
-        str(refunds),
-        "--merchants",
-        str(merchants),
-    )
+    args = refunds_run_args(small_inputs, "--sink", "pg")
     proc = start_cli(*args, env=env)
     deadline = time.monotonic() + 30
     while True:  # the attempt's session, paused just before COMMIT
@@ -244,20 +232,8 @@ def test_connection_lost_at_commit_is_unknown_and_settled_by_the_diagnosis(pg, s
 
 
 def test_credentials_never_appear_in_errors_or_logs(pg, small_inputs):
-    refunds, merchants = small_inputs
     cfg = pg.write_config()
-    args = (
-        "refunds",
-        "run",
-        "--sink",
-        "pg",
-        "--run-date",
-        DATE,
-        "--refunds",
-        str(refunds),
-        "--merchants",
-        str(merchants),
-    )
+    args = refunds_run_args(small_inputs, "--sink", "pg")
     wrong = run_cli(*args, env=cli_env(cfg, PGPASSWORD="not-the-password-" + uuid.uuid4().hex))
     assert wrong.code != 0 and "password authentication failed" in wrong.stderr
     assert "not-the-password" not in wrong.stderr + wrong.stdout

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, cli_env, run_cli, tree, write_config
+from tests.helpers import REPO, cli_env, refunds_run_args, run_cli, tree, write_config
 
 DATE = "2026-04-24"
 RUN = ("--dataset", "refunds_settled", "--run-date", DATE)
@@ -22,11 +22,7 @@ def dest(tmp_path):
 
 
 def _pipeline(cfg, inputs, *extra, env_extra=None):
-    refunds, merchants = inputs
-    env = cli_env(cfg, **(env_extra or {}))
-    return run_cli(
-        "refunds", "run", "--run-date", DATE, "--refunds", str(refunds), "--merchants", str(merchants), *extra, env=env
-    )
+    return run_cli(*refunds_run_args(inputs, *extra, run_date=DATE), env=cli_env(cfg, **(env_extra or {})))
 
 
 def test_publish_json_goes_to_stdout_and_logs_to_stderr(dest, small_inputs):
@@ -192,19 +188,8 @@ def test_recover_refuses_unknown(dest, small_inputs):
 
 def test_sweep_removes_only_old_orphans_across_run_dates(dest, small_inputs):
     root, cfg = dest
-    refunds, merchants = small_inputs
     for date in ("2026-04-20", "2026-04-21"):
-        r = run_cli(
-            "refunds",
-            "run",
-            "--run-date",
-            date,
-            "--refunds",
-            str(refunds),
-            "--merchants",
-            str(merchants),
-            env=cli_env(cfg, PUBLISH_CRASH_AT="after_stage"),
-        )
+        r = run_cli(*refunds_run_args(small_inputs, run_date=date), env=cli_env(cfg, PUBLISH_CRASH_AT="after_stage"))
         assert r.code == -9
     old = (dt.datetime.now() - dt.timedelta(days=2)).timestamp()
     for path in (root / "_staging" / "refunds_settled").glob("2026-04-20.*"):

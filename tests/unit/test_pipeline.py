@@ -14,7 +14,7 @@ from pipelines.refunds import OUTPUT_SCHEMA, load_merchants, run_id_value, settl
 from pipelines.runner import run_refunds
 from publishers import InputError, MemoryBudgetExceeded, TransientError, load_config
 from publishers.file import FilePublisher
-from tests.helpers import cli_env, run_cli, start_cli, tree, write_config
+from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli, tree, write_config
 
 
 def _sha(path):
@@ -138,20 +138,9 @@ def test_structural_errors_are_not_retried(tmp_path):
 
 
 def test_sigterm_mid_stage_removes_the_attempts_own_staging(medium_inputs, tmp_path):
-    refunds_path, merchants_path = medium_inputs
     cfg = write_config(tmp_path / "publish.toml", tmp_path / "out")
     env = cli_env(cfg, PUBLISH_PAUSE_AT="mid_stage:30")
-    proc = start_cli(
-        "refunds",
-        "run",
-        "--run-date",
-        "2026-04-24",
-        "--refunds",
-        str(refunds_path),
-        "--merchants",
-        str(merchants_path),
-        env=env,
-    )
+    proc = start_cli(*refunds_run_args(medium_inputs), env=env)
     staging = tmp_path / "out" / "_staging" / "refunds_settled"
     deadline = time.monotonic() + 30
     while not (staging.exists() and any(staging.iterdir())):
