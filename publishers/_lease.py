@@ -69,11 +69,28 @@ class Lease:
         self.run = run
         self.seconds = seconds
         self.location = location
-        self._read, self._write_bytes, self._delete = read_bytes, write_bytes, delete
-        self._conditional = conditional
+        self._read, self._delete = read_bytes, delete
+        # Without conditional writes the "swap" writes whatever is there: one code path below,
+        # evidence only.
+        self._read_versioned, self._swap = conditional or (self._read_unversioned, self._overwrite(write_bytes))
         self._version: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _read_unversioned(self) -> tuple[bytes, str] | None:
+        try:
+            raw = self._read()
+        except OSError:
+            return None
+        return (raw, "") if raw else None
+
+    @staticmethod
+    def _overwrite(write_bytes: Callable[[bytes], None]) -> SwapIfUnchanged:
+        def swap(data: bytes, expected: str | None) -> str:
+            write_bytes(data)
+            return ""
+
+        return swap
 
     def read(self) -> dict[str, Any] | None:
         try:
@@ -112,23 +129,16 @@ class Lease:
         )
 
     def acquire(self) -> None:
-        if self._conditional is None:
-            holder = self.live_holder()
-            if holder:
-                raise self._refuse(holder)
-            self._write_bytes(self._document())
-        else:
-            read_versioned, swap = self._conditional
-            current = read_versioned()
-            doc, version = (self._parse(current[0]), current[1]) if current else (None, None)
-            holder = self._live(doc)
-            if holder:
-                raise self._refuse(holder)
-            try:
-                # Taken only if nobody wrote it since we read it: of two attempts, one wins.
-                self._version = swap(self._document(), version)
-            except LeaseTaken:
-                raise self._refuse(self.read() or {"attempt": "(unknown)"}) from None
+        current = self._read_versioned()
+        doc, version = (self._parse(current[0]), current[1]) if current else (None, None)
+        holder = self._live(doc)
+        if holder:
+            raise self._refuse(holder)
+        try:
+            # Taken only if nobody wrote it since we read it: of two attempts, one wins.
+            self._version = self._swap(self._document(), version)
+        except LeaseTaken:
+            raise self._refuse(self.read() or {"attempt": "(unknown)"}) from None
         self._thread = threading.Thread(target=self._renew, name="run-lease", daemon=True)
         self._thread.start()
 
@@ -143,10 +153,7 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
-                if self._conditional is None:
-                    self._write_bytes(self._document())
-                else:
-                    self._version = self._conditional[1](self._document(), self._version)
+                self._version = self._swap(self._document(), self._version)
             except LeaseTaken:
                 # Only possible once ours had expired (a stalled process): another attempt holds it
                 # now. Our commit is still conditional, so at most one of us publishes.
