@@ -55,49 +55,32 @@ def pid_alive(pid: Any) -> bool:
 
 
 class Lease:
+    """``access`` is how the lease document is read with its version and swapped: conditional
+    where the destination can (see ``local_conditional`` and the S3 sink), else ``unconditional``."""
+
     def __init__(
         self,
         run: Run,
         seconds: int,
         location: str,
-        read_bytes: Callable[[], bytes | None],
-        write_bytes: Callable[[bytes], None],
+        access: tuple[ReadVersioned, SwapIfUnchanged],
         delete: Callable[[], None],
-        *,
-        conditional: tuple[ReadVersioned, SwapIfUnchanged] | None = None,
     ) -> None:
         self.run = run
         self.seconds = seconds
         self.location = location
-        self._read, self._delete = read_bytes, delete
-        # Without conditional writes the "swap" writes whatever is there: one code path below,
-        # evidence only.
-        self._read_versioned, self._swap = conditional or (self._read_unversioned, self._overwrite(write_bytes))
+        self._read_versioned, self._swap = access
+        self._delete = delete
         self._version: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _read_unversioned(self) -> tuple[bytes, str] | None:
-        try:
-            raw = self._read()
-        except OSError:
-            return None
-        return (raw, "") if raw else None
-
-    @staticmethod
-    def _overwrite(write_bytes: Callable[[bytes], None]) -> SwapIfUnchanged:
-        def swap(data: bytes, expected: str | None) -> str:
-            write_bytes(data)
-            return ""
-
-        return swap
-
     def read(self) -> dict[str, Any] | None:
         try:
-            raw = self._read()
+            current = self._read_versioned()
         except OSError:
             return None
-        return self._parse(raw) if raw else None
+        return self._parse(current[0]) if current else None
 
     def live_holder(self) -> dict[str, Any] | None:
         """The lease document if another attempt holds it and is alive, else None."""
@@ -129,7 +112,10 @@ class Lease:
         )
 
     def acquire(self) -> None:
-        current = self._read_versioned()
+        try:
+            current = self._read_versioned()
+        except OSError:
+            current = None
         doc, version = (self._parse(current[0]), current[1]) if current else (None, None)
         holder = self._live(doc)
         if holder:
@@ -176,6 +162,23 @@ class Lease:
         if doc and doc.get("attempt") == self.run.attempt:
             with contextlib.suppress(Exception):
                 self._delete()
+
+
+def unconditional(
+    read_bytes: Callable[[], bytes | None], write_bytes: Callable[[bytes], None]
+) -> tuple[ReadVersioned, SwapIfUnchanged]:
+    """Lease access for a destination without conditional writes: the "swap" overwrites whatever
+    is there, so the lease is evidence only."""
+
+    def read_versioned() -> tuple[bytes, str] | None:
+        raw = read_bytes()
+        return (raw, "") if raw else None
+
+    def swap(data: bytes, expected: str | None) -> str:
+        write_bytes(data)
+        return ""
+
+    return read_versioned, swap
 
 
 def local_conditional(path: Path) -> tuple[ReadVersioned, SwapIfUnchanged]:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._arrow import rechunk
@@ -40,7 +41,7 @@ from ._errors import (
     UnsafeLayout,
 )
 from ._fs import HashingWriter
-from ._lease import Lease, local_conditional
+from ._lease import Lease, local_conditional, unconditional
 from ._protocol import ProgressCallback, SinkDefinition
 from ._types import Receipt, Run, Staged
 
@@ -241,20 +242,10 @@ def run_lease(layout: IcebergLayout, run: Run) -> Lease:
         with fs.open_output_stream(path) as fh:
             fh.write(data)
 
-    from pyarrow.fs import LocalFileSystem
-
     # On a local warehouse the lease is taken by compare-and-swap (two attempts never both hold
     # it); on an object store through pyarrow there is no conditional write, so it is evidence only.
-    conditional = local_conditional(Path(path)) if isinstance(fs, LocalFileSystem) else None
-    return Lease(
-        run,
-        layout.config.lease_seconds,
-        location,
-        read,
-        write,
-        lambda: fs.delete_file(path),
-        conditional=conditional,
-    )
+    access = local_conditional(Path(path)) if isinstance(fs, LocalFileSystem) else unconditional(read, write)
+    return Lease(run, layout.config.lease_seconds, location, access, lambda: fs.delete_file(path))
 
 
 class IcebergPublisher:

@@ -226,15 +226,6 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
     s3 = client(config)
     key = S3Layout(config).lease(run.dataset, run.run_date)
 
-    def read() -> bytes | None:
-        try:
-            return bytes(s3.get_object(Bucket=config.bucket, Key=key)["Body"].read())
-        except s3.exceptions.NoSuchKey:
-            return None
-
-    def write(data: bytes) -> None:
-        s3.put_object(Bucket=config.bucket, Key=key, Body=data, ContentType="application/json")
-
     def read_versioned() -> tuple[bytes, str] | None:
         try:
             response = s3.get_object(Bucket=config.bucket, Key=key)
@@ -262,10 +253,8 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
         run,
         config.lease_seconds,
         S3Layout(config).uri(key),
-        read,
-        write,
+        (read_versioned, swap),
         lambda: s3.delete_object(Bucket=config.bucket, Key=key),
-        conditional=(read_versioned, swap),
     )
 
 
