@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from publishers._types import Run
-from publishers.s3 import S3Layout, S3SinkConfig, client, run_lease
+from publishers.s3 import S3Layout, S3SinkConfig, client, read_manifest, run_lease
 
 from .taxonomy import (
     Artifact,
@@ -232,13 +232,8 @@ class S3Diagnostic:
         )
 
     def _referenced(self, s3: Any, run: Run) -> set[str]:
-        try:
-            raw = s3.get_object(Bucket=self.config.bucket, Key=self.layout.manifest(run.dataset, run.run_date))[
-                "Body"
-            ].read()
-            return {o["key"] for o in json.loads(raw).get("objects", [])}
-        except Exception:
-            return set()
+        manifest = read_manifest(s3, self.config.bucket, self.layout.manifest(run.dataset, run.run_date))
+        return {o["key"] for o in (manifest or {}).get("objects", [])}
 
     def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
         s3 = client(self.config)

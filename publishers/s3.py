@@ -221,6 +221,14 @@ class _MultipartSink(WriteOnlySink):
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
 
 
+def read_manifest(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The manifest at ``key``, or None if it cannot be read as JSON (missing, unreachable, garbled)."""
+    try:
+        return dict(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    except Exception:
+        return None
+
+
 def run_lease(config: S3SinkConfig, run: Run) -> Lease:
     """The run's lease object (see publishers._lease)."""
     s3 = client(config)
@@ -434,7 +442,7 @@ class S3Publisher:
                     raise
                 last_error = exc
             # The PUT may or may not have landed: the manifest itself settles it.
-            landed = self._read_manifest(s3, key)
+            landed = read_manifest(s3, self.config.bucket, key)
             if landed is not None:
                 if landed.get("attempt") == run.attempt:
                     break
@@ -456,12 +464,6 @@ class S3Publisher:
             published_at=published_at,
             details={"objects": len(objects)},
         )
-
-    def _read_manifest(self, s3: Any, key: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(s3.get_object(Bucket=self.config.bucket, Key=key)["Body"].read())
-        except Exception:
-            return None
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         s3 = client(self.config)
