@@ -69,8 +69,6 @@ _MEANINGS = {
     State.UNKNOWN: "the evidence contradicts itself",
 }
 
-STATE_BY_EXIT_CODE = {code: state for state, code in _EXIT_CODES.items()}
-
 
 @dataclass(frozen=True)
 class Artifact:

@@ -13,13 +13,13 @@ from types import FrameType
 
 from ._errors import Terminated
 
-_pending = {"signal": False}
 _in_critical = {"depth": 0}
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     if _in_critical["depth"]:
-        _pending["signal"] = True
+        # Inside the commit: ignored. The commit finishes, and with it the attempt, which then
+        # ends on its own a moment later; raising afterwards would report a published run as failed.
         return
     raise Terminated(f"received signal {signum}; removing this attempt's staging and stopping")
 
@@ -39,15 +39,9 @@ def terminate_on_sigterm() -> Iterator[None]:
 
 @contextlib.contextmanager
 def critical_section() -> Iterator[None]:
-    """Hold SIGTERM off while the block runs. A SIGTERM that arrived meanwhile is remembered:
-    the caller finishes what the commit started and asks ``termination_requested()``."""
+    """Hold SIGTERM off while the block runs (see _handler)."""
     _in_critical["depth"] += 1
     try:
         yield
     finally:
         _in_critical["depth"] -= 1
-
-
-def termination_requested() -> bool:
-    """True if a SIGTERM arrived inside a critical section and has not been acted on yet."""
-    return _pending["signal"]
