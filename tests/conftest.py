@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,23 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         terminalreporter.section("services")
         for name, origin, seconds, address in _started:
             took = f"ready in {seconds:.1f}s" if seconds is not None else "given"
-            terminalreporter.write_line(f"{name:10} {origin:7} {took:16} {address}")
+            terminalreporter.write_line(f"{name:12} {origin:7} {took:16} {address}")
+
+
+def _s3_servers() -> list[str]:
+    """What ``s3_service`` is parametrized over: ["env"] when an endpoint is given, else the local
+    servers ATOMIC_PUBLISH_TEST_S3_SERVER selects (moto, minio, or both: the default)."""
+    from tests.services import s3
+
+    return ["env"] if os.environ.get(s3.ENV_ENDPOINT) else s3.selected_servers()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that asks for s3_service (directly or through its fixtures) runs once per server,
+    # with ids [moto] and [minio] (or [env]).
+    if "s3_service" in metafunc.fixturenames:
+        servers = _s3_servers()
+        metafunc.parametrize("s3_service", servers, indirect=True, ids=servers, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -62,9 +79,106 @@ def kafka_service(request: pytest.FixtureRequest, services_dir: Path):  # type: 
 
 
 @pytest.fixture(scope="session")
-def s3_service(request: pytest.FixtureRequest, services_dir: Path):  # type: ignore[no-untyped-def]
+def s3_service(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The S3 endpoint of the current parameter: moto's server, MinIO, or the environment's. A
+    test that reaches it through request.getfixturevalue (no parameter) gets the first selected."""
+    server = getattr(request, "param", None) or _s3_servers()[0]
+    return request.getfixturevalue({"env": "s3_env_service", "moto": "moto_service", "minio": "minio_service"}[server])
+
+
+@pytest.fixture(scope="session")
+def s3_env_service(request: pytest.FixtureRequest, services_dir: Path):  # type: ignore[no-untyped-def]
+    """The S3 endpoint ATOMIC_PUBLISH_TEST_S3_ENDPOINT names (credentials from the environment)."""
+    from tests.services import s3
+
+    service = s3.from_environment()
+    if service is None:
+        pytest.skip(f"no S3 endpoint: set {s3.ENV_ENDPOINT}")
+    return _record("s3 (env)", service, service.endpoint)
+
+
+@pytest.fixture(scope="session")
+def moto_service(request: pytest.FixtureRequest, services_dir: Path):  # type: ignore[no-untyped-def]
+    """Always moto's server, a local process (whatever the environment names)."""
+    from tests.services.s3 import start_local_s3
+
+    service = start_local_s3(services_dir / "moto")
+    request.addfinalizer(service.stop)
+    return _record("s3 (moto)", service, service.endpoint)
+
+
+@pytest.fixture(scope="session")
+def minio_service(request: pytest.FixtureRequest, services_dir: Path):  # type: ignore[no-untyped-def]
+    """Always MinIO (Docker's when an engine answers, else a local process), with the buckets
+    ``atomic-publish`` and ``warehouse``; shared with s3_service[minio]. A local one can be
+    ``kill()``ed and ``start_again()``ed (same port, same data): a test that does so must leave it
+    running, or start its own with tests.services.minio.start_local_minio(tmp_path)."""
     from tests.services import resolve
 
-    service = resolve.s3(services_dir)
+    service = resolve.minio(services_dir)
     request.addfinalizer(service.stop)
-    return _record("s3", service, service.endpoint)
+    return _record("s3 (minio)", service, service.endpoint)
+
+
+@pytest.fixture(scope="session")
+def iceberg_rest_service(request: pytest.FixtureRequest, services_dir: Path):  # type: ignore[no-untyped-def]
+    """An Iceberg REST catalog: ATOMIC_PUBLISH_TEST_ICEBERG_REST_URI's if set, else Apache Iceberg's
+    RESTCatalogServer (JDBC catalog on SQLite) with its warehouse on local disk."""
+    from tests.services import resolve
+
+    service = resolve.iceberg_rest(services_dir / "iceberg-rest")
+    request.addfinalizer(service.stop)
+    return _record("iceberg-rest", service, f"{service.uri} (warehouse {service.warehouse or '?'})")
+
+
+@pytest.fixture(scope="session")
+def iceberg_rest_minio_service(request: pytest.FixtureRequest, services_dir: Path):  # type: ignore[no-untyped-def]
+    """Apache Iceberg's RESTCatalogServer with its warehouse on MinIO (s3://warehouse/, S3FileIO),
+    or ATOMIC_PUBLISH_TEST_ICEBERG_REST_URI's catalog if set."""
+    from tests.services import iceberg_rest
+
+    service = iceberg_rest.from_environment()
+    if service is None:
+        minio = request.getfixturevalue("minio_service")
+        service = iceberg_rest.start_local_iceberg_rest(services_dir / "iceberg-rest-minio", None, minio)
+        request.addfinalizer(service.stop)
+    return _record("iceberg-rest", service, f"{service.uri} (warehouse {service.warehouse or '?'})")
+
+
+# -- fault tests: servers of their own, which a test may kill() and start_again() --------------------
+
+
+@pytest.fixture(scope="module")
+def fault_postgres(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A Postgres server of this module's own (a local process, never the session's, Docker's or the
+    environment's), committing synchronously so that a ``kill()`` loses no acknowledged commit.
+    ``kill()`` / ``start_again()`` / ``restart()``; ``proxied()`` for a FaultProxy in front of it."""
+    from tests.services.postgres import start_local_postgres
+
+    service = start_local_postgres(crash_safe=True)
+    request.addfinalizer(service.stop)
+    return _record("fault-pg", service, service.dsn.split("@")[-1])
+
+
+@pytest.fixture(scope="module")
+def fault_kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A Kafka broker of this module's own (a local process) with a FaultProxy in front of a second
+    listener: ``proxied_bootstrap`` reaches the broker only through ``proxy``; ``bootstrap`` directly.
+    ``kill()`` / ``start_again()`` / ``restart()`` keep the ports, the storage and the proxy."""
+    from tests.services.kafka import start_local_kafka
+
+    service = start_local_kafka(tmp_path_factory.mktemp("fault-kafka"), proxied=True)
+    request.addfinalizer(service.stop)
+    return _record("fault-kafka", service, f"{service.bootstrap} (proxy {service.proxied_bootstrap})")
+
+
+@pytest.fixture(scope="module")
+def fault_minio(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A MinIO server of this module's own (a local process, never Docker's), with the buckets
+    ``atomic-publish`` and ``warehouse``. ``kill()`` / ``start_again()`` / ``restart()`` keep its port
+    and data directory: every object and open multipart upload survives."""
+    from tests.services.minio import start_local_minio
+
+    service = start_local_minio(tmp_path_factory.mktemp("fault-minio"))
+    request.addfinalizer(service.stop)
+    return _record("fault-minio", service, service.endpoint)

@@ -254,3 +254,145 @@ def test_a_service_dies_with_the_session_even_when_the_session_is_killed(tmp_pat
     if outlived:
         os.kill(service_pid, signal.SIGKILL)  # never leave it behind, even when the test fails
     assert not outlived, f"service pid {service_pid} outlived the killed session"
+
+
+# -- MinIO: the real object store (each of these fails on moto or an in-memory double) -----------
+
+
+def test_minio_refuses_conditional_writes_and_invalid_bucket_names(minio_service):
+    from botocore.exceptions import ClientError
+
+    client = minio_service.client()
+    bucket = minio_service.bucket
+    key = f"harness/{uuid.uuid4().hex}/_MANIFEST.json"
+    first = client.put_object(Bucket=bucket, Key=key, Body=b"one", IfNoneMatch="*")
+    with pytest.raises(ClientError) as info:
+        client.put_object(Bucket=bucket, Key=key, Body=b"two", IfNoneMatch="*")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    second = client.put_object(Bucket=bucket, Key=key, Body=b"three", IfMatch=first["ETag"])
+    with pytest.raises(ClientError) as info:
+        client.put_object(Bucket=bucket, Key=key, Body=b"four", IfMatch=first["ETag"])  # stale now
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    got = client.get_object(Bucket=bucket, Key=key)
+    assert got["Body"].read() == b"three" and got["ETag"] == second["ETag"]
+
+    # S3's naming rules: 3-63 characters, lower case, no underscore. (moto's server takes "Ab_c".)
+    for name in ("ab", "Ab_c", "a" * 64):
+        with pytest.raises(ClientError) as info:
+            client.create_bucket(Bucket=name)
+        assert info.value.response["Error"]["Code"] == "InvalidBucketName", name
+
+
+def test_minio_lists_an_incomplete_upload_only_by_its_exact_key(minio_service):
+    """Recorded behaviour (MinIO built by scripts/fetch-minio): ListMultipartUploads with a Prefix
+    lists an incomplete upload only when the Prefix is the object's whole key; a Prefix that is a
+    directory above it ("a/" or "a/b/") lists nothing, with or without Delimiter="/". Without a
+    Prefix every open upload in the bucket is listed. (AWS S3, and moto, match by prefix.)"""
+    client = minio_service.client()
+    bucket = minio_service.bucket
+    top = f"harness-{uuid.uuid4().hex[:8]}"
+    key = f"{top}/b/part-00000.csv"
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 100)
+
+    def listed(**kwargs) -> list[str]:
+        return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket, **kwargs).get("Uploads", [])]
+
+    try:
+        assert listed(Prefix=key) == [key]
+        assert listed(Prefix=f"{top}/") == []
+        assert listed(Prefix=f"{top}/b/") == []
+        assert listed(Prefix=f"{top}/b/part") == []
+        assert listed(Prefix=f"{top}/", Delimiter="/") == []
+        assert key in listed()
+    finally:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+    assert key not in listed()
+
+
+def test_minio_keeps_objects_and_open_uploads_across_a_kill(tmp_path):
+    """The fault-test ability: SIGKILL the server, start it again on the same port and data."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from tests.services.minio import start_local_minio
+
+    service = start_local_minio(tmp_path / "minio")
+    try:
+        client = service.client()
+        bucket = service.bucket
+        client.put_object(Bucket=bucket, Key="kept/object", Body=b"kept")
+        key = "kept/upload.csv"
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+        part = client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"y" * 10)
+        pid, endpoint = service.process.pid, service.endpoint
+
+        service.kill()
+        assert not service.process.alive()
+        with pytest.raises(EndpointConnectionError):
+            service.client().head_bucket(Bucket=bucket)
+
+        seconds = service.start_again()
+        assert service.endpoint == endpoint and service.process.pid != pid and seconds < 30
+        client = service.client()
+        assert client.get_object(Bucket=bucket, Key="kept/object")["Body"].read() == b"kept"
+        assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket=bucket, Prefix=key)["Uploads"]] == [
+            upload["UploadId"]
+        ]
+        client.complete_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+        )
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"y" * 10
+    finally:
+        service.stop()
+
+
+# -- Iceberg REST: Apache Iceberg's own RESTCatalogServer ------------------------------------------
+
+
+@pytest.fixture(params=["local-warehouse", "minio-warehouse"])
+def rest_service(request):
+    name = "iceberg_rest_service" if request.param == "local-warehouse" else "iceberg_rest_minio_service"
+    return request.getfixturevalue(name)
+
+
+def test_iceberg_rest_catalog_commits_reads_back_and_refuses_a_conflicting_commit(rest_service):
+    from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError
+
+    from tests.services import iceberg
+
+    catalog = iceberg.rest_catalog(rest_service)
+    namespace = f"ns_{uuid.uuid4().hex[:6]}"
+    catalog.create_namespace(namespace)
+    assert (namespace,) in catalog.list_namespaces()
+    with pytest.raises(NamespaceAlreadyExistsError):
+        catalog.create_namespace(namespace)
+
+    first = pa.table({"id": pa.array([1, 2], pa.int64()), "v": pa.array(["a", "b"], pa.string())})
+    # No client-side retry: a refused commit must surface, not be rebased silently.
+    table = catalog.create_table(
+        f"{namespace}.harness", schema=first.schema, properties={"commit.retry.num-retries": "0"}
+    )
+    table.append(first, snapshot_properties={"atomic_publish.run_id": "harness/1"})
+    assert catalog.load_table(f"{namespace}.harness").scan().to_arrow().sort_by("id").to_pylist() == first.to_pylist()
+
+    stale = catalog.load_table(f"{namespace}.harness")
+    fresh = catalog.load_table(f"{namespace}.harness")
+    second = pa.table({"id": pa.array([3], pa.int64()), "v": pa.array(["c"], pa.string())})
+    fresh.append(second, snapshot_properties={"atomic_publish.run_id": "harness/2"})
+    with pytest.raises(CommitFailedException):
+        stale.append(second, snapshot_properties={"atomic_publish.run_id": "harness/stale"})
+
+    reloaded = catalog.load_table(f"{namespace}.harness")
+    assert [s.summary["atomic_publish.run_id"] for s in reloaded.snapshots()] == ["harness/1", "harness/2"]
+    assert reloaded.scan().to_arrow().sort_by("id").to_pylist() == pa.concat_tables([first, second]).to_pylist()
+    if rest_service.origin == "local":
+        location = reloaded.metadata.location
+        if rest_service.s3 is not None:  # the files really are in MinIO's warehouse bucket
+            assert location.startswith("s3://warehouse/")
+            listing = rest_service.s3.client().list_objects_v2(Bucket="warehouse", Prefix=f"{namespace}/harness/")
+            assert any(o["Key"].endswith(".parquet") for o in listing.get("Contents", []))
+        else:
+            assert location.startswith("file:")

@@ -148,6 +148,45 @@ class ServiceProcess:
             if self in _running:
                 _running.remove(self)
 
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the whole process group and reap it: a crash, no shutdown at all. Unlike ``stop()``,
+        nothing is removed (``remove_after`` stays for a later ``stop()``), so ``start()`` can run
+        the same command line again on the same data."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=timeout)
+        # The other members (Postgres' backends, say) are reaped by init, not by us: wait until none
+        # is left running, so the next start finds no process holding the port or shared memory.
+        deadline = time.monotonic() + timeout
+        while _group_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(Exception):
+            self._log.close()
+        with _lock:
+            if self in _running:
+                _running.remove(self)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The processes of a process group that are not yet dead (zombies do not count)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ")"
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
 
 def stop_all() -> None:
     for service in list(reversed(_running)):

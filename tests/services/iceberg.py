@@ -1,17 +1,19 @@
 """Iceberg catalogs for the tests: pyiceberg's SQL catalog on SQLite (the embedded default) and on
-the Postgres service, with the warehouse on local disk or on the S3 service; a REST catalog when
-its address is given (compose/ starts one)."""
+the Postgres service, with the warehouse on local disk or on the S3 service; and a REST catalog:
+the one ATOMIC_PUBLISH_TEST_ICEBERG_REST_URI names (compose/ starts one), else Apache Iceberg's
+RESTCatalogServer that the ``iceberg_rest_service`` fixture starts (tests/services/iceberg_rest.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from .iceberg_rest import ENV_REST_URI, IcebergRestService
+from .iceberg_rest import from_environment as rest_from_environment
 from .postgres import PostgresService
 from .s3 import S3Service
 
-ENV_REST_URI = "ATOMIC_PUBLISH_TEST_ICEBERG_REST_URI"
+__all__ = ["ENV_REST_URI", "postgres_catalog", "rest_catalog", "s3_properties", "sql_catalog", "sqlite_catalog"]
 
 
 def s3_properties(s3: S3Service) -> dict[str, str]:
@@ -44,13 +46,8 @@ def postgres_catalog(pg: PostgresService, dbname: str, warehouse: str, extra: di
     return sql_catalog("postgres", uri, warehouse, extra)
 
 
-def rest_catalog() -> Any | None:
-    uri = os.environ.get(ENV_REST_URI)
-    if not uri:
-        return None
-    from pyiceberg.catalog.rest import RestCatalog
-
-    props = {"uri": uri}
-    if os.environ.get("ATOMIC_PUBLISH_TEST_S3_ENDPOINT"):
-        props["s3.endpoint"] = os.environ["ATOMIC_PUBLISH_TEST_S3_ENDPOINT"]
-    return RestCatalog("rest", **props)
+def rest_catalog(service: IcebergRestService | None = None) -> Any | None:
+    """A pyiceberg RestCatalog: on the REST catalog the environment names, which wins; else on
+    ``service`` (the ``iceberg_rest_service`` fixture's server); None when there is neither."""
+    chosen = rest_from_environment() or service
+    return chosen.catalog() if chosen is not None else None
