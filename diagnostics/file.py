@@ -1,7 +1,8 @@
 """Diagnosis of the file sink: walk the output, the staging area and the run lock; name the state.
 
-Read-only. The verdict is built from the disk alone (the chapter's "two ls commands and one
-inequality", made exact by the success manifest and the per-attempt pending manifests).
+Read-only. The evidence is the disk alone: the success manifest (the commit record), the output,
+the per-attempt staging and pending manifests, and the run lock (flock: held only by a live
+process). ``taxonomy.decide`` turns it into the verdict.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from publishers._fs import fsync_dir, read_json, sha256_file
@@ -17,7 +18,8 @@ from publishers._lock import hold_flock, probe_flock
 from publishers._types import AttemptInfo, Run
 from publishers.file import FileLayout, FileSinkConfig
 
-from .taxonomy import Artifact, CleanReport, Diagnosis, State, nothing_to_clean, verdict_factory
+from .engine import Gone, SinkDiagnostic
+from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 # Removal order inside one clean: an output found without its marker goes before the pending
 # manifest that explains it, so a crash during clean never leaves unexplained data behind.
@@ -40,112 +42,96 @@ def _artifact(
     )
 
 
-class FileDiagnostic:
+class FileDiagnostic(SinkDiagnostic):
     sink_name = "file"
+    removal_order = _CLEAN_ORDER
 
     def __init__(self, config: FileSinkConfig) -> None:
         self.config = config
         self.layout = FileLayout(config.root, config.format)
+        self.diagnose_timeout = config.diagnose_timeout_seconds
 
-    # -- diagnose -------------------------------------------------------------------------------
+    def destination(self, run: Run) -> str:
+        return str(self.layout.root)
 
-    def diagnose(self, run: Run) -> Diagnosis:
-        now = dt.datetime.now(dt.UTC)
+    # -- evidence -------------------------------------------------------------------------------
+
+    def evidence(self, run: Run) -> Evidence:
         layout = self.layout
-
-        verdict = verdict_factory(self.sink_name, run, str(layout.root), now)
-
+        if not layout.root.is_dir():
+            return Evidence(destination=str(layout.root), missing=f"the root {layout.root} does not exist")
         holder = probe_flock(layout.lock(run.dataset, run.run_date))
-        if holder is not None and holder.attempt == run.attempt:
-            holder = None  # the asking attempt itself (publish's own pre-flight check)
         staging = self._staging_artifacts(run.dataset, run.run_date)
-        if holder is not None:
-            return verdict(
-                State.RUNNING,
-                f"attempt {holder.attempt} (pid {holder.pid} on {holder.host}, started "
-                f"{holder.started_at}) holds the run lock",
-                holder=holder,
-                evidence=tuple(staging),
-            )
-
         final, marker = layout.final(run), layout.marker(run)
         if marker.exists():
-            return self._published(run, final, marker, staging, verdict)
-
-        orphans = list(staging)
+            return self._published(run, final, marker, staging, holder)
+        problems: list[str] = []
+        context: list[Artifact] = []
         if final.exists():
             explained = self._explain_unmarked(run, final, staging)
             if explained is None:
-                evidence = [
-                    _artifact(final, "unexplained-output", detail="data without its .success manifest"),
-                    *staging,
-                ]
-                return verdict(
-                    State.UNKNOWN,
-                    f"{final} exists without its success manifest and no attempt's pending manifest "
-                    "matches its checksum: data that no evidence explains",
-                    evidence=tuple(evidence),
+                context.append(_artifact(final, "unexplained-output", detail="data without its .success manifest"))
+                problems.append(
+                    f"{final} exists without its success manifest and no attempt's pending manifest matches "
+                    "its checksum: data that no evidence explains"
                 )
-            orphans.insert(0, explained)
-        if orphans:
-            attempts = sorted({a.attempt for a in orphans if a.attempt})
-            return verdict(
-                State.ORPHANED,
-                f"not published; {len(orphans)} leftover(s) of dead attempt(s) {', '.join(attempts)}",
-                evidence=tuple(orphans),
-                orphans=tuple(orphans),
-            )
-        reason = "not published and nothing left behind"
-        if not layout.root.exists():
-            # Worth saying: a typo in the configured root also looks like "nothing here".
-            reason += f" (the destination root {layout.root} does not exist yet)"
-        return verdict(State.NOTHING_IN_FLIGHT, reason, evidence=())
+            else:
+                staging.insert(0, explained)
+        return Evidence(
+            destination=str(layout.root),
+            holder=holder,
+            leftovers=tuple(staging),
+            problems=tuple(problems),
+            context=tuple(context),
+        )
 
     def _published(
-        self, run: Run, final: Path, marker: Path, staging: list[Artifact], verdict: Callable[..., Diagnosis]
-    ) -> Diagnosis:
+        self, run: Run, final: Path, marker: Path, staging: list[Artifact], holder: LockHolder | None
+    ) -> Evidence:
+        destination = str(self.layout.root)
         try:
             doc = read_json(marker)
         except (OSError, ValueError) as exc:
-            return verdict(
-                State.UNKNOWN,
-                f"success manifest {marker} is unreadable: {exc}",
-                evidence=(_artifact(marker, "success-marker"), *staging),
+            record = _artifact(marker, "success-marker")
+            return Evidence(
+                destination,
+                record=record,
+                holder=holder,
+                leftovers=tuple(staging),
+                problems=(f"success manifest {marker} is unreadable: {exc}",),
             )
-        marker_art = _artifact(marker, "success-marker", attempt=doc.get("attempt"), rows=doc.get("rows"))
         problems: list[str] = []
         if doc.get("run_id") != run.run_id:
             problems.append(f"manifest names run {doc.get('run_id')!r}, not {run.run_id!r}")
         if doc.get("data_file") != final.name:
             problems.append(f"manifest names data file {doc.get('data_file')!r}, not {final.name!r}")
-        evidence = [marker_art]
+        context: list[Artifact] = []
         if not final.exists():
             problems.append(f"{final} is missing although its manifest exists")
         else:
             data_art = _artifact(final, "published-output", attempt=doc.get("attempt"), rows=doc.get("rows"))
-            evidence.append(data_art)
+            context.append(data_art)
             if data_art.size_bytes != doc.get("bytes"):
                 problems.append(f"{final} has {data_art.size_bytes} bytes, manifest says {doc.get('bytes')}")
             elif self.config.verify_checksum:
                 digest, _ = sha256_file(final)
                 if digest != doc.get("sha256"):
                     problems.append(f"{final} sha256 {digest} does not match the manifest's {doc.get('sha256')}")
-        if problems:
-            return verdict(State.UNKNOWN, "; ".join(problems), evidence=tuple(evidence + staging))
-        if staging:
-            attempts = sorted({a.attempt for a in staging if a.attempt})
-            return verdict(
-                State.PUBLISHED_WITH_ORPHANS,
-                f"published by attempt {doc.get('attempt')}; leftovers of attempt(s) {', '.join(attempts)}",
-                evidence=tuple(evidence + staging),
-                orphans=tuple(staging),
-            )
-        return verdict(
-            State.DONE,
-            f"published by attempt {doc.get('attempt')} at {doc.get('published_at')}: "
-            f"{doc.get('rows')} rows, {doc.get('bytes')} bytes, checksum "
+        record = _artifact(
+            marker,
+            "success-marker",
+            attempt=doc.get("attempt"),
+            rows=doc.get("rows"),
+            detail=f"at {doc.get('published_at')}: {doc.get('rows')} rows, {doc.get('bytes')} bytes, checksum "
             + ("verified" if self.config.verify_checksum else "not verified (size matches)"),
-            evidence=tuple(evidence),
+        )
+        return Evidence(
+            destination,
+            record=record,
+            holder=holder,
+            leftovers=tuple(staging),
+            problems=tuple(problems),
+            context=tuple(context),
         )
 
     def _explain_unmarked(self, run: Run, final: Path, staging: list[Artifact]) -> Artifact | None:
@@ -197,65 +183,43 @@ class FileDiagnostic:
                 found.append(_artifact(path, parsed.kind, attempt=parsed.attempt, rows=rows))
         return found
 
-    # -- clean ----------------------------------------------------------------------------------
+    # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------
 
-    def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
-        early = nothing_to_clean(diagnosis)
-        if early is not None:
-            return early
-
-        operator = Run(diagnosis.dataset, diagnosis.run_date)
-        final = self.layout.final(operator)
-        marker = self.layout.marker(operator)
-        staging_dir = self.layout.staging_dir(diagnosis.dataset)
-        now = dt.datetime.now(dt.UTC)
-        removed: list[Artifact] = []
-        skipped: list[tuple[Artifact, str]] = []
-
-        # Age is judged per attempt (its youngest leftover), so a sweep never splits an attempt's
-        # evidence: an unmarked output is never kept while its explaining manifest goes.
-        youngest: dict[str | None, float] = {}
-        for art in diagnosis.orphans:
-            age = art.age_seconds(now) or 0.0
-            youngest[art.attempt] = min(youngest.get(art.attempt, age), age)
-
+    def run_lock(self, run: Run) -> AbstractContextManager[None]:
         # Holding the run lock while deleting proves no attempt of this run is alive, so nothing
-        # removed here can belong to a live attempt, even one that started after the diagnosis.
-        with hold_flock(
-            self.layout.lock(diagnosis.dataset, diagnosis.run_date),
-            AttemptInfo.current(operator.attempt),
-            diagnosis.run_id,
-        ):
-            for art in sorted(diagnosis.orphans, key=lambda a: _CLEAN_ORDER.get(a.kind, 9)):
-                path = Path(art.location)
-                if older_than is not None and youngest[art.attempt] < older_than.total_seconds():
-                    skipped.append((art, f"attempt is younger than {older_than}"))
-                    continue
-                if art.kind == "unmarked-output":
-                    if path != final:
-                        skipped.append((art, "not this run's output path"))
-                        continue
-                    if marker.exists():
-                        skipped.append((art, "a success manifest appeared since the diagnosis"))
-                        continue
-                elif path.parent != staging_dir:
-                    skipped.append((art, "not inside this dataset's staging directory"))
-                    continue
-                try:
-                    st = path.lstat()
-                except FileNotFoundError:
-                    skipped.append((art, "already gone"))
-                    continue
-                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != art.identity:
-                    skipped.append((art, "changed since the diagnosis; diagnose again"))
-                    continue
-                path.unlink()
-                removed.append(art)
-            for directory in {Path(a.location).parent for a in removed}:
-                fsync_dir(directory)
-        return CleanReport(
-            run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped)
-        )
+        # removed can belong to a live attempt, even one that started after the diagnosis.
+        return hold_flock(self.layout.lock(run.dataset, run.run_date), AttemptInfo.current(run.attempt), run.run_id)
+
+    def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
+        """None needed: the file sink's commit is a local rename and a marker written by the attempt
+        itself, and the run lock (flock, released by the kernel when a process dies) proves the
+        attempt is dead. A dead process has no request in flight that could land later."""
+
+    def recheck(self, diagnosis: Diagnosis, artifact: Artifact) -> str | None:
+        path = Path(artifact.location)
+        run = Run(diagnosis.dataset, diagnosis.run_date)
+        if artifact.kind == "unmarked-output":
+            if path != self.layout.final(run):
+                return "not this run's output path"
+            if self.layout.marker(run).exists():
+                return "a success manifest appeared since the diagnosis"
+        elif path.parent != self.layout.staging_dir(run.dataset):
+            return "not inside this dataset's staging directory"
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return "already gone"
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != artifact.identity:
+            return "changed since the diagnosis; diagnose again"
+        return None
+
+    def remove(self, diagnosis: Diagnosis, artifact: Artifact) -> None:
+        path = Path(artifact.location)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise Gone(str(path)) from None
+        fsync_dir(path.parent)
 
     # -- sweep support --------------------------------------------------------------------------
 

@@ -1,13 +1,18 @@
-"""Diagnosis of the Iceberg sink, from the catalog, the table's files and the run's lease.
+"""Evidence of the Iceberg sink, from the catalog, the table's files and the run's lease.
 
-- published: a snapshot in the current history of main whose summary carries the run_id;
-- orphans: data files under the run's attempt directories that the publishing snapshot did not add
-  (attributed by path), manifests named with the commit uuid of an attempt that did not publish
-  (attributed by name), and an expired lease; never by age alone;
-- RUNNING: an unexpired lease of another attempt.
+- commit record: a snapshot in the current history of main whose summary carries the run_id; the
+  data files it added must exist, and its manifest list must be readable;
+- leftovers: data files under the run's attempt directories that the publishing snapshot did not
+  add (attributed by path), and manifests named with the commit uuid of an attempt that did not
+  publish (attributed by name); never by age alone;
+- holder: an unexpired lease of another attempt whose holder is not known dead.
 
-Cost: one catalog load, the run's own directory, the manifests the publishing snapshot added, and one
-listing of the table's metadata directory; never the manifests of the rest of the history.
+Read-only: the catalog is opened without creating anything (a missing SQLite catalog is reported,
+not created). Cost: one catalog load, the run's own directory, the manifests the publishing
+snapshot added, and one listing of the table's metadata directory.
+
+``clean`` fences before it removes: an empty snapshot (``atomic-publish.fence``) moves main, so the
+catalog's compare-and-swap refuses a commit of a dead attempt that arrives late (its base is gone).
 """
 
 from __future__ import annotations
@@ -15,58 +20,55 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from publishers._errors import RecoveryNeeded, RunInProgress
+from publishers._lease import Lease
 from publishers._types import Run
 from publishers.iceberg import (
     SUMMARY_ATTEMPT,
+    CatalogMissing,
     IcebergLayout,
     IcebergSinkConfig,
+    _bounded,
     attempt_uuid,
     published_snapshot,
     run_lease,
 )
 
-from .taxonomy import (
-    Artifact,
-    CleanReport,
-    Diagnosis,
-    LockHolder,
-    State,
-    attempts_of,
-    nothing_to_clean,
-    verdict_factory,
-)
+from .engine import Gone, SinkDiagnostic
+from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
+
+FENCE_PROPERTY = "atomic-publish.fence"
 
 
-class IcebergDiagnostic:
+class IcebergDiagnostic(SinkDiagnostic):
     sink_name = "iceberg"
 
     def __init__(self, config: IcebergSinkConfig) -> None:
         self.config = config
         self.layout = IcebergLayout(config)
+        self.diagnose_timeout = config.diagnose_timeout_seconds
 
-    def diagnose(self, run: Run) -> Diagnosis:
-        now = dt.datetime.now(dt.UTC)
+    def destination(self, run: Run) -> str:
+        uri = self.config.catalog_properties(create=False).get("uri", "")
+        return f"{self.layout.describe(run.dataset)} in catalog {self.config.catalog_name} ({_hide(uri)})"
 
-        verdict = verdict_factory(self.sink_name, run, self.layout.describe(run.dataset), now)
+    # -- evidence -------------------------------------------------------------------------------
 
+    def evidence(self, run: Run) -> Evidence:
+        destination = self.destination(run)
         lease = run_lease(self.layout, run)
         lease_doc = lease.read()
-        holder = lease.live_holder()
-        table = self.layout.load(run.dataset)
-        data_files = self._data_files(table, run) if table is not None else []
-        if holder is not None:
-            return verdict(
-                State.RUNNING,
-                f"attempt {holder.get('attempt')} (pid {holder.get('pid')} on {holder.get('host')}) holds the run's "
-                f"lease until {holder.get('expires_at')}",
-                holder=LockHolder.from_lease(holder, self.layout.lease_path(run.dataset, run.run_date)),
-                evidence=tuple(data_files),
-            )
-        # A dead attempt's lease is reported as evidence but is not an orphan: it holds no data,
-        # stops counting the moment its holder is dead, and the next attempt overwrites it.
-        stale: list[Artifact] = []
-        if lease_doc and lease_doc.get("attempt") != run.attempt:
-            stale.append(
+        live = lease.live_holder()
+        holder = LockHolder.from_lease(live, self.layout.lease_path(run.dataset, run.run_date)) if live else None
+        try:
+            table = self.layout.load(run.dataset, create=False)
+        except CatalogMissing as exc:
+            return Evidence(destination, holder=holder, missing=str(exc))
+        context: list[Artifact] = []
+        if lease_doc and not live and lease_doc.get("attempt") != run.attempt:
+            # A dead attempt's lease is evidence, not an orphan: it holds no data, stops counting
+            # the moment its holder is dead, and the next attempt takes it over.
+            context.append(
                 Artifact(
                     kind="stale-lease",
                     location=self.layout.lease_path(run.dataset, run.run_date),
@@ -77,66 +79,50 @@ class IcebergDiagnostic:
                 )
             )
         if table is None:
-            return verdict(
-                State.NOTHING_IN_FLIGHT,
-                f"table {self.layout.describe(run.dataset)} does not exist yet",
-                evidence=tuple(stale),
-            )
-
+            return Evidence(destination, holder=holder, context=tuple(context))
+        data_files = self._data_files(table, run)
         snapshot = published_snapshot(table, run.run_id)
-        attempts = {a.attempt for a in data_files}
         if snapshot is None:
-            leftovers = data_files + self._manifests(table, attempts)
-            if leftovers:
-                return verdict(
-                    State.ORPHANED,
-                    f"no snapshot of {run.run_id} in the history; {len(leftovers)} leftover(s) of attempt(s) "
-                    f"{attempts_of(leftovers)}",
-                    evidence=tuple(leftovers + stale),
-                    orphans=tuple(leftovers),
-                )
-            return verdict(
-                State.NOTHING_IN_FLIGHT, f"no snapshot of {run.run_id} and nothing left behind", evidence=tuple(stale)
-            )
+            leftovers = data_files + self._manifests(table, {a.attempt for a in data_files})
+            return Evidence(destination, holder=holder, leftovers=tuple(leftovers), context=tuple(context))
 
         publisher = snapshot.summary.additional_properties.get(SUMMARY_ATTEMPT)
-        added = self._added_files(table, snapshot)
-        snap_art = Artifact(
+        problems: list[str] = []
+        try:
+            added = self._added_files(table, snapshot)
+        except (FileNotFoundError, OSError) as exc:
+            added = {}
+            problems.append(
+                f"snapshot {snapshot.snapshot_id} of {run.run_id} references metadata that cannot be read "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            )
+        summary = snapshot.summary.additional_properties
+        record = Artifact(
             kind="snapshot",
             location=f"{self.layout.describe(run.dataset)}@{snapshot.snapshot_id}",
             modified_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
             attempt=publisher,
             rows=sum(n for _, n in added.values()),
-            detail=f"{len(added)} data file(s) added",
+            detail=f"in snapshot {snapshot.snapshot_id}: {summary.get('atomic-publish.rows')} rows in "
+            f"{len(added)} data file(s), {summary.get('atomic-publish.checksum')}",
         )
-        on_disk = {a.location: a for a in data_files}
+        on_disk = {a.location for a in data_files}
         missing = [path for path in added if path not in on_disk and not self._exists(path)]
         if missing:
-            return verdict(
-                State.UNKNOWN,
+            problems.append(
                 f"snapshot {snapshot.snapshot_id} of {run.run_id} references {len(missing)} data file(s) "
-                f"that do not exist (e.g. {missing[0]})",
-                evidence=(snap_art, *data_files),
+                f"that do not exist (e.g. {missing[0]})"
             )
-        orphans = [a for a in data_files if a.location not in added]
-        orphans += self._manifests(table, {a.attempt for a in orphans} - {publisher})
-        if orphans:
-            return verdict(
-                State.PUBLISHED_WITH_ORPHANS,
-                f"published by attempt {publisher} (snapshot {snapshot.snapshot_id}); {len(orphans)} unreferenced "
-                f"file(s) of attempt(s) {attempts_of(orphans)}",
-                evidence=(snap_art, *orphans),
-                orphans=tuple(orphans),
-            )
-        return verdict(
-            State.DONE,
-            f"published by attempt {publisher} in snapshot {snapshot.snapshot_id}: "
-            f"{snapshot.summary.additional_properties.get('atomic-publish.rows')} rows, "
-            f"{snapshot.summary.additional_properties.get('atomic-publish.checksum')}",
-            evidence=(snap_art,),
+        leftovers = [a for a in data_files if a.location not in added]
+        leftovers += self._manifests(table, {a.attempt for a in leftovers} - {publisher})
+        return Evidence(
+            destination,
+            record=record,
+            holder=holder,
+            leftovers=tuple(leftovers),
+            problems=tuple(problems),
+            context=tuple(context),
         )
-
-    # -- evidence -------------------------------------------------------------------------------
 
     def _data_files(self, table: Any, run: Run) -> list[Artifact]:
         from pyarrow import fs as pafs
@@ -145,7 +131,7 @@ class IcebergDiagnostic:
         filesystem, base = self.layout.filesystem(directory)
         try:
             infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             return []
         prefix = directory[: len(directory) - len(base)] if directory.endswith(base) else ""
         found = []
@@ -177,7 +163,7 @@ class IcebergDiagnostic:
         prefix = directory[: len(directory) - len(base)] if directory.endswith(base) else ""
         try:
             infos = filesystem.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             return []
         found = []
         for info in infos:
@@ -218,43 +204,67 @@ class IcebergDiagnostic:
         filesystem, path = self.layout.filesystem(location)
         return bool(filesystem.get_file_info(path).type == pafs.FileType.File)
 
-    # -- clean ----------------------------------------------------------------------------------
+    # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------
 
-    def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
-        early = nothing_to_clean(diagnosis)
-        if early is not None:
-            return early
-        operator = Run(diagnosis.dataset, diagnosis.run_date)
-        with run_lease(self.layout, operator):  # a live attempt's lease makes this raise RunInProgress
-            removed: list[Artifact] = []
-            skipped: list[tuple[Artifact, str]] = []
-            now = dt.datetime.now(dt.UTC)
-            table = self.layout.load(diagnosis.dataset)
-            published = published_snapshot(table, diagnosis.run_id) if table is not None else None
-            added = self._added_files(table, published) if published is not None else {}
-            for art in diagnosis.orphans:
-                age = art.age_seconds(now)
-                if older_than is not None and (age is None or age < older_than.total_seconds()):
-                    skipped.append((art, f"younger than {older_than}"))
-                    continue
-                if art.location in added:
-                    skipped.append((art, "referenced by the published snapshot"))
-                    continue
-                filesystem, path = self.layout.filesystem(art.location)
-                try:
-                    filesystem.delete_file(path)
-                except FileNotFoundError:
-                    skipped.append((art, "already gone"))
-                    continue
-                removed.append(art)
-        return CleanReport(
-            run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped)
-        )
+    def run_lock(self, run: Run) -> Lease:
+        # A live attempt's lease makes this raise RunInProgress.
+        return run_lease(self.layout, run)
+
+    def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
+        """An empty snapshot that moves main (summary ``atomic-publish.fence``): a commit of a dead
+        attempt still in flight carries the old base (the SQL catalog's compare-and-swap on the
+        metadata pointer, the REST catalog's assert-ref-snapshot-id) and is refused. Only when the
+        run is not published (a published run's snapshot already moved main past their base).
+        Bounded: a catalog row locked by a commit still in flight makes this refuse to clean."""
+        if diagnosis.state is not State.ORPHANED:
+            return
+        table = self.layout.load(diagnosis.dataset)
+        if table is None:
+            return
+        if published_snapshot(table, diagnosis.run_id) is not None:
+            raise RecoveryNeeded(f"run {diagnosis.run_id} was published since the diagnosis; diagnose again", diagnosis)
+        props = {FENCE_PROPERTY: diagnosis.run_id, f"{FENCE_PROPERTY}.attempts": ",".join(sorted(attempts))}
+        tx = table.transaction()
+        with tx.update_snapshot(snapshot_properties=props).fast_append():
+            pass
+        try:
+            _bounded(tx.commit_transaction, self.config.timeout_seconds)
+        except Exception as exc:
+            raise RunInProgress(
+                f"could not fence {self.layout.describe(diagnosis.dataset)} ({type(exc).__name__}: {exc}); a commit "
+                "may still be in flight: nothing was removed; try again later",
+                diagnosis,
+            ) from exc
+
+    def recheck(self, diagnosis: Diagnosis, artifact: Artifact) -> str | None:
+        from pyarrow import fs as pafs
+
+        table = self.layout.load(diagnosis.dataset)
+        published = published_snapshot(table, diagnosis.run_id) if table is not None else None
+        if published is not None and artifact.location in self._added_files(table, published):
+            return "referenced by the published snapshot"
+        filesystem, path = self.layout.filesystem(artifact.location)
+        info = filesystem.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            return "already gone"
+        if info.size != artifact.identity[2]:
+            return "changed since the diagnosis; diagnose again"
+        return None
+
+    def remove(self, diagnosis: Diagnosis, artifact: Artifact) -> None:
+        filesystem, path = self.layout.filesystem(artifact.location)
+        try:
+            filesystem.delete_file(path)
+        except FileNotFoundError:
+            raise Gone(artifact.location) from None
 
     def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
         from pyarrow import fs as pafs
 
-        table = self.layout.load(dataset)
+        try:
+            table = self.layout.load(dataset, create=False)
+        except CatalogMissing:
+            return []
         if table is None:
             return []
         directory = f"{table.location().rstrip('/')}/data/atomic-publish"
@@ -274,3 +284,9 @@ def _parse_time(value: Any) -> dt.datetime | None:
         return dt.datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
+
+
+def _hide(uri: str) -> str:
+    from publishers._secrets import redact
+
+    return redact(uri)

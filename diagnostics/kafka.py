@@ -1,12 +1,14 @@
-"""Diagnosis of the Kafka sink, from the broker alone.
+"""Evidence of the Kafka sink, from the broker alone.
 
-- published: the run's committed record in the ledger topic (read_committed);
-- open transactions: records carrying the run's headers past the last stable offset (LSO) of a
-  partition, i.e. in a transaction that is neither committed nor aborted. Live (RUNNING) if its
+- commit record: the run's committed record in the ledger topic (read_committed);
+- open transactions: records carrying the run's header past the last stable offset (LSO) of a
+  partition, i.e. in a transaction that is neither committed nor aborted. Live (the holder) if its
   producer's pid is alive on this host, or, from another host, if it is younger than the
-  transaction timeout; otherwise an orphan (a hanging transaction of a dead attempt);
-- ``clean`` aborts such a transaction by initialising a producer with the run's transactional.id,
-  which is exactly what Kafka's fencing is for.
+  transaction timeout; otherwise a leftover (a hanging transaction of a dead attempt);
+- ``clean`` fences and aborts such a transaction by initialising a producer with the run's
+  transactional.id, which is exactly what Kafka's fencing is for: a late EndTxn of the dead
+  producer then carries an old epoch and is refused. Kafka has no run lock to hold while doing so;
+  instead the open transactions are read again right before fencing, and a live one stops it.
 
 What it cannot see: records of aborted transactions lie below the LSO, invisible to read_committed
 consumers and reclaimed by retention; finding them would mean scanning the topic, so they are not
@@ -15,11 +17,14 @@ reported (they can never become visible).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
+from publishers._errors import RunInProgress
 from publishers._lease import pid_alive
 from publishers._types import Run
 from publishers.kafka import (
@@ -28,38 +33,34 @@ from publishers.kafka import (
     H_HOST,
     H_PID,
     H_RUN,
-    KafkaPublisher,
     KafkaSinkConfig,
+    broker_errors,
     header,
     init_transactions,
     partition_offsets,
     read_ledger,
     read_range,
+    topic_name,
     transactional_id,
 )
 
-from .taxonomy import (
-    Artifact,
-    CleanReport,
-    Diagnosis,
-    LockHolder,
-    State,
-    attempts_of,
-    nothing_to_clean,
-    verdict_factory,
-)
+from .engine import Gone, SinkDiagnostic
+from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 
-class KafkaDiagnostic:
+class KafkaDiagnostic(SinkDiagnostic):
     sink_name = "kafka"
 
     def __init__(self, config: KafkaSinkConfig) -> None:
         self.config = config
-        self._topics = KafkaPublisher(config)
+        self.diagnose_timeout = config.diagnose_timeout_seconds
+
+    def destination(self, run: Run) -> str:
+        return f"topic {topic_name(self.config, run.dataset)}, ledger {self.config.ledger_topic}"
 
     def _open_transactions(self, run_id: str, dataset: str) -> list[Artifact]:
         found: dict[tuple[str, int, str], list[Any]] = {}
-        for topic in (self._topics.topic(dataset), self.config.ledger_topic):
+        for topic in (topic_name(self.config, dataset), self.config.ledger_topic):
             for partition, (_, lso, high) in partition_offsets(self.config, topic).items():
                 if high <= lso:
                     continue
@@ -95,101 +96,115 @@ class KafkaDiagnostic:
         age = art.age_seconds(now) or 0.0
         return age * 1000 < self.config.transaction_timeout_ms
 
-    def diagnose(self, run: Run) -> Diagnosis:
-        now = dt.datetime.now(dt.UTC)
-        verdict = verdict_factory(
-            self.sink_name, run, f"topic {self._topics.topic(run.dataset)}, ledger {self.config.ledger_topic}", now
-        )
-        ledger = read_ledger(self.config, run.run_id)
-        open_txns = [a for a in self._open_transactions(run.run_id, run.dataset) if a.attempt != run.attempt]
+    def evidence(self, run: Run) -> Evidence:
+        with broker_errors(self.config, "reading the ledger and the open transactions"):
+            now = dt.datetime.now(dt.UTC)
+            ledger = read_ledger(self.config, run.run_id)
+            open_txns = [a for a in self._open_transactions(run.run_id, run.dataset) if a.attempt != run.attempt]
         live = [a for a in open_txns if self._alive(a, now)]
+        holder = None
         if live:
             art = live[0]
-            return verdict(
-                State.RUNNING,
-                f"attempt {art.attempt} has an open transaction ({art.detail})",
-                holder=LockHolder(
-                    attempt=art.attempt,
-                    pid=art.identity[2],
-                    host=art.identity[3],
-                    started_at=art.modified_at.isoformat(timespec="seconds") if art.modified_at else None,
-                    location=f"transactional.id {transactional_id(run)}",
-                ),
-                evidence=tuple(open_txns),
+            holder = LockHolder(
+                attempt=art.attempt,
+                pid=art.identity[2],
+                host=art.identity[3],
+                started_at=art.modified_at.isoformat(timespec="seconds") if art.modified_at else None,
+                location=f"an open transaction of transactional.id {transactional_id(run)} ({art.detail})",
             )
+        record = None
         if ledger is not None:
-            ledger_art = Artifact(
+            record = Artifact(
                 kind="ledger-record",
                 location=f"{self.config.ledger_topic}[{run.run_id}]",
                 attempt=ledger.get("attempt"),
                 rows=ledger.get("rows"),
-                detail=f"{ledger.get('checksum')}, published {ledger.get('published_at')}",
+                detail=f"at {ledger.get('published_at')}: {ledger.get('rows')} records, {ledger.get('checksum')}",
             )
-            if open_txns:
-                return verdict(
-                    State.PUBLISHED_WITH_ORPHANS,
-                    f"published by attempt {ledger.get('attempt')}; hanging transaction(s) of {attempts_of(open_txns)}",
-                    evidence=(ledger_art, *open_txns),
-                    orphans=tuple(open_txns),
-                )
-            return verdict(
-                State.DONE,
-                f"published by attempt {ledger.get('attempt')} at {ledger.get('published_at')}: {ledger.get('rows')} "
-                f"records, {ledger.get('checksum')}",
-                evidence=(ledger_art,),
-            )
-        if open_txns:
-            return verdict(
-                State.ORPHANED,
-                f"not published; hanging transaction(s) of dead attempt(s) {attempts_of(open_txns)}",
-                evidence=tuple(open_txns),
-                orphans=tuple(open_txns),
-            )
-        return verdict(State.NOTHING_IN_FLIGHT, "no ledger record and no open transaction of the run")
+        return Evidence(
+            self.destination(run),
+            record=record,
+            holder=holder,
+            live_attempts=frozenset(a.attempt for a in live if a.attempt),
+            leftovers=tuple(a for a in open_txns if a not in live),
+        )
 
-    def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
+    # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------
+
+    @contextlib.contextmanager
+    def run_lock(self, run: Run) -> Iterator[None]:
+        """Kafka has no lock an operator could hold: fencing is the lock (see fence)."""
+        yield
+
+    def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
+        """Read the run's open transactions again: a live one (an attempt that started after the
+        diagnosis) stops the clean. Otherwise initialise a producer with the run's transactional.id:
+        the coordinator bumps the epoch and aborts the hanging transaction, and a late commit of the
+        dead producer is refused (its epoch is old)."""
         from confluent_kafka import Producer
 
-        early = nothing_to_clean(diagnosis)
-        if early is not None:
-            return early
+        self._fenced_at: float | None = None
         now = dt.datetime.now(dt.UTC)
-        if older_than is not None and any(
-            (a.age_seconds(now) or 0) < older_than.total_seconds() for a in diagnosis.orphans
-        ):
-            return CleanReport(
-                run_id=diagnosis.run_id,
-                state_before=diagnosis.state,
-                skipped=tuple((a, f"younger than {older_than}") for a in diagnosis.orphans),
+        with broker_errors(self.config, "re-reading the open transactions"):
+            current = self._open_transactions(diagnosis.run_id, diagnosis.dataset)
+        live = [a for a in current if self._alive(a, now) or a.attempt not in attempts]
+        if live:
+            raise RunInProgress(
+                f"run {diagnosis.run_id} has an open transaction of attempt {live[0].attempt} that the diagnosis did "
+                "not name as dead; nothing was fenced: diagnose again",
+                diagnosis,
             )
-        run = Run(diagnosis.dataset, diagnosis.run_date)
-        # A producer with the run's transactional.id bumps the epoch and makes the coordinator abort
-        # the hanging transaction: its records stay invisible to read_committed readers for good.
+        if not current:
+            return
         producer = Producer(
             {
                 "logger": CLIENT_LOG,
                 "bootstrap.servers": self.config.bootstrap_servers,
                 **self.config.properties,
-                "transactional.id": transactional_id(run),
+                "transactional.id": transactional_id(Run(diagnosis.dataset, diagnosis.run_date)),
                 "enable.idempotence": True,
             }
         )
-        init_transactions(producer)  # fences the dead attempt's producer and aborts its transaction
-        deadline = time.monotonic() + 30
-        while self._open_transactions(diagnosis.run_id, diagnosis.dataset) and time.monotonic() < deadline:
+        with broker_errors(self.config, "fencing the dead producer"):
+            init_transactions(producer, self.config.timeout_seconds)
+        self._fenced_at = time.monotonic()
+
+    def recheck(self, diagnosis: Diagnosis, artifact: Artifact) -> str | None:
+        return None
+
+    def remove(self, diagnosis: Diagnosis, artifact: Artifact) -> None:
+        """The fence aborted the transaction; wait until its records are below the LSO."""
+        deadline = time.monotonic() + self.config.timeout_seconds
+        while True:
+            with broker_errors(self.config, "waiting for the abort"):
+                still = [
+                    a
+                    for a in self._open_transactions(diagnosis.run_id, diagnosis.dataset)
+                    if a.attempt == artifact.attempt
+                ]
+            if not still:
+                return
+            if not getattr(self, "_fenced_at", None):
+                raise Gone(artifact.location)
+            if time.monotonic() >= deadline:
+                raise RunInProgress(
+                    f"the transaction of attempt {artifact.attempt} was fenced but is still open after "
+                    f"{self.config.timeout_seconds:g} s; diagnose again",
+                    diagnosis,
+                )
             time.sleep(0.2)
-        return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state, removed=diagnosis.orphans)
 
     def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
         dates = set()
-        topic = self._topics.topic(dataset)
-        for partition, (_, lso, high) in partition_offsets(self.config, topic).items():
-            for msg in read_range(self.config, topic, partition, lso, high, committed=False):
-                run_id = header(msg, H_RUN) or ""
-                name, _, date = run_id.rpartition("/")
-                if name == dataset:
-                    try:
-                        dates.add(dt.date.fromisoformat(date))
-                    except ValueError:
-                        continue
+        topic = topic_name(self.config, dataset)
+        with broker_errors(self.config, "listing open transactions"):
+            for partition, (_, lso, high) in partition_offsets(self.config, topic).items():
+                for msg in read_range(self.config, topic, partition, lso, high, committed=False):
+                    run_id = header(msg, H_RUN) or ""
+                    name, _, date = run_id.rpartition("/")
+                    if name == dataset:
+                        try:
+                            dates.add(dt.date.fromisoformat(date))
+                        except ValueError:
+                            continue
         return sorted(dates)

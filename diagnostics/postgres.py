@@ -1,83 +1,104 @@
-"""Diagnosis of the Postgres sink, from the database alone.
+"""Evidence of the Postgres sink, from the database alone (``taxonomy.decide`` makes the verdict).
 
-- published: a ledger row for the run_id (written in the same transaction as the data);
-- orphans: the run's staging tables (named for the run and the attempt), and prepared transactions
-  whose global id names the run (``atomic-publish:<run_id>:...``);
-- RUNNING: the run's advisory lock held by a live backend (``application_name`` names the attempt).
+- commit record: the ledger row for the run_id (written in the same transaction as the data);
+- leftovers: the run's staging tables (named for the run and the attempt), prepared transactions
+  whose global id names the run (``atomic-publish:<run_id>:...``), and zombie sessions: a session of
+  the run whose client is dead (on this host: its pid is gone) but which the server keeps, e.g.
+  while a network path holds the connection; it may still be holding a COMMIT that was never
+  answered;
+- holder: a session of the run (its advisory lock, or a lock on its staging) whose client is alive,
+  or whose client is on another host (there the server ends it when the connection is found dead,
+  or when its transaction idles past ``commit_timeout_seconds``).
 
-Read-only: ``diagnose`` runs in a read-only transaction.
+Never blocks on a lock: the connection has ``lock_timeout``, and a staging table locked by another
+session is reported from the catalog (estimated size, no row count) instead of being read.
+``clean`` fences before it removes: it terminates the dead attempts' sessions and waits until they
+are gone, so a COMMIT of theirs that arrives late finds no session to commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from publishers._errors import RunInProgress
+from publishers._lease import pid_alive
 from publishers._types import Run
 from publishers.postgres import (
-    APPLICATION_PREFIX,
     PREPARED_PREFIX,
     PostgresLayout,
     PostgresSinkConfig,
+    acquire_run_lock,
+    application_name,
     connect,
     dataset_hash,
+    parse_application_name,
     parse_staging_name,
     run_lock_key,
     staging_prefix,
+    terminate_backends,
 )
 
-from .taxonomy import (
-    Artifact,
-    CleanReport,
-    Diagnosis,
-    LockHolder,
-    State,
-    attempts_of,
-    nothing_to_clean,
-    verdict_factory,
-)
+from .engine import Gone, SinkDiagnostic
+from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 
-class PostgresDiagnostic:
+def _client_is_dead(app: str | None) -> bool:
+    """A session whose application_name names a client on this host whose pid is gone."""
+    _, pid, host = parse_application_name(app)
+    return host is not None and socket.gethostname().startswith(host) and pid is not None and not pid_alive(pid)
+
+
+class PostgresDiagnostic(SinkDiagnostic):
     sink_name = "postgres"
+    removal_order = {"zombie-session": 0, "prepared-transaction": 1, "staging-table": 2}
 
     def __init__(self, config: PostgresSinkConfig) -> None:
         self.config = config
         self.layout = PostgresLayout(config)
+        self.diagnose_timeout = config.diagnose_timeout_seconds
 
-    def diagnose(self, run: Run) -> Diagnosis:
-        now = dt.datetime.now(dt.UTC)
-        with connect(self.config, APPLICATION_PREFIX + "diagnose " + run.attempt) as conn:
+    def destination(self, run: Run) -> str:
+        return self.layout.describe(run.dataset)
+
+    # -- evidence -------------------------------------------------------------------------------
+
+    def evidence(self, run: Run) -> Evidence:
+        with connect(self.config, application_name(run.attempt, "diagnose ")) as conn:
             conn.read_only = True
-            holder = self._holder(conn, run)
             staging = self._staging(conn, run.dataset, run.run_date)
+            sessions = self._sessions(conn, run, staging)
+            staging = [self._describe_staging(conn, art, sessions) for art in staging]
             prepared = self._prepared(conn, run)
             ledger = self._ledger_row(conn, run)
             target_exists = self._target_exists(conn, run)
-
-        verdict = verdict_factory(self.sink_name, run, self.layout.describe(run.dataset), now)
-
-        leftovers = staging + prepared
-        if holder is not None:
-            return verdict(
-                State.RUNNING,
-                f"attempt {holder.attempt} (backend pid {holder.pid} from {holder.host}, since "
-                f"{holder.started_at}) holds the run's advisory lock",
-                holder=holder,
-                evidence=tuple(leftovers),
+        live = [s for s in sessions if not _client_is_dead(s["app"])]
+        zombies = [self._zombie(s) for s in sessions if _client_is_dead(s["app"])]
+        holder = None
+        if live:
+            first = live[0]
+            holder = LockHolder(
+                attempt=first["attempt"],
+                pid=first["pid"],
+                host=first["client"],
+                started_at=first["since"],
+                location=f"backend {first['pid']} ({first['state']}) of {first['app']!r}",
             )
+        record = None
+        problems = []
         if ledger is not None:
-            ledger_art = Artifact(
+            record = Artifact(
                 kind="ledger-row",
                 location=f"{self.layout.schema}.{self.config.ledger_table}[{run.run_id}]",
                 modified_at=ledger["published_at"],
                 attempt=ledger["attempt"],
                 rows=ledger["rows"],
-                detail=f"checksum {ledger['checksum']}, target {ledger['target']}",
+                detail=f"at {ledger['published_at'].astimezone(dt.UTC).isoformat(timespec='seconds')}: "
+                f"{ledger['rows']} rows, {ledger['checksum']}, into {ledger['target']}",
             )
-            problems = []
             if ledger["target"] != self.layout.describe(run.dataset):
                 problems.append(
                     f"the ledger says {run.run_id} went to {ledger['target']}, not {self.layout.describe(run.dataset)}"
@@ -86,67 +107,68 @@ class PostgresDiagnostic:
                 problems.append(
                     f"the ledger has {run.run_id} but the target {self.layout.describe(run.dataset)} does not exist"
                 )
-            if problems:
-                return verdict(State.UNKNOWN, "; ".join(problems), evidence=(ledger_art, *leftovers))
-            if leftovers:
-                return verdict(
-                    State.PUBLISHED_WITH_ORPHANS,
-                    f"published by attempt {ledger['attempt']}; {len(leftovers)} leftover(s) of "
-                    f"attempt(s) {attempts_of(leftovers)}",
-                    evidence=(ledger_art, *leftovers),
-                    orphans=tuple(leftovers),
-                )
-            return verdict(
-                State.DONE,
-                f"published by attempt {ledger['attempt']} at {ledger['published_at']:%Y-%m-%dT%H:%M:%S%z}: "
-                f"{ledger['rows']} rows, {ledger['checksum']}",
-                evidence=(ledger_art,),
-            )
-        if leftovers:
-            return verdict(
-                State.ORPHANED,
-                f"not published; {len(leftovers)} leftover(s) of dead attempt(s) {attempts_of(leftovers)}",
-                evidence=tuple(leftovers),
-                orphans=tuple(leftovers),
-            )
-        return verdict(State.NOTHING_IN_FLIGHT, "no ledger row and nothing left behind")
+        return Evidence(
+            destination=self.layout.describe(run.dataset),
+            record=record,
+            holder=holder,
+            live_attempts=frozenset(s["attempt"] for s in live if s["attempt"]),
+            leftovers=(*zombies, *prepared, *staging),
+            problems=tuple(problems),
+        )
 
-    # -- evidence -------------------------------------------------------------------------------
-
-    def _holder(self, conn: Any, run: Run) -> LockHolder | None:
+    def _sessions(self, conn: Any, run: Run, staging: list[Artifact]) -> list[dict[str, Any]]:
+        """Sessions of this run: holders of its advisory lock (session or transaction level) or of a
+        lock on one of its staging tables. Never this diagnosis's own session."""
         k1, k2 = run_lock_key(run.run_id)
-        row = conn.execute(
-            "SELECT a.pid, a.application_name, a.backend_start, coalesce(host(a.client_addr), 'local')"
+        oids = [a.identity[1] for a in staging]
+        rows = conn.execute(
+            "SELECT DISTINCT a.pid, a.application_name, a.backend_start, a.state,"
+            " coalesce(host(a.client_addr), 'local')"
             " FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE l.locktype = 'advisory' AND l.classid = %s::oid AND l.objid = %s::oid"
-            " AND l.objsubid = 2 AND l.granted",
-            (k1 & 0xFFFFFFFF, k2 & 0xFFFFFFFF),
-        ).fetchone()
-        if row is None:
-            return None
-        pid, app, started, client = row
-        attempt = app[len(APPLICATION_PREFIX) :] if app and app.startswith(APPLICATION_PREFIX) else None
-        if attempt == run.attempt:
-            return None  # the asking attempt itself
-        return LockHolder(
-            attempt=attempt,
-            pid=pid,
-            host=client,
-            started_at=started.isoformat(timespec="seconds") if started else None,
-            location=f"pg_locks advisory ({k1}, {k2})",
+            " WHERE l.granted AND a.pid <> pg_backend_pid() AND ("
+            "  (l.locktype = 'advisory' AND l.classid = %s::oid AND l.objid = %s::oid)"
+            "  OR (l.locktype = 'relation' AND l.relation = ANY(%s::oid[])))"
+            " ORDER BY a.backend_start",
+            (k1 & 0xFFFFFFFF, k2 & 0xFFFFFFFF, oids),
+        ).fetchall()
+        sessions = []
+        for pid, app, started, state, client in rows:
+            attempt, client_pid, host = parse_application_name(app)
+            sessions.append(
+                {
+                    "pid": pid,
+                    "app": app,
+                    "attempt": attempt,
+                    "client_pid": client_pid,
+                    "client": f"{host or client} (client pid {client_pid})",
+                    "state": state,
+                    "since": started.astimezone(dt.UTC).isoformat(timespec="seconds") if started else None,
+                    "started": started,
+                }
+            )
+        return sessions
+
+    def _zombie(self, session: dict[str, Any]) -> Artifact:
+        return Artifact(
+            kind="zombie-session",
+            location=f"backend pid {session['pid']}",
+            modified_at=session["started"],
+            attempt=session["attempt"],
+            detail=f"{session['state']}; its client {session['client']} is gone: a COMMIT of it may still be in "
+            "flight; recover terminates it before removing anything",
+            identity=("session", session["pid"], session["started"]),
         )
 
     def _staging(self, conn: Any, dataset: str, run_date: dt.date | None) -> list[Artifact]:
-        from psycopg import sql
-
+        """The run's staging tables, from the catalog only (no lock on the tables themselves)."""
         rows = conn.execute(
-            "SELECT c.oid, c.relname, obj_description(c.oid, 'pg_class'), pg_total_relation_size(c.oid)"
+            "SELECT c.oid, c.relname, obj_description(c.oid, 'pg_class'), c.relpages::bigint * 8192"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(c.relname, %s) ORDER BY c.relname",
             (self.layout.staging_schema, staging_prefix(dataset, run_date)),
         ).fetchall()
         found = []
-        for oid, name, comment, size in rows:
+        for oid, name, comment, pages in rows:
             parsed = parse_staging_name(name)
             if parsed is None:
                 continue
@@ -155,22 +177,41 @@ class PostgresDiagnostic:
             except ValueError:
                 meta = {}
             created = meta.get("created_at")
-            count = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.layout.staging_schema, name))
-            ).fetchone()[0]
             found.append(
                 Artifact(
                     kind="staging-table",
                     location=f"{self.layout.staging_schema}.{name}",
-                    size_bytes=size,
+                    size_bytes=pages,
                     modified_at=dt.datetime.fromisoformat(created) if created else None,
                     attempt=meta.get("attempt") or parsed[2],
-                    rows=count,
                     detail=f"created by pid {meta.get('pid')}" if meta.get("pid") else "",
                     identity=("table", oid, name),
                 )
             )
         return found
+
+    def _describe_staging(self, conn: Any, art: Artifact, sessions: list[dict[str, Any]]) -> Artifact:
+        """Exact size and row count of a staging table nobody else holds a lock on; one that a
+        session holds (a commit in flight) keeps its catalog estimate, and says who holds it."""
+        from psycopg import errors, sql
+
+        _, oid, name = art.identity
+        holders = conn.execute(
+            "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'relation' AND relation = %s::oid AND granted"
+            " AND pid <> pg_backend_pid()",
+            (oid,),
+        ).fetchall()
+        if holders:
+            return _replace(art, detail=f"{art.detail}; locked by backend(s) {', '.join(str(h[0]) for h in holders)}")
+        try:
+            with conn.transaction():
+                size = conn.execute("SELECT pg_total_relation_size(%s::oid)", (oid,)).fetchone()[0]
+                count = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.layout.staging_schema, name))
+                ).fetchone()[0]
+        except (errors.LockNotAvailable, errors.UndefinedTable):
+            return art  # taken, or dropped, since we looked: the estimate stands
+        return _replace(art, size_bytes=size, rows=count)
 
     def _prepared(self, conn: Any, run: Run) -> list[Artifact]:
         rows = conn.execute(
@@ -211,61 +252,74 @@ class PostgresDiagnostic:
             is not None
         )
 
-    # -- clean ----------------------------------------------------------------------------------
+    # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------
 
-    def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
-        from psycopg import sql
+    @contextmanager
+    def run_lock(self, run: Run) -> Iterator[None]:
+        """The run's advisory lock on a session of its own, held while removing: no attempt of the
+        run can be alive meanwhile. A lock held by a dead client's session is no lock: that session
+        is terminated (the fence) and the lock taken."""
+        conn = connect(self.config, application_name(run.attempt, "recover "), autocommit=True)
+        try:
+            acquire_run_lock(conn, run.run_id, self.config.timeout_seconds, zombie=_client_is_dead)
+            self._conn = conn
+            yield
+        finally:
+            self._conn = None
+            conn.close()
 
-        early = nothing_to_clean(diagnosis)
-        if early is not None:
-            return early
-        operator = Run(diagnosis.dataset, diagnosis.run_date)
-        now = dt.datetime.now(dt.UTC)
-        removed: list[Artifact] = []
-        skipped: list[tuple[Artifact, str]] = []
-        with connect(self.config, APPLICATION_PREFIX + operator.attempt, autocommit=True) as conn:
-            # Holding the run's advisory lock while dropping proves no attempt of the run is alive.
-            if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", run_lock_key(diagnosis.run_id)).fetchone()[0]:
-                raise RunInProgress(f"run {diagnosis.run_id} became RUNNING since the diagnosis; nothing is cleaned")
-            for art in diagnosis.orphans:
-                age = art.age_seconds(now)
-                if older_than is not None and (age is None or age < older_than.total_seconds()):
-                    skipped.append((art, f"younger than {older_than}"))
-                    continue
-                kind = art.identity[0] if art.identity else None
-                if kind == "table":
-                    _, oid, name = art.identity
-                    if parse_staging_name(name) is None or not name.startswith(
-                        staging_prefix(diagnosis.dataset, diagnosis.run_date)
-                    ):
-                        skipped.append((art, "not a staging table of this run"))
-                        continue
-                    still = conn.execute(
-                        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                        " WHERE c.oid = %s AND c.relname = %s AND n.nspname = %s",
-                        (oid, name, self.layout.staging_schema),
-                    ).fetchone()
-                    if not still:
-                        skipped.append((art, "already gone"))
-                        continue
-                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(self.layout.staging_schema, name)))
-                    removed.append(art)
-                elif kind == "prepared":
-                    gid = art.identity[1]
-                    if not conn.execute("SELECT 1 FROM pg_prepared_xacts WHERE gid = %s", (gid,)).fetchone():
-                        skipped.append((art, "already gone"))
-                        continue
-                    conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
-                    removed.append(art)
-                else:
-                    skipped.append((art, "not an artifact this diagnostic cleans"))
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", run_lock_key(diagnosis.run_id))
-        return CleanReport(
-            run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped)
-        )
+    def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
+        """Terminate every session of the dead attempts and wait until they are gone: a COMMIT of
+        theirs still in the network then arrives at no session, and their locks are released."""
+        rows = self._conn.execute(
+            "SELECT pid, application_name FROM pg_stat_activity"
+            " WHERE starts_with(application_name, 'atomic-publish ') AND pid <> pg_backend_pid()"
+        ).fetchall()
+        doomed = [pid for pid, app in rows if parse_application_name(app)[0] in attempts]
+        terminate_backends(self._conn, doomed, self.config.timeout_seconds)
+
+    def recheck(self, diagnosis: Diagnosis, artifact: Artifact) -> str | None:
+        kind = artifact.identity[0] if artifact.identity else None
+        if kind == "table":
+            _, oid, name = artifact.identity
+            if parse_staging_name(name) is None or not name.startswith(
+                staging_prefix(diagnosis.dataset, diagnosis.run_date)
+            ):
+                return "not a staging table of this run"
+            still = self._conn.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.oid = %s AND c.relname = %s AND n.nspname = %s",
+                (oid, name, self.layout.staging_schema),
+            ).fetchone()
+            return None if still else "already gone"
+        if kind == "prepared":
+            found = self._conn.execute("SELECT 1 FROM pg_prepared_xacts WHERE gid = %s", (artifact.identity[1],))
+            return None if found.fetchone() else "already gone"
+        if kind == "session":
+            return None  # removal checks the backend's identity itself
+        return "not an artifact this diagnostic cleans"
+
+    def remove(self, diagnosis: Diagnosis, artifact: Artifact) -> None:
+        from psycopg import errors, sql
+
+        kind = artifact.identity[0]
+        try:
+            if kind == "table":
+                name = artifact.identity[2]
+                self._conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(self.layout.staging_schema, name)))
+            elif kind == "prepared":
+                self._conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(artifact.identity[1])))
+            elif kind == "session":
+                _, pid, started = artifact.identity
+                same = self._conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE pid = %s AND backend_start = %s", (pid, started)
+                ).fetchall()
+                terminate_backends(self._conn, [r[0] for r in same], self.config.timeout_seconds)
+        except (errors.UndefinedTable, errors.UndefinedObject):
+            raise Gone(artifact.location) from None
 
     def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
-        with connect(self.config, APPLICATION_PREFIX + "sweep") as conn:
+        with connect(self.config, application_name("sweep", "")) as conn:
             names = conn.execute(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(c.relname, %s)",
@@ -281,3 +335,9 @@ class PostgresDiagnostic:
             except ValueError:
                 continue
         return sorted(dates)
+
+
+def _replace(art: Artifact, **changes: Any) -> Artifact:
+    import dataclasses
+
+    return dataclasses.replace(art, **changes)

@@ -1,172 +1,169 @@
-"""Diagnosis of the S3 sink, from the bucket alone, scoped to the run's own prefixes.
+"""Evidence of the S3 sink, from the bucket alone, scoped to the run's own prefixes.
 
-- published: the run's manifest, whose objects all exist with the size and ETag it records;
-- orphans: objects under the run's attempt prefixes that the manifest does not reference, and
-  incomplete multipart uploads under them (attributed to their attempt by key, no age needed);
-- RUNNING: an unexpired lease object of another attempt.
+- commit record: the run's manifest, whose objects must all exist with the size and ETag it records;
+  a fence at the commit point (left by ``recover``) is shown, and means "not published";
+- leftovers: objects under the run's attempt prefixes that the manifest does not reference, the
+  intents an attempt writes before each upload, and incomplete multipart uploads, found by prefix
+  (AWS, moto) and by the exact key each intent names (MinIO lists uploads only for an exact key);
+- holder: an unexpired lease object of another attempt whose holder is not known dead.
 
 Cost: one GET of the manifest, a HEAD per referenced object, and listings scoped to
 ``<base>/_attempts/<run_date>/``: it grows with the run's own objects, never with the bucket.
+``clean`` fences before it removes: with nothing at the commit point, it writes a fence there
+(``If-None-Match: *``), so a late manifest PUT of a dead attempt can no longer land.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
+from publishers._errors import RecoveryNeeded
+from publishers._lease import Lease
 from publishers._types import Run
-from publishers.s3 import S3Layout, S3SinkConfig, client, read_manifest, run_lease
-
-from .taxonomy import (
-    Artifact,
-    CleanReport,
-    Diagnosis,
-    LockHolder,
-    State,
-    attempts_of,
-    nothing_to_clean,
-    verdict_factory,
+from publishers.s3 import (
+    INTENT_SUFFIX,
+    S3Layout,
+    S3SinkConfig,
+    client,
+    conditional_client,
+    error_code,
+    fence_document,
+    incomplete_uploads,
+    is_condition_failure,
+    is_fence,
+    read_commit_point,
+    read_manifest,
+    run_lease,
 )
 
+from .engine import Gone, SinkDiagnostic
+from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
-class S3Diagnostic:
+
+class S3Diagnostic(SinkDiagnostic):
     sink_name = "s3"
+    # An upload goes before the intent that names it (the intent is how MinIO's uploads are found).
+    removal_order = {"incomplete-upload": 0, "object": 1, "upload-intent": 2}
 
     def __init__(self, config: S3SinkConfig) -> None:
         self.config = config
         self.layout = S3Layout(config)
+        self.diagnose_timeout = config.diagnose_timeout_seconds
 
-    def diagnose(self, run: Run) -> Diagnosis:
-        now = dt.datetime.now(dt.UTC)
+    def destination(self, run: Run) -> str:
+        return self.layout.uri(self.layout.base(run.dataset))
+
+    # -- evidence -------------------------------------------------------------------------------
+
+    def evidence(self, run: Run) -> Evidence:
         s3 = client(self.config)
         bucket = self.config.bucket
-
-        verdict = verdict_factory(self.sink_name, run, self.layout.uri(self.layout.base(run.dataset)), now)
-
-        holder = run_lease(self.config, run).live_holder()
-        staged = self._attempt_objects(s3, run) + self._uploads(s3, run)
-        if holder is not None:
-            return verdict(
-                State.RUNNING,
-                f"attempt {holder.get('attempt')} (pid {holder.get('pid')} on {holder.get('host')}) holds the run's "
-                f"lease until {holder.get('expires_at')}",
-                holder=LockHolder.from_lease(holder, self.layout.uri(self.layout.lease(run.dataset, run.run_date))),
-                evidence=tuple(staged),
-            )
-        key = self.layout.manifest(run.dataset, run.run_date)
-        try:
-            response = s3.get_object(Bucket=bucket, Key=key)
-            raw = response["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            response, raw = None, None
+        destination = self.destination(run)
+        if not self._bucket_exists(s3):
+            return Evidence(destination, missing=f"the bucket {bucket} does not exist")
+        lease = run_lease(self.config, run).live_holder()
+        holder = None
+        if lease is not None:
+            holder = LockHolder.from_lease(lease, self.layout.uri(self.layout.lease(run.dataset, run.run_date)))
+        staged = self._attempt_artifacts(s3, run)
         stray = self._stray_in_published_location(s3, run)
-        if raw is None:
-            if stray:
-                where = self.layout.uri(self.layout.published_location(run.dataset, run.run_date))
-                return verdict(
-                    State.UNKNOWN,
-                    f"objects at the published location {where} without a manifest: data that no evidence explains",
-                    evidence=tuple(stray + staged),
-                )
-            if staged:
-                return verdict(
-                    State.ORPHANED,
-                    f"no manifest; {len(staged)} leftover(s) of dead attempt(s) {attempts_of(staged)}",
-                    evidence=tuple(staged),
-                    orphans=tuple(staged),
-                )
-            return verdict(State.NOTHING_IN_FLIGHT, "no manifest and nothing left behind")
-
-        manifest_art = Artifact(
-            kind="manifest",
-            location=self.layout.uri(key),
-            size_bytes=len(raw),
-            modified_at=response["LastModified"].astimezone(dt.UTC) if response else None,
-        )
-        try:
-            manifest = json.loads(raw)
-        except ValueError as exc:
-            return verdict(
-                State.UNKNOWN, f"the manifest {self.layout.uri(key)} is not JSON: {exc}", evidence=(manifest_art,)
+        key = self.layout.manifest(run.dataset, run.run_date)
+        doc, _ = read_commit_point(s3, bucket, key)
+        context: list[Artifact] = []
+        problems: list[str] = []
+        if stray:
+            where = self.layout.uri(self.layout.published_location(run.dataset, run.run_date))
+            problems.append(
+                f"{len(stray)} object(s) at the published location {where} besides the manifest: data that no "
+                "evidence explains"
             )
-        manifest_art = Artifact(
-            kind="manifest",
-            location=manifest_art.location,
-            size_bytes=manifest_art.size_bytes,
-            modified_at=manifest_art.modified_at,
-            attempt=manifest.get("attempt"),
-            rows=manifest.get("rows"),
-        )
-        problems = []
-        if manifest.get("run_id") != run.run_id:
-            problems.append(f"the manifest names run {manifest.get('run_id')!r}")
-        referenced = {o["key"]: o for o in manifest.get("objects", [])}
+            context.extend(stray)
+        if doc is None or is_fence(doc):
+            if doc is not None:
+                context.append(
+                    Artifact(
+                        kind="fence",
+                        location=self.layout.uri(key),
+                        detail=f"left by recover at {doc.get('fenced_at')} for attempt(s) "
+                        f"{', '.join(doc.get('fenced_attempts', []))}: not a manifest; not published",
+                    )
+                )
+            return Evidence(
+                destination, holder=holder, leftovers=tuple(staged), problems=tuple(problems), context=tuple(context)
+            )
+        if "unreadable" in doc:
+            problems.append(f"the manifest {self.layout.uri(key)} is not JSON")
+        if doc.get("run_id") != run.run_id:
+            problems.append(f"the manifest names run {doc.get('run_id')!r}")
+        referenced = {o["key"]: o for o in doc.get("objects", []) if isinstance(o, dict) and "key" in o}
         for obj_key, expected in referenced.items():
             try:
                 head = s3.head_object(Bucket=bucket, Key=obj_key)
-            except Exception:
-                problems.append(f"{self.layout.uri(obj_key)} is missing")
-                continue
+            except Exception as exc:
+                if error_code(exc)[1] in (403, 404):
+                    problems.append(f"{self.layout.uri(obj_key)} is missing")
+                    continue
+                raise
             if head["ContentLength"] != expected.get("size") or head["ETag"] != expected.get("etag"):
                 problems.append(
                     f"{self.layout.uri(obj_key)} changed: {head['ContentLength']} bytes, ETag {head['ETag']}; "
                     f"the manifest says {expected.get('size')} bytes, ETag {expected.get('etag')}"
                 )
-        if stray:
-            problems.append(f"{len(stray)} object(s) at the published location besides the manifest")
-        if problems:
-            return verdict(State.UNKNOWN, "; ".join(problems), evidence=(manifest_art, *stray, *staged))
-        orphans = [
-            a for a in staged if a.kind != "object" or a.location not in {self.layout.uri(k) for k in referenced}
-        ]
-        if orphans:
-            return verdict(
-                State.PUBLISHED_WITH_ORPHANS,
-                f"published by attempt {manifest.get('attempt')}; {len(orphans)} leftover(s) of attempt(s) "
-                f"{attempts_of(orphans)}",
-                evidence=(manifest_art, *orphans),
-                orphans=tuple(orphans),
-            )
-        return verdict(
-            State.DONE,
-            f"published by attempt {manifest.get('attempt')} at {manifest.get('published_at')}: {manifest.get('rows')} "
-            f"rows in {len(referenced)} object(s), sizes and ETags verified",
-            evidence=(manifest_art,),
+        record = Artifact(
+            kind="manifest",
+            location=self.layout.uri(key),
+            attempt=doc.get("attempt"),
+            rows=doc.get("rows"),
+            detail=f"at {doc.get('published_at')}: {doc.get('rows')} rows in {len(referenced)} object(s), "
+            "sizes and ETags verified",
+        )
+        leftovers = tuple(a for a in staged if not (a.kind == "object" and a.identity[1] in referenced))
+        return Evidence(
+            destination,
+            record=record,
+            holder=holder,
+            leftovers=leftovers,
+            problems=tuple(problems),
+            context=tuple(context),
         )
 
-    # -- evidence -------------------------------------------------------------------------------
+    def _bucket_exists(self, s3: Any) -> bool:
+        try:
+            s3.head_bucket(Bucket=self.config.bucket)
+        except Exception as exc:
+            if error_code(exc)[1] == 404:
+                return False
+            raise
+        return True
 
-    def _attempt_objects(self, s3: Any, run: Run) -> list[Artifact]:
+    def _attempt_artifacts(self, s3: Any, run: Run) -> list[Artifact]:
         prefix = self.layout.run_attempts(run.dataset, run.run_date)
-        found = []
+        found: list[Artifact] = []
+        intents: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.config.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                attempt = obj["Key"][len(prefix) :].split("/", 1)[0]
+                key = obj["Key"]
+                is_intent = key.endswith(INTENT_SUFFIX)
+                if is_intent:
+                    intents.append(key[: -len(INTENT_SUFFIX)])
                 found.append(
                     Artifact(
-                        kind="object",
-                        location=self.layout.uri(obj["Key"]),
+                        kind="upload-intent" if is_intent else "object",
+                        location=self.layout.uri(key),
                         size_bytes=obj["Size"],
                         modified_at=obj["LastModified"].astimezone(dt.UTC),
-                        attempt=attempt,
-                        identity=("object", obj["Key"], obj["ETag"]),
+                        attempt=key[len(prefix) :].split("/", 1)[0],
+                        identity=("object", key, obj["ETag"]),
                     )
                 )
-        return found
-
-    def _uploads(self, s3: Any, run: Run) -> list[Artifact]:
-        prefix = self.layout.run_attempts(run.dataset, run.run_date)
-        found = []
-        response = s3.list_multipart_uploads(Bucket=self.config.bucket, Prefix=prefix)
-        for upload in response.get("Uploads", []):
-            attempt = upload["Key"][len(prefix) :].split("/", 1)[0]
+        for upload in incomplete_uploads(s3, self.config.bucket, prefix, intents):
             found.append(
                 Artifact(
                     kind="incomplete-upload",
                     location=self.layout.uri(upload["Key"]),
                     modified_at=upload["Initiated"].astimezone(dt.UTC),
-                    attempt=attempt,
+                    attempt=upload["Key"][len(prefix) :].split("/", 1)[0],
                     detail=f"upload id {upload['UploadId'][:16]}...",
                     identity=("upload", upload["Key"], upload["UploadId"]),
                 )
@@ -184,56 +181,70 @@ class S3Diagnostic:
                 modified_at=o["LastModified"].astimezone(dt.UTC),
             )
             for o in listed
-            if not o["Key"].endswith("/" + "_MANIFEST.json")
+            if not o["Key"].endswith("/_MANIFEST.json")
         ]
 
-    # -- clean ----------------------------------------------------------------------------------
+    # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------
 
-    def clean(self, diagnosis: Diagnosis, *, older_than: dt.timedelta | None = None) -> CleanReport:
-        early = nothing_to_clean(diagnosis)
-        if early is not None:
-            return early
-        operator = Run(diagnosis.dataset, diagnosis.run_date)
-        s3 = client(self.config)
-        with run_lease(self.config, operator):  # raises RunInProgress if an attempt started since the diagnosis
-            removed: list[Artifact] = []
-            skipped: list[tuple[Artifact, str]] = []
-            now = dt.datetime.now(dt.UTC)
-            scope = self.layout.run_attempts(diagnosis.dataset, diagnosis.run_date)
-            referenced = self._referenced(s3, operator)
-            for art in diagnosis.orphans:
-                age = art.age_seconds(now)
-                if older_than is not None and (age is None or age < older_than.total_seconds()):
-                    skipped.append((art, f"younger than {older_than}"))
-                    continue
-                kind, key, token = art.identity
-                if not key.startswith(scope) or key in referenced:
-                    skipped.append((art, "outside this run's attempt prefixes, or referenced by the manifest"))
-                    continue
-                if kind == "object":
-                    try:
-                        head = s3.head_object(Bucket=self.config.bucket, Key=key)
-                    except Exception:
-                        skipped.append((art, "already gone"))
-                        continue
-                    if head["ETag"] != token:
-                        skipped.append((art, "changed since the diagnosis; diagnose again"))
-                        continue
-                    s3.delete_object(Bucket=self.config.bucket, Key=key)
-                else:
-                    try:
-                        s3.abort_multipart_upload(Bucket=self.config.bucket, Key=key, UploadId=token)
-                    except s3.exceptions.NoSuchUpload:
-                        skipped.append((art, "already gone"))
-                        continue
-                removed.append(art)
-        return CleanReport(
-            run_id=diagnosis.run_id, state_before=diagnosis.state, removed=tuple(removed), skipped=tuple(skipped)
+    def run_lock(self, run: Run) -> Lease:
+        # A live attempt's lease makes this raise RunInProgress, even one that started after the diagnosis.
+        return run_lease(self.config, run)
+
+    def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
+        """Occupy the empty commit point with a fence, so a manifest PUT of a dead attempt that is
+        still in the network (``If-None-Match: *``) fails with 412 once its staging is gone. A
+        published run needs none: its manifest already occupies the commit point."""
+        if diagnosis.state is not State.ORPHANED:
+            return
+        key = self.layout.manifest(diagnosis.dataset, diagnosis.run_date)
+        body = fence_document(diagnosis.run_id, sorted(attempts))
+        try:
+            conditional_client(self.config).put_object(
+                Bucket=self.config.bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+            )
+            return
+        except Exception as exc:
+            if not is_condition_failure(exc):
+                doc, _ = read_commit_point(client(self.config), self.config.bucket, key)
+                if doc is not None and is_fence(doc) and doc.get("run_id") == diagnosis.run_id:
+                    return  # our own fence landed, its answer was lost
+                raise
+        doc, _ = read_commit_point(client(self.config), self.config.bucket, key)
+        if doc is None or not is_fence(doc):
+            raise RecoveryNeeded(
+                f"the commit point {self.layout.uri(key)} is no longer empty (a manifest landed since the diagnosis); "
+                "nothing was removed: diagnose again",
+                diagnosis,
+            )
+
+    def recheck(self, diagnosis: Diagnosis, artifact: Artifact) -> str | None:
+        kind, key, token = artifact.identity
+        if not key.startswith(self.layout.run_attempts(diagnosis.dataset, diagnosis.run_date)):
+            return "outside this run's attempt prefixes"
+        manifest = read_manifest(
+            client(self.config), self.config.bucket, self.layout.manifest(diagnosis.dataset, diagnosis.run_date)
         )
+        if manifest and key in {o.get("key") for o in manifest.get("objects", [])}:
+            return "referenced by the manifest"
+        if kind == "object":
+            try:
+                head = client(self.config).head_object(Bucket=self.config.bucket, Key=key)
+            except Exception:
+                return "already gone"
+            if head["ETag"] != token:
+                return "changed since the diagnosis; diagnose again"
+        return None
 
-    def _referenced(self, s3: Any, run: Run) -> set[str]:
-        manifest = read_manifest(s3, self.config.bucket, self.layout.manifest(run.dataset, run.run_date))
-        return {o["key"] for o in (manifest or {}).get("objects", [])}
+    def remove(self, diagnosis: Diagnosis, artifact: Artifact) -> None:
+        kind, key, token = artifact.identity
+        s3 = client(self.config)
+        if kind == "object":
+            s3.delete_object(Bucket=self.config.bucket, Key=key)
+            return
+        try:
+            s3.abort_multipart_upload(Bucket=self.config.bucket, Key=key, UploadId=token)
+        except s3.exceptions.NoSuchUpload:
+            raise Gone(artifact.location) from None
 
     def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
         s3 = client(self.config)

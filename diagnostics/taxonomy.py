@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +62,11 @@ _SAFE_ACTIONS = {
 
 _MEANINGS = {
     State.DONE: "published, verified against its evidence, no leftovers",
-    State.NOTHING_IN_FLIGHT: "not published and nothing left behind (crash states A/B/C)",
-    State.ORPHANED: "not published; a dead attempt left staging behind (crash state D)",
-    State.PUBLISHED_WITH_ORPHANS: "published, plus leftovers of another attempt (state D-race)",
-    State.RUNNING: "a live attempt holds the run's lock",
-    State.UNKNOWN: "the evidence contradicts itself",
+    State.NOTHING_IN_FLIGHT: "not published and nothing left behind (a crash before staging, or no run yet)",
+    State.ORPHANED: "not published; a dead attempt left staging behind",
+    State.PUBLISHED_WITH_ORPHANS: "published, plus leftovers of another attempt (e.g. a race or a retry)",
+    State.RUNNING: "a live attempt holds the run",
+    State.UNKNOWN: "the evidence contradicts itself, cannot be read, or a commit's outcome is unknown",
 }
 
 
@@ -148,6 +148,9 @@ class Diagnosis:
     holder: LockHolder | None = None
     destination: str = ""
     diagnosed_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    # Set (with the why) when the verdict is UNKNOWN only because the destination itself does not
+    # exist: an operator checks the configuration, while a publish goes on and creates it.
+    missing_destination: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -179,6 +182,7 @@ class Diagnosis:
             "orphans": [a.to_dict(now) for a in self.orphans],
             "orphan_bytes": sum(a.size_bytes or 0 for a in self.orphans),
             "diagnosed_at": now.isoformat(timespec="seconds"),
+            "missing_destination": self.missing_destination,
         }
 
 
@@ -211,33 +215,116 @@ def attempts_of(artifacts: Iterable[Artifact]) -> str:
     return ", ".join(sorted({a.attempt or "?" for a in artifacts}))
 
 
-def verdict_factory(sink: str, run: Any, destination: str, now: dt.datetime) -> Callable[..., Diagnosis]:
-    """A function building this run's Diagnosis from a state, a reason and the evidence."""
+@dataclass(frozen=True)
+class Evidence:
+    """What a sink's diagnostic found at the destination about one run, before any verdict.
 
-    def verdict(state: State, reason: str, **evidence: Any) -> Diagnosis:
+    A sink only gathers this; ``decide`` turns it into the Diagnosis, the same way for every sink.
+    """
+
+    destination: str
+    # The commit record of the run (marker, ledger row, snapshot, ledger record), if published.
+    # ``record.attempt`` is the attempt that published it; ``record.detail`` says what it holds.
+    record: Artifact | None = None
+    # A live attempt that holds the run (lock, lease, session, open transaction). The asking attempt
+    # itself is never one (a diagnosis made under one's own lock is not RUNNING).
+    holder: LockHolder | None = None
+    # Attempts proven alive (the holder's among them): their staging is theirs, never an orphan.
+    live_attempts: frozenset[str] = frozenset()
+    # Staging of attempts: every artifact carries the attempt that owns it and the identity the
+    # clean loop re-checks. Never anything the commit record references.
+    leftovers: tuple[Artifact, ...] = ()
+    # Contradictions: published data that does not match its record, a record that references
+    # something missing, data that no evidence explains. Any of these is UNKNOWN.
+    problems: tuple[str, ...] = ()
+    # Shown to the operator, never cleaned: published data, a stale lease, a fence.
+    context: tuple[Artifact, ...] = ()
+    # Set when the destination itself does not exist (no root, no bucket, no catalog): nothing of
+    # the run can be there, but nothing proves this is where the run would have been published.
+    missing: str | None = None
+    # Set when the destination could not be read at all (unreachable, timed out): why.
+    unreadable: str | None = None
+
+
+def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = None) -> Diagnosis:
+    """The one verdict function: evidence -> state, for every sink. Its rules, in order:
+
+    1. evidence that cannot be read is UNKNOWN (a timeout, an unreachable server);
+    2. a commit record beats a live holder: published runs are DONE, or PUBLISHED_WITH_ORPHANS
+       when dead attempts left staging, or UNKNOWN when the published data contradicts its record;
+       the staging of a live attempt is never an orphan;
+    3. not published and a live attempt holds the run: RUNNING (whatever else is there is its own);
+    4. not published and data that no evidence explains: UNKNOWN;
+    5. the destination itself does not exist: UNKNOWN (re-running is only safe once the
+       configuration is known to point where the run would be);
+    6. staging of dead attempts: ORPHANED; nothing at all: NOTHING_IN_FLIGHT.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    holder = evidence.holder if evidence.holder is not None and evidence.holder.attempt != run.attempt else None
+    live = set(evidence.live_attempts) | ({holder.attempt} if holder and holder.attempt else set())
+    orphans = tuple(a for a in evidence.leftovers if a.attempt not in live)
+    theirs = tuple(a for a in evidence.leftovers if a.attempt in live)
+
+    def verdict(
+        state: State,
+        reason: str,
+        shown: tuple[Artifact, ...],
+        found: tuple[Artifact, ...] = (),
+        missing: str | None = None,
+    ) -> Diagnosis:
         return Diagnosis(
             sink=sink,
             dataset=run.dataset,
             run_date=run.run_date,
             state=state,
             reason=reason,
-            destination=destination,
+            evidence=shown,
+            orphans=found,
+            holder=holder,
+            destination=evidence.destination,
             diagnosed_at=now,
-            **evidence,
+            missing_destination=missing,
         )
 
-    return verdict
-
-
-def nothing_to_clean(diagnosis: Diagnosis) -> CleanReport | None:
-    """The part of every sink's ``clean`` that does not depend on the sink: refuse RUNNING and
-    UNKNOWN (raising), and return an empty report when the verdict names no orphan."""
-    from publishers._errors import RecoveryNeeded, RunInProgress
-
-    if diagnosis.state is State.RUNNING:
-        raise RunInProgress(f"run {diagnosis.run_id} is RUNNING: nothing is cleaned", diagnosis)
-    if diagnosis.state is State.UNKNOWN:
-        raise RecoveryNeeded(f"run {diagnosis.run_id} is UNKNOWN: {diagnosis.reason}; nothing is cleaned", diagnosis)
-    if not diagnosis.orphans:
-        return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
-    return None
+    everything = (*((evidence.record,) if evidence.record else ()), *evidence.context, *evidence.leftovers)
+    if evidence.unreadable is not None:
+        return verdict(State.UNKNOWN, f"could not read the destination: {evidence.unreadable}", everything)
+    record = evidence.record
+    if record is not None:
+        if evidence.problems:
+            return verdict(State.UNKNOWN, "; ".join(evidence.problems), everything)
+        published = f"published by attempt {record.attempt}" + (f": {record.detail}" if record.detail else "")
+        if orphans:
+            return verdict(
+                State.PUBLISHED_WITH_ORPHANS,
+                f"{published}; {len(orphans)} leftover(s) of attempt(s) {attempts_of(orphans)}",
+                (record, *evidence.context, *orphans, *theirs),
+                orphans,
+            )
+        also = f"; attempt {holder.attempt} is still live" if holder is not None else ""
+        return verdict(State.DONE, published + also, (record, *evidence.context, *theirs))
+    if holder is not None:
+        return verdict(
+            State.RUNNING,
+            f"attempt {holder.attempt} (pid {holder.pid} on {holder.host}, since {holder.started_at}) holds the run"
+            + (f" ({holder.location})" if holder.location else ""),
+            everything,
+        )
+    if evidence.problems:
+        return verdict(State.UNKNOWN, "; ".join(evidence.problems), everything)
+    if evidence.missing is not None:
+        return verdict(
+            State.UNKNOWN,
+            f"{evidence.missing}: nothing of this run can be there, but nothing shows this is where it would "
+            "be; check the configuration (a first publish creates it)",
+            everything,
+            missing=evidence.missing,
+        )
+    if orphans:
+        return verdict(
+            State.ORPHANED,
+            f"not published; {len(orphans)} leftover(s) of dead attempt(s) {attempts_of(orphans)}",
+            (*evidence.context, *orphans),
+            orphans,
+        )
+    return verdict(State.NOTHING_IN_FLIGHT, "not published and nothing left behind", everything)

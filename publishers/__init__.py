@@ -14,12 +14,17 @@ import logging as _logging
 
 from ._arrow import InputFiles, open_input, open_inputs
 from ._errors import (
+    EXIT_CODES,
     AlreadyPublished,
     AtomicPublishError,
+    CommitAborted,
     CommitError,
     CommitOutcomeUnknown,
     CommitRejected,
     ConfigError,
+    DataRejected,
+    DestinationUnavailable,
+    Fenced,
     InputError,
     LostRace,
     MemoryBudgetExceeded,
@@ -32,7 +37,7 @@ from ._errors import (
     TransientError,
     UnsafeLayout,
 )
-from ._protocol import Diagnostic, Publisher, SinkDefinition
+from ._protocol import Diagnostic, Publisher, SinkDefinition, SinkOptions
 from ._publish import PublishResult, publish
 from ._types import Receipt, Run, Staged
 from .config import LoadedConfig, load_config
@@ -42,13 +47,18 @@ from .config import LoadedConfig, load_config
 _logging.getLogger("atomic_publish").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "EXIT_CODES",
     "AlreadyPublished",
     "AtomicPublishError",
+    "CommitAborted",
     "CommitError",
     "CommitOutcomeUnknown",
     "CommitRejected",
     "ConfigError",
+    "DataRejected",
+    "DestinationUnavailable",
     "Diagnostic",
+    "Fenced",
     "InputError",
     "InputFiles",
     "LoadedConfig",
@@ -63,6 +73,7 @@ __all__ = [
     "RunRefused",
     "SchemaMismatch",
     "SinkDefinition",
+    "SinkOptions",
     "SinkUnavailable",
     "Staged",
     "Terminated",

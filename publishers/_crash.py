@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 ENV_VAR = "PUBLISH_CRASH_AT"
@@ -45,4 +46,7 @@ def crash_point(name: str) -> None:
     for pause in os.environ.get(PAUSE_ENV_VAR, "").split(","):
         point, _, seconds = pause.partition(":")
         if point == name:
+            # Said on stderr, so a test can act (send a signal, kill a server) exactly here.
+            sys.stderr.write(f"PUBLISH_PAUSE_AT: paused at {name}\n")
+            sys.stderr.flush()
             time.sleep(float(seconds or "1"))

@@ -124,7 +124,13 @@ class Lease:
             # Taken only if nobody wrote it since we read it: of two attempts, one wins.
             self._version = self._swap(self._document(), version)
         except LeaseTaken:
-            raise self._refuse(self.read() or {"attempt": "(unknown)"}) from None
+            # The condition failed: someone wrote it, which may be our own write whose answer was
+            # lost. Reading it back tells which.
+            current = self._read_versioned()
+            doc = self._parse(current[0]) if current else None
+            if not (current and doc and doc.get("attempt") == self.run.attempt):
+                raise self._refuse(doc or {"attempt": "(unknown)"}) from None
+            self._version = current[1]
         self._thread = threading.Thread(target=self._renew, name="run-lease", daemon=True)
         self._thread.start()
 

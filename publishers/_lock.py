@@ -17,7 +17,7 @@ from pathlib import Path
 
 from diagnostics.taxonomy import LockHolder
 
-from ._errors import RunInProgress
+from ._errors import DestinationUnavailable, RunInProgress
 from ._types import AttemptInfo
 
 # A diagnosis probes the lock with a shared flock for a few microseconds; an attempt that starts
@@ -28,8 +28,11 @@ _ACQUIRE_WAIT_SECONDS = 2.0
 @contextlib.contextmanager
 def hold_flock(path: Path, info: AttemptInfo, run_id: str) -> Iterator[None]:
     """Hold the exclusive run lock at ``path`` for the attempt ``info``, or raise RunInProgress."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DestinationUnavailable(f"cannot open the run lock {path}: {exc.strerror or exc}") from exc
     try:
         deadline = time.monotonic() + _ACQUIRE_WAIT_SECONDS
         while True:

@@ -8,9 +8,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pydantic import BaseModel
 
     from diagnostics.taxonomy import CleanReport, Diagnosis
 
@@ -85,3 +86,22 @@ class SinkDefinition:
     make_publisher: Callable[[Any], Publisher]
     make_diagnostic: Callable[[Any], Diagnostic]
     description: str = ""
+
+
+class SinkOptions(BaseModel):
+    """Options every sink has: the bounds on waiting for its destination. Sink configs derive from
+    this (and add their own fields); every wait of publish, diagnose and recover is bounded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, populate_by_name=True)
+
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="bound on each request to the destination (connect, read, lock wait)"
+    )
+    commit_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="how long publish waits to learn its commit's outcome; past it, it exits 14 (outcome unknown)",
+    )
+    diagnose_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="diagnose answers UNKNOWN (with the reason) rather than wait longer"
+    )

@@ -1,12 +1,15 @@
 """publish(): the one orchestration every caller uses (CLI, pipeline runner, library users).
 
 Order matters and is the doctrine: take the run lock, diagnose (refuse unless nothing is in flight),
-stage (nothing visible), commit (the single atomic step), and discard own staging on any failure
-except an unknown commit outcome, after which nothing is touched.
+stage (nothing visible), commit (the single atomic step). Own staging is discarded after a failure
+before the commit, or after a CommitRejected (the destination proved the commit did not land);
+every other way out of the commit is an unknown outcome, after which nothing is touched and the
+diagnosis settles it from the destination.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +20,14 @@ from diagnostics.taxonomy import Diagnosis, State
 
 from ._arrow import InputFiles, as_reader, conform, require_rows
 from ._crash import crash_point
-from ._errors import AlreadyPublished, CommitOutcomeUnknown, InputError, RecoveryNeeded, RunInProgress
+from ._errors import (
+    AlreadyPublished,
+    CommitOutcomeUnknown,
+    CommitRejected,
+    InputError,
+    RecoveryNeeded,
+    RunInProgress,
+)
 from ._protocol import Diagnostic, ProgressCallback, Publisher
 from ._signals import critical_section
 from ._types import Receipt, Run, Staged
@@ -69,7 +79,8 @@ def publish(
         early = _refuse_if_published(run, diagnostic.diagnose(run), if_absent)
         if early is not None:
             return early
-    with publisher.run_lock(run):
+    held = contextlib.ExitStack()  # holds signals from the commit until publish() returns
+    with held, publisher.run_lock(run):
         crash_point("after_lock")
         before = diagnostic.diagnose(run)  # again, under the lock: the state may have moved
         skipped = _refuse_if_published(run, before, if_absent)
@@ -77,31 +88,64 @@ def publish(
             return skipped
         if before.state is State.RUNNING:
             raise RunInProgress(f"run {run.run_id} is RUNNING: {before.reason}", before)
-        if before.state is not State.NOTHING_IN_FLIGHT:
+        # A destination that does not exist yet holds nothing of the run: a first publish creates it.
+        if before.state is not State.NOTHING_IN_FLIGHT and before.missing_destination is None:
             raise RecoveryNeeded(
                 f"run {run.run_id} is {before.state.value}: {before.reason}. Safe action: {before.safe_action}",
                 before,
             )
 
         log.info("staging run %s (attempt %s) to %s", run.run_id, run.attempt, publisher.sink_name)
-        staged = _stage_files_as_they_are(publisher, run, records, schema, progress)
-        if staged is None:
-            reader = as_reader(records)
-            if schema is not None:
-                reader = conform(reader, schema)
-            staged = publisher.stage(run, require_rows(reader), progress=progress)
+        staged: Staged | None = None
+        committing = False
         try:
-            with critical_section():
-                receipt = publisher.commit(run, [staged])
+            staged = _stage_files_as_they_are(publisher, run, records, schema, progress)
+            if staged is None:
+                reader = as_reader(records)
+                if schema is not None:
+                    reader = conform(reader, schema)
+                staged = publisher.stage(run, require_rows(reader), progress=progress)
+            # From the commit on, SIGTERM/SIGINT are held until publish() returns (see _signals).
+            held.enter_context(critical_section())
+            committing = True
+            receipt = publisher.commit(run, [staged])
+        except CommitRejected:
+            # The one case where this attempt's staging goes: the destination proved the commit did
+            # not land (or it was never sent).
+            _discard(publisher, run, staged)
+            raise
         except CommitOutcomeUnknown:
             log.error("commit outcome of %s is unknown; staging left for the diagnosis", run.run_id)
             raise
-        except BaseException:
-            publisher.discard(run, [staged])
+        except BaseException as exc:
+            if committing:
+                # Anything else out of commit is not a proof of anything: the commit may have landed.
+                log.error("commit outcome of %s is unknown; staging left for the diagnosis", run.run_id)
+                raise CommitOutcomeUnknown(
+                    f"the commit of {run.run_id} ended with {type(exc).__name__}: {first_line(exc)}; whether it "
+                    "landed is unknown, so nothing was removed: run `atomic-publish diagnose`"
+                ) from exc
+            _discard(publisher, run, staged)
             raise
         crash_point("after_cleanup")
         log.info("published %s: %d rows, %d bytes at %s", run.run_id, receipt.rows, receipt.bytes, receipt.location)
         return PublishResult(run, receipt, False, before)
+
+
+def _discard(publisher: Publisher, run: Run, staged: Staged | None) -> None:
+    """Remove this attempt's own staging after a proven refusal or a failure before the commit. A
+    failure to do so (the destination is down) is logged, never raised over the original error:
+    the diagnosis then names the leftovers."""
+    with critical_section():
+        try:
+            publisher.discard(run, [staged] if staged is not None else [])
+        except Exception as exc:
+            log.warning("could not remove the staging of attempt %s (%s); `diagnose` will name it", run.attempt, exc)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _stage_files_as_they_are(

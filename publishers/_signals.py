@@ -1,6 +1,8 @@
-"""SIGTERM handling: an orchestrator's SIGTERM unwinds the attempt so it removes its own staging,
-except inside the commit, which is short and must not be cut between its steps (a half-done file
-commit is exactly the state that needs an operator). SIGTERM there is held until the commit ends.
+"""SIGTERM and SIGINT: an orchestrator's stop (or Ctrl-C) unwinds an attempt that has not reached its
+commit, so it removes its own staging and ends with 143 (130 for SIGINT). From the commit on, a
+signal is held, not obeyed: cutting a commit between its steps is exactly the state that needs an
+operator, and a commit that landed must be reported as published. The attempt finishes the commit
+(or learns that its outcome is unknown), and the caller reads ``pending()`` to say so.
 """
 
 from __future__ import annotations
@@ -13,35 +15,52 @@ from types import FrameType
 
 from ._errors import Terminated
 
-_in_critical = {"depth": 0}
+_state: dict[str, int] = {"depth": 0, "pending": 0}
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _in_critical["depth"]:
-        # Inside the commit: ignored. The commit finishes, and with it the attempt, which then
-        # ends on its own a moment later; raising afterwards would report a published run as failed.
+    if _state["depth"]:
+        _state["pending"] = _state["pending"] or signum
         return
-    raise Terminated(f"received signal {signum}; removing this attempt's staging and stopping")
+    name = signal.Signals(signum).name
+    raise Terminated(f"received {name}; this attempt removed its own staging and stopped", signum)
 
 
 @contextlib.contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into a Terminated exception in the main thread while the block runs."""
+def terminate_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into a Terminated exception in the main thread while the block runs
+    (outside a critical section). Nested use is harmless."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _handler)
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# The former name, kept for callers that only cared about SIGTERM.
+terminate_on_sigterm = terminate_on_signals
 
 
 @contextlib.contextmanager
 def critical_section() -> Iterator[None]:
-    """Hold SIGTERM off while the block runs (see _handler)."""
-    _in_critical["depth"] += 1
+    """Hold SIGTERM and SIGINT while the block runs: a signal that arrives is remembered (see
+    ``pending``) and obeyed by nobody; the block runs to its end."""
+    _state["depth"] += 1
     try:
         yield
     finally:
-        _in_critical["depth"] -= 1
+        _state["depth"] -= 1
+
+
+def pending() -> int:
+    """The signal that arrived inside a critical section (0 if none); the caller reports it."""
+    return _state["pending"]
+
+
+def clear_pending() -> None:
+    _state["pending"] = 0

@@ -1,13 +1,5 @@
-"""The command line: a thin layer over the library. Exit codes are the contract with schedulers.
-
-0   success (publish) / DONE (diagnose, recover)
-1   unexpected error
-2   usage error, bad input or bad configuration (nothing changed at the destination)
-3   publish refused: the run is already published (use --if-absent to make it a no-op)
-4   publish lost: the destination refused the commit (another attempt won); own staging removed
-10-14  the state of the run: NOTHING_IN_FLIGHT 10, ORPHANED 11, PUBLISHED_WITH_ORPHANS 12,
-       RUNNING 13, UNKNOWN 14 (also a commit whose outcome is unknown)
-143 stopped by SIGTERM; the attempt removed its own staging
+"""The command line: a thin layer over the library. Exit codes are the contract with schedulers;
+the table is ``publishers._errors.EXIT_CODES`` and ``atomic-publish --help`` prints it.
 """
 
 from __future__ import annotations
@@ -23,35 +15,31 @@ from typing import Any, NoReturn
 import click
 
 from diagnostics import recovery
-from diagnostics.taxonomy import CleanReport, Diagnosis, State
+from diagnostics.taxonomy import CleanReport, Diagnosis
 
-from . import registry
+from . import _signals, registry
 from ._arrow import open_inputs
-from ._errors import (
-    AlreadyPublished,
-    AtomicPublishError,
-    CommitOutcomeUnknown,
-    CommitRejected,
-    ConfigError,
-    InputError,
-    RunRefused,
-    SinkUnavailable,
-    Terminated,
-    UnsafeLayout,
-)
-from ._publish import PublishResult, publish
+from ._errors import EXIT_CODES, EXIT_ERROR, AtomicPublishError, InputError, exit_code_for
+from ._publish import PublishResult, first_line, publish
 from ._types import Run, parse_run_date, validate_dataset
 from .config import LoadedConfig, load_config
 
-EXIT_ERROR, EXIT_BAD_INPUT, EXIT_ALREADY_PUBLISHED, EXIT_COMMIT_REJECTED, EXIT_TERMINATED = 1, 2, 3, 4, 143
-
 log = logging.getLogger("atomic_publish.cli")
+_verbose = {"on": False}
+
+EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+CONFIG_LOOKUP = (
+    "The configuration is --config FILE, else $ATOMIC_PUBLISH_CONFIG, else ./publish.toml if it exists, "
+    "else the embedded default (the file sink under ./data/out); ATOMIC_PUBLISH_<PATH> variables override "
+    "any value (e.g. ATOMIC_PUBLISH_SINKS__LOCAL__ROOT)."
+)
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
+    _verbose["on"] = verbose
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -66,36 +54,57 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _exit_code_for(exc: BaseException) -> int:
-    if isinstance(exc, AlreadyPublished):
-        return EXIT_ALREADY_PUBLISHED
-    if isinstance(exc, RunRefused) and exc.diagnosis is not None:
-        return exc.diagnosis.exit_code
-    if isinstance(exc, RunRefused):
-        return State.RUNNING.exit_code
-    if isinstance(exc, CommitOutcomeUnknown):
-        return State.UNKNOWN.exit_code
-    if isinstance(exc, CommitRejected):
-        return EXIT_COMMIT_REJECTED
-    if isinstance(exc, InputError | ConfigError | SinkUnavailable | UnsafeLayout):
-        return EXIT_BAD_INPUT
-    if isinstance(exc, Terminated):
-        return EXIT_TERMINATED
-    return EXIT_ERROR
-
-
 def _run_guarded(action: Callable[[], int]) -> NoReturn:
+    """Run a command's action: SIGTERM/SIGINT before a commit end it with 143/130 (the library
+    removes its own staging); errors become one line on stderr and the documented exit code (a
+    traceback only with -v); a closed stdout (``| head``) does not change the exit code."""
     try:
-        code = action()
+        with _signals.terminate_on_signals():
+            code = action()
     except AtomicPublishError as exc:
-        _fail(str(exc), _exit_code_for(exc))
-    except OSError as exc:
-        _fail(f"{exc.__class__.__name__}: {exc}", EXIT_ERROR)
+        log.debug("failed", exc_info=True)
+        _fail(_one_line(exc), exit_code_for(exc))
+    except BrokenPipeError:
+        sys.stderr.close()  # nothing more can be said; keep the code the command had
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if _verbose["on"]:
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", EXIT_ERROR)
+    _close_stdout()
     sys.exit(code)
 
 
+def _one_line(exc: BaseException) -> str:
+    from ._secrets import redact
+
+    return redact(str(exc).strip() if isinstance(exc, AtomicPublishError) else first_line(exc))
+
+
+def _close_stdout() -> None:
+    """Flush stdout now, so a reader that went away (``diagnose --json | head -c0``) does not turn
+    the command's exit code into a BrokenPipe error at interpreter exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def _emit_json(doc: dict[str, Any]) -> None:
-    click.echo(json.dumps(doc, indent=2, default=str))
+    _echo(json.dumps(doc, indent=2, default=str))
+
+
+def _echo(text: str) -> None:
+    """Print to stdout; a reader that went away is not an error of the command."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        _close_stdout()
 
 
 def _console() -> Any:
@@ -144,6 +153,13 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def _print_diagnosis(d: Diagnosis) -> None:
+    try:
+        _print_diagnosis_table(d)
+    except BrokenPipeError:
+        _close_stdout()
+
+
+def _print_diagnosis_table(d: Diagnosis) -> None:
     from rich.table import Table
 
     console = _console()
@@ -221,6 +237,11 @@ def _resolve(config_path: str | None, sink: str | None) -> tuple[LoadedConfig, A
 
 
 def _report_publish(result: PublishResult, as_json: bool) -> int:
+    if _signals.pending() and result.receipt is not None:
+        import signal
+
+        name = signal.Signals(_signals.pending()).name
+        click.echo(f"warning: {name} arrived during the commit; the commit finished: the run is published", err=True)
     if as_json:
         _emit_json(result.to_dict())
     elif result.skipped:
@@ -240,7 +261,8 @@ _config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False),
     envvar="ATOMIC_PUBLISH_CONFIG",
-    help="TOML config file (default: ./publish.toml if present).",
+    help="TOML config file (default: $ATOMIC_PUBLISH_CONFIG, else ./publish.toml if present, else the "
+    "embedded default).",
 )
 _sink_option = click.option("--sink", help="Sink name from the config (default: [defaults].sink, else 'file').")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document on stdout.")
@@ -266,8 +288,8 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=f"{CONFIG_LOOKUP}\n\n{EXIT_TABLE}")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr (and tracebacks of unexpected errors).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.version_option(package_name="atomic-publish")
 def cli(verbose: bool, quiet: bool) -> None:
@@ -440,6 +462,8 @@ def _register_pipeline_commands() -> None:
 
 
 _register_pipeline_commands()
+for _command in cli.commands.values():
+    _command.epilog = EXIT_TABLE  # every --help lists the exit codes
 
 
 def main() -> None:
@@ -449,5 +473,7 @@ def main() -> None:
 def publish_main() -> None:
     """The ``publish`` console script: the same as ``atomic-publish publish``."""
     _setup_logging(verbose=False, quiet=False)
-    command = _publish_command(lambda f: click.command(context_settings={"help_option_names": ["-h", "--help"]})(f))
+    command = _publish_command(
+        lambda f: click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_TABLE)(f)
+    )
     command(prog_name="publish")

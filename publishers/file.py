@@ -27,6 +27,7 @@ import datetime as dt
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +36,11 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ._arrow import rechunk, schema_to_json
 from ._crash import crash_point
-from ._errors import CommitOutcomeUnknown, CommitRejected, LostRace, UnsafeLayout
+from ._errors import CommitOutcomeUnknown, CommitRejected, DestinationUnavailable, LostRace, UnsafeLayout
 from ._fs import (
     HashingWriter,
     fsync_dir,
@@ -50,7 +51,7 @@ from ._fs import (
     write_durable,
 )
 from ._lock import hold_flock
-from ._protocol import ProgressCallback, SinkDefinition
+from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
 from ._types import AttemptInfo, Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.file")
@@ -63,10 +64,8 @@ PENDING_SUFFIX = ".pending.json"
 MARKER_TMP_SUFFIX = ".success.tmp"
 
 
-class FileSinkConfig(BaseModel):
+class FileSinkConfig(SinkOptions):
     """Options of a ``type = "file"`` sink."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["file"] = "file"
     root: Path = Field(default=Path("data/out"), description="directory that holds every dataset")
@@ -166,6 +165,17 @@ class FileLayout:
             )
 
 
+def _appears(path: Path, seconds: float) -> bool:
+    """True once ``path`` exists, waiting up to ``seconds``: a winner whose data is at its final
+    name writes its manifest a few milliseconds later."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 class FilePublisher:
     sink_name = "file"
 
@@ -175,13 +185,19 @@ class FilePublisher:
 
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
-        self.layout.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.layout.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationUnavailable(f"cannot create the root {self.layout.root}: {exc.strerror or exc}") from exc
         with hold_flock(self.layout.lock(run.dataset, run.run_date), AttemptInfo.current(run.attempt), run.run_id):
             yield
 
     def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
         staging_dir = self.layout.staging_dir(run.dataset)
-        staging_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            staging_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationUnavailable(f"cannot create {staging_dir}: {exc.strerror or exc}") from exc
         self.layout.check_same_filesystem()
         data_path = self.layout.staging_data(run)
         pending_path = self.layout.pending(run)
@@ -199,10 +215,14 @@ class FilePublisher:
             # success marker (crash right after the rename): same checksum, same attempt.
             write_durable(pending_path, json_bytes(intent))
             fsync_dir(staging_dir)
-        except BaseException:
+        except BaseException as exc:
             for path in (data_path, pending_path):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     path.unlink()
+            if isinstance(exc, OSError):
+                raise DestinationUnavailable(
+                    f"cannot write {exc.filename or data_path}: {exc.strerror or exc}"
+                ) from exc
             raise
         crash_point("after_stage")
         return Staged(
@@ -274,17 +294,22 @@ class FilePublisher:
             raise CommitRejected(f"pending manifest {pending_path} is unreadable: {exc}") from None
         if marker.exists():
             raise LostRace(f"run {run.run_id} is already published ({marker} exists)")
-        final.parent.mkdir(parents=True, exist_ok=True)
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
             rename_noreplace(data_path, final)
         except FileExistsError:
-            raise LostRace(
-                f"{final} already exists: another attempt of {run.run_id} got there first; "
-                "this attempt's staging is discarded"
+            if _appears(marker, min(self.config.timeout_seconds, 2.0)):
+                raise LostRace(
+                    f"{final} already exists and is published: another attempt of {run.run_id} got there "
+                    "first; this attempt's staging is discarded"
+                ) from None
+            raise CommitRejected(
+                f"{final} already exists without its manifest (another attempt's commit, finished or not); "
+                f"this attempt did not publish: run `atomic-publish diagnose` for {run.run_id}"
             ) from None
         except OSError as exc:
             # rename(2) either happened or not; an error return means it did not.
-            raise CommitRejected(f"could not move {data_path} to {final}: {exc}") from exc
+            raise CommitRejected(f"could not move {data_path} to {final}: {exc.strerror or exc}") from exc
 
         # From here the data sits at its final name: any failure is an unknown outcome, and
         # nothing may be cleaned up by this process (the diagnosis settles it from the disk).

@@ -29,20 +29,22 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow.fs import LocalFileSystem
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ._arrow import rechunk
 from ._crash import crash_point
 from ._errors import (
+    CommitAborted,
     CommitOutcomeUnknown,
     CommitRejected,
+    DestinationUnavailable,
     LostRace,
     SchemaMismatch,
     UnsafeLayout,
 )
 from ._fs import HashingWriter
 from ._lease import Lease, local_conditional, unconditional
-from ._protocol import ProgressCallback, SinkDefinition
+from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
 from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.iceberg")
@@ -65,12 +67,10 @@ def attempt_uuid(attempt: str) -> uuid.UUID:
     return uuid.uuid5(_ATTEMPT_NAMESPACE, attempt)
 
 
-class IcebergSinkConfig(BaseModel):
+class IcebergSinkConfig(SinkOptions):
     """Options of a ``type = "iceberg"`` sink. Catalog properties are pyiceberg's own; anything a
     ``.pyiceberg.yaml`` or ``PYICEBERG_CATALOG__<NAME>__...`` variable sets for ``catalog_name``
     applies too (secrets belong there or in the environment, never in publish.toml)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: Literal["iceberg"] = "iceberg"
     catalog_name: str = "default"
@@ -98,23 +98,57 @@ class IcebergSinkConfig(BaseModel):
             raise ValueError("mode = 'replace_partition' needs partition_column")
         return self
 
-    def catalog_properties(self) -> dict[str, str]:
+    def catalog_properties(self, *, create: bool = True) -> dict[str, str]:
+        """The catalog properties, with local paths resolved (relative ones against the working
+        directory, so the embedded default works out of the box into ./data/iceberg), and every
+        wait on a Postgres-backed SQL catalog bounded (connect, TCP, statements, locks). With
+        ``create=False`` (diagnose), nothing is created on disk."""
         props = dict(self.catalog)
-        # Relative local paths are resolved against the working directory, so the embedded default
-        # works out of the box (`publish --sink iceberg`) into ./data/iceberg.
         uri = props.get("uri", "")
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             rel = uri[len("sqlite:///") :]
             if not rel.startswith("/"):
                 path = Path(rel).resolve()
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if create:
+                    path.parent.mkdir(parents=True, exist_ok=True)
                 props["uri"] = f"sqlite:///{path}"
+        elif uri.startswith(("postgresql", "postgres")):
+            props["uri"] = _bounded_postgres_uri(uri, self)
         warehouse = props.get("warehouse")
         if warehouse and "://" not in warehouse:
             path = Path(warehouse).resolve()
-            path.mkdir(parents=True, exist_ok=True)
+            if create:
+                path.mkdir(parents=True, exist_ok=True)
             props["warehouse"] = path.as_uri()
         return props
+
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file of a SQL catalog on SQLite, else None."""
+        uri = self.catalog_properties(create=False).get("uri", "")
+        return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def _bounded_postgres_uri(uri: str, config: IcebergSinkConfig) -> str:
+    """libpq settings for the catalog's SQLAlchemy engine (passed through the URL's query): every
+    wait bounded, and a session whose client vanished mid-transaction ended by the server."""
+    import urllib.parse
+
+    ms = lambda seconds: str(int(seconds * 1000))  # noqa: E731
+    extra = {
+        "connect_timeout": str(int(min(config.timeout_seconds, 10))),
+        "keepalives": "1",
+        "keepalives_idle": "5",
+        "keepalives_interval": "2",
+        "keepalives_count": "3",
+        "tcp_user_timeout": ms(config.timeout_seconds),
+        "options": f"-c statement_timeout={ms(config.timeout_seconds)} -c lock_timeout={ms(config.timeout_seconds)}"
+        f" -c idle_in_transaction_session_timeout={ms(config.commit_timeout_seconds)}",
+    }
+    parts = urllib.parse.urlsplit(uri)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    for key, value in extra.items():
+        query.setdefault(key, value)
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
 
 
 def normalize_schema(schema: pa.Schema) -> pa.Schema:
@@ -132,10 +166,15 @@ def normalize_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields)
 
 
+class CatalogMissing(Exception):
+    """A read-only look found no catalog to read (its SQLite file does not exist)."""
+
+
 # Catalogs and FileIOs are costly to build (a SQL catalog opens an engine and checks its tables;
 # measured 60-90 ms each) and the publisher and its diagnostic need the same ones, several times per
 # run: one of each per configuration and process.
-_shared: dict[str, tuple[Any, Any]] = {}
+_shared: dict[str, Any] = {}
+_ios: dict[str, Any] = {}
 
 
 class IcebergLayout:
@@ -143,28 +182,36 @@ class IcebergLayout:
         self.config = config
         self._key = config.model_dump_json()
 
-    def _catalog_and_io(self) -> tuple[Any, Any]:
-        if self._key not in _shared:
-            from pyiceberg.catalog import load_catalog
-            from pyiceberg.io.pyarrow import PyArrowFileIO
+    def catalog(self, *, create: bool = True) -> Any:
+        """The catalog, shared per configuration and process. ``create=False`` (diagnose) creates
+        nothing: a SQLite catalog whose file is missing raises CatalogMissing, and a catalog's own
+        tables are not created. A catalog opened for writing serves reads too."""
+        if self._key in _shared:
+            return _shared[self._key]
+        read_only = self._key + "/read-only"
+        if not create and read_only in _shared:
+            return _shared[read_only]
+        from pyiceberg.catalog import load_catalog
 
-            properties = self.config.catalog_properties()
-            for try_number in range(3):
-                try:
-                    catalog = load_catalog(self.config.catalog_name, **properties)
-                    break
-                except Exception as exc:
-                    # A SQL catalog creates its own tables on first use; two processes opening a
-                    # brand-new catalog at once race on that ("table iceberg_tables already exists").
-                    # The loser finds the tables made by the winner on the next try.
-                    if "already exists" not in str(exc) or try_number == 2:
-                        raise
-                    time.sleep(0.1)
-            _shared[self._key] = (catalog, PyArrowFileIO(properties))
-        return _shared[self._key]
-
-    def catalog(self) -> Any:
-        return self._catalog_and_io()[0]
+        properties = self.config.catalog_properties(create=create)
+        if not create:
+            sqlite = self.config.sqlite_file()
+            if sqlite is not None and not sqlite.exists():
+                raise CatalogMissing(f"the catalog database {sqlite} does not exist")
+            properties["init_catalog_tables"] = "false"
+        for try_number in range(3):
+            try:
+                catalog = load_catalog(self.config.catalog_name, **properties)
+                break
+            except Exception as exc:
+                # A SQL catalog creates its own tables on first use; two processes opening a
+                # brand-new catalog at once race on that ("table iceberg_tables already exists").
+                # The loser finds the tables made by the winner on the next try.
+                if "already exists" not in str(exc) or try_number == 2:
+                    raise
+                time.sleep(0.1)
+        _shared[self._key if create else read_only] = catalog
+        return catalog
 
     def identifier(self, dataset: str) -> tuple[str, str]:
         return (self.config.namespace, self.config.table or dataset)
@@ -172,13 +219,19 @@ class IcebergLayout:
     def describe(self, dataset: str) -> str:
         return ".".join(self.identifier(dataset))
 
-    def load(self, dataset: str) -> Any | None:
-        from pyiceberg.exceptions import NoSuchTableError
+    def load(self, dataset: str, *, create: bool = True) -> Any | None:
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
+        catalog = self.catalog(create=create)
         try:
-            return self.catalog().load_table(self.identifier(dataset))
-        except NoSuchTableError:
+            return catalog.load_table(self.identifier(dataset))
+        except (NoSuchTableError, NoSuchNamespaceError):
             return None
+        except Exception as exc:
+            # A read-only look at a SQL catalog whose own tables were never created.
+            if not create and "iceberg_tables" in str(exc):
+                raise CatalogMissing(f"the catalog {self.config.catalog_name} has no tables yet") from None
+            raise
 
     def run_dir(self, table: Any, run_date: dt.date) -> str:
         return f"{table.location().rstrip('/')}/{DATA_SUBDIR}/{run_date.isoformat()}"
@@ -189,7 +242,7 @@ class IcebergLayout:
     def work_location(self) -> str:
         if self.config.work_location:
             return self.config.work_location.rstrip("/")
-        warehouse = self.config.catalog_properties().get("warehouse")
+        warehouse = self.config.catalog_properties(create=False).get("warehouse")
         if not warehouse or "://" not in warehouse:
             raise UnsafeLayout("the catalog has no warehouse path; set work_location for the run leases")
         return warehouse.rstrip("/") + "/_atomic_publish"
@@ -202,8 +255,10 @@ class IcebergLayout:
         """A pyarrow filesystem for ``location`` configured like the catalog's FileIO, and the path."""
         from pyiceberg.io.pyarrow import PyArrowFileIO
 
-        io = self._catalog_and_io()[1]
+        if self._key not in _ios:
+            _ios[self._key] = PyArrowFileIO(self.config.catalog_properties(create=False))
         scheme, netloc, path = PyArrowFileIO.parse_location(location)
+        io = _ios[self._key]
         return io.fs_by_scheme(scheme, netloc), path
 
 
@@ -238,9 +293,12 @@ def run_lease(layout: IcebergLayout, run: Run) -> Lease:
             return None
 
     def write(data: bytes) -> None:
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path) as fh:
-            fh.write(data)
+        try:
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with fs.open_output_stream(path) as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise DestinationUnavailable(f"cannot write the run's lease {location}: {exc}") from exc
 
     # On a local warehouse the lease is taken by compare-and-swap (two attempts never both hold
     # it); on an object store through pyarrow there is no conditional write, so it is evidence only.
@@ -290,6 +348,15 @@ class IcebergPublisher:
             raise SchemaMismatch("the data does not fit the Iceberg table: " + "; ".join(problems))
 
     def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+        try:
+            return self._stage(run, batches, progress)
+        except OSError as exc:
+            # pyarrow's filesystems (local disk full or read-only, S3 refusing) raise OSError.
+            raise DestinationUnavailable(
+                f"the warehouse of {self.layout.describe(run.dataset)} refused a write: {exc}"
+            ) from exc
+
+    def _stage(self, run: Run, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> Staged:
         schema = normalize_schema(batches.schema)
         table = self._table_for(run, schema)
         directory = self.layout.attempt_dir(table, run)
@@ -345,9 +412,10 @@ class IcebergPublisher:
         )
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        """One snapshot carrying the run_id, by the catalog's compare-and-swap. Before every try the
+        table is reloaded and its history searched for the run_id (pyiceberg's own retry is off).
+        Bounded by ``commit_timeout_seconds``: a catalog that does not answer is an unknown outcome."""
         from pyiceberg.exceptions import CommitFailedException
-        from pyiceberg.io.pyarrow import parquet_file_to_data_file
-        from pyiceberg.table import Table, TableProperties
 
         if not staged:
             raise CommitRejected("nothing staged")
@@ -361,7 +429,13 @@ class IcebergPublisher:
             SUMMARY_CHECKSUM: checksum,
         }
         for _ in range(_COMMIT_TRIES):
-            loaded = self.layout.load(run.dataset)
+            try:
+                loaded = self.layout.load(run.dataset)
+                if loaded is not None and published_snapshot(loaded, run.run_id) is None:
+                    tx = self._transaction(loaded, run, staged, files, props)
+            except Exception as exc:
+                # Nothing was sent to the catalog yet: proven not to have landed.
+                raise CommitAborted(f"cannot prepare the commit of {run.run_id}: {type(exc).__name__}: {exc}") from exc
             if loaded is None:
                 raise CommitRejected(f"table {self.layout.describe(run.dataset)} does not exist any more")
             existing = published_snapshot(loaded, run.run_id)
@@ -371,42 +445,17 @@ class IcebergPublisher:
                     f"run {run.run_id} is already in the history of {self.layout.describe(run.dataset)} "
                     f"(snapshot {existing.snapshot_id}, attempt {winner})"
                 )
-            # pyiceberg would retry a conflicting commit by re-applying our append on top of the
-            # winner's, which publishes the run twice if the winner was another attempt of it.
-            # Its retry is switched off (in memory only); this loop re-checks the history instead.
-            no_retry = loaded.metadata.model_copy(
-                update={"properties": {**loaded.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}}
-            )
-            table = Table(
-                loaded.name(),
-                metadata=no_retry,
-                metadata_location=loaded.metadata_location,
-                io=loaded.io,
-                catalog=loaded.catalog,
-            )
-            tx = table.transaction()
-            if tx.table_metadata.name_mapping() is None:
-                mapping: dict[str, Any] = {
-                    TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()
-                }
-                tx.set_properties(**mapping)
-            if self.config.mode == "replace_partition":
-                from pyiceberg.expressions import In
-
-                values = [v for p in staged for v in p.details.get("partition_values", [])]
-                if values and self.config.partition_column:
-                    # In.__new__ takes (term, literals); mypy reads the pydantic fields instead.
-                    delete_filter: Any = In(self.config.partition_column, values)  # type: ignore[call-arg,arg-type]
-                    tx.delete(delete_filter, snapshot_properties=props)
-            with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
-                append.commit_uuid = attempt_uuid(run.attempt)  # as pyiceberg's own append does
-                for path in files:
-                    append.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
             try:
-                result = tx.commit_transaction()
+                result = _bounded(tx.commit_transaction, self.config.commit_timeout_seconds)
             except CommitFailedException as exc:
                 log.warning("commit of %s conflicted (%s); re-checking the history", run.run_id, exc)
                 continue
+            except TimeoutError:
+                raise CommitOutcomeUnknown(
+                    f"the catalog did not answer the commit of {run.run_id} within "
+                    f"{self.config.commit_timeout_seconds:g} s; run `atomic-publish diagnose` (the table history "
+                    "settles it)"
+                ) from None
             except Exception as exc:
                 # The catalog may have swapped the pointer before failing: never delete files here.
                 raise CommitOutcomeUnknown(
@@ -430,7 +479,48 @@ class IcebergPublisher:
                 ),
                 details={"snapshot_id": snapshot.snapshot_id, "files": len(files)},
             )
-        raise CommitRejected(f"the commit of {run.run_id} conflicted {_COMMIT_TRIES} times in a row; try again later")
+        raise CommitAborted(f"the commit of {run.run_id} conflicted {_COMMIT_TRIES} times in a row; try again later")
+
+    def _transaction(
+        self, loaded: Any, run: Run, staged: Sequence[Staged], files: list[str], props: dict[str, str]
+    ) -> Any:
+        """The transaction of one commit try: (in replace_partition mode, a delete, then) one fast
+        append of the staged files, whose manifests are named with the attempt's commit uuid."""
+        from pyiceberg.io.pyarrow import parquet_file_to_data_file
+        from pyiceberg.table import Table, TableProperties
+
+        # pyiceberg would retry a conflicting commit by re-applying our append on top of the
+        # winner's, which publishes the run twice if the winner was another attempt of it.
+        # Its retry is switched off (in memory only); the commit loop re-checks the history instead.
+        no_retry = loaded.metadata.model_copy(
+            update={"properties": {**loaded.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}}
+        )
+        table = Table(
+            loaded.name(),
+            metadata=no_retry,
+            metadata_location=loaded.metadata_location,
+            io=loaded.io,
+            catalog=loaded.catalog,
+        )
+        tx = table.transaction()
+        if tx.table_metadata.name_mapping() is None:
+            mapping: dict[str, Any] = {
+                TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()
+            }
+            tx.set_properties(**mapping)
+        if self.config.mode == "replace_partition":
+            from pyiceberg.expressions import In
+
+            values = [v for p in staged for v in p.details.get("partition_values", [])]
+            if values and self.config.partition_column:
+                # In.__new__ takes (term, literals); mypy reads the pydantic fields instead.
+                delete_filter: Any = In(self.config.partition_column, values)  # type: ignore[call-arg,arg-type]
+                tx.delete(delete_filter, snapshot_properties=props)
+        with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+            append.commit_uuid = attempt_uuid(run.attempt)  # as pyiceberg's own append does
+            for path in files:
+                append.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+        return tx
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         table = self.layout.load(run.dataset)
@@ -440,6 +530,28 @@ class IcebergPublisher:
             fs, base = self.layout.filesystem(self.layout.attempt_dir(table, Run(run.dataset, run.run_date, attempt)))
             with contextlib.suppress(FileNotFoundError, OSError):
                 fs.delete_dir(base)
+
+
+def _bounded(call: Any, seconds: float) -> Any:
+    """``call()`` on a daemon thread, waiting at most ``seconds``; TimeoutError past it. A catalog
+    client that never answers (a lost reply, a stalled connection) cannot hold the publish forever;
+    a commit that lands later anyway is settled by the diagnosis, and recover's fence stops it."""
+    import concurrent.futures
+    import threading
+
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(call())
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="catalog-commit", daemon=True).start()
+    try:
+        return done.result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"no answer within {seconds:g} s") from None
 
 
 class _DataFileWriter:

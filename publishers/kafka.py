@@ -25,20 +25,22 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ._crash import crash_point, crash_point_armed
 from ._errors import (
     AlreadyPublished,
+    CommitAborted,
     CommitOutcomeUnknown,
     CommitRejected,
     ConfigError,
+    DestinationUnavailable,
+    Fenced,
     InputError,
     LostRace,
-    TransientError,
 )
 from ._fs import BackgroundSha256
-from ._protocol import ProgressCallback, SinkDefinition
+from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
 from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.kafka")
@@ -63,11 +65,9 @@ def validate_topic(name: str, what: str = "topic") -> str:
     return name
 
 
-class KafkaSinkConfig(BaseModel):
+class KafkaSinkConfig(SinkOptions):
     """Options of a ``type = "kafka"`` sink. librdkafka settings go in ``properties``; credentials
     (``sasl.password`` and the like) are refused there and belong to the environment."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: Literal["kafka"] = "kafka"
     bootstrap_servers: str
@@ -103,6 +103,27 @@ def transactional_id(run: Run) -> str:
     return f"atomic-publish:{run.run_id}"
 
 
+def topic_name(config: KafkaSinkConfig, dataset: str) -> str:
+    """The data topic of ``dataset``: the configured topic, else the dataset name."""
+    try:
+        return validate_topic(config.topic or dataset)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def broker_errors(config: KafkaSinkConfig, doing: str) -> Iterator[None]:
+    """Turn a client failure (broker unreachable, timed out) into one line naming the brokers."""
+    from confluent_kafka import KafkaException
+
+    try:
+        yield
+    except KafkaException as exc:
+        error = _kafka_error(exc)
+        what = f"{error.name()}: {error.str()}" if error is not None else str(exc).splitlines()[0]
+        raise DestinationUnavailable(f"Kafka at {config.bootstrap_servers}: {doing} failed ({what})") from None
+
+
 class _Held:
     """The producer of an attempt whose transaction is open (what 'staged' means for Kafka)."""
 
@@ -124,10 +145,7 @@ class KafkaPublisher:
         self._held: dict[str, _Held] = {}
 
     def topic(self, dataset: str) -> str:
-        try:
-            return validate_topic(self.config.topic or dataset)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+        return topic_name(self.config, dataset)
 
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
@@ -139,7 +157,8 @@ class KafkaPublisher:
         from confluent_kafka.admin import NewTopic
 
         admin = admin_client(self.config)
-        existing = set(admin.list_topics(timeout=10).topics)
+        with broker_errors(self.config, "listing topics"):
+            existing = set(admin.list_topics(timeout=self.config.timeout_seconds).topics)
         wanted = {
             self.topic(dataset): NewTopic(
                 self.topic(dataset), self.config.topic_partitions, self.config.replication_factor
@@ -161,7 +180,9 @@ class KafkaPublisher:
                 future.result(timeout=30)
             except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise TransientError(f"cannot create topic {name}: {exc}") from None
+                    raise DestinationUnavailable(
+                        f"Kafka at {self.config.bootstrap_servers}: cannot create topic {name}: {exc}"
+                    ) from None
 
     def _producer(self, run: Run) -> Any:
         from confluent_kafka import Producer
@@ -198,15 +219,18 @@ class KafkaPublisher:
         try:
             try:
                 # Fences every earlier producer of this run and aborts its open transaction.
-                init_transactions(producer)
+                init_transactions(producer, self.config.timeout_seconds)
             except KafkaException as exc:
                 if "INVALID_TRANSACTION_TIMEOUT" in str(exc) or "transaction timeout" in str(exc).lower():
                     raise ConfigError(
                         f"transaction_timeout_ms = {self.config.transaction_timeout_ms} is refused by the broker "
                         "(above its transaction.max.timeout.ms); lower it"
                     ) from None
-                raise TransientError(f"init_transactions for {run.run_id} failed: {exc}") from None
-            ledger = read_ledger(self.config, run.run_id)
+                raise DestinationUnavailable(
+                    f"Kafka at {self.config.bootstrap_servers}: init_transactions for {run.run_id} failed: {exc}"
+                ) from None
+            with broker_errors(self.config, "reading the ledger"):
+                ledger = read_ledger(self.config, run.run_id)
             if ledger is not None:
                 raise AlreadyPublished(f"run {run.run_id} is already in the ledger (attempt {ledger.get('attempt')})")
             producer.begin_transaction()
@@ -243,10 +267,10 @@ class KafkaPublisher:
             with contextlib.suppress(Exception):
                 producer.abort_transaction(10)
             if error is not None and error.fatal():
-                raise LostRace(
-                    f"attempt {run.attempt} was fenced by a newer attempt of {run.run_id}: {error}"
-                ) from None
-            raise TransientError(f"producing {run.run_id} failed: {exc}") from None
+                self._fenced(run, error)  # raises: a fenced transaction was never committed
+            raise DestinationUnavailable(
+                f"Kafka at {self.config.bootstrap_servers}: producing {run.run_id} failed: {exc}"
+            ) from None
         except BaseException:
             with contextlib.suppress(Exception):
                 producer.abort_transaction(10)
@@ -306,31 +330,33 @@ class KafkaPublisher:
         }
         try:
             producer.produce(self.config.ledger_topic, key=run.run_id.encode(), value=json.dumps(ledger).encode())
-            for _ in range(3):
-                try:
-                    producer.commit_transaction(30)
+        except (KafkaException, BufferError) as exc:
+            with contextlib.suppress(Exception):
+                producer.abort_transaction(self.config.timeout_seconds)
+            raise CommitAborted(f"the ledger record of {run.run_id} could not be queued: {exc}") from None
+        # commit_transaction is the commit point; retried on the same producer while the client
+        # says the error is retriable, within commit_timeout_seconds.
+        deadline = time.monotonic() + self.config.commit_timeout_seconds
+        while True:
+            try:
+                producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+                break
+            except KafkaException as exc:
+                error = _kafka_error(exc)
+                # Fenced: a newer producer of the run initialised. Only the ledger tells whether our
+                # commit had reached the coordinator before it (_fenced raises unless it had).
+                if error is not None and error.fatal() and self._fenced(run, error) == "ours":
                     break
-                except KafkaException as exc:
-                    error = _kafka_error(exc)
-                    if error is not None and error.retriable():
-                        continue  # the client allows retrying a timed-out commit on the same producer
-                    raise
-            else:
+                if error is not None and error.txn_requires_abort():
+                    with contextlib.suppress(Exception):
+                        producer.abort_transaction(self.config.timeout_seconds)
+                    raise CommitAborted(f"the broker refused the commit of {run.run_id}: {error}") from None
+                if error is not None and error.retriable() and time.monotonic() < deadline:
+                    continue
                 raise CommitOutcomeUnknown(
-                    f"commit_transaction of {run.run_id} timed out 3 times; run `atomic-publish diagnose` "
-                    "(the ledger settles it)"
-                )
-        except KafkaException as exc:
-            error = _kafka_error(exc)
-            if error is not None and error.fatal():
-                raise LostRace(
-                    f"attempt {part.attempt} was fenced by a newer attempt of {run.run_id}: {error}"
+                    f"commit_transaction of {run.run_id} ended without an answer ({exc}) within "
+                    f"{self.config.commit_timeout_seconds:g} s; run `atomic-publish diagnose` (the ledger settles it)"
                 ) from None
-            if error is not None and error.txn_requires_abort():
-                with contextlib.suppress(Exception):
-                    producer.abort_transaction(10)
-                raise CommitRejected(f"the broker refused the commit of {run.run_id}: {error}") from None
-            raise CommitOutcomeUnknown(f"commit of {run.run_id} ended without an answer: {exc}") from None
         crash_point("after_commit")
         self._await_visible(run)
         return Receipt(
@@ -343,6 +369,28 @@ class KafkaPublisher:
             checksum=part.checksum,
             published_at=published_at,
             details={"ledger_topic": self.config.ledger_topic, "transactional_id": transactional_id(run)},
+        )
+
+    def _fenced(self, run: Run, error: Any) -> str:
+        """A newer producer of the run fenced this one. The ledger says what happened: our own
+        record ("ours": the commit had landed first), another attempt's (LostRace), or none (Fenced:
+        the coordinator aborted our transaction when the newer producer initialised)."""
+        try:
+            ledger = read_ledger(self.config, run.run_id)
+        except Exception as exc:
+            raise CommitOutcomeUnknown(
+                f"attempt {run.attempt} of {run.run_id} was fenced ({error}) and the ledger cannot be read ({exc}); "
+                "run `atomic-publish diagnose`"
+            ) from None
+        if ledger is not None and ledger.get("attempt") == run.attempt:
+            return "ours"
+        if ledger is not None:
+            raise LostRace(
+                f"run {run.run_id} was published by attempt {ledger.get('attempt')}; this attempt was fenced"
+            )
+        raise Fenced(
+            f"attempt {run.attempt} of {run.run_id} was fenced by a newer producer of the run (another attempt, or "
+            f"recover): it did not publish ({error})"
         )
 
     def _await_visible(self, run: Run, timeout: float = 10.0) -> None:

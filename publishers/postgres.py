@@ -27,27 +27,31 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._arrow import IpcHasher
 from ._crash import crash_point
 from ._errors import (
     AlreadyPublished,
+    CommitAborted,
     CommitOutcomeUnknown,
     CommitRejected,
+    DataRejected,
+    DestinationUnavailable,
     InputError,
     LostRace,
     RunInProgress,
     SchemaMismatch,
-    TransientError,
 )
-from ._protocol import ProgressCallback, SinkDefinition
+from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
 from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.postgres")
@@ -72,12 +76,9 @@ def _check_identifier(value: str, what: str) -> str:
     return value
 
 
-class PostgresSinkConfig(BaseModel):
+class PostgresSinkConfig(SinkOptions):
     """Options of a ``type = "postgres"`` sink. The password never goes here: libpq reads it from
     PGPASSWORD, a password file (~/.pgpass) or a service file, exactly as psql does."""
-
-    # A conninfo may arrive with a password in it (refused below); never echo inputs in errors.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, populate_by_name=True)
 
     type: Literal["postgres"] = "postgres"
     conninfo: str = Field(default="", description="libpq conninfo or URI, without password; PG* variables apply")
@@ -92,6 +93,9 @@ class PostgresSinkConfig(BaseModel):
     ledger_table: str = "atomic_publish_ledger"
     staging_schema: str | None = Field(default=None, description="default: the target's schema")
     connect_timeout_seconds: int = Field(default=10, gt=0)
+    statement_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="server-side bound on one statement (the MERGE of a large run included)"
+    )
 
     @field_validator("schema_name", "table", "ledger_table", "staging_schema", "replace_partition_column")
     @classmethod
@@ -165,20 +169,28 @@ def run_lock_key(run_id: str) -> tuple[int, int]:
     return LOCK_NAMESPACE, second
 
 
-def adbc_uri(conninfo: str) -> str:
+def adbc_uri(conninfo: str, extra: dict[str, Any] | None = None) -> str:
     """ADBC's driver wants a URI; libpq accepts every keyword as a URI query parameter."""
     from psycopg.conninfo import conninfo_to_dict
 
     if conninfo.startswith(("postgresql://", "postgres://")):
-        return conninfo
-    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
-    return "postgresql://" + (("?" + urllib.parse.urlencode(params)) if params else "")
+        if not extra:
+            return conninfo
+        joiner = "&" if "?" in conninfo else "?"
+        return (
+            conninfo
+            + joiner
+            + urllib.parse.urlencode({k: str(v) for k, v in extra.items()}, quote_via=urllib.parse.quote)
+        )
+    params = {k: str(v) for k, v in {**conninfo_to_dict(conninfo), **(extra or {})}.items()}
+    return "postgresql://" + (("?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)) if params else "")
 
 
 def redact(message: str) -> str:
-    """Remove the password (if libpq got one from the environment) from a message."""
-    secret = os.environ.get("PGPASSWORD")
-    return message.replace(secret, "***") if secret else message
+    """Hide passwords (the environment's PGPASSWORD, any in a URL or conninfo) in a message."""
+    from ._secrets import redact as hide
+
+    return hide(message)
 
 
 # -- types --------------------------------------------------------------------------------------
@@ -248,18 +260,99 @@ class PostgresLayout:
 # -- connections --------------------------------------------------------------------------------
 
 
+def application_name(attempt: str, role: str = "") -> str:
+    """``atomic-publish <attempt> <pid>@<host>``: what pg_stat_activity shows for an attempt's
+    sessions, so a diagnosis can tell a live attempt's session from a dead client's (a zombie that
+    the server keeps until it notices the connection is gone)."""
+    name = f"{APPLICATION_PREFIX}{role}{attempt} {os.getpid()}@{socket.gethostname()}"
+    return name.encode()[:63].decode(errors="ignore")
+
+
+def parse_application_name(name: str | None) -> tuple[str | None, int | None, str | None]:
+    """(attempt, client pid, client host prefix) of an application_name written above."""
+    if not name or not name.startswith(APPLICATION_PREFIX):
+        return None, None, None
+    parts = name[len(APPLICATION_PREFIX) :].split(" ")
+    attempt = parts[-2] if len(parts) >= 2 else parts[0]
+    pid_text, _, host = parts[-1].partition("@") if len(parts) >= 2 else ("", "", "")
+    return attempt, int(pid_text) if pid_text.isdigit() else None, host or None
+
+
+def connection_params(config: PostgresSinkConfig, application: str) -> dict[str, Any]:
+    """Every wait bounded: connect, TCP (keepalives, tcp_user_timeout: a dead server or network is
+    noticed), and on the server each statement, each lock wait, and a transaction left idle (the
+    server ends the session of a client that vanished mid-transaction)."""
+    ms = lambda seconds: str(int(seconds * 1000))  # noqa: E731
+    options = (
+        f"-c statement_timeout={ms(config.statement_timeout_seconds)} -c lock_timeout={ms(config.timeout_seconds)}"
+        f" -c idle_in_transaction_session_timeout={ms(config.commit_timeout_seconds)}"
+    )
+    return {
+        "application_name": application,
+        "connect_timeout": config.connect_timeout_seconds,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": ms(config.timeout_seconds),
+        "options": options,
+    }
+
+
+def describe_server(config: PostgresSinkConfig) -> str:
+    """host:port/dbname of the configured server, for messages (never the password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        p = conninfo_to_dict(config.conninfo)
+    except Exception:
+        p = {}
+    host = p.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = p.get("port") or os.environ.get("PGPORT") or "5432"
+    db = p.get("dbname") or os.environ.get("PGDATABASE") or ""
+    return f"Postgres at {host}:{port}" + (f"/{db}" if db else "")
+
+
 def connect(config: PostgresSinkConfig, application: str, *, autocommit: bool = False) -> Any:
     import psycopg
 
     try:
-        return psycopg.connect(
-            config.conninfo,
-            autocommit=autocommit,
-            application_name=application[:63],
-            connect_timeout=config.connect_timeout_seconds,
-        )
+        return psycopg.connect(config.conninfo, autocommit=autocommit, **connection_params(config, application))
     except psycopg.OperationalError as exc:
-        raise TransientError(f"cannot connect to Postgres: {redact(str(exc)).strip()}") from None
+        raise DestinationUnavailable(
+            f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}"
+        ) from None
+
+
+@contextlib.contextmanager
+def deadline(conn: Any, seconds: float) -> Iterator[dict[str, bool]]:
+    """Bound the statements run in the block from the client side: past ``seconds``, the socket is
+    shut down, so a statement waiting for an answer that never comes (lost in the network) fails
+    at once instead of blocking forever. ``state["expired"]`` tells the caller it was the deadline."""
+    state = {"expired": False}
+    fd = conn.pgconn.socket
+
+    def expire() -> None:
+        state["expired"] = True
+        with contextlib.suppress(OSError):
+            dup = socket.socket(fileno=os.dup(fd))
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+            finally:
+                dup.close()
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield state
+    finally:
+        timer.cancel()
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def ensure_ledger(conn: Any, layout: PostgresLayout) -> None:
@@ -323,6 +416,42 @@ def check_schema(
 # -- the publisher ------------------------------------------------------------------------------
 
 
+def acquire_run_lock(conn: Any, run_id: str, wait_seconds: float, *, zombie: Any = None) -> None:
+    """Take the run's session advisory lock on ``conn``, waiting up to ``wait_seconds`` (a
+    diagnosis probes it for an instant). Raises RunInProgress naming the holder. ``zombie(app)``,
+    if given, says whether a holder is a dead client's session: it is then terminated (that is the
+    fence) and the lock taken."""
+    key = run_lock_key(run_id)
+    until = time.monotonic() + min(wait_seconds, _LOCK_WAIT_SECONDS)
+    while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
+        holder = conn.execute(
+            "SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.classid = %s::oid AND l.objid = %s::oid"
+            " AND l.objsubid = 2 AND l.granted",
+            (key[0] & 0xFFFFFFFF, key[1] & 0xFFFFFFFF),
+        ).fetchone()
+        if holder and zombie is not None and zombie(holder[0]):
+            terminate_backends(conn, [holder[1]], wait_seconds)
+            continue
+        if time.monotonic() >= until:
+            who = f"{holder[0]} (backend pid {holder[1]})" if holder else "another session"
+            raise RunInProgress(f"run {run_id} is RUNNING: {who} holds its advisory lock")
+        time.sleep(0.05)
+
+
+def terminate_backends(conn: Any, pids: Sequence[int], wait_seconds: float) -> None:
+    """Terminate these backends and wait until they are gone (their transactions rolled back, their
+    locks released), at most ``wait_seconds``."""
+    if not pids:
+        return
+    conn.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) AS p", (list(pids),))
+    until = time.monotonic() + wait_seconds
+    while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)).fetchone()[0]:
+        if time.monotonic() >= until:
+            raise RunInProgress(f"backend(s) {list(pids)} did not end within {wait_seconds:g} s of being terminated")
+        time.sleep(0.05)
+
+
 class PostgresPublisher:
     sink_name = "postgres"
 
@@ -331,36 +460,29 @@ class PostgresPublisher:
         self.layout = PostgresLayout(config)
         self._lock_conn: Any = None
 
+    def _connect(self, run: Run) -> Any:
+        return connect(self.config, application_name(run.attempt), autocommit=True)
+
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
-        conn = connect(self.config, APPLICATION_PREFIX + run.attempt, autocommit=True)
+        conn = self._connect(run)
         try:
-            key = run_lock_key(run.run_id)
-            deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-            while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
-                if time.monotonic() >= deadline:
-                    holder = conn.execute(
-                        "SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                        " WHERE l.locktype = 'advisory' AND l.classid = %s::oid AND l.objid = %s::oid"
-                        " AND l.objsubid = 2 AND l.granted",
-                        (key[0] & 0xFFFFFFFF, key[1] & 0xFFFFFFFF),
-                    ).fetchone()
-                    who = f"{holder[0]} (backend pid {holder[1]})" if holder else "another session"
-                    raise RunInProgress(f"run {run.run_id} is RUNNING: {who} holds its advisory lock")
-                time.sleep(0.05)
+            acquire_run_lock(conn, run.run_id, self.config.timeout_seconds)
             self._lock_conn = conn
             yield
         finally:
             self._lock_conn = None
-            conn.close()  # closing the session releases the advisory lock
+            with contextlib.suppress(Exception):
+                conn.close()  # closing the session releases the advisory lock
 
     def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+        import psycopg
         from psycopg import sql
 
         layout = self.layout
         table = layout.table_name(run.dataset)
         staging = layout.staging(run)
-        conn = connect(self.config, APPLICATION_PREFIX + run.attempt, autocommit=True)
+        conn = self._connect(run)
         try:
             check_schema(
                 batches.schema, target_columns(conn, layout.schema, table), self.config, layout.describe(run.dataset)
@@ -382,8 +504,17 @@ class PostgresPublisher:
                 # TEMP) so it outlives this session, which lets separate workers stage parts.
                 conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(staging, columns))
                 conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(staging, sql.Literal(comment)))
+        except psycopg.OperationalError as exc:
+            raise DestinationUnavailable(
+                f"{describe_server(self.config)} failed while creating the staging table: {redact(first_line(exc))}"
+            ) from None
+        except psycopg.Error as exc:
+            raise DestinationUnavailable(
+                f"{describe_server(self.config)} refused the staging table: {redact(first_line(exc))}"
+            ) from None
         finally:
-            conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()
 
         hasher = IpcHasher(batches.schema)
         counter = {"rows": 0, "bytes": 0, "first": True}
@@ -401,10 +532,15 @@ class PostgresPublisher:
                     crash_point("mid_stage")
 
         try:
-            self._bulk_load(staging_table_name(run), pa.RecordBatchReader.from_batches(batches.schema, counted()))
+            self._bulk_load(run, pa.RecordBatchReader.from_batches(batches.schema, counted()))
             # Fresh statistics let the MERGE plan a hash join instead of guessing the staging size.
-            with connect(self.config, APPLICATION_PREFIX + run.attempt, autocommit=True) as conn:
+            with self._connect(run) as conn:
                 conn.execute(sql.SQL("ANALYZE {}").format(staging))
+        except psycopg.OperationalError as exc:
+            self._drop_staging(run)
+            raise DestinationUnavailable(
+                f"{describe_server(self.config)} failed while staging: {redact(first_line(exc))}"
+            ) from None
         except BaseException:
             self._drop_staging(run)
             raise
@@ -421,33 +557,39 @@ class PostgresPublisher:
             details={"staging_table": staging_table_name(run), "staging_schema": layout.staging_schema},
         )
 
-    def _bulk_load(self, table: str, reader: pa.RecordBatchReader) -> None:
+    def _bulk_load(self, run: Run, reader: pa.RecordBatchReader) -> None:
         """Arrow straight into the staging table with binary COPY (ADBC): measured 2.9x faster than
         streaming pyarrow-encoded CSV through psycopg's COPY."""
         import adbc_driver_postgresql.dbapi as adbc
 
+        uri = adbc_uri(self.config.conninfo, connection_params(self.config, application_name(run.attempt)))
         try:
-            with adbc.connect(adbc_uri(self.config.conninfo)) as conn:
+            with adbc.connect(uri) as conn:
                 with conn.cursor() as cur:
-                    cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.layout.staging_schema)
+                    cur.adbc_ingest(
+                        staging_table_name(run), reader, mode="append", db_schema_name=self.layout.staging_schema
+                    )
                 conn.commit()
         except (InputError, CommitRejected):
             raise
         except Exception as exc:
             if isinstance(exc.__cause__, InputError) or isinstance(exc.__context__, InputError):
                 raise exc.__context__ from None  # type: ignore[misc]
-            raise TransientError(f"bulk load into staging failed: {redact(str(exc)).strip()}") from None
+            raise DestinationUnavailable(
+                f"bulk load into staging on {describe_server(self.config)} failed: {redact(first_line(exc))}"
+            ) from None
 
     def _drop_staging(self, run: Run) -> None:
         from psycopg import sql
 
-        with (
-            contextlib.suppress(Exception),
-            connect(self.config, APPLICATION_PREFIX + run.attempt, autocommit=True) as conn,
-        ):
+        with contextlib.suppress(Exception), self._connect(run) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.layout.staging(run)))
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        """One transaction: MERGE, ledger row, DROP of the staging, COMMIT. Bounded from the client
+        side by ``commit_timeout_seconds`` (``deadline``). Before COMMIT is sent, any failure is a
+        proven rejection (a transaction never commits without COMMIT); after it, only the server's
+        answer proves anything, and no answer is CommitOutcomeUnknown."""
         import psycopg
         from psycopg import errors, sql
 
@@ -459,7 +601,7 @@ class PostgresPublisher:
         # The commit runs on the session that holds the run's advisory lock: the transaction-level
         # lock below is then re-entrant instead of waiting for our own session lock forever.
         owned = self._lock_conn is None
-        conn = connect(self.config, APPLICATION_PREFIX + run.attempt, autocommit=True) if owned else self._lock_conn
+        conn = self._connect(run) if owned else self._lock_conn
 
         def rollback_and_release() -> None:
             with contextlib.suppress(Exception):
@@ -474,61 +616,94 @@ class PostgresPublisher:
             if len(staged) == 1
             else "sha256:" + hashlib.sha256("".join(sorted(p.checksum for p in staged)).encode()).hexdigest()
         )
-        try:
-            ensure_ledger(conn, layout)
-            cur = conn.cursor()
-            cur.execute("BEGIN")
-            # Serialises commits of the same run even if the session lock was bypassed.
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", run_lock_key(run.run_id))
-            if cur.execute(
-                sql.SQL("SELECT attempt FROM {} WHERE run_id = %s").format(layout.ledger()), (run.run_id,)
-            ).fetchone():
-                raise AlreadyPublished(f"run {run.run_id} is already in the ledger {layout.ledger().as_string(conn)}")
-            source = self._source(owners, cur)
-            self._create_target(cur, run, staged_schema=owners[0])
-            self._check_duplicates(cur, source)
-            self._merge(cur, target, source, owners[0])
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (run_id, dataset, run_date, attempt, rows, checksum, target)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING published_at"
-                ).format(layout.ledger()),
-                (run.run_id, run.dataset, run.run_date, run.attempt, rows, checksum, layout.describe(run.dataset)),
-            )
-            published_at = cur.fetchone()[0]
-            for owner in owners:
-                cur.execute(sql.SQL("DROP TABLE {}").format(layout.staging(owner)))
-            crash_point("before_commit")
-        except (AlreadyPublished, InputError, CommitRejected) as exc:
-            rollback_and_release()
-            if isinstance(exc, AlreadyPublished):
+        server = describe_server(self.config)
+        with deadline(conn, self.config.commit_timeout_seconds) as timer:
+            try:
+                ensure_ledger(conn, layout)
+                cur = conn.cursor()
+                cur.execute("BEGIN")
+                # Serialises commits of the same run even if the session lock was bypassed.
+                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", run_lock_key(run.run_id))
+                winner = cur.execute(
+                    sql.SQL("SELECT attempt FROM {} WHERE run_id = %s").format(layout.ledger()), (run.run_id,)
+                ).fetchone()
+                if winner:
+                    raise AlreadyPublished(f"run {run.run_id} is already in the ledger (attempt {winner[0]})")
+                source = self._source(owners, cur)
+                self._create_target(cur, run, staged_schema=owners[0])
+                self._check_duplicates(cur, source)
+                self._merge(cur, target, source, owners[0])
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (run_id, dataset, run_date, attempt, rows, checksum, target, published_at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING published_at"
+                    ).format(layout.ledger()),
+                    (run.run_id, run.dataset, run.run_date, run.attempt, rows, checksum, layout.describe(run.dataset)),
+                )
+                published_at = cur.fetchone()[0]
+                for owner in owners:
+                    cur.execute(sql.SQL("DROP TABLE {}").format(layout.staging(owner)))
+                crash_point("before_commit")
+            except AlreadyPublished as exc:
+                rollback_and_release()
                 raise LostRace(str(exc)) from None
-            raise
-        except errors.UniqueViolation as exc:
-            rollback_and_release()
-            # MERGE in Postgres 15 is not a safe upsert under concurrency: the loser of two inserts
-            # of the same key (or of the same ledger row) gets a unique violation. It lost the race.
-            raise LostRace(f"lost the race to publish {run.run_id}: {redact(str(exc)).strip()}") from None
-        except psycopg.OperationalError as exc:
-            rollback_and_release()
-            # Before COMMIT was sent, a broken connection means the server rolled the transaction back.
-            raise CommitRejected(f"connection lost before COMMIT: {redact(str(exc)).strip()}") from None
-        except psycopg.Error as exc:
-            rollback_and_release()
-            raise CommitRejected(f"commit of {run.run_id} refused: {redact(str(exc)).strip()}") from None
-        try:
-            conn.execute("COMMIT")
-        except psycopg.OperationalError as exc:
-            raise CommitOutcomeUnknown(
-                f"the connection broke while COMMIT of {run.run_id} was in flight: {redact(str(exc)).strip()}; "
-                "run `atomic-publish diagnose` (the ledger settles it)"
-            ) from None
-        except psycopg.Error as exc:
-            raise CommitRejected(f"COMMIT of {run.run_id} refused: {redact(str(exc)).strip()}") from None
-        finally:
-            if owned:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            except CommitRejected:
+                rollback_and_release()
+                raise
+            except InputError as exc:
+                # Found inside the transaction before COMMIT (duplicate keys): refused, nothing landed.
+                rollback_and_release()
+                raise DataRejected(str(exc)) from None
+            except errors.UniqueViolation as exc:
+                rollback_and_release()
+                if exc.diag.table_name == self.config.ledger_table:
+                    raise LostRace(
+                        f"another attempt of {run.run_id} committed first: {redact(first_line(exc))}"
+                    ) from None
+                # MERGE in Postgres 15 is not a safe upsert under concurrency: the loser of two inserts
+                # of the same new key gets a unique violation. Nothing of it is visible; try again.
+                raise CommitAborted(
+                    f"a concurrent transaction inserted the same key into {layout.describe(run.dataset)} "
+                    f"({redact(first_line(exc))}); nothing of {run.run_id} was published: re-run"
+                ) from None
+            except (errors.IntegrityError, errors.DataError) as exc:
+                rollback_and_release()
+                raise DataRejected(
+                    f"{layout.describe(run.dataset)} refused the data of {run.run_id}: {redact(first_line(exc))}"
+                ) from None
+            except psycopg.OperationalError as exc:
+                rollback_and_release()
+                # COMMIT was never sent: the server rolls the transaction back (or already did).
+                why = f"no answer within {self.config.commit_timeout_seconds:g} s" if timer["expired"] else None
+                raise CommitAborted(
+                    f"{server} failed before COMMIT of {run.run_id} ({why or redact(first_line(exc))}); "
+                    "not published: run `atomic-publish diagnose`, then re-run"
+                ) from None
+            except psycopg.Error as exc:
+                rollback_and_release()
+                raise CommitRejected(f"commit of {run.run_id} refused by {server}: {redact(first_line(exc))}") from None
+            try:
+                # The comment names the run in pg_stat_activity while the COMMIT is in flight.
+                conn.execute(
+                    sql.SQL("COMMIT /* atomic-publish {} {} */").format(sql.SQL(run.run_id), sql.SQL(run.attempt))
+                )
+            except psycopg.OperationalError as exc:
+                why = (
+                    f"no answer to COMMIT within {self.config.commit_timeout_seconds:g} s"
+                    if timer["expired"]
+                    else f"the connection broke while COMMIT was in flight ({redact(first_line(exc))})"
+                )
+                raise CommitOutcomeUnknown(
+                    f"{server}: {why}; whether {run.run_id} landed is unknown: run `atomic-publish diagnose` "
+                    "(the ledger settles it)"
+                ) from None
+            except psycopg.Error as exc:
+                # The server answered COMMIT with an error: it rolled the transaction back.
+                raise CommitRejected(f"COMMIT of {run.run_id} refused by {server}: {redact(first_line(exc))}") from None
+            finally:
+                if owned:
+                    with contextlib.suppress(Exception):
+                        conn.close()
         crash_point("after_commit")
         return Receipt(
             sink=self.sink_name,
@@ -538,7 +713,7 @@ class PostgresPublisher:
             rows=rows,
             bytes=sum(part.bytes for part in staged),
             checksum=checksum,
-            published_at=published_at.isoformat(timespec="seconds"),
+            published_at=published_at.astimezone(dt.UTC).isoformat(timespec="seconds"),
             details={"ledger": f"{layout.schema}.{self.config.ledger_table}"},
         )
 

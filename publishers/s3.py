@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -30,29 +31,37 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ._arrow import InputFiles, schema_to_json
 from ._crash import crash_point
-from ._errors import CommitOutcomeUnknown, CommitRejected, InputError, LostRace, TransientError
+from ._errors import (
+    CommitAborted,
+    CommitOutcomeUnknown,
+    CommitRejected,
+    DestinationUnavailable,
+    Fenced,
+    InputError,
+    LostRace,
+)
 from ._fs import WriteOnlySink, sha256_file
 from ._lease import Lease, LeaseTaken
-from ._protocol import ProgressCallback, SinkDefinition
+from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
 from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.s3")
 
 MANIFEST_NAME = "_MANIFEST.json"
+INTENT_SUFFIX = ".uploading"
+FENCE_VERSION = 1
 ATTEMPTS = "_attempts"
 LEASES = "_leases"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-class S3SinkConfig(BaseModel):
+class S3SinkConfig(SinkOptions):
     """Options of a ``type = "s3"`` sink. Credentials come only from the usual AWS sources
     (environment, shared config and credentials files, profiles, instance roles)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: Literal["s3"] = "s3"
     bucket: str
@@ -90,7 +99,21 @@ class S3SinkConfig(BaseModel):
 @functools.lru_cache(maxsize=8)
 def client(config: S3SinkConfig) -> Any:
     """One boto3 client per sink config and process (clients are thread-safe): building one loads
-    and parses botocore's service model, measured at 0.15 s, and a publish asks seven times."""
+    and parses botocore's service model, measured at 0.15 s, and a publish asks seven times.
+    Every request is bounded (connect and read timeouts); botocore retries idempotent failures."""
+    return _make_client(config, attempts=3)
+
+
+@functools.lru_cache(maxsize=8)
+def conditional_client(config: S3SinkConfig) -> Any:
+    """The client for conditional writes (the manifest, the lease, a fence): botocore never retries
+    them by itself. A retried conditional PUT whose first try landed but lost its answer gets 412,
+    which would turn "my write landed" into "someone else won"; the callers read the key back
+    instead and decide from what is there."""
+    return _make_client(config, attempts=1)
+
+
+def _make_client(config: S3SinkConfig, *, attempts: int) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -101,14 +124,33 @@ def client(config: S3SinkConfig) -> Any:
         region_name=config.region,
         config=Config(
             s3={"addressing_style": config.addressing_style},
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
             # botocore's default request checksums stay on: measured against the same server, an
             # upload with "when_required" took 2x as long as with the default (CRC32). An old
             # S3-compatible that refuses checksum headers: AWS_REQUEST_CHECKSUM_CALCULATION=when_required.
-            connect_timeout=10,
-            read_timeout=60,
+            connect_timeout=min(config.timeout_seconds, 10.0),
+            read_timeout=config.timeout_seconds,
+            tcp_keepalive=True,
         ),
     )
+
+
+def describe_endpoint(config: S3SinkConfig) -> str:
+    return f"s3://{config.bucket}" + (f" at {config.endpoint_url}" if config.endpoint_url else "")
+
+
+def unavailable(config: S3SinkConfig, doing: str, exc: BaseException) -> DestinationUnavailable:
+    """A one-line error naming the bucket and endpoint for a client or network failure."""
+    code, status = error_code(exc) if isinstance(exc, Exception) else ("", 0)
+    what = f"{code} ({status})" if code else f"{type(exc).__name__}: {_first_line(exc)}"
+    return DestinationUnavailable(f"{describe_endpoint(config)}: {doing} failed: {what}")
+
+
+def _first_line(exc: BaseException) -> str:
+    from ._secrets import redact
+
+    text = redact(str(exc).strip())
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class S3Layout:
@@ -132,6 +174,12 @@ class S3Layout:
 
     def lease(self, dataset: str, run_date: dt.date) -> str:
         return f"{self.base(dataset)}/{LEASES}/{run_date.isoformat()}.json"
+
+    @staticmethod
+    def intent(key: str) -> str:
+        """The intent object an attempt writes before it starts an upload to ``key``: some servers
+        (MinIO) list incomplete uploads only for an exact key, so the diagnosis finds the key here."""
+        return key + INTENT_SUFFIX
 
     def uri(self, key: str) -> str:
         return f"s3://{self.config.bucket}/{key}"
@@ -229,9 +277,56 @@ def read_manifest(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         return None
 
 
+def read_commit_point(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(document, ETag) at the commit point, or (None, None) if nothing is there. The document is
+    a manifest, or a fence (``is_fence``). Raises on any other failure (the caller cannot know)."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except s3.exceptions.NoSuchKey:
+        return None, None
+    raw = response["Body"].read()
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = {"unreadable": raw[:200].decode(errors="replace")}
+    return (doc if isinstance(doc, dict) else {"unreadable": str(doc)[:200]}), str(response["ETag"])
+
+
+def is_fence(doc: dict[str, Any] | None) -> bool:
+    """A fence is what ``recover`` leaves at a run's commit point after removing dead attempts'
+    staging: a late manifest PUT of theirs (``If-None-Match: *``) then fails. It is not a manifest:
+    readers treat it as "not published", and the next attempt replaces it with ``If-Match``."""
+    return bool(doc) and doc.get("fence") is True  # type: ignore[union-attr]
+
+
+def fence_document(run_id: str, attempts: Sequence[str]) -> bytes:
+    return (
+        json.dumps(
+            {
+                "fence": True,
+                "fence_version": FENCE_VERSION,
+                "run_id": run_id,
+                "fenced_attempts": sorted(attempts),
+                "fenced_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "note": "NOT PUBLISHED: recover removed the staging of dead attempts and fenced their commits; "
+                "the next publish of this run replaces this object",
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    ).encode()
+
+
+def is_condition_failure(exc: Exception) -> bool:
+    """412 (the condition failed) or 409 (a concurrent conditional write to the same key)."""
+    code, status = error_code(exc)
+    return status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
 def run_lease(config: S3SinkConfig, run: Run) -> Lease:
-    """The run's lease object (see publishers._lease)."""
-    s3 = client(config)
+    """The run's lease object (see publishers._lease), taken and renewed by conditional writes."""
+    s3, writer = client(config), conditional_client(config)
     key = S3Layout(config).lease(run.dataset, run.run_date)
 
     def read_versioned() -> tuple[bytes, str] | None:
@@ -246,14 +341,12 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
 
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
         try:
-            response = s3.put_object(
+            response = writer.put_object(
                 Bucket=config.bucket, Key=key, Body=data, ContentType="application/json", **condition
             )
         except ClientError as exc:
-            code, status = error_code(exc)
-            # 412: the condition failed; 409: a concurrent conditional write to the same key.
-            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise LeaseTaken(key) from None
+            if is_condition_failure(exc):
+                raise LeaseTaken(key) from None  # Lease reads it back: it may be our own landed write
             raise
         return str(response["ETag"])
 
@@ -276,18 +369,24 @@ class S3Publisher:
     def run_lock(self, run: Run) -> Lease:
         return run_lease(self.config, run)
 
-    def _start_upload(self, s3: Any, key: str) -> _MultipartSink:
+    def _declare(self, s3: Any, key: str, run: Run) -> None:
+        """Write the intent object of an upload before starting it (see S3Layout.intent)."""
+        body = json.dumps({"key": key, "run_id": run.run_id, "attempt": run.attempt}).encode()
+        s3.put_object(Bucket=self.config.bucket, Key=self.layout.intent(key), Body=body)
+
+    def _start_upload(self, s3: Any, key: str, run: Run) -> _MultipartSink:
         try:
+            self._declare(s3, key, run)
             return _MultipartSink(
                 s3, self.config.bucket, key, self.config.part_size_mb << 20, self.config.max_concurrency
             )
         except Exception as exc:
-            raise TransientError(f"cannot start the upload of {self.layout.uri(key)}: {exc}") from exc
+            raise unavailable(self.config, f"starting the upload of {self.layout.uri(key)}", exc) from exc
 
     def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
         s3 = client(self.config)
         key = f"{self.layout.attempt_prefix(run)}part-00000.{self.config.format}"
-        sink = self._start_upload(s3, key)
+        sink = self._start_upload(s3, key, run)
         rows = 0
         try:
             if self.config.format == "csv":
@@ -308,8 +407,13 @@ class S3Publisher:
             finally:
                 writer.close()
             etag = sink.complete()
-        except BaseException:
+            s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
+        except BaseException as exc:
             sink.abort()
+            with contextlib.suppress(Exception):
+                s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
+            if isinstance(exc, Exception) and _is_client_failure(exc):
+                raise unavailable(self.config, f"uploading {self.layout.uri(key)}", exc) from exc
             raise
         crash_point("after_stage")
         objects = [{"key": key, "size": sink.size, "etag": etag, "sha256": sink.digest.hexdigest()}]
@@ -330,7 +434,7 @@ class S3Publisher:
         try:
             for index, (path, footer) in enumerate(zip(files.paths, files.footers, strict=True)):
                 key = f"{prefix}part-{index:05d}.parquet"
-                objects.append(self._upload_file(s3, path, key, progress, rows, first=index == 0))
+                objects.append(self._upload_file(s3, run, path, key, progress, rows, first=index == 0))
                 rows += footer.num_rows
         except BaseException:
             self.discard(run, [])  # objects of earlier files are complete: stage removes its own
@@ -339,7 +443,15 @@ class S3Publisher:
         return self._staged(run, objects, rows, schema)
 
     def _upload_file(
-        self, s3: Any, path: Path, key: str, progress: ProgressCallback | None, rows_before: int, *, first: bool
+        self,
+        s3: Any,
+        run: Run,
+        path: Path,
+        key: str,
+        progress: ProgressCallback | None,
+        rows_before: int,
+        *,
+        first: bool,
     ) -> dict[str, Any]:
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
         from s3transfer.subscribers import BaseSubscriber
@@ -362,6 +474,10 @@ class S3Publisher:
             multipart_chunksize=self.config.part_size_mb << 20,
             max_concurrency=self.config.max_concurrency,
         )
+        try:
+            self._declare(s3, key, run)
+        except Exception as exc:
+            raise unavailable(self.config, f"starting the upload of {self.layout.uri(key)}", exc) from exc
         with create_transfer_manager(s3, config) as manager, ThreadPoolExecutor(1, "sha256") as hashing:
             digest = hashing.submit(sha256_file, path)
             upload = manager.upload(str(path), self.config.bucket, key, subscribers=[Progress()])
@@ -371,23 +487,21 @@ class S3Publisher:
             try:
                 upload.result()
             except Exception as exc:
-                raise TransientError(f"upload of {path} to {self.layout.uri(key)} failed: {exc}") from exc
+                raise unavailable(self.config, f"uploading {path} to {self.layout.uri(key)}", exc) from exc
             sha256, hashed_size = digest.result()
+        s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
         after = path.stat()
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or hashed_size != after.st_size:
             raise InputError(f"{path}: the file changed while it was uploaded")
         head = s3.head_object(Bucket=self.config.bucket, Key=key)
         if head["ContentLength"] != hashed_size:
-            raise TransientError(f"{self.layout.uri(key)} holds {head['ContentLength']} bytes, {path} {hashed_size}")
+            raise DestinationUnavailable(
+                f"{self.layout.uri(key)} holds {head['ContentLength']} bytes, {path} {hashed_size}"
+            )
         return {"key": key, "size": hashed_size, "etag": head["ETag"], "sha256": sha256}
 
     def _staged(self, run: Run, objects: list[dict[str, Any]], rows: int, schema: pa.Schema) -> Staged:
-        if len(objects) == 1:
-            checksum = f"sha256:{objects[0]['sha256']}"
-        else:
-            # Several objects: the sha256 of their sha256s in order (each object keeps its own).
-            joined = "\n".join(o["sha256"] for o in objects).encode()
-            checksum = f"sha256-of-objects:{hashlib.sha256(joined).hexdigest()}"
+        checksum = combined_checksum(objects)
         return Staged(
             sink=self.sink_name,
             run_id=run.run_id,
@@ -400,11 +514,18 @@ class S3Publisher:
         )
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
+        """One conditional PUT of the manifest: ``If-None-Match: *`` on an empty commit point, or
+        ``If-Match`` on a fence that ``recover`` left there. Never retried blindly: after any try
+        whose answer is not a plain success, the commit point is read back and decides (our own
+        manifest: published; another attempt's: LostRace; a newer fence: Fenced; nothing: the
+        conditional PUT is safe to try again), until ``commit_timeout_seconds``; then the outcome
+        is unknown and nothing is deleted."""
         from botocore.exceptions import ClientError
 
         if not staged:
             raise CommitRejected("nothing staged")
-        s3 = client(self.config)
+        s3, writer = client(self.config), conditional_client(self.config)
+        bucket = self.config.bucket
         objects = [o for part in staged for o in part.details["objects"]]
         published_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         manifest = {
@@ -417,47 +538,72 @@ class S3Publisher:
             "schema": staged[0].details["schema"],
             "rows": sum(p.rows for p in staged),
             "bytes": sum(p.bytes for p in staged),
-            "checksum": staged[0].checksum if len(staged) == 1 else None,
+            "checksum": combined_checksum(objects),
             "objects": objects,
             "published_at": published_at,
         }
         key = self.layout.manifest(run.dataset, run.run_date)
+        uri = self.layout.uri(key)
         body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-        last_error: Exception | None = None
-        for _ in range(3):
+        deadline = time.monotonic() + self.config.commit_timeout_seconds
+        last_error: str | None = None
+
+        def settle() -> tuple[str, str | None]:
+            """What is at the commit point now: ("ours"|"other"|"fence"|"none", ETag)."""
+            doc, etag = read_commit_point(s3, bucket, key)
+            if doc is None:
+                return "none", None
+            if is_fence(doc):
+                return "fence", etag
+            if doc.get("attempt") == run.attempt:
+                return "ours", etag
+            return "other", str(doc.get("attempt"))
+
+        try:
+            seen, fence_etag = settle()
+        except Exception as exc:
+            raise CommitAborted(f"cannot read the commit point {uri} before the commit: {_first_line(exc)}") from exc
+        if seen in ("other", "ours"):
+            raise LostRace(f"run {run.run_id} is already published ({uri}, attempt {fence_etag})")
+        expected = fence_etag if seen == "fence" else None
+        while True:
+            condition = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
             try:
-                s3.put_object(
-                    Bucket=self.config.bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json"
-                )
+                writer.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **condition)
                 break
             except ClientError as exc:
                 code, status = error_code(exc)
-                if status == 412 or code == "PreconditionFailed":
-                    raise LostRace(f"run {run.run_id} is already published ({self.layout.uri(key)} exists)") from None
-                if not is_unknown_outcome(exc):
-                    raise CommitRejected(f"S3 refused the manifest {self.layout.uri(key)}: {code} ({status})") from None
-                last_error = exc
+                if not is_condition_failure(exc) and not is_unknown_outcome(exc):
+                    # A plain 4xx (access denied, no such bucket): S3 answered that it did not write.
+                    raise CommitRejected(f"S3 refused the manifest {uri}: {code} ({status})") from None
+                last_error = f"{code} ({status})"
             except Exception as exc:
                 if not is_unknown_outcome(exc):
                     raise
-                last_error = exc
-            # The PUT may or may not have landed: the manifest itself settles it.
-            landed = read_manifest(s3, self.config.bucket, key)
-            if landed is not None:
-                if landed.get("attempt") == run.attempt:
-                    break
-                raise LostRace(f"run {run.run_id} was published by attempt {landed.get('attempt')}")
-        else:
-            raise CommitOutcomeUnknown(
-                f"the manifest PUT of {run.run_id} failed without an answer ({last_error}); "
-                "run `atomic-publish diagnose` (the manifest settles it)"
-            )
+                last_error = f"{type(exc).__name__}: {_first_line(exc)}"
+            # The PUT may or may not have landed, or the condition failed: the commit point decides.
+            try:
+                now_seen, detail = settle()
+            except Exception as exc:
+                now_seen, detail = "unreadable", f"{type(exc).__name__}: {_first_line(exc)}"
+            if now_seen == "ours":
+                break
+            if now_seen == "other":
+                raise LostRace(f"run {run.run_id} was published by attempt {detail} ({uri})")
+            if now_seen == "fence" and detail != expected:
+                raise Fenced(f"recover fenced attempt {run.attempt} of {run.run_id} ({uri}); it did not publish")
+            if time.monotonic() >= deadline:
+                raise CommitOutcomeUnknown(
+                    f"the manifest PUT of {run.run_id} to {uri} ended without an answer ({last_error}) for "
+                    f"{self.config.commit_timeout_seconds:g} s; run `atomic-publish diagnose` (the manifest settles it)"
+                )
+            time.sleep(0.2)
         crash_point("after_commit")
         return Receipt(
             sink=self.sink_name,
             run_id=run.run_id,
             attempt=run.attempt,
-            location=self.layout.uri(key),
+            location=uri,
             rows=manifest["rows"],
             bytes=manifest["bytes"],
             checksum=str(manifest["checksum"]),
@@ -467,15 +613,48 @@ class S3Publisher:
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         s3 = client(self.config)
+        bucket = self.config.bucket
         for attempt in sorted({run.attempt} | {s.attempt for s in staged}):
             prefix = self.layout.attempt_prefix(Run(run.dataset, run.run_date, attempt))
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.config.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    s3.delete_object(Bucket=self.config.bucket, Key=obj["Key"])
-            uploads = s3.list_multipart_uploads(Bucket=self.config.bucket, Prefix=prefix).get("Uploads", [])
-            for upload in uploads:
+            keys = [
+                obj["Key"]
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for obj in page.get("Contents", [])
+            ]
+            # Uploads first (found by prefix, and by the exact keys the intents name), then objects.
+            intents = [k[: -len(INTENT_SUFFIX)] for k in keys if k.endswith(INTENT_SUFFIX)]
+            for upload in incomplete_uploads(s3, bucket, prefix, intents):
                 with contextlib.suppress(Exception):
-                    s3.abort_multipart_upload(Bucket=self.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            for key in keys:
+                s3.delete_object(Bucket=bucket, Key=key)
+
+
+def incomplete_uploads(s3: Any, bucket: str, prefix: str, exact_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Incomplete multipart uploads under ``prefix``: listed by prefix (AWS, moto) and by each exact
+    key an intent names (MinIO lists uploads only for an exact key), without duplicates."""
+    found: dict[str, dict[str, Any]] = {}
+    for wanted in (prefix, *exact_keys):
+        response = s3.list_multipart_uploads(Bucket=bucket, Prefix=wanted)
+        for upload in response.get("Uploads", []):
+            if upload["Key"].startswith(prefix):
+                found[upload["UploadId"]] = upload
+    return sorted(found.values(), key=lambda u: (u["Key"], u["UploadId"]))
+
+
+def combined_checksum(objects: Sequence[dict[str, Any]]) -> str:
+    """The run's checksum: ``sha256:<hex>`` of its one object, or ``sha256-of-objects:<hex>``, the
+    sha256 of the objects' sha256s, one per line, in order (each object keeps its own)."""
+    if len(objects) == 1:
+        return f"sha256:{objects[0]['sha256']}"
+    joined = "\n".join(o["sha256"] for o in objects).encode()
+    return f"sha256-of-objects:{hashlib.sha256(joined).hexdigest()}"
+
+
+def _is_client_failure(exc: Exception) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, BotoCoreError | ClientError)
 
 
 def _make_diagnostic(config: S3SinkConfig) -> Any:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from diagnostics.taxonomy import State
 from publishers import LoadedConfig, Run, load_config
-from publishers._fs import read_json, sha256_file
+
+from . import readers
 
 DATASET = "refunds_settled"
 DATE = "2026-04-24"
@@ -40,7 +41,7 @@ class SinkHarness:
 
 
 def _file_config(base: Path) -> Path:
-    base.mkdir(parents=True, exist_ok=True)
+    (base / "out").mkdir(parents=True, exist_ok=True)  # a configured destination exists, empty
     cfg = base / "publish.toml"
     cfg.write_text(f'[defaults]\nsink = "out"\n\n[sinks.out]\ntype = "file"\nroot = "{base / "out"}"\n')
     return cfg
@@ -58,15 +59,8 @@ def _file_published(config: LoadedConfig, run: Run) -> bytes:
 
 
 def _file_gated(config: LoadedConfig, run: Run) -> bytes | None:
-    final, marker = _file_paths(config, run)
-    try:
-        manifest = read_json(marker)
-    except FileNotFoundError:
-        return None
-    data = final.read_bytes()
-    digest, _ = sha256_file(final)
-    assert digest == manifest["sha256"], "a reader gating on the manifest read data that does not match it"
-    return data
+    options = config.sink()[1]
+    return readers.file_gated(Path(options.root), run.dataset, run.run_date.isoformat(), options.format)
 
 
 def _file_ungated(config: LoadedConfig, run: Run) -> bytes | None:
@@ -191,7 +185,12 @@ def iceberg_harness() -> SinkHarness:
     import pyarrow.csv as pacsv
 
     def make_config(base: Path) -> Path:
+        from pyiceberg.catalog.sql import SqlCatalog
+
         base.mkdir(parents=True, exist_ok=True)
+        (base / "wh").mkdir(exist_ok=True)
+        # A configured destination exists: the catalog database, empty (pyiceberg creates its tables).
+        SqlCatalog("lake", uri=f"sqlite:///{base}/catalog.db", warehouse=(base / "wh").as_uri()).engine.dispose()
         cfg = base / "publish.toml"
         cfg.write_text(
             '[defaults]\nsink = "lake"\n\n[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\n'
@@ -205,27 +204,34 @@ def iceberg_harness() -> SinkHarness:
         pacsv.write_csv(table.sort_by("refund_id"), sink)
         return sink.getvalue().to_pybytes()
 
+    def catalog(config: LoadedConfig):  # type: ignore[no-untyped-def]
+        # pyiceberg itself, from the documented catalog properties: not the sink's own code.
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        props = config.sink()[1].catalog
+        return SqlCatalog("lake", uri=props["uri"], warehouse=props["warehouse"])
+
     def load(config: LoadedConfig):  # type: ignore[no-untyped-def]
-        definition, options = config.sink()
-        return definition.make_publisher(options).layout.load(DATASET)
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        try:
+            return catalog(config).load_table(("reports", DATASET))
+        except (NoSuchTableError, NoSuchNamespaceError):
+            return None
 
     def published_bytes(config: LoadedConfig, run: Run) -> bytes:
         return to_bytes(load(config).scan().to_arrow())
 
     def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
-        from publishers.iceberg import published_snapshot
-
-        table = load(config)
-        if table is None:
-            return None
-        snapshot = published_snapshot(table, run.run_id)
-        return None if snapshot is None else to_bytes(table.scan(snapshot_id=snapshot.snapshot_id).to_arrow())
+        rows = readers.iceberg_gated(catalog(config), ("reports", DATASET), run.run_id)
+        return None if rows is None else to_bytes(rows)
 
     def ungated_read(config: LoadedConfig, run: Run) -> bytes | None:
         table = load(config)
         if table is None or table.current_snapshot() is None:
             return None
-        return to_bytes(table.scan().to_arrow())
+        rows = table.scan().to_arrow()
+        return to_bytes(rows) if rows.num_rows else None
 
     return SinkHarness(
         name="iceberg",
@@ -252,7 +258,6 @@ def s3_harness(s3) -> SinkHarness:  # type: ignore[no-untyped-def]
     """The S3 sink against the harness's S3 endpoint (moto's server here, MinIO by environment);
     each test gets its own prefix. Credentials reach the CLI only through the AWS variables."""
     import hashlib
-    import json
 
     client = s3.client()
     creds = {
@@ -278,20 +283,9 @@ def s3_harness(s3) -> SinkHarness:  # type: ignore[no-untyped-def]
     def manifest_key(config: LoadedConfig, run: Run) -> str:
         return config.sink()[1].prefix + f"/{DATASET}/{run.run_date.isoformat()}/_MANIFEST.json"
 
-    def read_objects(manifest: dict) -> bytes:  # type: ignore[type-arg]
-        out = b""
-        for obj in manifest["objects"]:
-            data = client.get_object(Bucket=s3.bucket, Key=obj["key"])["Body"].read()
-            assert hashlib.sha256(data).hexdigest() == obj["sha256"], "object does not match the manifest"
-            out += data
-        return out
-
     def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
-        try:
-            raw = client.get_object(Bucket=s3.bucket, Key=manifest_key(config, run))["Body"].read()
-        except client.exceptions.NoSuchKey:
-            return None
-        return read_objects(json.loads(raw))
+        prefix = config.sink()[1].prefix
+        return readers.s3_gated(client, s3.bucket, prefix, DATASET, run.run_date.isoformat())
 
     def published_bytes(config: LoadedConfig, run: Run) -> bytes:
         data = gated_read(config, run)
@@ -371,8 +365,6 @@ def kafka_harness(kafka) -> SinkHarness:  # type: ignore[no-untyped-def]
     """The Kafka sink against the real broker from the harness; each test gets its own topics."""
     import hashlib
 
-    from publishers.kafka import H_RUN, header, partition_offsets, read_ledger, read_range
-
     def names(base: Path) -> tuple[str, str]:
         tag = hashlib.sha1(str(base).encode()).hexdigest()[:10]
         return f"refunds-{tag}", f"ledger-{tag}"
@@ -389,12 +381,7 @@ def kafka_harness(kafka) -> SinkHarness:  # type: ignore[no-untyped-def]
         return cfg
 
     def committed_records(config: LoadedConfig, run: Run) -> bytes | None:
-        options = config.sink()[1]
-        values = []
-        for partition, (low, lso, _) in partition_offsets(options, options.topic).items():
-            for msg in read_range(options, options.topic, partition, low, lso, committed=True):
-                if header(msg, H_RUN) == run.run_id:
-                    values.append(msg.value())
+        values = readers.kafka_run_records(kafka.bootstrap, config.sink()[1].topic, run.run_id)
         return b"\n".join(sorted(values)) if values else None
 
     def published_bytes(config: LoadedConfig, run: Run) -> bytes:
@@ -403,7 +390,7 @@ def kafka_harness(kafka) -> SinkHarness:  # type: ignore[no-untyped-def]
         return data
 
     def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
-        if read_ledger(config.sink()[1], run.run_id) is None:
+        if readers.kafka_ledger(kafka.bootstrap, config.sink()[1].ledger_topic, run.run_id) is None:
             return None
         return committed_records(config, run)
 

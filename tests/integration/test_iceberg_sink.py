@@ -27,7 +27,9 @@ def make(tmp_path, **overrides):
         namespace="reports",
         **overrides,
     )
-    return IcebergPublisher(config), IcebergDiagnostic(config)
+    publisher = IcebergPublisher(config)
+    publisher.layout.catalog()  # the configured destination exists (an empty catalog)
+    return publisher, IcebergDiagnostic(config)
 
 
 def rows(ids, part="p1", values=None):
@@ -203,7 +205,7 @@ def test_postgres_catalog_with_the_warehouse_on_s3(tmp_path, postgres_service, s
         f'warehouse = "s3://{s3_service.bucket}/wh-{db}"\n"s3.endpoint" = "{s3_service.endpoint}"\n'
         f'"s3.region" = "{s3_service.region}"\n'
     )
-    env = cli_env(cfg, PGPASSWORD=p["password"], AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    env = cli_env(cfg, PGPASSWORD=p["password"], **s3_service.env())
     args = refunds_run_args(small_inputs, "--sink", "lake")
     published = run_cli(*args, env=env)
     assert published.code == 0, published.stderr

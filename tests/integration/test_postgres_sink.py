@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from diagnostics.postgres import PostgresDiagnostic
 from diagnostics.taxonomy import State
-from publishers import InputError, LostRace, Run, SchemaMismatch, publish
+from publishers import CommitAborted, InputError, LostRace, Run, SchemaMismatch, publish
 from publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
 from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 
@@ -171,9 +171,11 @@ def test_prepared_transaction_named_after_the_run_is_an_orphan(pg):
     assert pg.query(f'SELECT count(*) FROM "{pg.schema}".scratch') == [(0,)]
 
 
-def test_concurrent_merges_of_the_same_new_key_end_as_a_clean_lost_race(pg, monkeypatch):
+def test_concurrent_merges_of_the_same_new_key_end_as_a_clean_abort(pg, monkeypatch):
     """MERGE in Postgres 15 is not a safe upsert: two runs inserting the same new key at once make
-    the second fail with a unique violation. That must be a LostRace, with nothing half-done."""
+    the second fail with a unique violation. Two different runs did not race for the same run, so it
+    is not a LostRace (exit 4 is only for that): a CommitAborted (proven not landed, worth a retry),
+    with nothing half-done."""
     publisher, diagnostic = pg.make()
     first, second = Run.new("items", "2026-04-23"), Run.new("items", "2026-04-24")
     staged = {r.run_id: publisher.stage(r, table([7], [r.run_id]).to_reader()) for r in (first, second)}
@@ -185,7 +187,7 @@ def test_concurrent_merges_of_the_same_new_key_end_as_a_clean_lost_race(pg, monk
         time.sleep(delay)
         try:
             outcomes[r.run_id] = PostgresPublisher(pg.config()).commit(r, [staged[r.run_id]])
-        except LostRace as exc:
+        except CommitAborted as exc:
             outcomes[r.run_id] = exc
 
     threads = [threading.Thread(target=commit, args=(first, 0)), threading.Thread(target=commit, args=(second, 0.5))]
@@ -194,7 +196,9 @@ def test_concurrent_merges_of_the_same_new_key_end_as_a_clean_lost_race(pg, monk
     for t in threads:
         t.join()
     assert type(outcomes[first.run_id]).__name__ == "Receipt"
-    assert isinstance(outcomes[second.run_id], LostRace) and "lost the race" in str(outcomes[second.run_id])
+    second_outcome = outcomes[second.run_id]
+    assert isinstance(second_outcome, CommitAborted) and not isinstance(second_outcome, LostRace)
+    assert "concurrent transaction inserted the same key" in str(second_outcome)
     assert pg.query(f'SELECT v FROM "{pg.schema}".items WHERE id = 7') == [(first.run_id,)]
     assert diagnostic.diagnose(second).state is State.ORPHANED  # its staging is still there to discard
 

@@ -17,7 +17,9 @@ RUN = ("--dataset", "refunds_settled", "--run-date", DATE)
 
 @pytest.fixture
 def dest(tmp_path):
+    """A configured, existing (empty) destination root."""
     root = tmp_path / "out"
+    root.mkdir()
     return root, write_config(tmp_path / "publish.toml", root)
 
 

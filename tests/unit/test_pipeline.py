@@ -12,7 +12,7 @@ from diagnostics.taxonomy import State
 from pipelines.generate import generate_inputs
 from pipelines.refunds import OUTPUT_SCHEMA, load_merchants, run_id_value, settled_refunds, transform
 from pipelines.runner import run_refunds
-from publishers import InputError, MemoryBudgetExceeded, TransientError, load_config
+from publishers import CommitAborted, InputError, MemoryBudgetExceeded, TransientError, load_config
 from publishers.file import FilePublisher
 from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli, tree, write_config
 
@@ -87,7 +87,9 @@ class _FlakyCommit(FilePublisher):
     def commit(self, run, staged):
         type(self).calls += 1
         if type(self).calls <= type(self).failures:
-            raise TransientError(f"injected transient fault #{type(self).calls}")
+            # A failure the destination proves did not land (a connection cut before the commit
+            # point): the only kind of commit failure a retry may follow.
+            raise CommitAborted(f"injected transient fault #{type(self).calls}")
         return super().commit(run, staged)
 
 
