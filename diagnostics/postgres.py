@@ -37,7 +37,6 @@ from publishers.postgres import (
     dataset_hash,
     parse_application_name,
     parse_staging_name,
-    run_lock_key,
     staging_prefix,
     terminate_backends,
 )
@@ -119,7 +118,7 @@ class PostgresDiagnostic(SinkDiagnostic):
     def _sessions(self, conn: Any, run: Run, staging: list[Artifact]) -> list[dict[str, Any]]:
         """Sessions of this run: holders of its advisory lock (session or transaction level) or of a
         lock on one of its staging tables. Never this diagnosis's own session."""
-        k1, k2 = run_lock_key(run.run_id)
+        k1, k2 = self.layout.lock_key(run.run_id)
         oids = [a.identity[1] for a in staging]
         rows = conn.execute(
             "SELECT DISTINCT a.pid, a.application_name, a.backend_start, a.state,"
@@ -261,7 +260,9 @@ class PostgresDiagnostic(SinkDiagnostic):
         is terminated (the fence) and the lock taken."""
         conn = connect(self.config, application_name(run.attempt, "recover "), autocommit=True)
         try:
-            acquire_run_lock(conn, run.run_id, self.config.timeout_seconds, zombie=_client_is_dead)
+            acquire_run_lock(
+                conn, self.layout.lock_key(run.run_id), run.run_id, self.config.timeout_seconds, zombie=_client_is_dead
+            )
             self._conn = conn
             yield
         finally:

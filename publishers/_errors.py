@@ -168,6 +168,8 @@ def exit_code_for(exc: BaseException) -> int:
 
     if isinstance(exc, AlreadyPublished):
         return EXIT_ALREADY_PUBLISHED
+    if isinstance(exc, RunInProgress):
+        return State.RUNNING.exit_code  # whatever the diagnosis said before: a live attempt (or commit) holds it
     if isinstance(exc, RunRefused):
         return exc.diagnosis.exit_code if exc.diagnosis is not None else State.RUNNING.exit_code
     if isinstance(exc, CommitOutcomeUnknown):

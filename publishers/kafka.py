@@ -277,8 +277,9 @@ class KafkaPublisher:
             raise
         finally:
             checksum = hasher.hexdigest()  # also ends the hashing thread on the error paths
-        crash_point("after_stage")
+        # Held before the crash point: a signal there unwinds through discard(), which aborts it.
         self._held[run.attempt] = _Held(producer, rows, size, checksum)
+        crash_point("after_stage")
         return Staged(
             sink=self.sink_name,
             run_id=run.run_id,

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -50,6 +51,7 @@ from ._errors import (
     LostRace,
     RunInProgress,
     SchemaMismatch,
+    Terminated,
 )
 from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
 from ._types import Receipt, Run, Staged
@@ -164,8 +166,10 @@ def parse_staging_name(name: str) -> tuple[str, dt.date, str] | None:
         return None
 
 
-def run_lock_key(run_id: str) -> tuple[int, int]:
-    second = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:4], "big", signed=True)
+def run_lock_key(run_id: str, ledger: str) -> tuple[int, int]:
+    """The advisory lock of a run in one ledger (``schema.ledger_table``): advisory locks are
+    database-wide, and the same run published into two schemas is two runs."""
+    second = int.from_bytes(hashlib.sha256(f"{ledger}\n{run_id}".encode()).digest()[:4], "big", signed=True)
     return LOCK_NAMESPACE, second
 
 
@@ -255,6 +259,9 @@ class PostgresLayout:
 
     def describe(self, dataset: str) -> str:
         return f"{self.schema}.{self.table_name(dataset)}"
+
+    def lock_key(self, run_id: str) -> tuple[int, int]:
+        return run_lock_key(run_id, f"{self.schema}.{self.config.ledger_table}")
 
 
 # -- connections --------------------------------------------------------------------------------
@@ -350,6 +357,26 @@ def deadline(conn: Any, seconds: float) -> Iterator[dict[str, bool]]:
         timer.cancel()
 
 
+def _cancelled(exc: BaseException) -> bool:
+    from adbc_driver_manager import AdbcStatusCode
+
+    return getattr(exc, "status_code", None) == AdbcStatusCode.CANCELLED
+
+
+def _own_error_in_chain(exc: BaseException) -> BaseException | None:
+    """The project's own error (Terminated, InputError, ...) that a driver wrapped, if any."""
+    from ._errors import AtomicPublishError
+
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, AtomicPublishError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -416,12 +443,11 @@ def check_schema(
 # -- the publisher ------------------------------------------------------------------------------
 
 
-def acquire_run_lock(conn: Any, run_id: str, wait_seconds: float, *, zombie: Any = None) -> None:
+def acquire_run_lock(conn: Any, key: tuple[int, int], run_id: str, wait_seconds: float, *, zombie: Any = None) -> None:
     """Take the run's session advisory lock on ``conn``, waiting up to ``wait_seconds`` (a
     diagnosis probes it for an instant). Raises RunInProgress naming the holder. ``zombie(app)``,
     if given, says whether a holder is a dead client's session: it is then terminated (that is the
     fence) and the lock taken."""
-    key = run_lock_key(run_id)
     until = time.monotonic() + min(wait_seconds, _LOCK_WAIT_SECONDS)
     while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
         holder = conn.execute(
@@ -467,7 +493,7 @@ class PostgresPublisher:
     def run_lock(self, run: Run) -> Iterator[None]:
         conn = self._connect(run)
         try:
-            acquire_run_lock(conn, run.run_id, self.config.timeout_seconds)
+            acquire_run_lock(conn, self.layout.lock_key(run.run_id), run.run_id, self.config.timeout_seconds)
             self._lock_conn = conn
             yield
         finally:
@@ -518,21 +544,28 @@ class PostgresPublisher:
 
         hasher = IpcHasher(batches.schema)
         counter = {"rows": 0, "bytes": 0, "first": True}
+        # An error raised by the records themselves (bad input, a signal) reaches ADBC's C code, which
+        # reports it as its own error: kept here so it is raised as what it is.
+        source_error: list[BaseException] = []
 
         def counted() -> Iterator[pa.RecordBatch]:
-            for batch in batches:
-                hasher.add(batch)
-                counter["rows"] += batch.num_rows
-                counter["bytes"] += batch.nbytes
-                if progress:
-                    progress(counter["rows"], counter["bytes"])
-                yield batch
-                if counter["first"]:
-                    counter["first"] = False
-                    crash_point("mid_stage")
+            try:
+                for batch in batches:
+                    hasher.add(batch)
+                    counter["rows"] += batch.num_rows
+                    counter["bytes"] += batch.nbytes
+                    if progress:
+                        progress(counter["rows"], counter["bytes"])
+                    yield batch
+                    if counter["first"]:
+                        counter["first"] = False
+                        crash_point("mid_stage")
+            except BaseException as exc:
+                source_error.append(exc)
+                raise
 
         try:
-            self._bulk_load(run, pa.RecordBatchReader.from_batches(batches.schema, counted()))
+            self._bulk_load(run, pa.RecordBatchReader.from_batches(batches.schema, counted()), source_error)
             # Fresh statistics let the MERGE plan a hash join instead of guessing the staging size.
             with self._connect(run) as conn:
                 conn.execute(sql.SQL("ANALYZE {}").format(staging))
@@ -557,7 +590,7 @@ class PostgresPublisher:
             details={"staging_table": staging_table_name(run), "staging_schema": layout.staging_schema},
         )
 
-    def _bulk_load(self, run: Run, reader: pa.RecordBatchReader) -> None:
+    def _bulk_load(self, run: Run, reader: pa.RecordBatchReader, source_error: list[BaseException]) -> None:
         """Arrow straight into the staging table with binary COPY (ADBC): measured 2.9x faster than
         streaming pyarrow-encoded CSV through psycopg's COPY."""
         import adbc_driver_postgresql.dbapi as adbc
@@ -570,11 +603,18 @@ class PostgresPublisher:
                         staging_table_name(run), reader, mode="append", db_schema_name=self.layout.staging_schema
                     )
                 conn.commit()
-        except (InputError, CommitRejected):
-            raise
         except Exception as exc:
-            if isinstance(exc.__cause__, InputError) or isinstance(exc.__context__, InputError):
-                raise exc.__context__ from None  # type: ignore[misc]
+            if source_error:
+                raise source_error[0] from None
+            own = _own_error_in_chain(exc)
+            if own is not None:
+                raise own from None
+            if _cancelled(exc):
+                # During a bulk load ADBC handles Ctrl-C itself (it cancels the COPY, and Python's
+                # handler never runs): the CANCELLED it reports is the user's SIGINT, not a fault.
+                raise Terminated(
+                    "received SIGINT; this attempt removed its own staging and stopped", signal.SIGINT
+                ) from None
             raise DestinationUnavailable(
                 f"bulk load into staging on {describe_server(self.config)} failed: {redact(first_line(exc))}"
             ) from None
@@ -623,7 +663,7 @@ class PostgresPublisher:
                 cur = conn.cursor()
                 cur.execute("BEGIN")
                 # Serialises commits of the same run even if the session lock was bypassed.
-                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", run_lock_key(run.run_id))
+                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", layout.lock_key(run.run_id))
                 winner = cur.execute(
                     sql.SQL("SELECT attempt FROM {} WHERE run_id = %s").format(layout.ledger()), (run.run_id,)
                 ).fetchone()

@@ -208,8 +208,9 @@ def iceberg_harness() -> SinkHarness:
         # pyiceberg itself, from the documented catalog properties: not the sink's own code.
         from pyiceberg.catalog.sql import SqlCatalog
 
-        props = config.sink()[1].catalog
-        return SqlCatalog("lake", uri=props["uri"], warehouse=props["warehouse"])
+        options = config.sink()[1]
+        props = options.catalog
+        return SqlCatalog(options.catalog_name, uri=props["uri"], warehouse=props["warehouse"])
 
     def load(config: LoadedConfig):  # type: ignore[no-untyped-def]
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError

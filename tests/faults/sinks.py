@@ -1,0 +1,229 @@
+"""The sinks as the fault suite drives them: a config that reaches the server through a TCP fault
+proxy (``via``) or directly, short bounds so a fault ends a call in seconds, the matcher that picks
+the commit request out of the client's byte stream, and an independent reader (tests/contract/readers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.contract import readers
+from tests.helpers import cli_env, run_cli
+
+from .proxy import Contains, KafkaApiKey, Regex
+
+DATASET = "refunds_settled"
+DATE = "2026-04-24"
+RUN_ID = f"{DATASET}/{DATE}"
+# Short bounds: every fault must end a call within seconds, not the defaults' minutes.
+BOUNDS = "timeout_seconds = 3\ncommit_timeout_seconds = 6\ndiagnose_timeout_seconds = 20\n"
+# What a call may take at most under a fault: the commit bound, a request bound, start-up, slack.
+CALL_BOUND_SECONDS = 6 + 3 + 25
+
+
+@dataclass
+class FaultySink:
+    """One sink wired for fault tests. ``config(base, via)`` writes a publish.toml whose client
+    reaches the server at ``via`` ("host:port" of a proxy) or directly (None)."""
+
+    name: str
+    upstream: tuple[str, int]
+    commit_request: Callable[[], Any]
+    write_config: Callable[[Path, str | None], Path]
+    read: Callable[[Path], bytes | None]
+    # The same sink with a fresh, empty destination (for a reference run).
+    fresh: Callable[[], FaultySink]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def config(self, base: Path, via: str | None = None) -> Path:
+        base.mkdir(parents=True, exist_ok=True)
+        return self.write_config(base, via)
+
+    def cli(self, cfg: Path, *args: str, timeout: float = 120, **extra: str) -> Any:
+        return run_cli(*args, env=cli_env(cfg, **self.env, **extra), timeout=timeout)
+
+    def publish(self, cfg: Path, inputs: Path, **extra: str) -> tuple[Any, float]:
+        started = time.monotonic()
+        result = self.cli(cfg, "publish", "--dataset", DATASET, "--run-date", DATE, str(inputs), **extra)
+        return result, time.monotonic() - started
+
+    def diagnose(self, cfg: Path) -> dict[str, Any]:
+        result = self.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json")
+        doc: dict[str, Any] = result.json()
+        assert result.code == doc["exit_code"], result.stderr
+        return doc
+
+    def follow_the_advice(self, cfg: Path, inputs: Path, *, wait_running: float = 30.0) -> list[str]:
+        """Do what diagnose says until DONE: recover --apply, re-run, or wait while RUNNING. Returns
+        the states seen. Fails on UNKNOWN (a human's job) or if DONE is not reached in 8 steps."""
+        seen = []
+        deadline = time.monotonic() + wait_running
+        for _ in range(8):
+            state = self.diagnose(cfg)["state"]
+            seen.append(state)
+            if state == "DONE":
+                return seen
+            assert state != "UNKNOWN", seen
+            if state in ("ORPHANED", "PUBLISHED_WITH_ORPHANS"):
+                done = self.cli(cfg, "recover", "--dataset", DATASET, "--run-date", DATE, "--apply")
+                assert done.code in (0, 10, 13), done.stderr
+            elif state == "NOTHING_IN_FLIGHT":
+                rerun, _ = self.publish(cfg, inputs)
+                assert rerun.code in (0, 3), rerun.stderr
+            elif state == "RUNNING":
+                assert time.monotonic() < deadline, f"still RUNNING after {wait_running}s: {seen}"
+                time.sleep(1)
+        raise AssertionError(f"did not reach DONE: {seen}")
+
+
+def parquet_input(csv_path: Path) -> Path:
+    from tests.contract.harness import as_parquet
+
+    return as_parquet(csv_path)
+
+
+# -- s3 ----------------------------------------------------------------------------------------------
+
+
+def s3_sink(service: Any) -> FaultySink:
+    host, port = service.endpoint.removeprefix("http://").split(":")
+    prefix = "faults/" + uuid.uuid4().hex[:10]
+    client = service.client()
+
+    def write_config(base: Path, via: str | None) -> Path:
+        endpoint = f"http://{via}" if via else service.endpoint
+        cfg = base / ("proxied.toml" if via else "direct.toml")
+        cfg.write_text(
+            '[defaults]\nsink = "bucket"\n[sinks.bucket]\ntype = "s3"\n'
+            f'bucket = "{service.bucket}"\nprefix = "{prefix}"\nendpoint_url = "{endpoint}"\n'
+            f'region = "{service.region}"\naddressing_style = "path"\npart_size_mb = 5\nformat = "parquet"\n{BOUNDS}'
+        )
+        return cfg
+
+    return FaultySink(
+        name=f"s3-{service.server}",
+        upstream=(host, int(port)),
+        commit_request=lambda: Regex(rb"PUT /[^ ]*_MANIFEST\.json"),
+        write_config=write_config,
+        read=lambda cfg: readers.s3_gated(client, service.bucket, prefix, DATASET, DATE),
+        fresh=lambda: s3_sink(service),
+        env=service.env(),
+    )
+
+
+# -- postgres ----------------------------------------------------------------------------------------
+
+
+def postgres_sink(service: Any) -> FaultySink:
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(service.dsn)
+    schema = "f_" + uuid.uuid4().hex[:10]
+
+    def write_config(base: Path, via: str | None) -> Path:
+        host, port = via.split(":") if via else (params["host"], params["port"])
+        cfg = base / ("proxied.toml" if via else "direct.toml")
+        cfg.write_text(
+            '[defaults]\nsink = "pg"\n[sinks.pg]\ntype = "postgres"\n'
+            f'conninfo = "host={host} port={port} user={params["user"]} dbname={params["dbname"]} sslmode=disable"\n'
+            f'schema = "{schema}"\nkey_columns = ["refund_id"]\n{BOUNDS}'
+        )
+        return cfg
+
+    def read(cfg: Path) -> bytes | None:
+        if readers.postgres_ledger(service.dsn, schema, RUN_ID) is None:
+            return None
+        rows = readers.postgres_rows(service.dsn, schema, DATASET, "refund_id")
+        return repr(rows).encode() if rows is not None else None
+
+    return FaultySink(
+        name="postgres",
+        upstream=(params["host"], int(params["port"])),
+        commit_request=lambda: Contains(b"COMMIT /* atomic-publish"),
+        write_config=write_config,
+        read=read,
+        fresh=lambda: postgres_sink(service),
+        env={"PGPASSWORD": params["password"]},
+    )
+
+
+# -- kafka -------------------------------------------------------------------------------------------
+
+
+def kafka_sink(service: Any) -> FaultySink:
+    tag = uuid.uuid4().hex[:10]
+    topic, ledger = f"refunds-{tag}", f"ledger-{tag}"
+
+    def write_config(base: Path, via: str | None) -> Path:
+        cfg = base / ("proxied.toml" if via else "direct.toml")
+        cfg.write_text(
+            '[defaults]\nsink = "stream"\n[sinks.stream]\ntype = "kafka"\n'
+            f'bootstrap_servers = "{via or service.bootstrap}"\ntopic = "{topic}"\nledger_topic = "{ledger}"\n'
+            f'key_columns = ["refund_id"]\n{BOUNDS}'
+        )
+        return cfg
+
+    def read(cfg: Path) -> bytes | None:
+        if readers.kafka_ledger(service.bootstrap, ledger, RUN_ID) is None:
+            return None
+        return b"\n".join(sorted(readers.kafka_run_records(service.bootstrap, topic, RUN_ID)))
+
+    host, port = service.proxy.upstream if service.proxy is not None else service.bootstrap.split(":")
+    return FaultySink(
+        name="kafka",
+        upstream=(host, int(port)),
+        commit_request=lambda: KafkaApiKey(26),  # EndTxn: commit_transaction's request to the coordinator
+        write_config=write_config,
+        read=read,
+        fresh=lambda: kafka_sink(service),
+    )
+
+
+# -- iceberg on a Postgres-backed SQL catalog ----------------------------------------------------------
+
+
+def iceberg_sink(service: Any, warehouse: Path) -> FaultySink:
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(service.dsn)
+    db = "ice_" + uuid.uuid4().hex[:8]
+    service.create_database(db)
+
+    def uri(via: str | None) -> str:
+        host, port = via.split(":") if via else (params["host"], params["port"])
+        return f"postgresql+psycopg://{params['user']}@{host}:{port}/{db}?sslmode=disable"
+
+    def write_config(base: Path, via: str | None) -> Path:
+        cfg = base / ("proxied.toml" if via else "direct.toml")
+        cfg.write_text(
+            '[defaults]\nsink = "lake"\n[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\n'
+            f'{BOUNDS}[sinks.lake.catalog]\ntype = "sql"\nuri = "{uri(via)}"\nwarehouse = "{warehouse.as_uri()}"\n'
+        )
+        return cfg
+
+    def read(cfg: Path) -> bytes | None:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        direct = f"postgresql+psycopg://{params['user']}:{params['password']}@{params['host']}:{params['port']}/{db}"
+        catalog = SqlCatalog("default", uri=direct, warehouse=warehouse.as_uri())  # the sink's catalog_name
+        rows = readers.iceberg_gated(catalog, ("reports", DATASET), RUN_ID)
+        catalog.engine.dispose()
+        if rows is None:
+            return None
+        return hashlib.sha256(repr(rows.sort_by("refund_id").to_pylist()).encode()).hexdigest().encode()
+
+    return FaultySink(
+        name="iceberg-pg",
+        upstream=(params["host"], int(params["port"])),
+        commit_request=lambda: Contains(b"UPDATE iceberg_tables"),
+        write_config=write_config,
+        read=read,
+        fresh=lambda: iceberg_sink(service, warehouse.with_name(warehouse.name + "-" + uuid.uuid4().hex[:6])),
+        env={"PGPASSWORD": params["password"]},
+    )

@@ -1,0 +1,82 @@
+"""A TCP fault proxy between the publishing client and its server, faults applied to the commit
+request: the answer lost, the connection reset after the request, the request dropped, the request
+stalled. Every case checks, with a reader that does not use the project's code:
+
+- the call returned within its bound (commit_timeout_seconds + a request timeout + start-up);
+- the exit code is a documented one and tells the truth: 0 only if the run is published, 5 only if
+  it is not, 14 (unknown) either way but then nothing was removed;
+- diagnose (straight to the server) agrees with what the reader sees;
+- following its advice ends in DONE with exactly the input's data, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .proxy import Fault, FaultProxy, Stall
+from .sinks import CALL_BOUND_SECONDS, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+FAULTS = {
+    "answer-lost": Fault.ANSWER_LOST,
+    "reset-after-request": Fault.RESET_AFTER_REQUEST,
+    "request-dropped": Fault.DROP_REQUEST,
+    "stalled-1s": Stall(1.0),
+}
+
+
+@pytest.fixture(params=["s3", "postgres", "kafka", "iceberg-pg"])
+def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
+    if request.param == "s3":
+        return s3_sink(request.getfixturevalue("s3_service"))
+    if request.param == "postgres":
+        return postgres_sink(request.getfixturevalue("postgres_service"))
+    if request.param == "kafka":
+        return kafka_sink(request.getfixturevalue("fault_kafka"))
+    return iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_fault_on_the_commit_request_never_lies(sink, fault, tmp_path, small_inputs):
+    inputs = parquet_input(small_inputs[0])
+    direct = sink.config(tmp_path / "direct")
+    # The reference: what this input publishes to, read back by the independent reader.
+    with FaultProxy(*sink.upstream, name=f"{sink.name}-{fault}") as proxy:
+        proxied = sink.config(tmp_path / "proxied", proxy.address)
+        rule = proxy.add_rule(sink.commit_request(), FAULTS[fault])
+        result, took = sink.publish(proxied, inputs)
+        assert rule.triggered.is_set(), f"the fault never met the commit request: {result.stderr}"
+        assert took < CALL_BOUND_SECONDS, f"publish took {took:.1f}s under {fault}"
+        assert "Traceback" not in result.stderr
+        published = sink.read(direct)
+        if result.code == 0:
+            assert published is not None, "exit 0, but the run is not published"
+        elif result.code == 5:
+            assert published is None, "exit 5 (not published), but the run is published"
+        else:
+            assert result.code == 14, result.stderr  # the outcome is unknown: nothing may have been removed
+            assert "diagnose" in result.stderr
+        doc = sink.diagnose(direct)
+        if published is not None:
+            assert doc["state"] in ("DONE", "PUBLISHED_WITH_ORPHANS"), doc
+        else:
+            assert doc["state"] in ("NOTHING_IN_FLIGHT", "ORPHANED", "RUNNING"), doc
+    # The proxy is gone (its connections closed); the operator follows the advice.
+    states = sink.follow_the_advice(direct, inputs)
+    assert states[-1] == "DONE"
+    final = sink.read(direct)
+    assert final is not None and final == _reference(sink, tmp_path, inputs)
+
+
+def _reference(sink: FaultySink, tmp_path: Any, inputs: Any) -> bytes:
+    """What a clean publish of the same input reads back as, in a fresh destination of the sink."""
+    fresh = sink.fresh()
+    cfg = fresh.config(tmp_path / "reference")
+    result, _ = fresh.publish(cfg, inputs)
+    assert result.code == 0, result.stderr
+    data = fresh.read(cfg)
+    assert data is not None
+    return data

@@ -1,0 +1,107 @@
+"""Zombie commits: a commit request held in the network while its publisher is killed, then
+delivered after the operator diagnosed the run and recovered it. recover fences before it removes
+anything, so the late commit must never publish over removed staging:
+
+- S3: a fence object at the commit point; the late ``If-None-Match: *`` manifest PUT gets 412;
+- Postgres: the dead client's session is terminated; its late COMMIT finds no session;
+- Kafka: the transactional id is re-initialised; the late EndTxn carries an old epoch;
+- Iceberg (SQL catalog on Postgres): an empty fencing snapshot moves main; the late compare-and-
+  swap of the metadata pointer matches nothing. If the catalog row is still locked by the zombie
+  (its UPDATE landed, its COMMIT is held), recover cannot fence and removes nothing.
+
+The file sink needs no fence: its commit is a local rename by the process itself, which cannot
+arrive late once the process is dead (tests/unit/test_file_sink.py covers its crash points).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.helpers import cli_env, start_cli
+
+from .proxy import FaultProxy, Stall
+from .sinks import DATASET, DATE, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
+from .test_commit_faults import _reference
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+
+@pytest.fixture(params=["s3", "postgres", "kafka", "iceberg-pg"])
+def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
+    if request.param == "s3":
+        return s3_sink(request.getfixturevalue("s3_service"))
+    if request.param == "postgres":
+        return postgres_sink(request.getfixturevalue("postgres_service"))
+    if request.param == "kafka":
+        return kafka_sink(request.getfixturevalue("fault_kafka"))
+    return iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")
+
+
+def _kill_while_held(sink: FaultySink, proxy: FaultProxy, rule: Any, cfg: Any, inputs: Any) -> None:
+    proc = start_cli("publish", "--dataset", DATASET, "--run-date", DATE, str(inputs), env=cli_env(cfg, **sink.env))
+    try:
+        assert rule.triggered.wait(90), "the commit request never reached the proxy"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_a_late_commit_never_lands_over_removed_staging(sink, tmp_path, small_inputs):
+    inputs = parquet_input(small_inputs[0])
+    direct = sink.config(tmp_path / "direct")
+    with FaultProxy(*sink.upstream, name=f"zombie-{sink.name}") as proxy:
+        rule = proxy.add_rule(sink.commit_request(), Stall())  # held until released
+        _kill_while_held(sink, proxy, rule, sink.config(tmp_path / "proxied", proxy.address), inputs)
+
+        doc = sink.diagnose(direct)
+        assert doc["state"] == "ORPHANED", doc
+        recovered = sink.cli(direct, "recover", "--dataset", DATASET, "--run-date", DATE, "--apply")
+        assert recovered.code == 10, recovered.stderr + recovered.stdout  # cleaned: re-run now
+
+        proxy.release(rule)  # the late commit arrives now
+        rule.released.wait(10)
+        time.sleep(1.5)  # and is processed (or refused) by the server
+        assert sink.read(direct) is None, "a late commit published over removed staging"
+        assert sink.diagnose(direct)["state"] == "NOTHING_IN_FLIGHT"
+    assert sink.follow_the_advice(direct, inputs)[-1] == "DONE"
+    assert sink.read(direct) == _reference(sink, tmp_path, inputs)
+
+
+def test_iceberg_a_commit_held_after_its_update_blocks_recover_and_then_lands_whole(
+    postgres_service, tmp_path, small_inputs
+):
+    """The zombie's UPDATE of the catalog row landed and its COMMIT is held: the row stays locked,
+    so recover's fencing commit cannot be made within its bound: it removes nothing (exit 13). When
+    the COMMIT arrives, the run is published with every file it references."""
+    sink = iceberg_sink(postgres_service, tmp_path / "warehouse")
+    inputs = parquet_input(small_inputs[0])
+    direct = sink.config(tmp_path / "direct")
+    with FaultProxy(*sink.upstream, name="zombie-iceberg-commit") as proxy:
+        armed = {"update": False}
+
+        def commit_after_update(chunk: bytes) -> bool:
+            if b"UPDATE iceberg_tables" in chunk:
+                armed["update"] = True
+                return False
+            return armed["update"] and b"COMMIT" in chunk
+
+        rule = proxy.add_rule(commit_after_update, Stall())
+        proxied = sink.config(tmp_path / "proxied", proxy.address)
+        # The server ends a session idle in a transaction after commit_timeout_seconds (which would
+        # settle this case by itself: the zombie's transaction rolled back); hold it for longer here.
+        proxied.write_text(proxied.read_text().replace("commit_timeout_seconds = 6", "commit_timeout_seconds = 60"))
+        _kill_while_held(sink, proxy, rule, proxied, inputs)
+        doc = sink.diagnose(direct)
+        assert doc["state"] == "ORPHANED", doc  # nothing visible yet: the catalog change is uncommitted
+        recovered = sink.cli(direct, "recover", "--dataset", DATASET, "--run-date", DATE, "--apply")
+        assert recovered.code == 13 and "could not fence" in recovered.stderr, recovered.stderr
+        proxy.release(rule)
+        assert rule.released.wait(10)
+        time.sleep(1.5)
+    assert sink.read(direct) is not None, "the held commit should have landed"
+    assert sink.follow_the_advice(direct, inputs)[-1] == "DONE"
+    assert sink.read(direct) == _reference(sink, tmp_path, inputs)
+
