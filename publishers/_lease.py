@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._errors import RunInProgress
+from ._errors import DestinationUnavailable, RunInProgress
 from ._types import AttemptInfo, Run
 
 log = logging.getLogger("atomic_publish.lease")
@@ -203,16 +203,23 @@ def local_conditional(path: Path) -> tuple[ReadVersioned, SwapIfUnchanged]:
         return data, hashlib.sha256(data).hexdigest()
 
     def swap(data: bytes, expected: str | None) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        guard = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            guard = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise DestinationUnavailable(f"cannot write the run's lease {path}: {exc.strerror or exc}") from exc
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
         try:
             fcntl.flock(guard, fcntl.LOCK_EX)  # released when the descriptor is closed
             current = read_versioned()
             if (current[1] if current else None) != expected:
                 raise LeaseTaken(str(path))
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
             tmp.write_bytes(data)
             os.replace(tmp, path)  # readers see the old or the new document, never half of one
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # a full disk must not leave a temp file behind
+            raise DestinationUnavailable(f"cannot write the run's lease {path}: {exc.strerror or exc}") from exc
         finally:
             os.close(guard)
         return hashlib.sha256(data).hexdigest()

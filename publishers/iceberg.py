@@ -316,20 +316,35 @@ class IcebergPublisher:
     def run_lock(self, run: Run) -> Lease:
         return run_lease(self.layout, run)
 
-    def _table_for(self, run: Run, schema: pa.Schema) -> Any:
+    def _table_for(self, run: Run, schema: pa.Schema) -> tuple[Any, bool]:
+        """The run's table, created from the Arrow schema if missing; and whether this call created it."""
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 
         table = self.layout.load(run.dataset)
+        created = False
         if table is None:
             catalog = self.layout.catalog()
             with contextlib.suppress(NamespaceAlreadyExistsError):
                 catalog.create_namespace(self.config.namespace)
             try:
                 table = catalog.create_table(self.layout.identifier(run.dataset), schema=schema)
+                created = True
             except TableAlreadyExistsError:  # another attempt created it first
                 table = self.layout.load(run.dataset)
         self._check_schema(table, schema, run)
-        return table
+        return table, created
+
+    def _drop_if_still_empty(self, table: Any, run: Run) -> None:
+        """After a failed stage, remove the table this attempt created, if it still has no snapshot:
+        nothing was ever published into it, so nothing visible is lost (another run staging into
+        it meanwhile finds it gone at its commit and is refused, publishing nothing)."""
+        current = self.layout.load(run.dataset)
+        if current is None or current.metadata.table_uuid != table.metadata.table_uuid or current.snapshots():
+            return
+        self.layout.catalog().drop_table(self.layout.identifier(run.dataset))
+        fs, base = self.layout.filesystem(table.location())
+        with contextlib.suppress(OSError):
+            fs.delete_dir(base)
 
     def _check_schema(self, table: Any, schema: pa.Schema, run: Run) -> None:
         have = {f.name: f.type for f in table.schema().as_arrow()}
@@ -358,7 +373,18 @@ class IcebergPublisher:
 
     def _stage(self, run: Run, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> Staged:
         schema = normalize_schema(batches.schema)
-        table = self._table_for(run, schema)
+        table, created = self._table_for(run, schema)
+        try:
+            return self._write_files(run, batches, progress, schema, table)
+        except BaseException:
+            if created:
+                with contextlib.suppress(Exception):
+                    self._drop_if_still_empty(table, run)
+            raise
+
+    def _write_files(
+        self, run: Run, batches: pa.RecordBatchReader, progress: ProgressCallback | None, schema: pa.Schema, table: Any
+    ) -> Staged:
         directory = self.layout.attempt_dir(table, run)
         fs, base = self.layout.filesystem(directory)
         fs.create_dir(base, recursive=True)
