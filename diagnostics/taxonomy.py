@@ -151,6 +151,8 @@ class Diagnosis:
     # Set (with the why) when the verdict is UNKNOWN only because the destination itself does not
     # exist: an operator checks the configuration, while a publish goes on and creates it.
     missing_destination: str | None = None
+    # Set (with the why) when the verdict is UNKNOWN because the destination could not be read at all.
+    unreadable: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -183,6 +185,7 @@ class Diagnosis:
             "orphan_bytes": sum(a.size_bytes or 0 for a in self.orphans),
             "diagnosed_at": now.isoformat(timespec="seconds"),
             "missing_destination": self.missing_destination,
+            "unreadable": self.unreadable,
         }
 
 
@@ -271,6 +274,7 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
         shown: tuple[Artifact, ...],
         found: tuple[Artifact, ...] = (),
         missing: str | None = None,
+        unreadable: str | None = None,
     ) -> Diagnosis:
         return Diagnosis(
             sink=sink,
@@ -284,11 +288,17 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
             destination=evidence.destination,
             diagnosed_at=now,
             missing_destination=missing,
+            unreadable=unreadable,
         )
 
     everything = (*((evidence.record,) if evidence.record else ()), *evidence.context, *evidence.leftovers)
     if evidence.unreadable is not None:
-        return verdict(State.UNKNOWN, f"could not read the destination: {evidence.unreadable}", everything)
+        return verdict(
+            State.UNKNOWN,
+            f"could not read the destination: {evidence.unreadable}",
+            everything,
+            unreadable=evidence.unreadable,
+        )
     record = evidence.record
     if record is not None:
         if evidence.problems:

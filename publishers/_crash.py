@@ -22,7 +22,7 @@ PAUSE_ENV_VAR = "PUBLISH_PAUSE_AT"
 POINTS = (
     "after_extract",  # pipeline: inputs read, nothing staged (crash state B)
     "mid_transform",  # pipeline: transform under way, nothing staged (crash state C)
-    "after_lock",  # publisher: run lock held, nothing staged
+    "after_lock",  # publisher: run lock held and the run checked under it, nothing staged
     "mid_stage",  # publisher: part of the records staged, not yet durable
     "after_stage",  # publisher: everything staged and durable, commit not started
     "after_data_rename",  # file sink: data at its final name, success marker not yet written

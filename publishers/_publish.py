@@ -24,6 +24,7 @@ from ._errors import (
     AlreadyPublished,
     CommitOutcomeUnknown,
     CommitRejected,
+    DestinationUnavailable,
     InputError,
     RecoveryNeeded,
     RunInProgress,
@@ -76,13 +77,12 @@ def publish(
     # writes nothing at all at the destination (not even a lease), and --if-absent is read-only.
     # A sink whose lock writes nothing (Kafka: fencing is the lock) is checked under it only.
     if getattr(publisher, "run_lock_writes", True):
-        early = _refuse_if_published(run, diagnostic.diagnose(run), if_absent)
+        early = _refuse_if_published(run, _readable(diagnostic.diagnose(run)), if_absent)
         if early is not None:
             return early
     held = contextlib.ExitStack()  # holds signals from the commit until publish() returns
     with held, publisher.run_lock(run):
-        crash_point("after_lock")
-        before = diagnostic.diagnose(run)  # again, under the lock: the state may have moved
+        before = _readable(diagnostic.diagnose(run))  # again, under the lock: the state may have moved
         skipped = _refuse_if_published(run, before, if_absent)
         if skipped is not None:
             return skipped
@@ -95,6 +95,7 @@ def publish(
                 before,
             )
 
+        crash_point("after_lock")  # the lock held and the run checked; nothing staged
         log.info("staging run %s (attempt %s) to %s", run.run_id, run.attempt, publisher.sink_name)
         staged: Staged | None = None
         committing = False
@@ -130,6 +131,14 @@ def publish(
         crash_point("after_cleanup")
         log.info("published %s: %d rows, %d bytes at %s", run.run_id, receipt.rows, receipt.bytes, receipt.location)
         return PublishResult(run, receipt, False, before)
+
+
+def _readable(diagnosis: Diagnosis) -> Diagnosis:
+    """A destination that cannot be read cannot be published to: say so (exit 5), rather than
+    calling the run UNKNOWN, which is what diagnose tells an operator."""
+    if diagnosis.unreadable is not None:
+        raise DestinationUnavailable(f"{diagnosis.destination}: {diagnosis.unreadable}")
+    return diagnosis
 
 
 def _discard(publisher: Publisher, run: Run, staged: Staged | None) -> None:

@@ -162,12 +162,13 @@ def fault_postgres(request: pytest.FixtureRequest):  # type: ignore[no-untyped-d
 
 @pytest.fixture(scope="module")
 def fault_kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A Kafka broker of this module's own (a local process) with a FaultProxy in front of a second
-    listener: ``proxied_bootstrap`` reaches the broker only through ``proxy``; ``bootstrap`` directly.
-    ``kill()`` / ``start_again()`` / ``restart()`` keep the ports, the storage and the proxy."""
+    """A Kafka broker of this module's own (local processes: broker, and KRaft controller apart) with
+    a FaultProxy in front of a second listener: ``proxied_bootstrap`` reaches the broker only through
+    ``proxy``; ``bootstrap`` directly. ``kill()`` (the broker only) / ``start_again()`` /
+    ``restart()`` keep the ports, the storage, the controller and the proxy."""
     from tests.services.kafka import start_local_kafka
 
-    service = start_local_kafka(tmp_path_factory.mktemp("fault-kafka"), proxied=True)
+    service = start_local_kafka(tmp_path_factory.mktemp("fault-kafka"), proxied=True, separate_controller=True)
     request.addfinalizer(service.stop)
     return _record("fault-kafka", service, f"{service.bootstrap} (proxy {service.proxied_bootstrap})")
 

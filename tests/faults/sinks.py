@@ -5,10 +5,11 @@ the commit request out of the client's byte stream, and an independent reader (t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from tests.contract import readers
 from tests.helpers import cli_env, run_cli
 
-from .proxy import Contains, KafkaApiKey, Regex
+from .proxy import Contains, FaultProxy, KafkaApiKey, Regex
 
 DATASET = "refunds_settled"
 DATE = "2026-04-24"
@@ -40,6 +41,23 @@ class FaultySink:
     # The same sink with a fresh, empty destination (for a reference run).
     fresh: Callable[[], FaultySink]
     env: dict[str, str] = field(default_factory=dict)
+    # A proxy the service owns (Kafka: its brokers advertise the proxy's address), else one per test.
+    shared_proxy: FaultProxy | None = None
+
+    @contextlib.contextmanager
+    def faulty(self, name: str) -> Iterator[FaultProxy]:
+        """A fault proxy between this sink's client and its server, for one test."""
+        if self.shared_proxy is None:
+            with FaultProxy(*self.upstream, name=name) as proxy:
+                yield proxy
+            return
+        self.shared_proxy.clear()
+        try:
+            yield self.shared_proxy
+        finally:
+            self.shared_proxy.clear()
+            self.shared_proxy.release()
+            self.shared_proxy.reset_all()
 
     def config(self, base: Path, via: str | None = None) -> Path:
         base.mkdir(parents=True, exist_ok=True)
@@ -174,10 +192,11 @@ def kafka_sink(service: Any) -> FaultySink:
             return None
         return b"\n".join(sorted(readers.kafka_run_records(service.bootstrap, topic, RUN_ID)))
 
-    host, port = service.proxy.upstream if service.proxy is not None else service.bootstrap.split(":")
+    host, port = service.bootstrap.split(":")
     return FaultySink(
         name="kafka",
         upstream=(host, int(port)),
+        shared_proxy=service.proxy,
         commit_request=lambda: KafkaApiKey(26),  # EndTxn: commit_transaction's request to the coordinator
         write_config=write_config,
         read=read,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .proxy import Fault, FaultProxy, Stall
+from .proxy import Fault, Stall
 from .sinks import CALL_BOUND_SECONDS, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -44,7 +44,7 @@ def test_a_fault_on_the_commit_request_never_lies(sink, fault, tmp_path, small_i
     inputs = parquet_input(small_inputs[0])
     direct = sink.config(tmp_path / "direct")
     # The reference: what this input publishes to, read back by the independent reader.
-    with FaultProxy(*sink.upstream, name=f"{sink.name}-{fault}") as proxy:
+    with sink.faulty(f"{sink.name}-{fault}") as proxy:
         proxied = sink.config(tmp_path / "proxied", proxy.address)
         rule = proxy.add_rule(sink.commit_request(), FAULTS[fault])
         result, took = sink.publish(proxied, inputs)

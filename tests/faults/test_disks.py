@@ -57,7 +57,8 @@ def iceberg_config(tmp_path: Path, warehouse: Path) -> Path:
     cfg = tmp_path / "publish.toml"
     cfg.write_text(
         '[defaults]\nsink = "lake"\n[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\n'
-        f'[sinks.lake.catalog]\ntype = "sql"\nuri = "sqlite:///{tmp_path}/catalog.db"\nwarehouse = "{warehouse.as_uri()}"\n'
+        f'[sinks.lake.catalog]\ntype = "sql"\nuri = "sqlite:///{tmp_path}/catalog.db"\n'
+        f'warehouse = "{warehouse.as_uri()}"\n'
     )
     return cfg
 

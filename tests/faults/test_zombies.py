@@ -52,7 +52,7 @@ def _kill_while_held(sink: FaultySink, proxy: FaultProxy, rule: Any, cfg: Any, i
 def test_a_late_commit_never_lands_over_removed_staging(sink, tmp_path, small_inputs):
     inputs = parquet_input(small_inputs[0])
     direct = sink.config(tmp_path / "direct")
-    with FaultProxy(*sink.upstream, name=f"zombie-{sink.name}") as proxy:
+    with sink.faulty(f"zombie-{sink.name}") as proxy:
         rule = proxy.add_rule(sink.commit_request(), Stall())  # held until released
         _kill_while_held(sink, proxy, rule, sink.config(tmp_path / "proxied", proxy.address), inputs)
 
@@ -79,7 +79,7 @@ def test_iceberg_a_commit_held_after_its_update_blocks_recover_and_then_lands_wh
     sink = iceberg_sink(postgres_service, tmp_path / "warehouse")
     inputs = parquet_input(small_inputs[0])
     direct = sink.config(tmp_path / "direct")
-    with FaultProxy(*sink.upstream, name="zombie-iceberg-commit") as proxy:
+    with sink.faulty("zombie-iceberg-commit") as proxy:
         armed = {"update": False}
 
         def commit_after_update(chunk: bytes) -> bool:
@@ -104,4 +104,3 @@ def test_iceberg_a_commit_held_after_its_update_blocks_recover_and_then_lands_wh
     assert sink.read(direct) is not None, "the held commit should have landed"
     assert sink.follow_the_advice(direct, inputs)[-1] == "DONE"
     assert sink.read(direct) == _reference(sink, tmp_path, inputs)
-
