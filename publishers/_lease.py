@@ -161,13 +161,17 @@ class Lease:
         self.release()
 
     def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours. Never raises: a destination that
+        is down leaves the lease to expire (and a dead pid on this host does not count anyway)."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
-        doc = self.read()
-        if doc and doc.get("attempt") == self.run.attempt:
-            with contextlib.suppress(Exception):
+        try:
+            doc = self.read()
+            if doc and doc.get("attempt") == self.run.attempt:
                 self._delete()
+        except Exception as exc:
+            log.warning("could not release the lease %s (%s); it expires at its time", self.location, exc)
 
 
 def unconditional(

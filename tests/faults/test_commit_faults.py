@@ -60,6 +60,8 @@ def test_a_fault_on_the_commit_request_never_lies(sink, fault, tmp_path, small_i
             assert result.code == 14, result.stderr  # the outcome is unknown: nothing may have been removed
             assert "diagnose" in result.stderr
         doc = sink.diagnose(direct)
+        # For the README's fault table (pytest -s shows it): what an operator sees.
+        print(f"\nFAULT-OUTCOME {sink.name} {fault}: exit {result.code} after {took:.1f}s; diagnose {doc['state']}")
         if published is not None:
             assert doc["state"] in ("DONE", "PUBLISHED_WITH_ORPHANS"), doc
         else:

@@ -1,0 +1,87 @@
+"""The server killed (SIGKILL) under a publish: mid-stage and just before or inside the commit, then
+started again at once, or only after the publish gave up. Each server is this module's own (the
+harness's session servers are never killed). Every case checks, with an independent reader:
+
+- the publish ended within its bound with a documented code that tells the truth (0: published,
+  5: not published, 14: unknown);
+- diagnose agrees with the reader, and following its advice ends in DONE with exactly the input,
+  once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.helpers import cli_env, start_cli
+
+from .sinks import CALL_BOUND_SECONDS, DATASET, DATE, FaultySink, kafka_sink, parquet_input, postgres_sink, s3_sink
+from .test_commit_faults import _reference
+from .test_signals import wait_for_pause
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+# (where the publish is held, whether the server comes back before the publish goes on)
+CASES = {
+    "postgres": [("mid_stage", True), ("before_commit", True), ("after_stage", False)],
+    "kafka": [("mid_stage", True), ("after_stage", True)],
+    "s3-minio": [("mid_stage", True), ("after_stage", False)],
+}
+
+
+@pytest.fixture(
+    params=[(sink, point, back) for sink, cases in CASES.items() for point, back in cases],
+    ids=lambda p: f"{p[0]}-{p[1]}-{'restarted' if p[2] else 'down'}",
+)
+def case(request: pytest.FixtureRequest) -> tuple[FaultySink, Any, str, bool]:
+    sink_name, point, back = request.param
+    if sink_name == "postgres":
+        service = request.getfixturevalue("fault_postgres")
+        return postgres_sink(service), service, point, back
+    if sink_name == "kafka":
+        service = request.getfixturevalue("fault_kafka")
+        return kafka_sink(service), service, point, back
+    service = request.getfixturevalue("fault_minio")
+    return s3_sink(service), service, point, back
+
+
+def test_a_server_killed_under_a_publish(case, tmp_path, small_inputs):
+    sink, service, point, back = case
+    inputs = parquet_input(small_inputs[0])
+    cfg = sink.config(tmp_path / "direct")
+    proc = start_cli(
+        "publish",
+        "--dataset",
+        DATASET,
+        "--run-date",
+        DATE,
+        str(inputs),
+        env=cli_env(cfg, PUBLISH_PAUSE_AT=f"{point}:3", **sink.env),
+    )
+    wait_for_pause(proc, point)
+    started = time.monotonic()
+    service.kill()
+    if back:
+        service.start_again()
+    _, stderr = proc.communicate(timeout=CALL_BOUND_SECONDS + 30)
+    took = time.monotonic() - started
+    if not back:
+        service.start_again()
+    assert took < CALL_BOUND_SECONDS + 10, f"publish took {took:.1f}s after the server was killed"
+    assert "Traceback" not in stderr
+    published = sink.read(cfg)
+    state = sink.diagnose(cfg)["state"]
+    print(
+        f"\nFAULT-OUTCOME {sink.name} server killed at {point} ({'restarted' if back else 'down'}): "
+        f"exit {proc.returncode} after {took:.1f}s; diagnose {state}"
+    )
+    if proc.returncode == 0:
+        assert published is not None, stderr
+    elif proc.returncode == 5:
+        assert published is None, stderr
+    else:
+        assert proc.returncode == 14, (proc.returncode, stderr)
+    assert sink.follow_the_advice(cfg, inputs, wait_running=60)[-1] == "DONE"
+    assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
