@@ -145,18 +145,22 @@ EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
 # code -> meaning; 10-14 are the states of the taxonomy (diagnostics.taxonomy.State).
 EXIT_CODES: dict[int, str] = {
-    0: "published / DONE / nothing to do (also when a signal arrived during the commit and it landed)",
-    1: "unexpected error (a bug: run again with -v for the traceback and report it)",
+    0: "published / DONE / nothing to do (also when a signal arrived during the commit and the commit landed: "
+    "a warning says so)",
+    1: "unexpected error (a bug: run again with -v for the traceback, and report it)",
     2: "usage error, bad input, bad configuration, missing sink extra; nothing changed at the destination",
     3: "publish refused: the run is already published (--if-absent makes this 0)",
-    4: "publish lost the race: the destination shows another attempt published the run; own staging removed",
-    5: "the destination was unreachable, timed out or failed before the commit point: not published by "
-    "this attempt; diagnose, then re-run when it is back",
+    4: "publish lost the race: the destination shows another attempt published the run; this attempt's staging "
+    "was removed",
+    5: "the destination was unreachable, timed out or failed before the commit point: this attempt did not "
+    "publish; diagnose, then re-run when it is back",
     10: "NOTHING_IN_FLIGHT: not published, nothing left behind; re-run",
     11: "ORPHANED: not published, dead attempts left staging; recover --apply, then re-run",
     12: "PUBLISHED_WITH_ORPHANS: published, plus leftovers; recover --apply; never re-run",
-    13: "RUNNING: a live attempt holds the run; touch nothing",
-    14: "UNKNOWN: contradictory or unreadable evidence, or a commit whose outcome is unknown; stop, read the evidence",
+    13: "RUNNING: a live attempt holds the run (or recover could not fence a commit still in flight); touch "
+    "nothing, try again later",
+    14: "UNKNOWN: contradictory or unreadable evidence, or a commit whose outcome is unknown; stop and read the "
+    "evidence",
     130: "stopped by SIGINT (Ctrl-C) before the commit point; the attempt removed its own staging",
     143: "stopped by SIGTERM before the commit point; the attempt removed its own staging",
 }

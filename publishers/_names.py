@@ -103,6 +103,23 @@ def common(value: object, field: str, rule: str = "a non-empty name") -> str:
     return value
 
 
+def _mismatch(name: str, allowed: str, max_len: int, first: str | None = None) -> str:
+    """Why ``name`` breaks a character rule, in words an operator can act on."""
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    if ".." in name:
+        return "it contains '..'"
+    if len(name) > max_len:
+        return f"it is {len(name)} characters long (at most {max_len})"
+    if first is not None and name[0] not in first:
+        return f"it starts with {name[0]!r}"
+    bad = next((ch for ch in name if ch not in allowed), None)
+    return f"it contains {bad!r}" if bad is not None else "it does not match the rule"
+
+
+_LETTERS_DIGITS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
 def is_reserved(name: str) -> bool:
     """Whether ``name`` is (any case) one of the sinks' own area names, or starts like one."""
     return name.casefold() in _RESERVED_FOLDED or name.casefold().startswith(RESERVED_PREFIXES)
@@ -117,14 +134,16 @@ def not_reserved(value: str, field: str) -> str:
 def dataset(value: object, field: str = "dataset") -> str:
     name = not_reserved(common(value, field, DATASET_RULE), field)
     if not _DATASET_RE.fullmatch(name) or ".." in name:
-        raise _refuse(field, name, "it does not match the rule", DATASET_RULE)
+        why = _mismatch(name, _LETTERS_DIGITS + "_.-", 100, _LETTERS_DIGITS)
+        raise _refuse(field, name, why, DATASET_RULE)
     return name
 
 
 def s3_bucket(value: object, field: str = "bucket") -> str:
     name = common(value, field, BUCKET_RULE)
     if not _BUCKET_RE.fullmatch(name) or ".." in name:
-        raise _refuse(field, name, "it does not match the rule", BUCKET_RULE)
+        lower = "abcdefghijklmnopqrstuvwxyz0123456789"
+        raise _refuse(field, name, _mismatch(name, lower + ".-", 63, lower), BUCKET_RULE)
     if _IPV4_RE.fullmatch(name):
         raise _refuse(field, name, "it is formatted as an IP address", BUCKET_RULE)
     if name.startswith(_BUCKET_PREFIXES) or name.endswith(_BUCKET_SUFFIXES):
@@ -165,7 +184,7 @@ def s3_key_fits(prefix: str, longest_suffix_len: int, field: str = "prefix") -> 
 def kafka_topic(value: object, field: str = "topic") -> str:
     name = common(value, field, TOPIC_RULE)
     if not _TOPIC_RE.fullmatch(name) or name in (".", ".."):
-        raise _refuse(field, name, "it does not match the rule", TOPIC_RULE)
+        raise _refuse(field, name, _mismatch(name, _LETTERS_DIGITS + "._-", 249), TOPIC_RULE)
     if name.startswith("__"):
         raise _refuse(field, name, "Kafka reserves '__' for internal topics", TOPIC_RULE)
     return name
@@ -206,7 +225,8 @@ def pg_schema(value: object, field: str = "schema") -> str:
 def iceberg_namespace(value: object, field: str = "namespace") -> str:
     name = not_reserved(common(value, field, ICEBERG_RULE), field)
     if not _ICEBERG_RE.fullmatch(name):
-        raise _refuse(field, name, "it does not match the rule", ICEBERG_RULE)
+        why = _mismatch(name, _LETTERS_DIGITS + "_-", ICEBERG_MAX_NAME, _LETTERS_DIGITS)
+        raise _refuse(field, name, why, ICEBERG_RULE)
     return name
 
 

@@ -14,26 +14,19 @@ from typing import Any
 from ._errors import InputError
 
 # A dataset name becomes a path segment, a table-name part and a topic-name part, so it is held
-# to the intersection of what all of those accept. Leading "_" is reserved for the sinks' own
-# areas (_staging, _locks), so a dataset can never be named like one of them.
-_DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_ATTEMPT_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+# to the intersection of what all of those accept (publishers._names.dataset).
+_ATTEMPT_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 
 
 def validate_dataset(name: str) -> str:
-    """Return ``name`` if it is a safe dataset name, else raise InputError naming the problem."""
-    if not isinstance(name, str) or not name:
-        raise InputError("dataset name is empty")
-    if name.startswith("/") or "/" in name or "\\" in name:
-        raise InputError(f"dataset name {name!r} contains a path separator; use a plain name")
-    if ".." in name:
-        raise InputError(f"dataset name {name!r} contains '..'")
-    if not _DATASET_RE.match(name):
-        raise InputError(
-            f"dataset name {name!r} is not allowed: use 1-100 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    """Return ``name`` if it is a safe dataset name, else raise InputError naming the problem (the
+    whole string is checked: no trailing newline, no control character; see publishers._names)."""
+    from . import _names
+
+    try:
+        return _names.dataset(name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def parse_run_date(value: str | dt.date) -> dt.date:
@@ -42,7 +35,7 @@ def parse_run_date(value: str | dt.date) -> dt.date:
         raise InputError(f"run date must be a date, not a timestamp: {value!r}")
     if isinstance(value, dt.date):
         return value
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value, re.ASCII):
         raise InputError(f"run date {value!r} is not a date in the form YYYY-MM-DD")
     try:
         return dt.date.fromisoformat(value)
@@ -61,7 +54,7 @@ def new_attempt_id(now: dt.datetime | None = None) -> str:
 
 
 def is_attempt_id(value: str) -> bool:
-    return bool(_ATTEMPT_RE.match(value))
+    return isinstance(value, str) and bool(_ATTEMPT_RE.fullmatch(value))
 
 
 @dataclass(frozen=True)

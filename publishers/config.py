@@ -27,13 +27,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from . import registry
 from ._errors import ConfigError
+from ._names import show
 from ._protocol import SinkDefinition
+from ._secrets import is_secret_key, redact, secret_in_value
 
 ENV_PREFIX = "ATOMIC_PUBLISH_"
 CONFIG_ENV = "ATOMIC_PUBLISH_CONFIG"
 DEFAULT_CONFIG_NAME = "publish.toml"
 
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|access_key|private_key|credential|api_key)", re.I)
 
 
 class Defaults(BaseModel):
@@ -103,6 +104,8 @@ class LoadedConfig:
         return definition, options
 
     def _explain(self, exc: ValidationError, prefix: tuple[str, ...]) -> ConfigError:
+        """One line per error: where (file:line or environment variable), the field, the value (never
+        a whole table, never a connection string, secrets hidden), and what is wrong."""
         lines = []
         for err in exc.errors():
             loc = prefix + tuple(str(p) for p in err["loc"])
@@ -115,10 +118,28 @@ class LoadedConfig:
                 source = f"{self.path}:{line}" if line else str(self.path)
             else:
                 source = "defaults"
-            hidden = _SECRET_KEY.search(field) or _SECRET_KEY.search(err["msg"]) or "password" in str(err.get("input"))
-            value = "<hidden>" if hidden else repr(err.get("input"))
-            lines.append(f"{source}: {field} = {value}: {err['msg']}")
+            lines.append(f"{source}: {field}{_shown(loc, err)}: {_message(err)}")
         return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+# Fields whose values may carry credentials or are connection strings: never echoed in errors.
+_NEVER_ECHOED = {"conninfo", "uri", "endpoint_url", "bootstrap_servers", "properties", "catalog", "work_location"}
+
+
+def _shown(loc: tuple[str, ...], err: Any) -> str:
+    """`` = <value>`` for a scalar value that is safe to show, else nothing."""
+    value = err.get("input")
+    if err.get("type") == "missing" or not isinstance(value, str | int | float | bool) or value is None:
+        return ""
+    if any(is_secret_key(part) or part in _NEVER_ECHOED for part in loc):
+        return ""
+    return " = " + redact(show(value))
+
+
+def _message(err: Any) -> str:
+    text = str(err.get("msg", "invalid"))
+    text = text.removeprefix("Value error, ")
+    return redact(text.splitlines()[0] if text else "invalid")
 
 
 def find_config(explicit: str | Path | None) -> Path | None:
@@ -153,18 +174,31 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
 
 
 def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str, ...]) -> None:
+    """Secrets are never read from the file: a key that names one, or a value that carries one (a
+    password inside a URL or a conninfo, credentials in a broker list), is refused with the place
+    to put it instead. The value is never echoed."""
     for key, value in node.items():
-        here = (*loc, key)
+        here = (*loc, str(key))
+        where = f"{path}:{_line_of(text, here) or '?'}: {'.'.join(here)}"
         if isinstance(value, dict):
             _refuse_secrets(value, path, text, here)
-        elif _SECRET_KEY.search(key):
-            line = _line_of(text, here)
+            continue
+        if is_secret_key(str(key)):
             env_name = ENV_PREFIX + "__".join(p.upper() for p in here)
             raise ConfigError(
-                f"{path}:{line or '?'}: {'.'.join(here)} looks like a secret; secrets are never read "
-                f"from the config file. Set {env_name} in the environment instead (or use the "
-                "client library's own mechanism)."
+                f"{where} looks like a secret; secrets are never read from the config file. Set {env_name} in "
+                "the environment, or use the client library's own mechanism (PGPASSWORD or ~/.pgpass, AWS "
+                "profiles, librdkafka's environment, .pyiceberg.yaml)."
             )
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            reason = secret_in_value(str(key), item) if isinstance(item, str) else None
+            if reason:
+                raise ConfigError(
+                    f"{where}: {reason}; secrets are never read from the config file: give the credential "
+                    "through the client's own mechanism (PGPASSWORD or ~/.pgpass, AWS credentials, the "
+                    "environment) and keep only the address here"
+                )
 
 
 def _line_of(text: str, loc: tuple[str, ...]) -> int | None:

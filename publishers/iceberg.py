@@ -29,7 +29,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow.fs import LocalFileSystem
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._arrow import rechunk
 from ._crash import crash_point
@@ -38,6 +38,7 @@ from ._errors import (
     CommitOutcomeUnknown,
     CommitRejected,
     DestinationUnavailable,
+    InputError,
     LostRace,
     SchemaMismatch,
     UnsafeLayout,
@@ -91,6 +92,20 @@ class IcebergSinkConfig(SinkOptions):
     work_location: str | None = Field(
         default=None, description="where leases live; default <warehouse>/_atomic_publish"
     )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        from . import _names
+
+        return _names.iceberg_namespace(value)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        from . import _names
+
+        return None if value is None else _names.iceberg_table(value)
 
     @model_validator(mode="after")
     def _partition(self) -> IcebergSinkConfig:
@@ -214,7 +229,14 @@ class IcebergLayout:
         return catalog
 
     def identifier(self, dataset: str) -> tuple[str, str]:
-        return (self.config.namespace, self.config.table or dataset)
+        from . import _names
+
+        if self.config.table:
+            return (self.config.namespace, self.config.table)
+        try:
+            return (self.config.namespace, _names.iceberg_table(dataset, "table (the dataset name; set `table`)"))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     def describe(self, dataset: str) -> str:
         return ".".join(self.identifier(dataset))

@@ -18,14 +18,13 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._crash import crash_point, crash_point_armed
 from ._errors import (
@@ -53,16 +52,14 @@ CLIENT_LOG = logging.getLogger("atomic_publish.kafka.client")
 HEADER = "atomic-publish"
 H_RUN, H_ATTEMPT, H_PID, H_HOST = "run_id", "attempt", "pid", "host"
 _FIELDS = (H_RUN, H_ATTEMPT, H_PID, H_HOST)
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _FORBIDDEN = {"transactional.id", "enable.idempotence", "isolation.level"}
 
 
 def validate_topic(name: str, what: str = "topic") -> str:
-    if not _TOPIC_RE.match(name) or name in (".", ".."):
-        raise ValueError(f"{what} {name!r} is not a valid Kafka topic name (1-249 of letters, digits, '.', '_', '-')")
-    if name.startswith("__"):
-        raise ValueError(f"{what} {name!r} starts with '__', which Kafka reserves for internal topics")
-    return name
+    """A Kafka topic name (publishers._names: the whole string, Kafka's own rules)."""
+    from . import _names
+
+    return _names.kafka_topic(name, what)
 
 
 class KafkaSinkConfig(SinkOptions):
@@ -84,8 +81,16 @@ class KafkaSinkConfig(SinkOptions):
 
     @field_validator("topic", "ledger_topic")
     @classmethod
-    def _topic(cls, value: str | None) -> str | None:
-        return None if value is None else validate_topic(value)
+    def _topic(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else validate_topic(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> KafkaSinkConfig:
+        from . import _names
+
+        if self.topic is not None:
+            _names.kafka_topics_distinct(self.topic, self.ledger_topic)
+        return self
 
     @field_validator("properties")
     @classmethod
@@ -104,11 +109,16 @@ def transactional_id(run: Run) -> str:
 
 
 def topic_name(config: KafkaSinkConfig, dataset: str) -> str:
-    """The data topic of ``dataset``: the configured topic, else the dataset name."""
+    """The data topic of ``dataset``: the configured topic, else the dataset name; never the ledger
+    topic (nor a name Kafka would confuse with it)."""
+    from . import _names
+
     try:
-        return validate_topic(config.topic or dataset)
+        topic = config.topic or validate_topic(dataset, "topic (the dataset name; set `topic` to choose another)")
+        _names.kafka_topics_distinct(topic, config.ledger_topic)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    return topic
 
 
 @contextlib.contextmanager

@@ -58,7 +58,6 @@ from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.postgres")
 
-MAX_IDENTIFIER_BYTES = 63
 STAGING_PREFIX = "_ap_stg_"
 APPLICATION_PREFIX = "atomic-publish "
 PREPARED_PREFIX = "atomic-publish:"
@@ -68,14 +67,11 @@ _LOCK_WAIT_SECONDS = 2.0
 
 
 def _check_identifier(value: str, what: str) -> str:
-    if not value or "\x00" in value:
-        raise ValueError(f"{what} {value!r} is empty or contains NUL")
-    if len(value.encode()) > MAX_IDENTIFIER_BYTES:
-        raise ValueError(
-            f"{what} {value!r} is {len(value.encode())} bytes; Postgres truncates identifiers over "
-            f"{MAX_IDENTIFIER_BYTES} bytes, so it is refused rather than silently renamed"
-        )
-    return value
+    """A Postgres identifier (publishers._names): 1-63 UTF-8 bytes of printable text, refused rather
+    than silently truncated."""
+    from . import _names
+
+    return _names.pg_identifier(value, what)
 
 
 class PostgresSinkConfig(SinkOptions):
@@ -102,7 +98,16 @@ class PostgresSinkConfig(SinkOptions):
     @field_validator("schema_name", "table", "ledger_table", "staging_schema", "replace_partition_column")
     @classmethod
     def _identifier(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else _check_identifier(value, info.field_name)
+        from . import _names
+
+        if value is None:
+            return None
+        field = "schema" if info.field_name == "schema_name" else info.field_name
+        if field in ("schema", "staging_schema"):
+            return _names.pg_schema(value, field)
+        if field in ("table", "ledger_table"):
+            return _names.pg_table(value, field)
+        return _names.pg_identifier(value, field)
 
     @field_validator("key_columns")
     @classmethod
@@ -236,9 +241,12 @@ class PostgresLayout:
         self.staging_schema = config.staging_schema or config.schema_name
 
     def table_name(self, dataset: str) -> str:
-        name = self.config.table or dataset
+        from . import _names
+
+        if self.config.table:
+            return self.config.table
         try:
-            return _check_identifier(name, "target table (the dataset name, unless `table` is configured)")
+            return _names.pg_table(dataset, "table (the dataset name; set `table` to choose another)")
         except ValueError as exc:
             raise InputError(str(exc)) from None
 

@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -52,11 +51,13 @@ from ._types import Receipt, Run, Staged
 log = logging.getLogger("atomic_publish.s3")
 
 MANIFEST_NAME = "_MANIFEST.json"
+# The longest key the sink writes after its prefix:
+# /<dataset: 100 chars>/_attempts/<date>/<attempt>/part-00000.parquet.uploading
+LONGEST_KEY_SUFFIX = len("/") + 100 + len("/_attempts/2026-04-24/20260424T060000Z-abcdef/part-00000.parquet.uploading")
 INTENT_SUFFIX = ".uploading"
 FENCE_VERSION = 1
 ATTEMPTS = "_attempts"
 LEASES = "_leases"
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class S3SinkConfig(SinkOptions):
@@ -78,22 +79,17 @@ class S3SinkConfig(SinkOptions):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not _BUCKET_RE.match(value) or ".." in value:
-            raise ValueError(f"bucket {value!r} is not a valid S3 bucket name")
-        return value
+        from . import _names
+
+        return _names.s3_bucket(value)
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        cleaned = value.strip("/")
-        if not cleaned:
-            raise ValueError("prefix must not be empty or '/': recovery would then reach the whole bucket")
-        if value.startswith("/"):
-            raise ValueError(f"prefix {value!r} starts with '/'")
-        parts = cleaned.split("/")
-        if any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"prefix {value!r} has an empty, '.' or '..' segment")
-        return cleaned
+        from . import _names
+
+        # Every key the sink writes is <prefix>/<dataset>/...: the longest must fit S3's 1,024 bytes.
+        return _names.s3_key_fits(_names.s3_prefix(value), LONGEST_KEY_SUFFIX)
 
 
 @functools.lru_cache(maxsize=8)

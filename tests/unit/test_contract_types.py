@@ -30,9 +30,9 @@ def test_attempt_ids_sort_by_time():
         ("/etc", "path separator"),
         ("..", ".."),
         ("a..b", ".."),
-        ("_staging", "not allowed"),
-        ("x" * 101, "not allowed"),
-        ("sp ace", "not allowed"),
+        ("_staging", "is refused"),
+        ("x" * 101, "is refused"),
+        ("sp ace", "is refused"),
     ],
 )
 def test_bad_dataset_names_are_refused(name, fragment):

@@ -217,7 +217,7 @@ def test_reset_after_request(proxy: FaultProxy, server: Server) -> None:
         sock.settimeout(WAIT)
         with pytest.raises(ConnectionResetError):
             sock.recv(100)
-        assert server.got(b"COMMIT\n") and server.answers == 1
+        assert server.got(b"COMMIT\n") and server.wait(lambda: server.answers == 1)
         assert rule.triggered.is_set()
         assert server.wait(lambda: server.closed == 1)
 
