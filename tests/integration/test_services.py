@@ -186,10 +186,7 @@ def iceberg_catalog(request, tmp_path):
 
     kind = request.param
     if kind == "rest":
-        catalog = iceberg.rest_catalog()
-        if catalog is None:
-            pytest.skip(f"no REST catalog: set {iceberg.ENV_REST_URI} (compose/ starts one)")
-        return catalog
+        return iceberg.rest_catalog(request.getfixturevalue("iceberg_rest_service"))
     backend, storage = kind.split("-")
     extra: dict[str, str] = {}
     if storage == "s3":
