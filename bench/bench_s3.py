@@ -1,5 +1,6 @@
 """Benchmark: the S3 sink against a plain boto3 ``upload_file`` to the same endpoint, in the same run.
-The endpoint is the test harness's moto server (real HTTP on 127.0.0.1).
+The endpoint is one of the test harness's local servers (real HTTP on 127.0.0.1): moto's server, or
+MinIO built from its Go module (``--server moto|minio``); run it once per server to compare.
 
 Two measurements, because a job hands the sink one of two things:
 
@@ -11,7 +12,7 @@ Two measurements, because a job hands the sink one of two things:
 
 Peak RSS is that of the CLI process publishing each way (VmHWM).
 
-    .venv/bin/python bench/bench_s3.py [--refund-rows 10000000] [--rounds 3]
+    .venv/bin/python bench/bench_s3.py [--server moto|minio] [--refund-rows 10000000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bench.peak_rss import cli_peak_rss  # noqa: E402
 from diagnostics.s3 import S3Diagnostic  # noqa: E402
 from publishers import Run, open_input, open_inputs, publish  # noqa: E402
 from publishers.s3 import S3Publisher, S3SinkConfig  # noqa: E402
+from tests.services.minio import start_local_minio  # noqa: E402
 from tests.services.s3 import start_local_s3  # noqa: E402
 
 
@@ -64,12 +66,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--skip-csv", action="store_true", help="only the files-as-they-are measurement")
+    parser.add_argument("--server", choices=("moto", "minio"), default="moto", help="the local S3 server")
     args = parser.parse_args()
     source = prepare_output_parquet(args.work, args.refund_rows)
     ready = ready_parquet(args.work, source)
     encoded = args.work / "s3-baseline.csv"
-    s3 = start_local_s3(args.work / "s3-bench")
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    start = start_local_minio if args.server == "minio" else start_local_s3
+    s3 = start(args.work / f"s3-bench-{args.server}")
+    os.environ.update(s3.env())
     try:
         client = s3.client()
 
@@ -111,12 +115,13 @@ def main() -> None:
                 started = time.perf_counter()
                 sides[name](round_number)
                 times[name].append(time.perf_counter() - started)
-            # Keep moto's store from growing round after round (it holds objects in memory/disk).
+            # Keep the server's store from growing round after round.
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket):
                 for obj in page.get("Contents", []):
                     client.delete_object(Bucket=s3.bucket, Key=obj["Key"])
         medians = {k: statistics.median(v) for k, v in times.items()}
         result: dict[str, Any] = {
+            "server": args.server,
             "files_bytes": ready.stat().st_size,
             "rows": pq.ParquetFile(source).metadata.num_rows,
             "rounds": args.rounds,

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+from publishers._crash import crash_point
 from publishers._errors import ConfigError, InputError, RecoveryNeeded, RunInProgress, SinkUnavailable, UnsafeLayout
 from publishers._types import Run
 
@@ -150,6 +151,8 @@ class SinkDiagnostic:
                         skipped.append((art, "already gone"))
                         continue
                     report_removed.append(art)
+                    if len(report_removed) == 1:
+                        crash_point("mid_clean")
         return CleanReport(
             run_id=diagnosis.run_id,
             state_before=diagnosis.state,

@@ -67,16 +67,18 @@ class FileDiagnostic(SinkDiagnostic):
             return self._published(run, final, marker, staging, holder)
         problems: list[str] = []
         context: list[Artifact] = []
-        if final.exists():
-            explained = self._explain_unmarked(run, final, staging)
-            if explained is None:
-                context.append(_artifact(final, "unexplained-output", detail="data without its .success manifest"))
-                problems.append(
-                    f"{final} exists without its success manifest and no attempt's pending manifest matches "
-                    "its checksum: data that no evidence explains"
-                )
-            else:
-                staging.insert(0, explained)
+        # A recover running meanwhile may remove the output as we look at it: then it is simply gone.
+        with contextlib.suppress(FileNotFoundError):
+            if final.exists():
+                explained = self._explain_unmarked(run, final, staging)
+                if explained is None:
+                    context.append(_artifact(final, "unexplained-output", detail="data without its .success manifest"))
+                    problems.append(
+                        f"{final} exists without its success manifest and no attempt's pending manifest matches "
+                        "its checksum: data that no evidence explains"
+                    )
+                else:
+                    staging.insert(0, explained)
         return Evidence(
             destination=str(layout.root),
             holder=holder,

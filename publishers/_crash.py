@@ -29,6 +29,7 @@ POINTS = (
     "before_commit",  # postgres: MERGE and ledger row done inside the transaction, COMMIT not sent
     "after_commit",  # publisher: commit point passed, attempt's cleanup not done
     "after_cleanup",  # publisher: everything done, lock still held
+    "mid_clean",  # recover/sweep: the first orphan removed, the others not yet
 )
 
 

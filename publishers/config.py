@@ -36,7 +36,6 @@ CONFIG_ENV = "ATOMIC_PUBLISH_CONFIG"
 DEFAULT_CONFIG_NAME = "publish.toml"
 
 
-
 class Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sink: str = "file"

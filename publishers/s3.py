@@ -88,6 +88,8 @@ class S3SinkConfig(SinkOptions):
     def _prefix(cls, value: str) -> str:
         from . import _names
 
+        if isinstance(value, str) and not value.strip("/"):
+            raise ValueError("prefix must not be empty or '/': recovery would then reach the whole bucket")
         # Every key the sink writes is <prefix>/<dataset>/...: the longest must fit S3's 1,024 bytes.
         return _names.s3_key_fits(_names.s3_prefix(value), LONGEST_KEY_SUFFIX)
 

@@ -91,3 +91,40 @@ def test_signal_at_every_point(harness, point, signum, tmp_path, small_inputs):
         # The attempt removed its own staging: nothing to recover, nothing visible.
         assert doc["state"] == State.NOTHING_IN_FLIGHT.value, doc
         assert published is None
+
+
+# Where a crash leaves at least two orphans, so that recover can be stopped between them.
+_TWO_ORPHANS = {"file": "after_data_rename", "s3": "mid_stage", "postgres": "after_stage", "iceberg": "after_stage"}
+
+
+@pytest.mark.parametrize(
+    "harness",
+    [pytest.param(s, marks=[pytest.mark.integration] if HARNESSES[s][0] else [], id=s) for s in _TWO_ORPHANS],
+    indirect=True,
+)
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_recover_stopped_between_two_removals_leaves_a_diagnosable_run(harness, stop, tmp_path, small_inputs):
+    """recover --apply stopped after its first removal (SIGTERM: exit 143; SIGKILL): what is left is
+    still explained (ORPHANED or NOTHING_IN_FLIGHT, never UNKNOWN), and recovering again finishes."""
+    cfg = harness.make_config(tmp_path)
+    crashed = run_cli(
+        *job(harness, small_inputs), env=cli_env(cfg, PUBLISH_CRASH_AT=_TWO_ORPHANS[harness.name], **harness.extra_env)
+    )
+    assert crashed.code == -signal.SIGKILL
+    recover = ("recover", "--dataset", DATASET, "--run-date", DATE, "--apply")
+    if stop == "SIGKILL":
+        stopped = run_cli(*recover, env=cli_env(cfg, PUBLISH_CRASH_AT="mid_clean", **harness.extra_env))
+        assert stopped.code == -signal.SIGKILL, stopped.stderr
+    else:
+        proc = start_cli(*recover, env=cli_env(cfg, PUBLISH_PAUSE_AT="mid_clean:60", **harness.extra_env))
+        wait_for_pause(proc, "mid_clean")
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and "Traceback" not in rest, rest
+    doc = run_cli(
+        "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", env=cli_env(cfg, **harness.extra_env)
+    ).json()
+    assert doc["state"] in ("ORPHANED", "NOTHING_IN_FLIGHT"), doc
+    again = run_cli(*recover, env=cli_env(cfg, **harness.extra_env))
+    assert again.code == 10, again.stderr
+    assert run_cli(*job(harness, small_inputs), env=cli_env(cfg, **harness.extra_env)).code == 0

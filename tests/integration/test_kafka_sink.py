@@ -57,9 +57,10 @@ def high_watermarks(config):
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        ({"topic": "__consumer_offsets"}, "starts with '__'"),
-        ({"topic": "a/b"}, "not a valid Kafka topic name"),
-        ({"topic": "t" * 250}, "not a valid Kafka topic name"),
+        ({"topic": "__consumer_offsets"}, "reserves '__'"),
+        ({"topic": "a/b"}, "path separator"),
+        ({"topic": "t" * 250}, "250 characters long"),
+        ({"topic": "runs.a", "ledger_topic": "runs_a"}, "collides with ledger_topic"),
         ({"properties": {"acks": "1"}}, "acks"),
         ({"properties": {"enable.idempotence": "false"}}, "set by the sink"),
         ({"properties": {"transactional.id": "mine"}}, "set by the sink"),

@@ -255,7 +255,7 @@ def test_timeout_on_the_manifest_put_is_settled_by_reading_it_back(s3, monkeypat
         ('prefix = "/"', "must not be empty"),
         ('prefix = "/data"', "starts with '/'"),
         ('prefix = "a/../b"', "'..'"),
-        ('prefix = "ok"\nbucket = "Not_A_Bucket"', "not a valid S3 bucket name"),
+        ('prefix = "ok"\nbucket = "Not_A_Bucket"', "bucket 'Not_A_Bucket' is refused"),
     ],
 )
 def test_unsafe_prefixes_and_bad_buckets_are_refused(tmp_path, line, fragment):
