@@ -369,6 +369,23 @@ def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
+def refuse_schema_drift(schema: pa.Schema, earlier: list[dict[str, Any]] | None, where: str) -> None:
+    """Refuse records whose columns or types differ from the dataset's most recent published run
+    (``earlier``, as in its manifest; None when there is none). Nullability may differ."""
+    if not earlier:
+        return
+    had = {c.get("name"): c.get("type") for c in earlier}
+    has = {f.name: str(f.type) for f in schema}
+    problems = [f"column {n!r} is new" for n in has if n not in had]
+    problems += [f"column {n!r} is missing" for n in had if n not in has]
+    problems += [f"column {n!r} is {has[n]}, was {had[n]}" for n in has if n in had and has[n] != had[n]]
+    if problems:
+        raise SchemaMismatch(
+            f"the data does not have the schema of {where}: {'; '.join(problems)} (set allow_schema_change = true "
+            "on the sink to publish it anyway)"
+        )
+
+
 class IpcHasher:
     """sha256 of the Arrow IPC stream of a run's batches: a content checksum that does not depend
     on the sink's storage format (used where the sink has no file of its own to hash)."""

@@ -38,7 +38,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from ._arrow import rechunk, schema_to_json
+from ._arrow import rechunk, refuse_schema_drift, schema_to_json
 from ._crash import crash_point
 from ._errors import CommitOutcomeUnknown, CommitRejected, DestinationUnavailable, LostRace, UnsafeLayout
 from ._fs import (
@@ -73,6 +73,9 @@ class FileSinkConfig(SinkOptions):
     parquet_compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     parquet_row_group_rows: int = Field(default=262_144, gt=0)
     verify_checksum: bool = Field(default=True, description="diagnose re-reads published data to check its sha256")
+    allow_schema_change: bool = Field(
+        default=False, description="publish records whose schema differs from the dataset's last published run"
+    )
 
     @field_validator("root")
     @classmethod
@@ -199,6 +202,8 @@ class FilePublisher:
         except OSError as exc:
             raise DestinationUnavailable(f"cannot create {staging_dir}: {exc.strerror or exc}") from exc
         self.layout.check_same_filesystem()
+        if not self.config.allow_schema_change:
+            refuse_schema_drift(batches.schema, *self._latest_schema(run))
         data_path = self.layout.staging_data(run)
         pending_path = self.layout.pending(run)
         try:
@@ -235,6 +240,29 @@ class FilePublisher:
             checksum=f"sha256:{checksum}",
             details={"pending_manifest": str(pending_path), "format": self.config.format},
         )
+
+    def _latest_schema(self, run: Run) -> tuple[list[dict[str, Any]] | None, str]:
+        """The schema in the manifest of the dataset's most recent published run (not this one)."""
+        directory = self.layout.dataset_dir(run.dataset)
+        markers = (
+            sorted(
+                (
+                    p
+                    for p in directory.glob(f"*.{self.layout.ext}{MARKER_SUFFIX}")
+                    if not p.name.startswith(run.run_date.isoformat())
+                ),
+                reverse=True,
+            )
+            if directory.is_dir()
+            else []
+        )
+        for marker in markers:
+            try:
+                doc = read_json(marker)
+            except (OSError, ValueError):
+                continue
+            return doc.get("schema"), f"the run {doc.get('run_id')} ({marker})"
+        return None, ""
 
     def _write(self, sink: HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
         rows = 0

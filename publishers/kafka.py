@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
+from ._arrow import refuse_schema_drift, schema_to_json
 from ._crash import crash_point, crash_point_armed
 from ._errors import (
     AlreadyPublished,
@@ -77,6 +78,9 @@ class KafkaSinkConfig(SinkOptions):
     key_columns: tuple[str, ...] = ()
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    allow_schema_change: bool = Field(
+        default=False, description="publish records whose schema differs from the dataset's last published run"
+    )
     properties: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("topic", "ledger_topic")
@@ -240,9 +244,15 @@ class KafkaPublisher:
                     f"Kafka at {self.config.bootstrap_servers}: init_transactions for {run.run_id} failed: {exc}"
                 ) from None
             with broker_errors(self.config, "reading the ledger"):
-                ledger = read_ledger(self.config, run.run_id)
+                records = read_ledger_records(self.config)
+            ledger = records.get(run.run_id)
             if ledger is not None:
                 raise AlreadyPublished(f"run {run.run_id} is already in the ledger (attempt {ledger.get('attempt')})")
+            if not self.config.allow_schema_change:
+                earlier = sorted(k for k, v in records.items() if k.rpartition("/")[0] == run.dataset and "schema" in v)
+                if earlier:
+                    where = f"the run {earlier[-1]} (ledger {self.config.ledger_topic})"
+                    refuse_schema_drift(batches.schema, records[earlier[-1]]["schema"], where)
             producer.begin_transaction()
             # No per-record delivery callback: in a transaction, a record that fails delivery makes
             # flush() report it and commit_transaction() fail (abortable), so no error is dropped,
@@ -298,7 +308,7 @@ class KafkaPublisher:
             rows=rows,
             bytes=size,
             checksum=f"sha256:{checksum}",
-            details={"topic": topic},
+            details={"topic": topic, "schema": schema_to_json(batches.schema)},
         )
 
     def _encode(self, batch: pa.RecordBatch, rows_before: int) -> tuple[list[bytes], list[bytes | None]]:
@@ -337,6 +347,7 @@ class KafkaPublisher:
             "bytes": held.size,
             "checksum": part.checksum,
             "topic": part.details["topic"],
+            "schema": part.details.get("schema"),
             "published_at": published_at,
         }
         try:
@@ -571,14 +582,22 @@ def header(msg: Any, name: str) -> str | None:
     return None
 
 
-def read_ledger(config: KafkaSinkConfig, run_id: str) -> dict[str, Any] | None:
-    """The committed ledger record of ``run_id`` (read_committed over the compacted topic), or None."""
-    found: dict[str, Any] | None = None
+def read_ledger_records(config: KafkaSinkConfig) -> dict[str, dict[str, Any]]:
+    """Every committed ledger record, by run_id (read_committed over the compacted topic)."""
+    found: dict[str, dict[str, Any]] = {}
     for partition, (low, lso, _) in partition_offsets(config, config.ledger_topic).items():
         for msg in read_range(config, config.ledger_topic, partition, low, lso, committed=True):
-            if msg.key() == run_id.encode():
-                found = json.loads(msg.value()) if msg.value() else None
+            key = (msg.key() or b"").decode(errors="replace")
+            if msg.value():
+                found[key] = json.loads(msg.value())
+            else:
+                found.pop(key, None)
     return found
+
+
+def read_ledger(config: KafkaSinkConfig, run_id: str) -> dict[str, Any] | None:
+    """The committed ledger record of ``run_id``, or None."""
+    return read_ledger_records(config).get(run_id)
 
 
 def _make_diagnostic(config: KafkaSinkConfig) -> Any:

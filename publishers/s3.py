@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from ._arrow import InputFiles, schema_to_json
+from ._arrow import InputFiles, refuse_schema_drift, schema_to_json
 from ._crash import crash_point
 from ._errors import (
     CommitAborted,
@@ -75,6 +75,9 @@ class S3SinkConfig(SinkOptions):
     part_size_mb: int = Field(default=8, ge=5, le=5120)
     max_concurrency: int = Field(default=4, ge=1, le=32)
     lease_seconds: int = Field(default=60, ge=5)
+    allow_schema_change: bool = Field(
+        default=False, description="publish records whose schema differs from the dataset's last published run"
+    )
 
     @field_validator("bucket")
     @classmethod
@@ -381,8 +384,27 @@ class S3Publisher:
         except Exception as exc:
             raise unavailable(self.config, f"starting the upload of {self.layout.uri(key)}", exc) from exc
 
+    def _refuse_drift(self, run: Run, schema: pa.Schema) -> None:
+        """The schema of the dataset's most recent published run (one listing, one GET)."""
+        if self.config.allow_schema_change:
+            return
+        s3, bucket, base = client(self.config), self.config.bucket, self.layout.base(run.dataset) + "/"
+        dates = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(base) :].rstrip("/")
+                if name != run.run_date.isoformat() and not name.startswith("_"):
+                    dates.append(name)
+        for date in sorted(dates, reverse=True):
+            key = f"{base}{date}/{MANIFEST_NAME}"
+            doc = read_manifest(s3, bucket, key)
+            if doc is not None and not is_fence(doc):
+                refuse_schema_drift(schema, doc.get("schema"), f"the run {doc.get('run_id')} ({self.layout.uri(key)})")
+                return
+
     def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
         s3 = client(self.config)
+        self._refuse_drift(run, batches.schema)
         key = f"{self.layout.attempt_prefix(run)}part-00000.{self.config.format}"
         sink = self._start_upload(s3, key, run)
         rows = 0
@@ -425,6 +447,7 @@ class S3Publisher:
         schema = files.parquet_schema
         if self.config.format != "parquet" or schema is None:
             return None
+        self._refuse_drift(run, schema)
         s3 = client(self.config)
         prefix = self.layout.attempt_prefix(run)
         objects: list[dict[str, Any]] = []

@@ -141,3 +141,16 @@ def test_a_zombie_attempt_is_fenced_and_only_the_new_attempt_commits(sink):
         if header(msg, H_RUN) == f"items/{DATE}"
     ]
     assert len(committed) == 20  # the successor's records, exactly once; none of the zombie's
+
+
+def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_allowed(sink):
+    from publishers import SchemaMismatch
+
+    publisher, diagnostic = sink()
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table(10))
+    drifted = table(10).append_column("extra", pa.array(["x"] * 10))
+    with pytest.raises(SchemaMismatch, match="column 'extra' is new"):
+        publish(publisher, diagnostic, Run.new("items", DATE), drifted)
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+    allowing = KafkaPublisher(publisher.config.model_copy(update={"allow_schema_change": True}))
+    assert publish(allowing, diagnostic, Run.new("items", DATE), drifted).receipt is not None

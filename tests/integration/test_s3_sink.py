@@ -319,3 +319,17 @@ def test_two_attempts_never_both_hold_the_lease(s3, held_before):
             )
         winners = race_for_the_lease([run_lease(config, Run.new("items", DATE)) for _ in range(3)])
         assert len(winners) == 1, winners
+
+
+def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_allowed(s3):
+    from publishers import SchemaMismatch
+
+    publisher, diagnostic = s3.make()
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table())
+    keys = s3.object_keys()
+    drifted = table().append_column("extra", pa.array(["x"] * 1000))
+    with pytest.raises(SchemaMismatch, match="column 'extra' is new"):
+        publish(publisher, diagnostic, Run.new("items", DATE), drifted)
+    assert s3.object_keys() == keys  # nothing written, not even the lease
+    allowing, _ = s3.make(allow_schema_change=True)
+    assert publish(allowing, diagnostic, Run.new("items", DATE), drifted).receipt is not None

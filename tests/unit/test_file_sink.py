@@ -20,6 +20,7 @@ from publishers import (
     RecoveryNeeded,
     Run,
     RunInProgress,
+    SchemaMismatch,
     UnsafeLayout,
     publish,
 )
@@ -272,3 +273,18 @@ def test_checksum_is_right_over_many_batches(tmp_path, fmt):
     final = tmp_path / "out" / "refunds_settled" / f"2026-04-24.{fmt}"
     assert receipt.checksum == "sha256:" + hashlib.sha256(final.read_bytes()).hexdigest()
     assert diagnostic.diagnose(run()).state is State.DONE
+
+
+def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_allowed(tmp_path):
+    publisher, diagnostic = make(tmp_path)
+    publish(publisher, diagnostic, Run.new("refunds_settled", "2026-04-23"), TABLE)
+    drifted = TABLE.append_column("extra", pa.array(["x"] * TABLE.num_rows))
+    with pytest.raises(SchemaMismatch, match="column 'extra' is new") as info:
+        publish(publisher, diagnostic, run(), drifted)
+    assert "2026-04-23" in str(info.value) and "allow_schema_change" in str(info.value)
+    assert diagnostic.diagnose(run()).state is State.NOTHING_IN_FLIGHT  # nothing was staged
+    retyped = TABLE.set_column(0, "id", TABLE.column("id").cast(pa.string()))
+    with pytest.raises(SchemaMismatch, match="column 'id' is string, was int64"):
+        publish(publisher, diagnostic, run(), retyped)
+    allowing = FilePublisher(publisher.config.model_copy(update={"allow_schema_change": True}))
+    assert publish(allowing, diagnostic, run(), drifted).receipt is not None
