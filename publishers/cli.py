@@ -49,8 +49,22 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     root.propagate = False
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
+    """One line on stderr, the documented exit code; with --json, the same as a document on stdout
+    (so an orchestrator reading stdout always gets one)."""
     click.echo(f"error: {message}", err=True)
+    if _wants_json():
+        from ._errors import RunRefused
+
+        diagnosis = exc.diagnosis if isinstance(exc, RunRefused) else None
+        doc = {
+            "error": message,
+            "error_type": type(exc).__name__ if exc is not None else "Interrupted",
+            "exit_code": code,
+            "diagnosis": diagnosis.to_dict() if diagnosis is not None else None,
+        }
+        _emit_json(doc)
+        _close_stdout()
     sys.exit(code)
 
 
@@ -63,7 +77,7 @@ def _run_guarded(action: Callable[[], int]) -> NoReturn:
             code = action()
     except AtomicPublishError as exc:
         log.debug("failed", exc_info=True)
-        _fail(_one_line(exc), exit_code_for(exc))
+        _fail(_one_line(exc), exit_code_for(exc), exc)
     except BrokenPipeError:
         sys.stderr.close()  # nothing more can be said; keep the code the command had
         sys.exit(EXIT_ERROR)
@@ -72,9 +86,14 @@ def _run_guarded(action: Callable[[], int]) -> NoReturn:
     except Exception as exc:
         if _verbose["on"]:
             raise
-        _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", EXIT_ERROR)
+        _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", EXIT_ERROR, exc)
     _close_stdout()
     sys.exit(code)
+
+
+def _wants_json() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
 
 
 def _one_line(exc: BaseException) -> str:

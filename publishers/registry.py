@@ -9,6 +9,7 @@ group ``atomic_publish.sinks``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from importlib.metadata import entry_points
 
 from ._errors import SinkUnavailable
@@ -23,6 +24,14 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "iceberg": ("publishers.iceberg:SINK", "iceberg"),
     "s3": ("publishers.s3:SINK", "s3"),
     "kafka": ("publishers.kafka:SINK", "kafka"),
+}
+# The modules each extra brings; a sink module imports them lazily, so they are checked when the
+# sink is asked for: a missing one is an install hint (exit 2), never an ImportError mid-publish.
+_EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "postgres": ("psycopg", "adbc_driver_postgresql"),
+    "iceberg": ("pyiceberg", "sqlalchemy"),
+    "s3": ("boto3", "botocore"),
+    "kafka": ("confluent_kafka",),
 }
 
 _loaded: dict[str, SinkDefinition] = {}
@@ -67,6 +76,12 @@ def load(name: str) -> SinkDefinition:
 
 def _import(target: str, name: str, extra: str | None) -> SinkDefinition:
     module_name, _, attribute = target.partition(":")
+    for required in _EXTRA_MODULES.get(extra or "", ()):
+        if importlib.util.find_spec(required) is None:
+            raise SinkUnavailable(
+                f"sink {name!r} needs the module {required!r}, which is not installed; install it with: "
+                f"pip install 'atomic-publish[{extra}]'"
+            )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
