@@ -1,4 +1,4 @@
-"""The refunds pipeline: the chapter's fifty-line job, done right."""
+"""The refunds pipeline: a small batch job (extract, transform, load) done right."""
 
 from .generate import generate_inputs
 from .refunds import OUTPUT_SCHEMA, run_id_value, settled_refunds

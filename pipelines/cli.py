@@ -17,7 +17,7 @@ from .runner import run_refunds
 
 @click.group()
 def refunds() -> None:
-    """The refunds pipeline of the chapter: refunds + merchants -> settled refunds report."""
+    """The example refunds pipeline: refunds + merchants -> the settled refunds report."""
 
 
 @refunds.command()

@@ -27,7 +27,7 @@ log = logging.getLogger("atomic_publish.pipeline")
 
 def is_transient(exc: BaseException) -> bool:
     """Only these are retried; everything else is structural and a retry would just fail again
-    (the chapter: fix the cause before re-running)."""
+    (fix the cause before re-running)."""
     return isinstance(exc, TransientError | ConnectionError | TimeoutError)
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import registry
-from ._errors import ConfigError
+from ._errors import ConfigError, SinkUnavailable
 from ._names import show
 from ._protocol import SinkDefinition
 from ._secrets import is_secret_key, redact, secret_in_value
@@ -102,6 +102,29 @@ class LoadedConfig:
             raise self._explain(exc, ("sinks", name)) from None
         return definition, options
 
+    def check_every_sink(self) -> None:
+        """Validate every configured sink now, not only the one a command uses: a typo in a sink
+        nobody selected today is still a typo. All problems are reported at once. A sink whose extra
+        is not installed is checked when it is used (its options need that library)."""
+        problems: list[str] = []
+        for name, raw in self.settings.sinks.items():
+            sink_type = str(raw.get("type", name))
+            if sink_type not in registry.available():
+                line = _line_of(self.text, ("sinks", name)) or "?"
+                problems.append(
+                    f"{self.path}:{line}: sinks.{name}.type = {sink_type!r}: unknown sink type; known "
+                    f"types: {', '.join(registry.available())}"
+                )
+                continue
+            try:
+                self.sink(name)
+            except SinkUnavailable:
+                continue
+            except ConfigError as exc:
+                problems.extend(str(exc).removeprefix("invalid configuration:\n  ").split("\n  "))
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
     def _explain(self, exc: ValidationError, prefix: tuple[str, ...]) -> ConfigError:
         """One line per error: where (file:line or environment variable), the field, the value (never
         a whole table, never a connection string, secrets hidden), and what is wrong."""
@@ -113,7 +136,8 @@ class LoadedConfig:
             if env_name in os.environ:
                 source = f"environment variable {env_name}"
             elif self.path:
-                line = _line_of(self.text, loc)
+                # A missing key has no line of its own: the line of the table it belongs in.
+                line = _line_of(self.text, loc) or (_line_of(self.text, loc[:-1]) if len(loc) > 1 else None)
                 source = f"{self.path}:{line}" if line else str(self.path)
             else:
                 source = "defaults"
@@ -169,7 +193,9 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
         settings = Settings(**data)
     except ValidationError as exc:
         raise LoadedConfig(Settings.model_construct(), config_path, text)._explain(exc, ()) from None
-    return LoadedConfig(settings, config_path, text)
+    loaded = LoadedConfig(settings, config_path, text)
+    loaded.check_every_sink()
+    return loaded
 
 
 def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str, ...]) -> None:

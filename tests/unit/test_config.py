@@ -77,11 +77,22 @@ def test_unknown_sink_name_lists_the_configured_ones(tmp_path):
         load_config(cfg).sink("warehouse")
 
 
-def test_unknown_sink_type_is_unavailable(tmp_path):
+def test_unknown_sink_type_is_refused_when_the_file_is_loaded(tmp_path):
     cfg = tmp_path / "publish.toml"
-    cfg.write_text('[sinks.x]\ntype = "carrier-pigeon"\n')
-    with pytest.raises(SinkUnavailable, match="carrier-pigeon"):
-        load_config(cfg).sink("x")
+    cfg.write_text('[defaults]\nsink = "f"\n[sinks.f]\ntype = "file"\n\n[sinks.x]\ntype = "carrier-pigeon"\n')
+    # Refused on load although the command would only use sink "f": the whole file is checked.
+    with pytest.raises(ConfigError, match=r"publish.toml:6: sinks.x.type = 'carrier-pigeon': unknown sink type"):
+        load_config(cfg)
+
+
+def test_every_configured_sink_is_validated_on_load_with_its_line(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.used]\ntype = "file"\n\n[sinks.unused]\ntype = "file"\nformat = "xlsx"\n')
+    with pytest.raises(ConfigError, match=r"publish.toml:6: sinks.unused.format = 'xlsx'"):
+        load_config(cfg)
+    from tests.helpers import run_cli
+
+    assert run_cli("sinks", config=cfg).code == 2
 
 
 @pytest.mark.parametrize("root", ["/", "~"])
