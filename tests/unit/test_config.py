@@ -1,6 +1,6 @@
 import pytest
 
-from publishers import ConfigError, SinkUnavailable, load_config
+from publishers import ConfigError, load_config
 
 
 def test_no_config_file_gives_the_embedded_file_sink(tmp_path, monkeypatch):
