@@ -57,6 +57,9 @@ SUMMARY_CHECKSUM = "atomic-publish.checksum"
 DATA_SUBDIR = "data/atomic-publish"
 _ATTEMPT_NAMESPACE = uuid.UUID("6f1d3c9e-8a55-4b4e-9a1e-61746f6d6963")
 _COMMIT_TRIES = 5
+# With no catalog configured here or in pyiceberg's own configuration: a SQLite catalog and a local
+# warehouse, resolved against the working directory (`publish --sink iceberg` needs nothing else).
+EMBEDDED_CATALOG = {"type": "sql", "uri": "sqlite:///data/iceberg/catalog.db", "warehouse": "data/iceberg/warehouse"}
 # pyiceberg's own default (write.parquet.row-group-limit): what Iceberg readers expect; it also
 # bounds the memory a stage holds, whatever the input size.
 ROW_GROUP_ROWS = 1_048_576
@@ -75,13 +78,11 @@ class IcebergSinkConfig(SinkOptions):
 
     type: Literal["iceberg"] = "iceberg"
     catalog_name: str = "default"
-    catalog: dict[str, str] = Field(
-        default_factory=lambda: {
-            "type": "sql",
-            "uri": "sqlite:///data/iceberg/catalog.db",
-            "warehouse": "data/iceberg/warehouse",
-        },
-        description="pyiceberg catalog properties (type, uri, warehouse, s3.endpoint, ...)",
+    catalog: dict[str, str] | None = Field(
+        default=None,
+        description="pyiceberg catalog properties (type, uri, warehouse, s3.endpoint, ...), merged over "
+        "pyiceberg's own configuration for catalog_name (.pyiceberg.yaml, PYICEBERG_CATALOG__<NAME>__*); "
+        "with neither, the embedded default: a SQLite catalog and a warehouse under ./data/iceberg",
     )
     namespace: str = "default"
     table: str | None = Field(default=None, description="default: the dataset name")
@@ -118,15 +119,18 @@ class IcebergSinkConfig(SinkOptions):
         directory, so the embedded default works out of the box into ./data/iceberg), and every
         wait on a Postgres-backed SQL catalog bounded (connect, TCP, statements, locks). With
         ``create=False`` (diagnose), nothing is created on disk."""
-        props = dict(self.catalog)
+        props = self.merged_catalog()
         uri = props.get("uri", "")
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            rel = uri[len("sqlite:///") :]
-            if not rel.startswith("/"):
-                path = Path(rel).resolve()
-                if create:
+        if uri.startswith("sqlite:///"):
+            path = Path(uri[len("sqlite:///") :]).resolve()  # sqlite:////abs is "/" + an absolute path
+            if create:
+                try:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                props["uri"] = f"sqlite:///{path}"
+                except OSError as exc:
+                    raise DestinationUnavailable(
+                        f"cannot create {path.parent} for the catalog: {exc.strerror}"
+                    ) from exc
+            props["uri"] = f"sqlite:///{path}"
         elif uri.startswith(("postgresql", "postgres")):
             props["uri"] = _bounded_postgres_uri(uri, self)
         warehouse = props.get("warehouse")
@@ -136,6 +140,30 @@ class IcebergSinkConfig(SinkOptions):
                 path.mkdir(parents=True, exist_ok=True)
             props["warehouse"] = path.as_uri()
         return props
+
+    def merged_catalog(self) -> dict[str, str]:
+        """pyiceberg's own configuration for ``catalog_name`` with this sink's ``catalog`` table over
+        it (exactly as pyiceberg's ``load_catalog`` merges them); the embedded default when there is
+        neither."""
+        from pyiceberg.utils.config import Config
+
+        own = {k: str(v) for k, v in (Config().get_catalog_config(self.catalog_name) or {}).items()}
+        if not own and self.catalog is None:
+            return dict(EMBEDDED_CATALOG)
+        return {**own, **(self.catalog or {})}
+
+    @model_validator(mode="after")
+    def _catalog_is_complete(self) -> IcebergSinkConfig:
+        props = self.merged_catalog()
+        kind = props.get("type", "rest" if "uri" in props and props["uri"].startswith("http") else "")
+        if kind == "sql":
+            missing = [key for key in ("uri", "warehouse") if not props.get(key)]
+            if missing:
+                raise ValueError(
+                    f'a SQL catalog needs {" and ".join(missing)} (e.g. uri = "sqlite:///data/catalog.db", '
+                    'warehouse = "data/warehouse"), in [sinks.<name>.catalog] or pyiceberg\'s own configuration'
+                )
+        return self
 
     def sqlite_file(self) -> Path | None:
         """The SQLite file of a SQL catalog on SQLite, else None."""

@@ -216,3 +216,61 @@ def test_postgres_catalog_with_the_warehouse_on_s3(tmp_path, postgres_service, s
     assert run_cli(*args, env=env).code == 3
     listed = s3_service.client().list_objects_v2(Bucket=s3_service.bucket, Prefix=f"wh-{db}/")
     assert any(o["Key"].endswith(".parquet") for o in listed.get("Contents", []))
+
+
+def test_catalog_name_uses_pyicebergs_own_configuration(tmp_path, monkeypatch, small_inputs):
+    """`catalog_name` selects pyiceberg's own settings (.pyiceberg.yaml in PYICEBERG_HOME, or
+    PYICEBERG_CATALOG__<NAME>__*), exactly as pyiceberg's load_catalog does; publish.toml's [catalog]
+    table goes over them."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".pyiceberg.yaml").write_text(
+        f"catalog:\n  lake:\n    type: sql\n    uri: sqlite:///{tmp_path}/yaml-catalog.db\n"
+        f"    warehouse: {(tmp_path / 'yaml-wh').as_uri()}\n"
+    )
+    (tmp_path / "yaml-wh").mkdir()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.lake]\ntype = "iceberg"\ncatalog_name = "lake"\nnamespace = "reports"\n')
+    env = cli_env(cfg, PYICEBERG_HOME=str(home))
+    assert (
+        run_cli(
+            "publish", "--sink", "lake", "--dataset", "items", "--run-date", DATE, str(small_inputs[0]), env=env
+        ).code
+        == 0
+    )
+    assert (tmp_path / "yaml-catalog.db").exists() and not (tmp_path / "data").exists()
+    env_only = cli_env(
+        cfg,
+        PYICEBERG_CATALOG__LAKE__TYPE="sql",
+        PYICEBERG_CATALOG__LAKE__URI=f"sqlite:///{tmp_path}/env-catalog.db",
+        PYICEBERG_CATALOG__LAKE__WAREHOUSE=(tmp_path / "yaml-wh").as_uri(),
+    )
+    assert (
+        run_cli(
+            "publish", "--sink", "lake", "--dataset", "items", "--run-date", DATE, str(small_inputs[0]), env=env_only
+        ).code
+        == 0
+    )
+    assert (tmp_path / "env-catalog.db").exists()
+
+
+def test_a_sql_catalog_without_uri_or_warehouse_is_a_clear_error(tmp_path, small_inputs):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.lake]\ntype = "iceberg"\n[sinks.lake.catalog]\ntype = "sql"\n')
+    result = run_cli("sinks", env=cli_env(cfg))
+    assert (
+        result.code == 2
+        and "a SQL catalog needs uri and warehouse" in result.stderr
+        and "Traceback" not in result.stderr
+    )
+
+
+def test_a_sqlite_catalog_in_a_directory_that_does_not_exist_yet_is_created(tmp_path, small_inputs):
+    cfg = tmp_path / "publish.toml"
+    deep = tmp_path / "not" / "there" / "yet"
+    cfg.write_text(
+        f'[sinks.lake]\ntype = "iceberg"\n[sinks.lake.catalog]\ntype = "sql"\nuri = "sqlite:///{deep}/c.db"\n'
+        f'warehouse = "{tmp_path / "wh"}"\n'
+    )
+    args = ("publish", "--sink", "lake", "--dataset", "items", "--run-date", DATE, str(small_inputs[0]))
+    assert run_cli(*args, env=cli_env(cfg)).code == 0 and (deep / "c.db").exists()
