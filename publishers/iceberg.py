@@ -440,7 +440,7 @@ class IcebergPublisher:
         fs.create_dir(base, recursive=True)
         files: list[str] = []
         digests: list[str] = []
-        rows = size = 0
+        rows = stored = 0  # stored: bytes of the finished data files (what the warehouse holds)
         partition_values: set[Any] = set()
         current: _DataFileWriter | None = None
         limit = self.config.target_file_mb << 20
@@ -452,19 +452,20 @@ class IcebergPublisher:
                 if current is None or current.size >= limit:
                     if current is not None:
                         digests.append(current.finish())
+                        stored += current.size
                     files.append(f"{directory}/part-{len(files):05d}.parquet")
                     current = _DataFileWriter(fs, f"{base}/part-{len(files) - 1:05d}.parquet", schema)
                 current.write(batch)
                 rows += batch.num_rows
-                size += batch.nbytes
                 if self.config.partition_column:
                     partition_values.update(batch.column(self.config.partition_column).unique().to_pylist())
                 if progress:
-                    progress(rows, size)
+                    progress(rows, stored + current.size)
                 if index == 0:
                     crash_point("mid_stage")
             if current is not None:
                 digests.append(current.finish())
+                stored += current.size
                 current = None
         except BaseException:
             if current is not None:
@@ -482,7 +483,7 @@ class IcebergPublisher:
             attempt=run.attempt,
             location=directory,
             rows=rows,
-            bytes=size,
+            bytes=stored,
             checksum=f"sha256:{checksum}",
             details={"files": files, "partition_values": sorted(partition_values, key=str)},
         )

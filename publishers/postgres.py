@@ -689,7 +689,11 @@ class PostgresPublisher:
                     (run.run_id, run.dataset, run.run_date, run.attempt, rows, checksum, layout.describe(run.dataset)),
                 )
                 published_at = cur.fetchone()[0]
+                # What the run weighs in the database (its staging tables, as loaded), for the receipt.
+                stored = 0
                 for owner in owners:
+                    cur.execute("SELECT pg_total_relation_size(%s::regclass)", (layout.staging(owner).as_string(cur),))
+                    stored += int(cur.fetchone()[0])
                     cur.execute(sql.SQL("DROP TABLE {}").format(layout.staging(owner)))
                 crash_point("before_commit")
             except AlreadyPublished as exc:
@@ -759,7 +763,7 @@ class PostgresPublisher:
             attempt=run.attempt,
             location=layout.describe(run.dataset),
             rows=rows,
-            bytes=sum(part.bytes for part in staged),
+            bytes=stored,
             checksum=checksum,
             published_at=published_at.astimezone(dt.UTC).isoformat(timespec="seconds"),
             details={"ledger": f"{layout.schema}.{self.config.ledger_table}"},
