@@ -220,33 +220,73 @@ def _print_clean(report: CleanReport) -> None:
 
 
 class _Progress:
-    """A progress bar on stderr, only when stderr is a terminal (never in logs or pipes)."""
+    """Progress on stderr, only when stderr is a terminal (never in logs or pipes): rows and stored
+    bytes so far, their rate, and, when the input's row count is known (Parquet footers), a bar with
+    the percentage and the time remaining. While it is shown, log lines are printed above it (they
+    never overwrite it)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, total_rows: int | None = None) -> None:
         self.enabled = sys.stderr.isatty()
         self.label = label
+        self.total = total_rows
         self._progress: Any = None
         self._task: Any = None
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     def __enter__(self) -> _Progress:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True)
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
             )
+
+            console = Console(stderr=True)
+            columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+            if self.total:
+                columns += [BarColumn(), TaskProgressColumn(), TimeRemainingColumn()]
+            columns.append(TimeElapsedColumn())
+            self._progress = Progress(*columns, console=console, transient=False)
             self._progress.start()
-            self._task = self._progress.add_task(self.label)
+            self._task = self._progress.add_task(self.label, total=self.total)
+            # Log lines go through the live display (printed above the bar, not over it).
+            for handler in logging.getLogger("atomic_publish").handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    self._handlers.append((handler, handler.stream))
+                    handler.setStream(_ConsoleStream(console))
         return self
 
     def __call__(self, rows: int, nbytes: int) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, description=f"{self.label}: {rows:,} rows, {_human_size(nbytes)}")
+            self._progress.update(
+                self._task, completed=rows, description=f"{self.label}: {rows:,} rows, {_human_size(nbytes)}"
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+        for handler, stream in self._handlers:
+            handler.setStream(stream)
+
+
+class _ConsoleStream:
+    """A text stream that prints through a rich console (which keeps its live display below)."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def _resolve(config_path: str | None, sink: str | None) -> tuple[LoadedConfig, Any, Any]:
@@ -337,7 +377,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         def action() -> int:
             _, publisher, diagnostic = _resolve(config_path, sink)
             records = open_inputs(inputs)
-            with _Progress(f"staging {dataset}/{run_date}") as progress:
+            with _Progress(f"staging {dataset}/{run_date}", total_rows=records.rows) as progress:
                 result = publish(
                     publisher, diagnostic, Run.new(dataset, run_date), records, if_absent=if_absent, progress=progress
                 )

@@ -214,3 +214,19 @@ def test_readme_demo_command_runs_from_a_clean_directory(tmp_path):
     assert result.json()["published"] is True
     assert (tmp_path / "demo" / "out" / "refunds_settled" / "2026-04-24.csv.success").exists()
     assert REPO.exists()
+
+
+def test_progress_is_never_drawn_when_stderr_is_not_a_terminal(dest, tmp_path, small_inputs):
+    """Logs and pipes get plain lines: no progress bar, no spinner, no terminal escape codes (the bar
+    itself, with its percentage and time remaining for Parquet input, was checked in tmux)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    _, cfg = dest
+    parquet = tmp_path / "refunds.parquet"
+    pq.write_table(pacsv.read_csv(small_inputs[0]), parquet)
+    result = run_cli("publish", *RUN, str(parquet), config=cfg)
+    assert result.code == 0, result.stderr
+    assert "\x1b[" not in result.stderr + result.stdout
+    assert "━" not in result.stderr and "%" not in result.stderr
+    assert [line.split(" ", 2)[1] for line in result.stderr.splitlines()] == ["INFO", "INFO"]
