@@ -2,16 +2,14 @@
 
 Public API (everything else lives in private modules and may change)::
 
-    from publishers import Run, publish, load_config
-    config = load_config()                       # publish.toml + environment
-    definition, options = config.sink("file")
-    publisher = definition.make_publisher(options)
-    diagnostic = definition.make_diagnostic(options)
-    publish(publisher, diagnostic, Run.new("refunds_settled", "2026-04-24"), arrow_records)
+    from publishers import diagnose, publish, recover
+    result = publish(table, dataset="refunds_settled", run_date="2026-04-24", sink="file")
+    diagnose(dataset="refunds_settled", run_date="2026-04-24", sink="file").state   # State.DONE
 """
 
 import logging as _logging
 
+from ._api import diagnose, recover
 from ._arrow import InputFiles, open_input, open_inputs
 from ._errors import (
     EXIT_CODES,
@@ -38,7 +36,7 @@ from ._errors import (
     UnsafeLayout,
 )
 from ._protocol import Diagnostic, Publisher, SinkDefinition, SinkOptions
-from ._publish import PublishResult, publish
+from ._publish import PublishResult, publish, publish_run
 from ._types import Receipt, Run, Staged
 from .config import LoadedConfig, load_config
 
@@ -79,8 +77,11 @@ __all__ = [
     "Terminated",
     "TransientError",
     "UnsafeLayout",
+    "diagnose",
     "load_config",
     "open_input",
     "open_inputs",
     "publish",
+    "publish_run",
+    "recover",
 ]

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from diagnostics.taxonomy import Diagnosis, State
 
-from ._arrow import InputFiles, as_reader, conform, require_rows
+from ._arrow import InputFiles, as_reader, conform, open_inputs, require_rows
 from ._crash import crash_point
 from ._errors import (
     AlreadyPublished,
@@ -54,7 +56,59 @@ class PublishResult:
         }
 
 
-def publish(
+def publish(first: Any, *args: Any, **kwargs: Any) -> PublishResult:
+    """Publish records as one run, all or nothing. Two forms:
+
+    - ``publish(records, dataset="refunds", run_date="2026-04-24", sink="warehouse")``: the one call
+      for a job. ``records`` is any Arrow stream (a pyarrow Table or RecordBatchReader, a polars or
+      pandas DataFrame converted by pyarrow, a DuckDB relation: anything with ``__arrow_c_stream__``),
+      or file paths (CSV/Parquet). ``sink`` names a sink of the configuration (``config``: a path, a
+      ``LoadedConfig``, or None for ``publish.toml`` / ``$ATOMIC_PUBLISH_CONFIG`` / the embedded
+      default). Keywords: ``if_absent``, ``schema``, ``progress``.
+    - ``publish(publisher, diagnostic, run, records, ...)``: the same with the sink's objects built by
+      the caller (engines, sink authors); see ``publish_run``.
+    """
+    if hasattr(first, "stage") and hasattr(first, "commit"):
+        return publish_run(first, *args, **kwargs)
+    return _publish_records(first, *args, **kwargs)
+
+
+def _publish_records(
+    records: Any,
+    *,
+    dataset: str,
+    run_date: Any,
+    sink: str | None = None,
+    config: Any = None,
+    if_absent: bool = False,
+    schema: pa.Schema | None = None,
+    progress: ProgressCallback | None = None,
+) -> PublishResult:
+    definition, options = resolve_config(config).sink(sink)
+    if isinstance(records, str | os.PathLike) or (
+        isinstance(records, list | tuple) and records and all(isinstance(r, str | os.PathLike) for r in records)
+    ):
+        paths = [records] if isinstance(records, str | os.PathLike) else list(records)
+        records = open_inputs([Path(os.fspath(path)) for path in paths])
+    return publish_run(
+        definition.make_publisher(options),
+        definition.make_diagnostic(options),
+        Run.new(dataset, run_date),
+        records,
+        schema=schema,
+        if_absent=if_absent,
+        progress=progress,
+    )
+
+
+def resolve_config(config: Any) -> Any:
+    """A LoadedConfig from a path, a LoadedConfig, or None (the usual lookup)."""
+    from .config import LoadedConfig, load_config
+
+    return config if isinstance(config, LoadedConfig) else load_config(config)
+
+
+def publish_run(
     publisher: Publisher,
     diagnostic: Diagnostic,
     run: Run,
