@@ -7,10 +7,13 @@ with the state the destination is really in. Running it twice changes nothing th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from publishers._errors import AtomicPublishError, DestinationUnavailable
 from publishers._protocol import Diagnostic
 from publishers._types import Run
 
@@ -63,10 +66,28 @@ def plan_recovery(diagnostic: Diagnostic, run: Run) -> RecoveryPlan:
     return RecoveryPlan(diagnostic.diagnose(run))
 
 
+@contextlib.contextmanager
+def _destination_errors(diagnostic: Diagnostic, doing: str) -> Iterator[None]:
+    """A client failure while cleaning or listing (the server down, no credentials) becomes one
+    line naming the sink: the project's DestinationUnavailable (exit 5), never a raw driver error."""
+    try:
+        yield
+    except (AtomicPublishError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        from publishers._secrets import redact
+
+        text = redact(str(exc).strip()).splitlines()
+        raise DestinationUnavailable(
+            f"{diagnostic.sink_name} sink: {doing} failed: {type(exc).__name__}: {text[0] if text else ''}"
+        ) from exc
+
+
 def apply_recovery(diagnostic: Diagnostic, plan: RecoveryPlan) -> RecoveryOutcome:
     """Clean what the plan names (refuses RUNNING and UNKNOWN), then diagnose again."""
     d = plan.diagnosis
-    report = diagnostic.clean(d) if plan.actionable or d.state in (State.RUNNING, State.UNKNOWN) else None
+    with _destination_errors(diagnostic, "cleaning"):
+        report = diagnostic.clean(d) if plan.actionable or d.state in (State.RUNNING, State.UNKNOWN) else None
     after = diagnostic.diagnose(Run.new(d.dataset, d.run_date))
     return RecoveryOutcome(plan, report, after)
 
@@ -100,7 +121,9 @@ def sweep(diagnostic: Diagnostic, dataset: str, older_than: dt.timedelta, *, app
     orphans of attempts older than ``older_than``. Never touches RUNNING or UNKNOWN runs."""
     report = SweepReport(dataset, older_than, apply)
     now = dt.datetime.now(dt.UTC)
-    for run_date in diagnostic.runs_with_leftovers(dataset):
+    with _destination_errors(diagnostic, "listing the run dates with leftovers"):
+        run_dates = diagnostic.runs_with_leftovers(dataset)
+    for run_date in run_dates:
         d = diagnostic.diagnose(Run.new(dataset, run_date))
         if d.state in (State.RUNNING, State.UNKNOWN):
             report.runs.append((d, None, f"left alone: {d.state.value}"))
@@ -111,6 +134,7 @@ def sweep(diagnostic: Diagnostic, dataset: str, older_than: dt.timedelta, *, app
         if not apply:
             report.runs.append((d, None, f"would remove {len(old)} of {len(d.orphans)} orphan(s)"))
             continue
-        cleaned = diagnostic.clean(d, older_than=older_than)
+        with _destination_errors(diagnostic, f"cleaning {d.run_id}"):
+            cleaned = diagnostic.clean(d, older_than=older_than)
         report.runs.append((d, cleaned, f"removed {len(cleaned.removed)} of {len(d.orphans)} orphan(s)"))
     return report

@@ -369,6 +369,16 @@ def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
+def refuse_nested_for_csv(schema: pa.Schema, where: str) -> None:
+    """CSV holds flat values only: a struct, list or map column is refused up front, naming it."""
+    for field in schema:
+        if pa.types.is_nested(field.type):
+            raise SchemaMismatch(
+                f"column {field.name!r} is {field.type}: a CSV file cannot hold nested values; publish to a "
+                f"Parquet sink (format = \"parquet\") or flatten it first ({where})"
+            )
+
+
 def refuse_schema_drift(schema: pa.Schema, earlier: list[dict[str, Any]] | None, where: str) -> None:
     """Refuse records whose columns or types differ from the dataset's most recent published run
     (``earlier``, as in its manifest; None when there is none). Nullability may differ."""

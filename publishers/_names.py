@@ -79,7 +79,11 @@ def show(value: object, limit: int = 80) -> str:
 
 
 def _refuse(field: str, value: object, problem: str, rule: str) -> ValueError:
-    return ValueError(f"{field} {show(value)} is refused: {problem}; allowed: {rule}")
+    from ._secrets import redact
+
+    # Secrets hidden before the value is cut to its first 80 characters (a cut secret is not found).
+    shown = show(redact(value)) if isinstance(value, str) else show(value)
+    return ValueError(f"{field} {shown} is refused: {problem}; allowed: {rule}")
 
 
 def _bad_char(ch: str) -> bool:

@@ -159,7 +159,8 @@ def publish_run(
                 reader = as_reader(records)
                 if schema is not None:
                     reader = conform(reader, schema)
-                staged = publisher.stage(run, require_rows(reader), progress=progress)
+                source = ", ".join(map(str, records.paths)) if isinstance(records, InputFiles) else "the records"
+                staged = publisher.stage(run, require_rows(reader, source=source), progress=progress)
             # From the commit on, SIGTERM/SIGINT are held until publish() returns (see _signals).
             held.enter_context(critical_section())
             committing = True
@@ -172,14 +173,18 @@ def publish_run(
         except CommitOutcomeUnknown:
             log.error("commit outcome of %s is unknown; staging left for the diagnosis", run.run_id)
             raise
+        except InputError as exc:
+            if committing:  # not a proven refusal (a sink's DataRejected is handled above)
+                raise _unknown(run, exc) from exc
+            _discard(publisher, run, staged)
+            # Name the input when the sink's message does not (it sees records, not files).
+            if isinstance(records, InputFiles) and not any(str(path) in str(exc) for path in records.paths):
+                raise type(exc)(f"{', '.join(map(str, records.paths))}: {exc}") from exc
+            raise
         except BaseException as exc:
             if committing:
                 # Anything else out of commit is not a proof of anything: the commit may have landed.
-                log.error("commit outcome of %s is unknown; staging left for the diagnosis", run.run_id)
-                raise CommitOutcomeUnknown(
-                    f"the commit of {run.run_id} ended with {type(exc).__name__}: {first_line(exc)}; whether it "
-                    "landed is unknown, so nothing was removed: run `atomic-publish diagnose`"
-                ) from exc
+                raise _unknown(run, exc) from exc
             _discard(publisher, run, staged)
             raise
         crash_point("after_cleanup")
@@ -193,6 +198,14 @@ def _readable(diagnosis: Diagnosis) -> Diagnosis:
     if diagnosis.unreadable is not None:
         raise DestinationUnavailable(f"{diagnosis.destination}: {diagnosis.unreadable}")
     return diagnosis
+
+
+def _unknown(run: Run, exc: BaseException) -> CommitOutcomeUnknown:
+    log.error("commit outcome of %s is unknown; staging left for the diagnosis", run.run_id)
+    return CommitOutcomeUnknown(
+        f"the commit of {run.run_id} ended with {type(exc).__name__}: {first_line(exc)}; whether it "
+        "landed is unknown, so nothing was removed: run `atomic-publish diagnose`"
+    )
 
 
 def _discard(publisher: Publisher, run: Run, staged: Staged | None) -> None:

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import click
 
@@ -42,17 +42,28 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     _verbose["on"] = verbose
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("atomic_publish")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (and the tracebacks -v adds) with every secret hidden (publishers._secrets)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from ._secrets import redact
+
+        return redact(super().format(record))
+
+
 def _fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
     """One line on stderr, the documented exit code; with --json, the same as a document on stdout
     (so an orchestrator reading stdout always gets one)."""
-    click.echo(f"error: {message}", err=True)
+    for line in message.splitlines() or [""]:
+        if line.strip():
+            click.echo(f"error: {line.strip()}", err=True)
     if _wants_json():
         from ._errors import RunRefused
 
@@ -85,7 +96,11 @@ def _run_guarded(action: Callable[[], int]) -> NoReturn:
         _fail("interrupted", 130)
     except Exception as exc:
         if _verbose["on"]:
-            raise
+            import traceback
+
+            from ._secrets import redact
+
+            sys.stderr.write(redact(traceback.format_exc()))
         _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", EXIT_ERROR, exc)
     _close_stdout()
     sys.exit(code)
@@ -362,7 +377,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
     @_run_options
     @click.option("--if-absent", is_flag=True, help="Exit 0 without changes if the run is already published.")
     @_json_option
-    @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.argument("inputs", nargs=-1, required=True)
     def publish_cmd(
         config_path: str | None,
         sink: str | None,
@@ -526,7 +541,29 @@ for _command in cli.commands.values():
 
 
 def main() -> None:
-    cli(prog_name="atomic-publish")
+    _run_click(cli, "atomic-publish")
+
+
+def _run_click(command: click.Command, name: str) -> None:
+    """Run a click command; a usage error (a bad option value, a missing argument) becomes one
+    ``error:`` line with exit 2 (and the JSON document with --json), redacted like every error."""
+    try:
+        command.main(prog_name=name, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _fail("interrupted", 130)
+    except click.UsageError as exc:
+        from ._secrets import redact
+
+        hint = f" (see {name} --help)"
+        message = redact(exc.format_message().replace("\n", " ").strip())
+        if "--json" in sys.argv:
+            _emit_json({"error": message, "error_type": "UsageError", "exit_code": 2, "diagnosis": None})
+            _close_stdout()
+        click.echo(f"error: {message}{hint}", err=True)
+        sys.exit(2)
+    sys.exit(0)
 
 
 def publish_main() -> None:
@@ -535,4 +572,4 @@ def publish_main() -> None:
     command = _publish_command(
         lambda f: click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_TABLE)(f)
     )
-    command(prog_name="publish")
+    _run_click(cast(click.Command, command), "publish")

@@ -121,9 +121,9 @@ class LoadedConfig:
             except SinkUnavailable:
                 continue
             except ConfigError as exc:
-                problems.extend(str(exc).removeprefix("invalid configuration:\n  ").split("\n  "))
+                problems.extend(str(exc).splitlines())
         if problems:
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+            raise ConfigError("\n".join(problems))
 
     def _explain(self, exc: ValidationError, prefix: tuple[str, ...]) -> ConfigError:
         """One line per error: where (file:line or environment variable), the field, the value (never
@@ -142,7 +142,7 @@ class LoadedConfig:
             else:
                 source = "defaults"
             lines.append(f"{source}: {field}{_shown(loc, err)}: {_message(err)}")
-        return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+        return ConfigError("\n".join(lines))
 
 
 # Fields whose values may carry credentials or are connection strings: never echoed in errors.
@@ -156,7 +156,7 @@ def _shown(loc: tuple[str, ...], err: Any) -> str:
         return ""
     if any(is_secret_key(part) or part in _NEVER_ECHOED for part in loc):
         return ""
-    return " = " + redact(show(value))
+    return " = " + show(redact(value)) if isinstance(value, str) else " = " + show(value)
 
 
 def _message(err: Any) -> str:
@@ -181,13 +181,21 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
     data: dict[str, Any] = {}
     if config_path is not None:
         try:
-            text = config_path.read_text(encoding="utf-8")
+            raw = config_path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{config_path}: cannot read the configuration file: {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            byte = raw[exc.start]
+            raise ConfigError(f"{config_path}:{line}: not UTF-8 text (byte {byte:#04x}); save it as UTF-8") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{config_path}: not a usable TOML file: its values are nested too deeply") from None
         _refuse_secrets(data, config_path, text, ())
     try:
         settings = Settings(**data)
@@ -210,11 +218,14 @@ def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str,
             continue
         if is_secret_key(str(key)):
             env_name = ENV_PREFIX + "__".join(p.upper() for p in here)
+            instead = f"Set {env_name} in the environment, or use" if re.fullmatch(r"[A-Z0-9_]+", env_name) else "Use"
             raise ConfigError(
-                f"{where} looks like a secret; secrets are never read from the config file. Set {env_name} in "
-                "the environment, or use the client library's own mechanism (PGPASSWORD or ~/.pgpass, AWS "
-                "profiles, librdkafka's environment, .pyiceberg.yaml)."
+                f"{where} looks like a secret; secrets are never read from the config file. {instead} the "
+                "client library's own mechanism (PGPASSWORD or ~/.pgpass, AWS profiles, librdkafka's "
+                "environment, .pyiceberg.yaml)."
             )
+        if not _carries_addresses(here):
+            continue
         values = value if isinstance(value, list) else [value]
         for item in values:
             reason = secret_in_value(str(key), item) if isinstance(item, str) else None
@@ -226,6 +237,15 @@ def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str,
                 )
 
 
+# Fields whose values are addresses or client settings (a URL, a conninfo, broker lists, a catalog's or
+# a client's properties), where a credential could hide inside a value. Names never carry one.
+_ADDRESS_FIELDS = {"conninfo", "uri", "endpoint_url", "bootstrap_servers", "work_location", "warehouse", "root"}
+
+
+def _carries_addresses(loc: tuple[str, ...]) -> bool:
+    return loc[-1] in _ADDRESS_FIELDS or any(part in ("catalog", "properties") for part in loc[:-1])
+
+
 def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
     """Best-effort line of ``loc`` (table path + key) in TOML text, for error messages."""
     if not loc:
@@ -233,7 +253,7 @@ def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
     *tables, key = loc
     want = ".".join(tables)
     current = ""
-    key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    key_re = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("[") and not stripped.startswith("[["):

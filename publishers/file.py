@@ -38,7 +38,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from ._arrow import rechunk, refuse_schema_drift, schema_to_json
+from ._arrow import rechunk, refuse_nested_for_csv, refuse_schema_drift, schema_to_json
 from ._crash import crash_point
 from ._errors import CommitOutcomeUnknown, CommitRejected, DestinationUnavailable, LostRace, UnsafeLayout
 from ._fs import (
@@ -76,6 +76,15 @@ class FileSinkConfig(SinkOptions):
     allow_schema_change: bool = Field(
         default=False, description="publish records whose schema differs from the dataset's last published run"
     )
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_is_a_plain_path(cls, root: Any) -> Any:
+        from . import _names
+
+        if isinstance(root, str):  # no control character, no padding, not empty ("" would be the cwd)
+            _names.common(root, "root", "a directory path")
+        return root
 
     @field_validator("root")
     @classmethod
@@ -202,6 +211,8 @@ class FilePublisher:
         except OSError as exc:
             raise DestinationUnavailable(f"cannot create {staging_dir}: {exc.strerror or exc}") from exc
         self.layout.check_same_filesystem()
+        if self.config.format == "csv":
+            refuse_nested_for_csv(batches.schema, f"sink {self.sink_name}")
         if not self.config.allow_schema_change:
             refuse_schema_drift(batches.schema, *self._latest_schema(run))
         data_path = self.layout.staging_data(run)

@@ -155,6 +155,19 @@ class IcebergSinkConfig(SinkOptions):
     @model_validator(mode="after")
     def _catalog_is_complete(self) -> IcebergSinkConfig:
         props = self.merged_catalog()
+        uri = props.get("uri", "")
+        if props.get("type", "sql") == "sql" and uri:
+            from sqlalchemy.engine import make_url
+
+            try:
+                make_url(uri)
+            except Exception:
+                from ._names import show
+                from ._secrets import redact
+
+                raise ValueError(
+                    f"catalog.uri = {show(redact(uri))} is not a database URL (e.g. sqlite:///path/catalog.db)"
+                ) from None
         kind = props.get("type", "rest" if "uri" in props and props["uri"].startswith("http") else "")
         if kind == "sql":
             missing = [key for key in ("uri", "warehouse") if not props.get(key)]

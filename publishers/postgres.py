@@ -390,22 +390,25 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def ensure_ledger(conn: Any, layout: PostgresLayout) -> None:
+def ensure_ledger(cur: Any, layout: PostgresLayout) -> None:
+    """Create the ledger if it does not exist, inside the caller's transaction: a publish refused
+    before its COMMIT leaves no ledger behind. Creating the same table from two sessions at once
+    can fail on the catalog's unique index; a transaction-level advisory lock, taken only when the
+    ledger is missing (the first publish into a schema), serialises the creators."""
     from psycopg import sql
 
-    # Creating the same table from two sessions at once can fail on the catalog's unique index;
-    # a transaction-level advisory lock serialises the creators.
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_NAMESPACE,))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema)))
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " run_id text PRIMARY KEY, dataset text NOT NULL, run_date date NOT NULL,"
-                " attempt text NOT NULL, rows bigint NOT NULL, checksum text NOT NULL,"
-                " target text NOT NULL, published_at timestamptz NOT NULL DEFAULT now())"
-            ).format(layout.ledger())
-        )
+    if cur.execute("SELECT to_regclass(%s)", (layout.ledger().as_string(cur),)).fetchone()[0] is not None:
+        return
+    cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_NAMESPACE,))
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema)))
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " run_id text PRIMARY KEY, dataset text NOT NULL, run_date date NOT NULL,"
+            " attempt text NOT NULL, rows bigint NOT NULL, checksum text NOT NULL,"
+            " target text NOT NULL, published_at timestamptz NOT NULL DEFAULT now())"
+        ).format(layout.ledger())
+    )
 
 
 def target_columns(conn: Any, schema: str, table: str) -> dict[str, str] | None:
@@ -667,20 +670,17 @@ class PostgresPublisher:
         server = describe_server(self.config)
         with deadline(conn, self.config.commit_timeout_seconds) as timer:
             try:
-                ensure_ledger(conn, layout)
                 cur = conn.cursor()
                 cur.execute("BEGIN")
                 # Serialises commits of the same run even if the session lock was bypassed.
                 cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", layout.lock_key(run.run_id))
-                winner = cur.execute(
-                    sql.SQL("SELECT attempt FROM {} WHERE run_id = %s").format(layout.ledger()), (run.run_id,)
-                ).fetchone()
-                if winner:
-                    raise AlreadyPublished(f"run {run.run_id} is already in the ledger (attempt {winner[0]})")
+                self._refuse_if_in_ledger(cur, run)
                 source = self._source(owners, cur)
                 self._create_target(cur, run, staged_schema=owners[0])
                 self._check_duplicates(cur, source)
                 self._merge(cur, target, source, owners[0])
+                ensure_ledger(cur, layout)
+                self._refuse_if_in_ledger(cur, run)  # a ledger created meanwhile by another run's commit
                 cur.execute(
                     sql.SQL(
                         "INSERT INTO {} (run_id, dataset, run_date, attempt, rows, checksum, target, published_at)"
@@ -768,6 +768,17 @@ class PostgresPublisher:
             published_at=published_at.astimezone(dt.UTC).isoformat(timespec="seconds"),
             details={"ledger": f"{layout.schema}.{self.config.ledger_table}"},
         )
+
+    def _refuse_if_in_ledger(self, cur: Any, run: Run) -> None:
+        from psycopg import sql
+
+        if cur.execute("SELECT to_regclass(%s)", (self.layout.ledger().as_string(cur),)).fetchone()[0] is None:
+            return
+        winner = cur.execute(
+            sql.SQL("SELECT attempt FROM {} WHERE run_id = %s").format(self.layout.ledger()), (run.run_id,)
+        ).fetchone()
+        if winner:
+            raise AlreadyPublished(f"run {run.run_id} is already in the ledger (attempt {winner[0]})")
 
     def _source(self, owners: list[Run], cur: Any) -> Any:
         from psycopg import sql

@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from ._arrow import InputFiles, refuse_schema_drift, schema_to_json
+from ._arrow import InputFiles, refuse_nested_for_csv, refuse_schema_drift, schema_to_json
 from ._crash import crash_point
 from ._errors import (
     CommitAborted,
@@ -335,19 +335,23 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
             response = s3.get_object(Bucket=config.bucket, Key=key)
         except s3.exceptions.NoSuchKey:
             return None
+        except Exception as exc:
+            if _is_client_failure(exc):
+                raise unavailable(config, "reading the run's lease", exc) from exc
+            raise
         return bytes(response["Body"].read()), str(response["ETag"])
 
     def swap(data: bytes, expected: str | None) -> str:
-        from botocore.exceptions import ClientError
-
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
         try:
             response = writer.put_object(
                 Bucket=config.bucket, Key=key, Body=data, ContentType="application/json", **condition
             )
-        except ClientError as exc:
+        except Exception as exc:
             if is_condition_failure(exc):
                 raise LeaseTaken(key) from None  # Lease reads it back: it may be our own landed write
+            if _is_client_failure(exc):
+                raise unavailable(config, "writing the run's lease", exc) from exc
             raise
         return str(response["ETag"])
 
@@ -404,6 +408,8 @@ class S3Publisher:
 
     def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
         s3 = client(self.config)
+        if self.config.format == "csv":
+            refuse_nested_for_csv(batches.schema, f"s3://{self.config.bucket}")
         self._refuse_drift(run, batches.schema)
         key = f"{self.layout.attempt_prefix(run)}part-00000.{self.config.format}"
         sink = self._start_upload(s3, key, run)
