@@ -4,12 +4,18 @@ Three layers make sure nothing outlives the session, even when tests fail or pyt
 the session fixture's finalizer stops each service; an atexit hook stops whatever is still running;
 and every child is started with PR_SET_PDEATHSIG, so the kernel kills it if pytest itself dies
 (SIGKILL included), which no Python-level hook can catch.
+
+``scripts/services`` (tests/services/daemon.py) starts the same servers to outlive the command that
+starts them: a ``detached=True`` process gets neither PR_SET_PDEATHSIG nor the atexit hook (its
+caller records its PID and stops it later), and ``detached_processes()`` makes every process the
+harness's ``start_local_*`` functions start inside it detached.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import ctypes
 import os
 import shutil
@@ -18,7 +24,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +32,8 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _running: list[ServiceProcess] = []
 _lock = threading.Lock()
+# Inside detached_processes(): the list that collects every detached process started there.
+_detached: contextvars.ContextVar[list[ServiceProcess] | None] = contextvars.ContextVar("detached", default=None)
 
 
 class ServiceError(RuntimeError):
@@ -47,17 +55,34 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def _child_setup(uid: int | None, gid: int | None) -> Callable[[], None]:
+def _child_setup(uid: int | None, gid: int | None, *, die_with_parent: bool = True) -> Callable[[], None]:
     def setup() -> None:
         os.setsid()  # own process group: stop() signals the whole group
         if gid is not None:
             os.setgid(gid)
         if uid is not None:
             os.setuid(uid)
-        # After any credential change, which clears it: die with the parent, however it dies.
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if die_with_parent:
+            # After any credential change, which clears it: die with the parent, however it dies.
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return setup
+
+
+@contextlib.contextmanager
+def detached_processes() -> Iterator[list[ServiceProcess]]:
+    """Every ``ServiceProcess`` created inside is ``detached`` (unless told otherwise); the list
+    yielded collects those started, so that a caller whose start failed half-way can stop them."""
+    started: list[ServiceProcess] = []
+    token = _detached.set(started)
+    try:
+        yield started
+    finally:
+        _detached.reset(token)
+
+
+def _detached_default() -> bool:
+    return _detached.get() is not None
 
 
 @dataclass
@@ -72,6 +97,9 @@ class ServiceProcess:
     stop_signal: int = signal.SIGTERM
     # A throwaway directory (data, logs) removed once the process is stopped.
     remove_after: Path | None = None
+    # Detached: outlives its parent (no PR_SET_PDEATHSIG) and the interpreter (no atexit stop); whoever
+    # started it records its PID and stops it. Default: False, or True inside detached_processes().
+    detached: bool = field(default_factory=_detached_default)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ServiceProcess:
@@ -85,10 +113,15 @@ class ServiceProcess:
             stdin=subprocess.DEVNULL,
             env=self.env,
             cwd=self.cwd,
-            preexec_fn=_child_setup(self.uid, self.gid),
+            preexec_fn=_child_setup(self.uid, self.gid, die_with_parent=not self.detached),
         )
-        with _lock:
-            _running.append(self)
+        if self.detached:
+            collecting = _detached.get()
+            if collecting is not None:
+                collecting.append(self)
+        else:
+            with _lock:
+                _running.append(self)
         return self
 
     @property
