@@ -34,7 +34,7 @@ _SECRET_NAME = re.compile(
 # "://", so one with '@' or '/' in it is hidden whole. Every pattern starts only where a run of its
 # characters starts (lookbehinds), and none can run past the next delimiter: linear time on any text.
 _URL_USERINFO = re.compile(
-    r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*:)(?P<pw>(?:(?!://)[^\s'\"<>])+)(?=@)"
+    r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*:)(?P<pw>[^\s'\"<>]+)(?=@[^\s@'\"<>]*(?:[\s'\"<>]|$))"
 )
 # user:PASSWORD@host:port, standing alone (a bootstrap_servers entry; Kafka splits those at ',').
 _BARE_USERINFO = re.compile(
