@@ -35,8 +35,8 @@ from ._errors import (
     TransientError,
     UnsafeLayout,
 )
-from ._protocol import Diagnostic, Publisher, SinkDefinition, SinkOptions
-from ._publish import PublishResult, publish, publish_run
+from ._protocol import Capabilities, Diagnostic, Publisher, SinkDefinition, SinkOptions
+from ._publish import PublishResult, RunJob, begin_run, publish, publish_run, stage_part
 from ._types import Receipt, Run, Staged
 from .config import LoadedConfig, load_config
 
@@ -48,6 +48,7 @@ __all__ = [
     "EXIT_CODES",
     "AlreadyPublished",
     "AtomicPublishError",
+    "Capabilities",
     "CommitAborted",
     "CommitError",
     "CommitOutcomeUnknown",
@@ -68,6 +69,7 @@ __all__ = [
     "RecoveryNeeded",
     "Run",
     "RunInProgress",
+    "RunJob",
     "RunRefused",
     "SchemaMismatch",
     "SinkDefinition",
@@ -77,6 +79,7 @@ __all__ = [
     "Terminated",
     "TransientError",
     "UnsafeLayout",
+    "begin_run",
     "diagnose",
     "load_config",
     "open_input",
@@ -84,4 +87,5 @@ __all__ = [
     "publish",
     "publish_run",
     "recover",
+    "stage_part",
 ]

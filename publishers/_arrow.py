@@ -375,7 +375,7 @@ def refuse_nested_for_csv(schema: pa.Schema, where: str) -> None:
         if pa.types.is_nested(field.type):
             raise SchemaMismatch(
                 f"column {field.name!r} is {field.type}: a CSV file cannot hold nested values; publish to a "
-                f"Parquet sink (format = \"parquet\") or flatten it first ({where})"
+                f'Parquet sink (format = "parquet") or flatten it first ({where})'
             )
 
 

@@ -21,17 +21,44 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (rows, bytes) staged so far; the CLI turns it into a progress bar on a terminal."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a sink can do, declared once (on its SinkDefinition and its publisher), never probed.
+
+    - ``max_parts``: how many parts of one run separate workers may stage for one commit (None: any
+      number; 1: the run is staged in one piece, and a driver given more parts refuses at once);
+    - ``stages_files``: the publisher has ``stage_files(run, files, *, progress, part, token)``, which
+      stages input files as they are (it may still decline with None: see InputFiles);
+    - ``run_lock_writes``: taking the run lock writes at the destination (a lease); when it does not
+      (Kafka: fencing is the lock), publish() checks a run's state under the lock only.
+    """
+
+    max_parts: int | None = 1
+    stages_files: bool = False
+    run_lock_writes: bool = True
+
+
 @runtime_checkable
 class Publisher(Protocol):
     """Publishes one run all-or-nothing: stage (nothing visible), commit (the one atomic step).
 
-    Optional attributes (read with getattr, so a third-party sink need not define them):
-    ``run_lock_writes = False`` says taking the run lock writes nothing at the destination, so
-    publish() skips the check it otherwise makes before the lock; ``stage_files(run, files,
-    progress=...)`` stages input files as they are (returns None to decline; see InputFiles).
+    The rules every sink follows (the contract suite checks them):
+
+    - ``stage`` writes where no reader looks, under names that carry the run, the attempt, the
+      part and the token; on any error it removes what it wrote, and it never takes the run lock
+      (workers stage parts while the driver holds it);
+    - ``commit`` makes every given part visible in one atomic step, or none. It raises
+      ``CommitRejected`` only with proof that the commit did not land (an answer saying so, or a
+      request never sent) and ``LostRace`` only when the destination shows another attempt
+      published the run; anything else it raises is treated as an unknown outcome (nothing is
+      removed; the diagnosis settles it from the destination);
+    - ``discard`` removes this attempt's staging found by its names (not only the parts given:
+      a worker killed mid-part leaves one the driver never heard of), never anything published,
+      never another attempt's; it is idempotent.
     """
 
     sink_name: str
+    capabilities: Capabilities
 
     def run_lock(self, run: Run) -> AbstractContextManager[None]:
         """Hold the run's lock for this attempt; while held, a diagnosis says RUNNING.
@@ -40,8 +67,17 @@ class Publisher(Protocol):
         """
         ...
 
-    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
-        """Write the records where no reader can see them, durably. On error, remove what it wrote."""
+    def stage(
+        self,
+        run: Run,
+        batches: pa.RecordBatchReader,
+        *,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged:
+        """Write the records (part ``part`` of the run, staged under ``token``) where no reader can
+        see them, durably. On error, remove what it wrote."""
         ...
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
@@ -86,6 +122,7 @@ class SinkDefinition:
     make_publisher: Callable[[Any], Publisher]
     make_diagnostic: Callable[[Any], Diagnostic]
     description: str = ""
+    capabilities: Capabilities = Capabilities()
 
 
 class SinkOptions(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from ._errors import (
 )
 from ._protocol import Diagnostic, ProgressCallback, Publisher
 from ._signals import critical_section
-from ._types import Receipt, Run, Staged
+from ._types import Receipt, Run, Staged, new_part_token
 
 log = logging.getLogger("atomic_publish")
 
@@ -118,7 +119,8 @@ def publish_run(
     if_absent: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PublishResult:
-    """Publish ``records`` as run ``run``, all or nothing.
+    """Publish ``records`` as run ``run``, all or nothing, in this process: ``begin_run``, stage the
+    run in one piece, commit.
 
     ``records``: any Arrow stream (see as_reader), or ``open_inputs(paths)``, which a sink that
     can take files as they are (the S3 sink writing Parquet) uploads byte for byte.
@@ -127,19 +129,38 @@ def publish_run(
     CommitRejected (this attempt's staging was discarded) or CommitOutcomeUnknown (nothing was
     touched: diagnose the run).
     """
+    with begin_run(publisher, diagnostic, run, if_absent=if_absent) as job:
+        if job.skipped is not None:
+            return job.skipped
+        staged = job.stage(records, schema=schema, progress=progress)
+        return job.commit([staged])
+
+
+@contextlib.contextmanager
+def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_absent: bool = False) -> Iterator[RunJob]:
+    """The driver's side of a publish: take the run's lock, check the run under it (refuse unless
+    nothing is in flight), and hold both while the run is staged, in this process or by workers
+    (``stage_part``, under ``job.run``'s attempt), until ``job.commit(parts)``. A block that ends
+    without committing, or with an error before the commit, removes every staging of the attempt
+    (found by its names: a worker killed mid-part leaves one the driver never heard of).
+
+    ``job.skipped`` is a result (not None) when the run is already published and ``if_absent``.
+    """
     # A published run is refused before the lock is even taken: a re-run of a published run_id
     # writes nothing at all at the destination (not even a lease), and --if-absent is read-only.
     # A sink whose lock writes nothing (Kafka: fencing is the lock) is checked under it only.
-    if getattr(publisher, "run_lock_writes", True):
+    if publisher.capabilities.run_lock_writes:
         early = _refuse_if_published(run, _readable(diagnostic.diagnose(run)), if_absent)
         if early is not None:
-            return early
-    held = contextlib.ExitStack()  # holds signals from the commit until publish() returns
+            yield RunJob(publisher, diagnostic, run, early.diagnosis, contextlib.ExitStack(), early)
+            return
+    held = contextlib.ExitStack()  # holds signals from the commit until the driver is done
     with held, publisher.run_lock(run):
         before = _readable(diagnostic.diagnose(run))  # again, under the lock: the state may have moved
         skipped = _refuse_if_published(run, before, if_absent)
         if skipped is not None:
-            return skipped
+            yield RunJob(publisher, diagnostic, run, before, held, skipped)
+            return
         if before.state is State.RUNNING:
             raise RunInProgress(f"run {run.run_id} is RUNNING: {before.reason}", before)
         # A destination that does not exist yet holds nothing of the run: a first publish creates it.
@@ -148,48 +169,144 @@ def publish_run(
                 f"run {run.run_id} is {before.state.value}: {before.reason}. Safe action: {before.safe_action}",
                 before,
             )
-
         crash_point("after_lock")  # the lock held and the run checked; nothing staged
-        log.info("staging run %s (attempt %s) to %s", run.run_id, run.attempt, publisher.sink_name)
-        staged: Staged | None = None
-        committing = False
+        job = RunJob(publisher, diagnostic, run, before, held, None)
         try:
-            staged = _stage_files_as_they_are(publisher, run, records, schema, progress)
-            if staged is None:
-                reader = as_reader(records)
-                if schema is not None:
-                    reader = conform(reader, schema)
-                source = ", ".join(map(str, records.paths)) if isinstance(records, InputFiles) else "the records"
-                staged = publisher.stage(run, require_rows(reader, source=source), progress=progress)
-            # From the commit on, SIGTERM/SIGINT are held until publish() returns (see _signals).
-            held.enter_context(critical_section())
-            committing = True
-            receipt = publisher.commit(run, [staged])
+            yield job
+        except BaseException:
+            if job.state == "open":
+                _discard(publisher, run, job.staged)
+            raise
+        if job.state == "open":  # the block ended without a commit: nothing of it may stay
+            _discard(publisher, run, job.staged)
+    if job.state == "committed" and job.parts_committed > 1:
+        _tidy(diagnostic, run)
+
+
+def _tidy(diagnostic: Diagnostic, run: Run) -> None:
+    """After a run published in several parts, remove what its own attempt staged and did not
+    commit (a part staged again by a retried or speculated task): through the one clean loop, under
+    the run's lock, each artifact re-checked. Leftovers of other attempts are left to recover."""
+    try:
+        after = diagnostic.diagnose(Run.new(run.dataset, run.run_date))
+        if after.state is State.PUBLISHED_WITH_ORPHANS and all(a.attempt == run.attempt for a in after.orphans):
+            diagnostic.clean(after)
+    except Exception as exc:  # published already: a leftover is the diagnosis's to name, not an error
+        log.warning("published %s, but could not remove its unused parts (%s)", run.run_id, exc)
+
+
+class RunJob:
+    """A run held by its driver (see ``begin_run``)."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        diagnostic: Diagnostic,
+        run: Run,
+        before: Diagnosis,
+        held: contextlib.ExitStack,
+        skipped: PublishResult | None,
+    ) -> None:
+        self.publisher, self.diagnostic, self.run, self.before = publisher, diagnostic, run, before
+        self._held = held
+        self.skipped = skipped
+        self.staged: list[Staged] = []
+        self.state = "open"  # open -> committed | rejected | unknown
+        self.parts_committed = 0
+
+    def stage(
+        self,
+        records: Any,
+        *,
+        schema: pa.Schema | None = None,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged:
+        """Stage a part in this process (the whole run, for a publish in one piece)."""
+        log.info("staging run %s (attempt %s) to %s", self.run.run_id, self.run.attempt, self.publisher.sink_name)
+        staged = stage_part(self.publisher, self.run, records, schema=schema, progress=progress, part=part, token=token)
+        self.staged.append(staged)
+        return staged
+
+    def commit(self, staged: Sequence[Staged]) -> PublishResult:
+        """Commit these parts (one staging of each) in the sink's one atomic step. A proven
+        refusal removes every staging of the attempt; anything else out of the commit is an
+        unknown outcome and nothing is removed. From here on, SIGTERM/SIGINT are held."""
+        limit = self.publisher.capabilities.max_parts
+        if limit is not None and len(staged) > limit:
+            self.state = "rejected"
+            _discard(self.publisher, self.run, [*self.staged, *staged])
+            raise CommitRejected(
+                f"the {self.publisher.sink_name} sink commits at most {limit} part(s) per run; {len(staged)} were "
+                "staged: publish this run from one process"
+            )
+        self._held.enter_context(critical_section())
+        try:
+            receipt = self.publisher.commit(self.run, staged)
         except CommitRejected:
             # The one case where this attempt's staging goes: the destination proved the commit did
             # not land (or it was never sent).
-            _discard(publisher, run, staged)
+            self.state = "rejected"
+            _discard(self.publisher, self.run, [*self.staged, *staged])
             raise
         except CommitOutcomeUnknown:
-            log.error("commit outcome of %s is unknown; staging left for the diagnosis", run.run_id)
-            raise
-        except InputError as exc:
-            if committing:  # not a proven refusal (a sink's DataRejected is handled above)
-                raise _unknown(run, exc) from exc
-            _discard(publisher, run, staged)
-            # Name the input when the sink's message does not (it sees records, not files).
-            if isinstance(records, InputFiles) and not any(str(path) in str(exc) for path in records.paths):
-                raise type(exc)(f"{', '.join(map(str, records.paths))}: {exc}") from exc
+            self.state = "unknown"
+            log.error("commit outcome of %s is unknown; staging left for the diagnosis", self.run.run_id)
             raise
         except BaseException as exc:
-            if committing:
-                # Anything else out of commit is not a proof of anything: the commit may have landed.
-                raise _unknown(run, exc) from exc
-            _discard(publisher, run, staged)
-            raise
+            # Anything else out of commit is not a proof of anything: the commit may have landed.
+            self.state = "unknown"
+            raise _unknown(self.run, exc) from exc
+        self.state = "committed"
+        self.parts_committed = len(staged)
         crash_point("after_cleanup")
-        log.info("published %s: %d rows, %d bytes at %s", run.run_id, receipt.rows, receipt.bytes, receipt.location)
-        return PublishResult(run, receipt, False, before)
+        log.info(
+            "published %s: %d rows, %d bytes at %s", self.run.run_id, receipt.rows, receipt.bytes, receipt.location
+        )
+        return PublishResult(self.run, receipt, False, self.before)
+
+    def abort(self) -> None:
+        """Give up before the commit: remove every staging of this attempt."""
+        if self.state == "open":
+            self.state = "rejected"
+            _discard(self.publisher, self.run, self.staged)
+
+
+def stage_part(
+    publisher: Publisher,
+    run: Run,
+    records: Any,
+    *,
+    schema: pa.Schema | None = None,
+    progress: ProgressCallback | None = None,
+    part: int = 0,
+    token: str = "",
+) -> Staged:
+    """A worker's side of a publish: stage part ``part`` of ``run`` (the driver's attempt), under a
+    fresh ``token`` unless one is given. Takes no lock and checks nothing (the driver did both);
+    nothing is visible until the driver commits. Its result is a JSON value (``Staged.to_json``) for
+    the driver. On an error the part's own staging is removed."""
+    if part and not token:
+        token = new_part_token()
+    try:
+        staged = None
+        if publisher.capabilities.stages_files and isinstance(records, InputFiles):
+            staged = _stage_files_as_they_are(publisher, run, records, schema, progress, part, token)
+        if staged is None:
+            reader = as_reader(records)
+            if schema is not None:
+                reader = conform(reader, schema)
+            source = ", ".join(map(str, records.paths)) if isinstance(records, InputFiles) else "the records"
+            staged = publisher.stage(
+                run, require_rows(reader, source=source), progress=progress, part=part, token=token
+            )
+        return staged
+    except InputError as exc:
+        # Name the input when the sink's message does not (it sees records, not files).
+        if isinstance(records, InputFiles) and not any(str(path) in str(exc) for path in records.paths):
+            raise type(exc)(f"{', '.join(map(str, records.paths))}: {exc}") from exc
+        raise
 
 
 def _readable(diagnosis: Diagnosis) -> Diagnosis:
@@ -208,13 +325,13 @@ def _unknown(run: Run, exc: BaseException) -> CommitOutcomeUnknown:
     )
 
 
-def _discard(publisher: Publisher, run: Run, staged: Staged | None) -> None:
+def _discard(publisher: Publisher, run: Run, staged: Sequence[Staged]) -> None:
     """Remove this attempt's own staging after a proven refusal or a failure before the commit. A
     failure to do so (the destination is down) is logged, never raised over the original error:
     the diagnosis then names the leftovers."""
     with critical_section():
         try:
-            publisher.discard(run, [staged] if staged is not None else [])
+            publisher.discard(run, list(staged))
         except Exception as exc:
             log.warning("could not remove the staging of attempt %s (%s); `diagnose` will name it", run.attempt, exc)
 
@@ -225,20 +342,25 @@ def first_line(exc: BaseException) -> str:
 
 
 def _stage_files_as_they_are(
-    publisher: Publisher, run: Run, records: Any, schema: pa.Schema | None, progress: ProgressCallback | None
+    publisher: Publisher,
+    run: Run,
+    records: InputFiles,
+    schema: pa.Schema | None,
+    progress: ProgressCallback | None,
+    part: int,
+    token: str,
 ) -> Staged | None:
     """Stage input files byte for byte if the sink can (see InputFiles); None to stage batches.
 
     Only when nothing would change the data: no target schema, or one the files already have.
     """
-    stage_files = getattr(publisher, "stage_files", None)
-    if stage_files is None or not isinstance(records, InputFiles):
-        return None
     if schema is not None and not (records.parquet_schema is not None and records.parquet_schema.equals(schema)):
         return None
     if records.rows == 0:
         raise InputError(f"{', '.join(map(str, records.paths))}: the input has no rows; nothing to publish")
-    staged: Staged | None = stage_files(run, records, progress=progress)
+    staged: Staged | None = publisher.stage_files(  # type: ignore[attr-defined]
+        run, records, progress=progress, part=part, token=token
+    )
     return staged
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import os
 import re
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +116,15 @@ class AttemptInfo:
 
 @dataclass(frozen=True)
 class Staged:
-    """What one writer staged, small and serialisable so a driver can commit several workers' parts."""
+    """What one writer staged: a small JSON value (``to_json`` / ``from_json``), so that workers
+    (processes, hosts, Spark executors) each stage a part of a run and send it to the one driver that
+    commits them all.
+
+    ``part`` numbers the part within the run (0 for a run staged in one piece); ``token`` tells two
+    stagings of the same part apart (a task retried or speculated stages its part again under a new
+    token), so they never share a name and only the one the driver commits is published. Every name
+    a sink stages under carries the run, the attempt, the part and the token.
+    """
 
     sink: str
     run_id: str
@@ -123,9 +134,60 @@ class Staged:
     bytes: int
     checksum: str
     details: dict[str, Any] = field(default_factory=dict)
+    part: int = 0
+    token: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Staged:
+        doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise InputError("a staged part is a JSON object")
+        return cls(**doc)
+
+
+def new_part_token() -> str:
+    """A fresh token for one staging of a part (4 hex digits: unique enough among a part's retries)."""
+    return secrets.token_hex(2)
+
+
+def part_suffix(part: int, token: str) -> str:
+    """The part and token in a staged name: empty for a run staged in one piece (part 0, no token)."""
+    if part == 0 and not token:
+        return ""
+    return f"p{part:05d}" + (f"-{token}" if token else "")
+
+
+def combine_checksums(staged: Sequence[Staged]) -> str:
+    """The run's checksum, one rule for every sink: a run staged in one piece keeps its part's
+    checksum; several parts give ``sha256-of-parts:<sha256 of the parts' checksums, one per line,
+    in part order>``."""
+    if len(staged) == 1:
+        return staged[0].checksum
+    ordered = sorted(staged, key=lambda s: (s.part, s.token))
+    joined = "\n".join(s.checksum for s in ordered).encode()
+    return "sha256-of-parts:" + hashlib.sha256(joined).hexdigest()
+
+
+def check_parts(run: Run, staged: Sequence[Staged]) -> None:
+    """What a driver may commit: at least one part, all of this run, no part twice (one staging of
+    each part: a retried part's other stagings stay behind as leftovers, never a second copy)."""
+    from ._errors import CommitRejected
+
+    if not staged:
+        raise CommitRejected(f"nothing staged for {run.run_id}")
+    foreign = [s for s in staged if s.run_id != run.run_id]
+    if foreign:
+        raise CommitRejected(f"a staged part belongs to run {foreign[0].run_id}, not {run.run_id}")
+    parts = [s.part for s in staged]
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    if twice:
+        raise CommitRejected(f"part(s) {twice} of {run.run_id} given more than once: commit one staging of each part")
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from ._fs import (
     write_durable,
 )
 from ._lock import hold_flock
-from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
+from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
 from ._types import AttemptInfo, Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.file")
@@ -188,8 +188,13 @@ def _appears(path: Path, seconds: float) -> bool:
     return True
 
 
+CAPABILITIES = Capabilities(max_parts=1)
+
+
 class FilePublisher:
     sink_name = "file"
+    # One published file per run: several workers' parts would need a directory of files (not yet).
+    capabilities = CAPABILITIES
 
     def __init__(self, config: FileSinkConfig) -> None:
         self.config = config
@@ -204,7 +209,17 @@ class FilePublisher:
         with hold_flock(self.layout.lock(run.dataset, run.run_date), AttemptInfo.current(run.attempt), run.run_id):
             yield
 
-    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+    def stage(
+        self,
+        run: Run,
+        batches: pa.RecordBatchReader,
+        *,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged:
+        if part or token:
+            raise CommitRejected("the file sink publishes a run staged in one piece (part 0 only)")
         staging_dir = self.layout.staging_dir(run.dataset)
         try:
             staging_dir.mkdir(parents=True, exist_ok=True)
@@ -411,4 +426,5 @@ SINK = SinkDefinition(
     make_publisher=FilePublisher,
     make_diagnostic=_make_diagnostic,
     description="local filesystem: staging + no-clobber rename + .success manifest",
+    capabilities=CAPABILITIES,
 )

@@ -45,8 +45,8 @@ from ._errors import (
 )
 from ._fs import HashingWriter
 from ._lease import Lease, local_conditional, unconditional
-from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
-from ._types import Receipt, Run, Staged
+from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
+from ._types import Receipt, Run, Staged, check_parts, combine_checksums, part_suffix
 
 log = logging.getLogger("atomic_publish.iceberg")
 
@@ -369,8 +369,19 @@ def run_lease(layout: IcebergLayout, run: Run) -> Lease:
     return Lease(run, layout.config.lease_seconds, location, access, lambda: fs.delete_file(path))
 
 
+CAPABILITIES = Capabilities(max_parts=None)
+
+
+def data_file_name(part: int, token: str, index: int) -> str:
+    """``part-<file>.parquet`` for a run staged in one piece; ``part-<part>-<token>-<file>.parquet``
+    for a part of several (so two stagings of a part never share a name)."""
+    suffix = part_suffix(part, token)
+    return f"part-{index:05d}.parquet" if not suffix else f"part-{suffix[1:]}-{index:05d}.parquet"
+
+
 class IcebergPublisher:
     sink_name = "iceberg"
+    capabilities = CAPABILITIES
 
     def __init__(self, config: IcebergSinkConfig) -> None:
         self.config = config
@@ -425,20 +436,30 @@ class IcebergPublisher:
         if problems:
             raise SchemaMismatch("the data does not fit the Iceberg table: " + "; ".join(problems))
 
-    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+    def stage(
+        self,
+        run: Run,
+        batches: pa.RecordBatchReader,
+        *,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged:
         try:
-            return self._stage(run, batches, progress)
+            return self._stage(run, batches, progress, part, token)
         except OSError as exc:
             # pyarrow's filesystems (local disk full or read-only, S3 refusing) raise OSError.
             raise DestinationUnavailable(
                 f"the warehouse of {self.layout.describe(run.dataset)} refused a write: {exc}"
             ) from exc
 
-    def _stage(self, run: Run, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> Staged:
+    def _stage(
+        self, run: Run, batches: pa.RecordBatchReader, progress: ProgressCallback | None, part: int, token: str
+    ) -> Staged:
         schema = normalize_schema(batches.schema)
         table, created = self._table_for(run, schema)
         try:
-            return self._write_files(run, batches, progress, schema, table)
+            return self._write_files(run, batches, progress, schema, table, part, token)
         except BaseException:
             if created:
                 with contextlib.suppress(Exception):
@@ -446,7 +467,14 @@ class IcebergPublisher:
             raise
 
     def _write_files(
-        self, run: Run, batches: pa.RecordBatchReader, progress: ProgressCallback | None, schema: pa.Schema, table: Any
+        self,
+        run: Run,
+        batches: pa.RecordBatchReader,
+        progress: ProgressCallback | None,
+        schema: pa.Schema,
+        table: Any,
+        part: int,
+        token: str,
     ) -> Staged:
         directory = self.layout.attempt_dir(table, run)
         fs, base = self.layout.filesystem(directory)
@@ -466,8 +494,9 @@ class IcebergPublisher:
                     if current is not None:
                         digests.append(current.finish())
                         stored += current.size
-                    files.append(f"{directory}/part-{len(files):05d}.parquet")
-                    current = _DataFileWriter(fs, f"{base}/part-{len(files) - 1:05d}.parquet", schema)
+                    name = data_file_name(part, token, len(files))
+                    files.append(f"{directory}/{name}")
+                    current = _DataFileWriter(fs, f"{base}/{name}", schema)
                 current.write(batch)
                 rows += batch.num_rows
                 if self.config.partition_column:
@@ -484,8 +513,9 @@ class IcebergPublisher:
             if current is not None:
                 with contextlib.suppress(Exception):
                     current.finish()
-            with contextlib.suppress(Exception):
-                fs.delete_dir(base)
+            for path in files:  # this part's own files (other parts of the attempt share the directory)
+                with contextlib.suppress(Exception):
+                    fs.delete_file(f"{base}/{path.rsplit('/', 1)[1]}")
             raise
         # One file: its sha256. Several: the sha256 of their sha256s, in order.
         checksum = digests[0] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()
@@ -499,6 +529,8 @@ class IcebergPublisher:
             bytes=stored,
             checksum=f"sha256:{checksum}",
             details={"files": files, "partition_values": sorted(partition_values, key=str)},
+            part=part,
+            token=token,
         )
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
@@ -507,11 +539,11 @@ class IcebergPublisher:
         Bounded by ``commit_timeout_seconds``: a catalog that does not answer is an unknown outcome."""
         from pyiceberg.exceptions import CommitFailedException
 
-        if not staged:
-            raise CommitRejected("nothing staged")
+        check_parts(run, staged)
+        staged = sorted(staged, key=lambda p: p.part)
         files = [f for part in staged for f in part.details["files"]]
         rows = sum(p.rows for p in staged)
-        checksum = staged[0].checksum
+        checksum = combine_checksums(staged)
         props = {
             SUMMARY_RUN_ID: run.run_id,
             SUMMARY_ATTEMPT: run.attempt,
@@ -680,4 +712,5 @@ SINK = SinkDefinition(
     make_publisher=IcebergPublisher,
     make_diagnostic=_make_diagnostic,
     description="Apache Iceberg: Parquet data files + one snapshot carrying the run_id",
+    capabilities=CAPABILITIES,
 )

@@ -41,7 +41,7 @@ from ._errors import (
     LostRace,
 )
 from ._fs import BackgroundSha256
-from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
+from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
 from ._types import Receipt, Run, Staged
 
 log = logging.getLogger("atomic_publish.kafka")
@@ -150,10 +150,14 @@ def _kafka_error(exc: Exception) -> Any:
     return exc.args[0] if exc.args and hasattr(exc.args[0], "fatal") else None
 
 
+# A Kafka transaction belongs to one producer: N workers cannot share one, and N transactions would
+# not be one atomic publish for read_committed readers. One piece; the lock (fencing) writes nothing.
+CAPABILITIES = Capabilities(max_parts=1, run_lock_writes=False)
+
+
 class KafkaPublisher:
     sink_name = "kafka"
-    # The run lock writes nothing (fencing is the lock), so publish() needs no check before taking it.
-    run_lock_writes = False
+    capabilities = CAPABILITIES
 
     def __init__(self, config: KafkaSinkConfig) -> None:
         self.config = config
@@ -219,9 +223,21 @@ class KafkaPublisher:
             }
         )
 
-    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+    def stage(
+        self,
+        run: Run,
+        batches: pa.RecordBatchReader,
+        *,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged:
         from confluent_kafka import KafkaException
 
+        if part or token:
+            raise CommitRejected(
+                "the Kafka sink publishes a run staged in one piece: a transaction belongs to one producer"
+            )
         topic = self.topic(run.dataset)
         for column in self.config.key_columns:
             if column not in batches.schema.names:
@@ -619,4 +635,5 @@ SINK = SinkDefinition(
     make_publisher=KafkaPublisher,
     make_diagnostic=_make_diagnostic,
     description="Apache Kafka: one transaction per attempt (transactional.id from the run) + a ledger record",
+    capabilities=CAPABILITIES,
 )

@@ -53,8 +53,8 @@ from ._errors import (
     SchemaMismatch,
     Terminated,
 )
-from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
-from ._types import Receipt, Run, Staged
+from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
+from ._types import Receipt, Run, Staged, check_parts, combine_checksums, part_suffix
 
 log = logging.getLogger("atomic_publish.postgres")
 
@@ -150,17 +150,26 @@ def staging_prefix(dataset: str, run_date: dt.date | None = None) -> str:
     return prefix + run_date.strftime("%Y%m%d") + "_" if run_date else prefix
 
 
-def staging_table_name(run: Run) -> str:
-    # _ap_stg_ + 8 + _ + 8 + _ + 22 = 48 bytes: always a valid identifier, whatever the dataset.
+def staging_table_name(run: Run, part: int = 0, token: str = "") -> str:
+    # _ap_stg_ + 8 + _ + 8 + _ + 22 = 48 bytes, + _p<5>_<4> = 60 for a part: always a valid
+    # identifier, whatever the dataset.
+    suffix = part_suffix(part, token).replace("-", "_")
+    return attempt_table_prefix(run) + (f"_{suffix}" if suffix else "")
+
+
+def attempt_table_prefix(run: Run) -> str:
+    """Every staging table of one attempt starts with this (its parts add ``_p<part>_<token>``)."""
     return staging_prefix(run.dataset, run.run_date) + run.attempt.replace("-", "").lower()
 
 
-_STAGING_RE = re.compile(r"^_ap_stg_(?P<ds>[0-9a-f]{8})_(?P<date>\d{8})_(?P<attempt>\d{8}t\d{6}z[0-9a-f]{6})$")
+_STAGING_RE = re.compile(
+    r"_ap_stg_(?P<ds>[0-9a-f]{8})_(?P<date>\d{8})_(?P<attempt>\d{8}t\d{6}z[0-9a-f]{6})(?:_p\d{5}(?:_[0-9a-f]{4})?)?"
+)
 
 
 def parse_staging_name(name: str) -> tuple[str, dt.date, str] | None:
     """(dataset hash, run date, attempt id) of a staging table name, or None."""
-    m = _STAGING_RE.match(name)
+    m = _STAGING_RE.fullmatch(name)
     if not m:
         return None
     a = m.group("attempt")
@@ -260,10 +269,15 @@ class PostgresLayout:
 
         return sql.Identifier(self.schema, self.config.ledger_table)
 
-    def staging(self, run: Run) -> Any:
+    def staging(self, run: Run, part: int = 0, token: str = "") -> Any:
         from psycopg import sql
 
-        return sql.Identifier(self.staging_schema, staging_table_name(run))
+        return sql.Identifier(self.staging_schema, staging_table_name(run, part, token))
+
+    def staged_table(self, staged: Staged) -> Any:
+        from psycopg import sql
+
+        return sql.Identifier(self.staging_schema, staged.details["staging_table"])
 
     def describe(self, dataset: str) -> str:
         return f"{self.schema}.{self.table_name(dataset)}"
@@ -489,8 +503,12 @@ def terminate_backends(conn: Any, pids: Sequence[int], wait_seconds: float) -> N
         time.sleep(0.05)
 
 
+CAPABILITIES = Capabilities(max_parts=None)
+
+
 class PostgresPublisher:
     sink_name = "postgres"
+    capabilities = CAPABILITIES
 
     def __init__(self, config: PostgresSinkConfig) -> None:
         self.config = config
@@ -512,13 +530,22 @@ class PostgresPublisher:
             with contextlib.suppress(Exception):
                 conn.close()  # closing the session releases the advisory lock
 
-    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+    def stage(
+        self,
+        run: Run,
+        batches: pa.RecordBatchReader,
+        *,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged:
         import psycopg
         from psycopg import sql
 
         layout = self.layout
         table = layout.table_name(run.dataset)
-        staging = layout.staging(run)
+        staging = layout.staging(run, part, token)
+        name = staging_table_name(run, part, token)
         conn = self._connect(run)
         try:
             check_schema(
@@ -536,7 +563,14 @@ class PostgresPublisher:
                 }
             )
             with conn.transaction():
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.staging_schema)))
+                quoted = sql.Identifier(layout.staging_schema).as_string(conn)
+                if conn.execute("SELECT to_regnamespace(%s)", (quoted,)).fetchone()[0] is None:
+                    # Workers staging parts at once would race on the schema's catalog row: the
+                    # first publish into a schema serialises its creators (a transaction lock).
+                    conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (LOCK_NAMESPACE,))
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.staging_schema))
+                    )
                 # UNLOGGED: no WAL for data that is thrown away after the MERGE; a regular table (not
                 # TEMP) so it outlives this session, which lets separate workers stage parts.
                 conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(staging, columns))
@@ -576,17 +610,17 @@ class PostgresPublisher:
                 raise
 
         try:
-            self._bulk_load(run, pa.RecordBatchReader.from_batches(batches.schema, counted()), source_error)
+            self._bulk_load(run, name, pa.RecordBatchReader.from_batches(batches.schema, counted()), source_error)
             # Fresh statistics let the MERGE plan a hash join instead of guessing the staging size.
             with self._connect(run) as conn:
                 conn.execute(sql.SQL("ANALYZE {}").format(staging))
         except psycopg.OperationalError as exc:
-            self._drop_staging(run)
+            self._drop_tables(run, [name])
             raise DestinationUnavailable(
                 f"{describe_server(self.config)} failed while staging: {redact(first_line(exc))}"
             ) from None
         except BaseException:
-            self._drop_staging(run)
+            self._drop_tables(run, [name])
             raise
         checksum = hasher.hexdigest()
         crash_point("after_stage")
@@ -594,14 +628,16 @@ class PostgresPublisher:
             sink=self.sink_name,
             run_id=run.run_id,
             attempt=run.attempt,
-            location=f"{layout.staging_schema}.{staging_table_name(run)}",
+            location=f"{layout.staging_schema}.{name}",
             rows=counter["rows"],
             bytes=counter["bytes"],
             checksum=f"sha256:{checksum}",
-            details={"staging_table": staging_table_name(run), "staging_schema": layout.staging_schema},
+            details={"staging_table": name, "staging_schema": layout.staging_schema},
+            part=part,
+            token=token,
         )
 
-    def _bulk_load(self, run: Run, reader: pa.RecordBatchReader, source_error: list[BaseException]) -> None:
+    def _bulk_load(self, run: Run, table: str, reader: pa.RecordBatchReader, source_error: list[BaseException]) -> None:
         """Arrow straight into the staging table with binary COPY (ADBC): measured 2.9x faster than
         streaming pyarrow-encoded CSV through psycopg's COPY."""
         import adbc_driver_postgresql.dbapi as adbc
@@ -610,9 +646,7 @@ class PostgresPublisher:
         try:
             with adbc.connect(uri) as conn:
                 with conn.cursor() as cur:
-                    cur.adbc_ingest(
-                        staging_table_name(run), reader, mode="append", db_schema_name=self.layout.staging_schema
-                    )
+                    cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.layout.staging_schema)
                 conn.commit()
         except Exception as exc:
             if source_error:
@@ -630,11 +664,14 @@ class PostgresPublisher:
                 f"bulk load into staging on {describe_server(self.config)} failed: {redact(first_line(exc))}"
             ) from None
 
-    def _drop_staging(self, run: Run) -> None:
+    def _drop_tables(self, run: Run, names: Sequence[str]) -> None:
         from psycopg import sql
 
         with contextlib.suppress(Exception), self._connect(run) as conn:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.layout.staging(run)))
+            for name in names:
+                conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.layout.staging_schema, name))
+                )
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
         """One transaction: MERGE, ledger row, DROP of the staging, COMMIT. Bounded from the client
@@ -644,11 +681,10 @@ class PostgresPublisher:
         import psycopg
         from psycopg import errors, sql
 
-        if not staged:
-            raise CommitRejected("nothing staged")
+        check_parts(run, staged)
         layout = self.layout
         target = layout.target(run.dataset)
-        owners = [Run(run.dataset, run.run_date, part.attempt) for part in staged]
+        parts = sorted(staged, key=lambda p: p.part)
         # The commit runs on the session that holds the run's advisory lock: the transaction-level
         # lock below is then re-entrant instead of waiting for our own session lock forever.
         owned = self._lock_conn is None
@@ -662,11 +698,7 @@ class PostgresPublisher:
                     conn.close()
 
         rows = sum(part.rows for part in staged)
-        checksum = (
-            staged[0].checksum
-            if len(staged) == 1
-            else "sha256:" + hashlib.sha256("".join(sorted(p.checksum for p in staged)).encode()).hexdigest()
-        )
+        checksum = combine_checksums(staged)
         server = describe_server(self.config)
         with deadline(conn, self.config.commit_timeout_seconds) as timer:
             try:
@@ -675,10 +707,10 @@ class PostgresPublisher:
                 # Serialises commits of the same run even if the session lock was bypassed.
                 cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", layout.lock_key(run.run_id))
                 self._refuse_if_in_ledger(cur, run)
-                source = self._source(owners, cur)
-                self._create_target(cur, run, staged_schema=owners[0])
+                source = self._source(parts, cur)
+                self._create_target(cur, run, like=layout.staged_table(parts[0]))
                 self._check_duplicates(cur, source)
-                self._merge(cur, target, source, owners[0])
+                self._merge(cur, target, source, parts[0])
                 ensure_ledger(cur, layout)
                 self._refuse_if_in_ledger(cur, run)  # a ledger created meanwhile by another run's commit
                 cur.execute(
@@ -691,10 +723,11 @@ class PostgresPublisher:
                 published_at = cur.fetchone()[0]
                 # What the run weighs in the database (its staging tables, as loaded), for the receipt.
                 stored = 0
-                for owner in owners:
-                    cur.execute("SELECT pg_total_relation_size(%s::regclass)", (layout.staging(owner).as_string(cur),))
+                for part in parts:
+                    table = layout.staged_table(part)
+                    cur.execute("SELECT pg_total_relation_size(%s::regclass)", (table.as_string(cur),))
                     stored += int(cur.fetchone()[0])
-                    cur.execute(sql.SQL("DROP TABLE {}").format(layout.staging(owner)))
+                    cur.execute(sql.SQL("DROP TABLE {}").format(table))
                 crash_point("before_commit")
             except AlreadyPublished as exc:
                 rollback_and_release()
@@ -780,24 +813,26 @@ class PostgresPublisher:
         if winner:
             raise AlreadyPublished(f"run {run.run_id} is already in the ledger (attempt {winner[0]})")
 
-    def _source(self, owners: list[Run], cur: Any) -> Any:
+    def _source(self, parts: list[Staged], cur: Any) -> Any:
+        """The rows of every part: its staging table, or their UNION ALL."""
         from psycopg import sql
 
-        for owner in owners:
+        for part in parts:
+            name = part.details["staging_table"]
             exists = cur.execute(
                 "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relname = %s",
-                (self.layout.staging_schema, staging_table_name(owner)),
+                (self.layout.staging_schema, name),
             ).fetchone()
             if not exists:
-                raise CommitRejected(f"staging table {staging_table_name(owner)} does not exist")
-        if len(owners) == 1:
-            return self.layout.staging(owners[0])
+                raise CommitRejected(f"staging table {name} does not exist")
+        if len(parts) == 1:
+            return self.layout.staged_table(parts[0])
         return sql.SQL("({})").format(
-            sql.SQL(" UNION ALL ").join(sql.SQL("SELECT * FROM {}").format(self.layout.staging(o)) for o in owners)
+            sql.SQL(" UNION ALL ").join(sql.SQL("SELECT * FROM {}").format(self.layout.staged_table(p)) for p in parts)
         )
 
-    def _create_target(self, cur: Any, run: Run, staged_schema: Run) -> None:
+    def _create_target(self, cur: Any, run: Run, like: Any) -> None:
         from psycopg import sql
 
         # The target takes the staging table's columns (made from the Arrow schema) and the key.
@@ -805,7 +840,7 @@ class PostgresPublisher:
         cur.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {}, PRIMARY KEY ({}))").format(
                 self.layout.target(run.dataset),
-                self.layout.staging(staged_schema),
+                like,
                 sql.SQL(", ").join(map(sql.Identifier, self.config.key_columns)),
             )
         )
@@ -826,12 +861,12 @@ class PostgresPublisher:
                 "a MERGE cannot apply two rows to one key"
             )
 
-    def _merge(self, cur: Any, target: Any, source: Any, owner: Run) -> None:
+    def _merge(self, cur: Any, target: Any, source: Any, first: Staged) -> None:
         from psycopg import sql
 
         # The staged columns (made from the Arrow schema) are what the run writes; a target that
         # has more columns keeps its other values.
-        cols = list(target_columns(cur, self.layout.staging_schema, staging_table_name(owner)) or {})
+        cols = list(target_columns(cur, self.layout.staging_schema, first.details["staging_table"]) or {})
         keys = list(self.config.key_columns)
         on = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(k)) for k in keys)
         non_keys = [c for c in cols if c not in keys]
@@ -869,8 +904,20 @@ class PostgresPublisher:
             )
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
-        for attempt in sorted({run.attempt} | {s.attempt for s in staged}):
-            self._drop_staging(Run(run.dataset, run.run_date, attempt))
+        """Drop every staging table of this attempt (all its parts, found by name) and of the
+        attempts the given parts name."""
+        with contextlib.suppress(Exception), self._connect(run) as conn:
+            for attempt in sorted({run.attempt} | {s.attempt for s in staged}):
+                prefix = attempt_table_prefix(Run(run.dataset, run.run_date, attempt))
+                names = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(c.relname, %s)",
+                        (self.layout.staging_schema, prefix),
+                    ).fetchall()
+                ]
+                self._drop_tables(run, names)
 
 
 def _make_diagnostic(config: PostgresSinkConfig) -> Any:
@@ -885,4 +932,5 @@ SINK = SinkDefinition(
     make_publisher=PostgresPublisher,
     make_diagnostic=_make_diagnostic,
     description="PostgreSQL: staging table + MERGE + ledger row in one transaction",
+    capabilities=CAPABILITIES,
 )

@@ -45,15 +45,17 @@ from ._errors import (
 )
 from ._fs import WriteOnlySink, sha256_file
 from ._lease import Lease, LeaseTaken
-from ._protocol import ProgressCallback, SinkDefinition, SinkOptions
-from ._types import Receipt, Run, Staged
+from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
+from ._types import Receipt, Run, Staged, check_parts, combine_checksums
 
 log = logging.getLogger("atomic_publish.s3")
 
 MANIFEST_NAME = "_MANIFEST.json"
 # The longest key the sink writes after its prefix:
 # /<dataset: 100 chars>/_attempts/<date>/<attempt>/part-00000.parquet.uploading
-LONGEST_KEY_SUFFIX = len("/") + 100 + len("/_attempts/2026-04-24/20260424T060000Z-abcdef/part-00000.parquet.uploading")
+LONGEST_KEY_SUFFIX = (
+    len("/") + 100 + len("/_attempts/2026-04-24/20260424T060000Z-abcdef/part-00000-abcd-000.parquet.uploading")
+)
 INTENT_SUFFIX = ".uploading"
 FENCE_VERSION = 1
 ATTEMPTS = "_attempts"
@@ -364,8 +366,21 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
     )
 
 
+CAPABILITIES = Capabilities(max_parts=None, stages_files=True)
+
+
+def object_name(part: int, token: str, fmt: str, index: int | None = None) -> str:
+    """``part-<part>[-<token>][-<file>].<fmt>``: a run staged in one piece keeps ``part-00000.csv``
+    (and ``part-00000.parquet``, ``part-00001.parquet``, ... for files published as they are)."""
+    if part == 0 and not token:
+        return f"part-{index or 0:05d}.{fmt}"
+    name = f"part-{part:05d}" + (f"-{token}" if token else "")
+    return name + (f"-{index:03d}" if index is not None else "") + f".{fmt}"
+
+
 class S3Publisher:
     sink_name = "s3"
+    capabilities = CAPABILITIES
 
     def __init__(self, config: S3SinkConfig) -> None:
         self.config = config
@@ -406,12 +421,20 @@ class S3Publisher:
                 refuse_schema_drift(schema, doc.get("schema"), f"the run {doc.get('run_id')} ({self.layout.uri(key)})")
                 return
 
-    def stage(self, run: Run, batches: pa.RecordBatchReader, *, progress: ProgressCallback | None = None) -> Staged:
+    def stage(
+        self,
+        run: Run,
+        batches: pa.RecordBatchReader,
+        *,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged:
         s3 = client(self.config)
         if self.config.format == "csv":
             refuse_nested_for_csv(batches.schema, f"s3://{self.config.bucket}")
         self._refuse_drift(run, batches.schema)
-        key = f"{self.layout.attempt_prefix(run)}part-00000.{self.config.format}"
+        key = self.layout.attempt_prefix(run) + object_name(part, token, self.config.format)
         sink = self._start_upload(s3, key, run)
         rows = 0
         try:
@@ -443,9 +466,17 @@ class S3Publisher:
             raise
         crash_point("after_stage")
         objects = [{"key": key, "size": sink.size, "etag": etag, "sha256": sink.digest.hexdigest()}]
-        return self._staged(run, objects, rows, batches.schema)
+        return self._staged(run, objects, rows, batches.schema, part, token)
 
-    def stage_files(self, run: Run, files: InputFiles, *, progress: ProgressCallback | None = None) -> Staged | None:
+    def stage_files(
+        self,
+        run: Run,
+        files: InputFiles,
+        *,
+        progress: ProgressCallback | None = None,
+        part: int = 0,
+        token: str = "",
+    ) -> Staged | None:
         """Upload Parquet input files byte for byte when this sink writes Parquet: one object per
         file, each a multipart upload by boto3's transfer manager (the code of ``upload_file``,
         streaming from the file, so memory stays flat), its sha256 computed alongside on a second
@@ -460,14 +491,14 @@ class S3Publisher:
         rows = 0
         try:
             for index, (path, footer) in enumerate(zip(files.paths, files.footers, strict=True)):
-                key = f"{prefix}part-{index:05d}.parquet"
+                key = prefix + object_name(part, token, "parquet", index)
                 objects.append(self._upload_file(s3, run, path, key, progress, rows, first=index == 0))
                 rows += footer.num_rows
         except BaseException:
-            self.discard(run, [])  # objects of earlier files are complete: stage removes its own
+            self._remove(s3, [o["key"] for o in objects])  # earlier files of this part are complete
             raise
         crash_point("after_stage")
-        return self._staged(run, objects, rows, schema)
+        return self._staged(run, objects, rows, schema, part, token)
 
     def _upload_file(
         self,
@@ -527,7 +558,14 @@ class S3Publisher:
             )
         return {"key": key, "size": hashed_size, "etag": head["ETag"], "sha256": sha256}
 
-    def _staged(self, run: Run, objects: list[dict[str, Any]], rows: int, schema: pa.Schema) -> Staged:
+    def _remove(self, s3: Any, keys: Sequence[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(Exception):
+                s3.delete_object(Bucket=self.config.bucket, Key=key)
+
+    def _staged(
+        self, run: Run, objects: list[dict[str, Any]], rows: int, schema: pa.Schema, part: int, token: str
+    ) -> Staged:
         checksum = combined_checksum(objects)
         return Staged(
             sink=self.sink_name,
@@ -538,6 +576,8 @@ class S3Publisher:
             bytes=sum(o["size"] for o in objects),
             checksum=checksum,
             details={"objects": objects, "schema": schema_to_json(schema), "format": self.config.format},
+            part=part,
+            token=token,
         )
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
@@ -549,8 +589,8 @@ class S3Publisher:
         is unknown and nothing is deleted."""
         from botocore.exceptions import ClientError
 
-        if not staged:
-            raise CommitRejected("nothing staged")
+        check_parts(run, staged)
+        staged = sorted(staged, key=lambda p: p.part)
         s3, writer = client(self.config), conditional_client(self.config)
         bucket = self.config.bucket
         objects = [o for part in staged for o in part.details["objects"]]
@@ -565,7 +605,8 @@ class S3Publisher:
             "schema": staged[0].details["schema"],
             "rows": sum(p.rows for p in staged),
             "bytes": sum(p.bytes for p in staged),
-            "checksum": combined_checksum(objects),
+            "checksum": combine_checksums(staged),
+            "parts": len(staged),
             "objects": objects,
             "published_at": published_at,
         }
@@ -696,4 +737,5 @@ SINK = SinkDefinition(
     make_publisher=S3Publisher,
     make_diagnostic=_make_diagnostic,
     description="S3 / MinIO: attempt-owned objects + a manifest written with If-None-Match",
+    capabilities=CAPABILITIES,
 )

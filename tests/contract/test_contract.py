@@ -53,23 +53,6 @@ def _diagnose(cfg, harness):
     return doc
 
 
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory, small_inputs):
-    """The published bytes of a clean run of each sink, computed once: what every recovered run
-    must equal byte for byte."""
-    cache: dict[str, bytes] = {}
-
-    def clean_run_bytes(harness: SinkHarness) -> bytes:
-        if harness.name not in cache:
-            cfg = harness.make_config(tmp_path_factory.mktemp(f"reference-{harness.name}"))
-            result = run_cli(*_job_args(harness, small_inputs), env=cli_env(cfg, **harness.extra_env))
-            assert result.code == 0, result.stderr
-            cache[harness.name] = harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE))
-        return cache[harness.name]
-
-    return clean_run_bytes
-
-
 @pytest.mark.parametrize(
     "harness, point",
     [pytest.param(s, p, marks=_marks(s), id=f"{s}-{p}") for s, p in CASES],

@@ -44,7 +44,7 @@ _BROKEN = textwrap.dedent(
     import sys
     import publishers.file as sink
 
-    def broken(self, run, batches, *, progress=None):
+    def broken(self, run, batches, **kwargs):
         raise RuntimeError("injected bug")
 
     sink.FilePublisher.stage = broken
