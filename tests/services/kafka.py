@@ -267,7 +267,11 @@ def start_local_kafka(
         # Listening at once: its port is taken before the broker is told to advertise it.
         proxy = FaultProxy("127.0.0.1", faulty_port, name="kafka-proxy").start()
     faulty = (faulty_port, proxy.port) if proxy is not None else None
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # any 16 random bytes
+    # Any 16 random bytes, but like Kafka's own Uuid.randomUuid never one whose text starts with "-":
+    # kafka-storage would read it as an option (seen: "--cluster-id: expected one argument").
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "log4j2.properties").write_text(_LOG4J2)
     roles = ["broker", "controller"] if separate_controller else ["broker,controller"]
