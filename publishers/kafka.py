@@ -146,8 +146,24 @@ class _Held:
         self.producer, self.rows, self.size, self.checksum = producer, rows, size, checksum
 
 
-def _kafka_error(exc: Exception) -> Any:
-    return exc.args[0] if exc.args and hasattr(exc.args[0], "fatal") else None
+def _kafka_error(exc: BaseException) -> Any:
+    """The KafkaError of a client exception, or None. A SystemError ("<built-in function ...>
+    returned a result with an exception set") is how confluent-kafka 2.16 sometimes reports an error
+    raised while it called back into Python (seen from flush() of a fenced producer, about 1 race in
+    10): CPython chains the real exception as its cause, which is read here."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if exc.args and hasattr(exc.args[0], "fatal"):
+            return exc.args[0]
+        if not isinstance(exc, SystemError):
+            return None
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
+    return None
+
+
+def _wrapped_client_error(exc: BaseException) -> bool:
+    """A SystemError that carries a Kafka client error (see _kafka_error)."""
+    return isinstance(exc, SystemError) and _kafka_error(exc) is not None
 
 
 # A Kafka transaction belongs to one producer: N workers cannot share one, and N transactions would
@@ -305,7 +321,11 @@ class KafkaPublisher:
             remaining = producer.flush(60)
             if remaining:
                 raise CommitRejected(f"{remaining} record(s) of {run.run_id} were not delivered within 60 s")
-        except KafkaException as exc:
+        except (KafkaException, SystemError) as exc:
+            if not isinstance(exc, KafkaException) and not _wrapped_client_error(exc):
+                with contextlib.suppress(Exception):
+                    producer.abort_transaction(10)
+                raise
             error = _kafka_error(exc)
             with contextlib.suppress(Exception):
                 producer.abort_transaction(10)
@@ -386,7 +406,9 @@ class KafkaPublisher:
             try:
                 producer.commit_transaction(max(1.0, deadline - time.monotonic()))
                 break
-            except KafkaException as exc:
+            except (KafkaException, SystemError) as exc:
+                if not isinstance(exc, KafkaException) and not _wrapped_client_error(exc):
+                    raise  # not the client's error: the outcome is unknown (publish says so)
                 error = _kafka_error(exc)
                 # Fenced: a newer producer of the run initialised. Only the ledger tells whether our
                 # commit had reached the coordinator before it (_fenced raises unless it had).
