@@ -208,14 +208,16 @@ def _bounded_postgres_uri(uri: str, config: IcebergSinkConfig) -> str:
 
 
 def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """Iceberg stores timestamps in microseconds; seconds and milliseconds widen losslessly."""
+    """Iceberg stores timestamps in microseconds; seconds and milliseconds widen losslessly. A
+    timestamp with a time zone is an instant (Arrow keeps UTC epoch values whatever the zone's
+    name): it is timestamptz, labelled UTC (Spark sends its session zone, e.g. Etc/UTC)."""
     fields = []
     for field in schema:
         typ = field.type
-        if pa.types.is_timestamp(typ) and typ.unit != "us":
+        if pa.types.is_timestamp(typ) and (typ.unit != "us" or typ.tz not in (None, "UTC")):
             if typ.unit == "ns":
                 raise SchemaMismatch(f"column {field.name!r} is timestamp[ns]; Iceberg v2 keeps microseconds")
-            typ = pa.timestamp("us", tz=typ.tz)
+            typ = pa.timestamp("us", tz=None if typ.tz is None else "UTC")
         elif pa.types.is_large_string(typ):
             typ = pa.string()
         fields.append(pa.field(field.name, typ, field.nullable))
