@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("confluent_kafka")
 
-from confluent_kafka import KafkaError, KafkaException  # noqa: E402
+from confluent_kafka import KafkaError, KafkaException
 
-from publishers.kafka import _kafka_error, _wrapped_client_error  # noqa: E402
+from publishers.kafka import _kafka_error, _wrapped_client_error
 
 
 def _system_error_from(cause: BaseException) -> SystemError:
