@@ -183,14 +183,28 @@ def test_concurrent_merges_of_the_same_new_key_end_as_a_clean_abort(pg, monkeypa
     monkeypatch.setenv("PUBLISH_PAUSE_AT", "before_commit:1.5")  # the first holds its insert uncommitted
     outcomes: dict[str, object] = {}
 
-    def commit(r, delay):
-        time.sleep(delay)
+    def first_holds_its_insert() -> None:
+        """Until the first commit's session sits inside its transaction, paused before COMMIT."""
+        deadline = time.monotonic() + 30
+        while not pg.query(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s AND state = 'idle in transaction'",
+            (f"atomic-publish {first.attempt} %",),
+        ):
+            assert time.monotonic() < deadline, "the first commit never reached its pause"
+            time.sleep(0.02)
+
+    def commit(r, wait_for=None):
+        if wait_for is not None:
+            wait_for()
         try:
             outcomes[r.run_id] = PostgresPublisher(pg.config()).commit(r, [staged[r.run_id]])
         except CommitAborted as exc:
             outcomes[r.run_id] = exc
 
-    threads = [threading.Thread(target=commit, args=(first, 0)), threading.Thread(target=commit, args=(second, 0.5))]
+    threads = [
+        threading.Thread(target=commit, args=(first,)),
+        threading.Thread(target=commit, args=(second, first_holds_its_insert)),
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, cli_env, refunds_run_args, run_cli, tree, write_config
+from tests.helpers import cli_env, refunds_run_args, run_cli, tree, write_config
 
 DATE = "2026-04-24"
 RUN = ("--dataset", "refunds_settled", "--run-date", DATE)
@@ -207,13 +207,15 @@ def test_sweep_removes_only_old_orphans_across_run_dates(dest, small_inputs):
 
 
 def test_readme_demo_command_runs_from_a_clean_directory(tmp_path):
+    before = sorted(p.name for p in tmp_path.iterdir())
     result = run_cli(
         "refunds", "demo", "--dir", str(tmp_path / "demo"), "--rows", "5000", "--json", cwd=tmp_path, env=cli_env()
     )
     assert result.code == 0, result.stderr
     assert result.json()["published"] is True
     assert (tmp_path / "demo" / "out" / "refunds_settled" / "2026-04-24.csv.success").exists()
-    assert REPO.exists()
+    # It wrote only under --dir: nothing beside it in the directory it ran from.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "demo"])
 
 
 def test_progress_is_never_drawn_when_stderr_is_not_a_terminal(dest, tmp_path, small_inputs):
