@@ -31,6 +31,18 @@ def _record(name: str, service, address: str):  # type: ignore[no-untyped-def]
     return service
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist each worker starts its own servers; the controller prints them all.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["atomic_publish_services"] = list(_started)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    _started.extend(tuple(s) for s in getattr(node, "workeroutput", {}).get("atomic_publish_services", []))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
     if _started:
         terminalreporter.section("services")
