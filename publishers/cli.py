@@ -31,7 +31,7 @@ EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {meaning}" for code,
 CONFIG_LOOKUP = (
     "The configuration is --config FILE, else $ATOMIC_PUBLISH_CONFIG, else ./publish.toml if it exists, "
     "else the embedded default (the file sink under ./data/out); ATOMIC_PUBLISH_<PATH> variables override "
-    "any value (e.g. ATOMIC_PUBLISH_SINKS__LOCAL__ROOT)."
+    "any value (e.g. ATOMIC_PUBLISH_SINKS__FILE__ROOT=/mnt/out)."
 )
 
 
