@@ -19,8 +19,8 @@ from diagnostics.taxonomy import CleanReport, Diagnosis
 
 from . import _signals, registry
 from ._arrow import open_inputs
-from ._errors import EXIT_CODES, EXIT_ERROR, AtomicPublishError, InputError, exit_code_for
-from ._publish import PublishResult, first_line, publish
+from ._errors import EXIT_CODES, EXIT_ERROR, AtomicPublishError, InputError, exit_code_for, first_line
+from ._publish import PublishResult, publish
 from ._types import Run, parse_run_date, validate_dataset
 from .config import LoadedConfig, load_config
 
