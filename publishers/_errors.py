@@ -189,3 +189,9 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, Terminated):
         return 128 + exc.signum
     return EXIT_ERROR
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -31,6 +31,7 @@ from ._errors import (
     InputError,
     RecoveryNeeded,
     RunInProgress,
+    first_line,
 )
 from ._protocol import Diagnostic, ProgressCallback, Publisher
 from ._signals import critical_section
@@ -334,11 +335,6 @@ def _discard(publisher: Publisher, run: Run, staged: Sequence[Staged]) -> None:
             publisher.discard(run, list(staged))
         except Exception as exc:
             log.warning("could not remove the staging of attempt %s (%s); `diagnose` will name it", run.attempt, exc)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _stage_files_as_they_are(

@@ -19,8 +19,8 @@ from diagnostics.taxonomy import CleanReport, Diagnosis
 
 from . import _signals, registry
 from ._arrow import open_inputs
-from ._errors import EXIT_CODES, EXIT_ERROR, AtomicPublishError, InputError, exit_code_for
-from ._publish import PublishResult, first_line, publish
+from ._errors import EXIT_CODES, EXIT_ERROR, AtomicPublishError, InputError, exit_code_for, first_line
+from ._publish import PublishResult, publish
 from ._types import Run, parse_run_date, validate_dataset
 from .config import LoadedConfig, load_config
 
@@ -31,7 +31,7 @@ EXIT_TABLE = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {meaning}" for code,
 CONFIG_LOOKUP = (
     "The configuration is --config FILE, else $ATOMIC_PUBLISH_CONFIG, else ./publish.toml if it exists, "
     "else the embedded default (the file sink under ./data/out); ATOMIC_PUBLISH_<PATH> variables override "
-    "any value (e.g. ATOMIC_PUBLISH_SINKS__LOCAL__ROOT)."
+    "any value (e.g. ATOMIC_PUBLISH_SINKS__FILE__ROOT=/mnt/out)."
 )
 
 
@@ -544,9 +544,46 @@ def main() -> None:
     _run_click(cli, "atomic-publish")
 
 
+class _ReaderMayLeave:
+    """The CLI's stdout. When its reader goes away (``| head``), the rest of the output is dropped and
+    the command goes on: the exit code stays the command's own (a publish that published exits 0),
+    whichever printer (click, rich) hit the closed pipe."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return int(self._stream.write(text))
+            except BrokenPipeError:
+                self._leave()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._leave()
+
+    def _leave(self) -> None:
+        import os
+
+        self._gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # nothing is left for the interpreter to flush at exit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _run_click(command: click.Command, name: str) -> None:
     """Run a click command; a usage error (a bad option value, a missing argument) becomes one
     ``error:`` line with exit 2 (and the JSON document with --json), redacted like every error."""
+    if not isinstance(sys.stdout, _ReaderMayLeave):
+        sys.stdout = cast(Any, _ReaderMayLeave(sys.stdout))
     try:
         command.main(prog_name=name, standalone_mode=False)
     except click.exceptions.Exit as exc:

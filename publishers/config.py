@@ -110,10 +110,9 @@ class LoadedConfig:
         for name, raw in self.settings.sinks.items():
             sink_type = str(raw.get("type", name))
             if sink_type not in registry.available():
-                line = _line_of(self.text, ("sinks", name)) or "?"
                 problems.append(
-                    f"{self.path}:{line}: sinks.{name}.type = {sink_type!r}: unknown sink type; known "
-                    f"types: {', '.join(registry.available())}"
+                    f"{self._source_of(('sinks', name, 'type'))}: sinks.{name}.type = {sink_type!r}: unknown sink "
+                    f"type; known types: {', '.join(registry.available())}"
                 )
                 continue
             try:
@@ -132,17 +131,26 @@ class LoadedConfig:
         for err in exc.errors():
             loc = prefix + tuple(str(p) for p in err["loc"])
             field = ".".join(loc)
-            env_name = ENV_PREFIX + "__".join(p.upper() for p in loc)
-            if env_name in os.environ:
-                source = f"environment variable {env_name}"
-            elif self.path:
-                # A missing key has no line of its own: the line of the table it belongs in.
-                line = _line_of(self.text, loc) or (_line_of(self.text, loc[:-1]) if len(loc) > 1 else None)
-                source = f"{self.path}:{line}" if line else str(self.path)
-            else:
-                source = "defaults"
-            lines.append(f"{source}: {field}{_shown(loc, err)}: {_message(err)}")
+            lines.append(f"{self._source_of(loc)}: {field}{_shown(loc, err)}: {_message(err)}")
         return ConfigError("\n".join(lines))
+
+    def _source_of(self, loc: tuple[str, ...]) -> str:
+        """Where a value (or the table it is missing from) comes from: file:line, the environment
+        variable that set it, the environment variables that define the table, or the defaults."""
+        env_name = ENV_PREFIX + "__".join(p.upper() for p in loc)
+        if env_name in os.environ:
+            return f"environment variable {env_name}"
+        if self.path:
+            # A missing key has no line of its own: the line of the table it belongs in.
+            line = _line_of(self.text, loc) or (_line_of(self.text, loc[:-1]) if len(loc) > 1 else None)
+            if line:
+                return f"{self.path}:{line}"
+        for depth in range(len(loc) - 1, 0, -1):
+            prefix = ENV_PREFIX + "__".join(p.upper() for p in loc[:depth]) + "__"
+            names = sorted(k for k in os.environ if k.upper().startswith(prefix))
+            if names:
+                return "environment variable" + ("s " if len(names) > 1 else " ") + ", ".join(names)
+        return str(self.path) if self.path else "defaults"
 
 
 # Fields whose values may carry credentials or are connection strings: never echoed in errors.

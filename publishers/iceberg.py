@@ -42,6 +42,7 @@ from ._errors import (
     LostRace,
     SchemaMismatch,
     UnsafeLayout,
+    first_line,
 )
 from ._fs import HashingWriter
 from ._lease import Lease, local_conditional, unconditional
@@ -208,20 +209,62 @@ def _bounded_postgres_uri(uri: str, config: IcebergSinkConfig) -> str:
 
 
 def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """Iceberg stores timestamps in microseconds; seconds and milliseconds widen losslessly. A
-    timestamp with a time zone is an instant (Arrow keeps UTC epoch values whatever the zone's
-    name): it is timestamptz, labelled UTC (Spark sends its session zone, e.g. Etc/UTC)."""
+    """The Arrow schema the data files are written in: what the Iceberg table keeps, in Arrow's small
+    types. Lossless widenings first (Iceberg has no unsigned, half-float, date64, time32 or dictionary
+    types: uint32 becomes long, not pyiceberg's int). A timestamp with a time zone is an instant
+    (Arrow keeps UTC epoch values whatever the zone's name): timestamptz, labelled UTC (Spark sends
+    its session zone, e.g. Etc/UTC). A type Iceberg cannot keep is refused here, naming the column,
+    before any table is created."""
+    from pyiceberg.io.pyarrow import (
+        _pyarrow_schema_ensure_small_types,
+        _pyarrow_to_schema_without_ids,
+        schema_to_pyarrow,
+    )
+    from pyiceberg.schema import assign_fresh_schema_ids
+
     fields = []
     for field in schema:
-        typ = field.type
-        if pa.types.is_timestamp(typ) and (typ.unit != "us" or typ.tz not in (None, "UTC")):
-            if typ.unit == "ns":
-                raise SchemaMismatch(f"column {field.name!r} is timestamp[ns]; Iceberg v2 keeps microseconds")
-            typ = pa.timestamp("us", tz=None if typ.tz is None else "UTC")
-        elif pa.types.is_large_string(typ):
-            typ = pa.string()
-        fields.append(pa.field(field.name, typ, field.nullable))
+        typ = _widened(field.name, field.type)
+        try:
+            iceberg = assign_fresh_schema_ids(_pyarrow_to_schema_without_ids(pa.schema([field.with_type(typ)])))
+        except Exception as exc:
+            raise SchemaMismatch(
+                f"column {field.name!r} is {field.type}, which an Iceberg table cannot store ({first_line(exc)})"
+            ) from None
+        written = _pyarrow_schema_ensure_small_types(schema_to_pyarrow(iceberg, include_field_ids=False))
+        fields.append(written.field(0).with_nullable(field.nullable))
     return pa.schema(fields)
+
+
+def _widened(name: str, typ: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(typ):
+        return _widened(name, typ.value_type)
+    if pa.types.is_timestamp(typ):
+        if typ.unit == "ns":
+            raise SchemaMismatch(f"column {name!r} is timestamp[ns]; Iceberg v2 keeps microseconds")
+        return pa.timestamp("us", tz=None if typ.tz is None else "UTC")
+    if pa.types.is_time(typ):
+        if typ.unit == "ns":
+            raise SchemaMismatch(f"column {name!r} is time64[ns]; Iceberg keeps microseconds")
+        return pa.time64("us")
+    if pa.types.is_null(typ):
+        raise SchemaMismatch(f"column {name!r} has only nulls and no type: give it one (Iceberg v2 has no null type)")
+    widenings = {
+        pa.uint8(): pa.int32(),
+        pa.uint16(): pa.int32(),
+        pa.uint32(): pa.int64(),
+        pa.uint64(): pa.int64(),  # values above 2**63-1 are refused when the batch is cast
+        pa.float16(): pa.float32(),
+        pa.date64(): pa.date32(),
+    }
+    return widenings.get(typ, typ)
+
+
+def _promotion(data: pa.DataType, table: pa.DataType) -> bool:
+    """The lossless promotions Iceberg allows from the data's type to the table's."""
+    return (pa.types.is_int32(data) and pa.types.is_int64(table)) or (
+        pa.types.is_float32(data) and pa.types.is_float64(table)
+    )
 
 
 class CatalogMissing(Exception):
@@ -407,7 +450,6 @@ class IcebergPublisher:
                 created = True
             except TableAlreadyExistsError:  # another attempt created it first
                 table = self.layout.load(run.dataset)
-        self._check_schema(table, schema, run)
         return table, created
 
     def _drop_if_still_empty(self, table: Any, run: Run) -> None:
@@ -422,21 +464,29 @@ class IcebergPublisher:
         with contextlib.suppress(OSError):
             fs.delete_dir(base)
 
-    def _check_schema(self, table: Any, schema: pa.Schema, run: Run) -> None:
-        have = {f.name: f.type for f in table.schema().as_arrow()}
+    def _check_schema(self, table: Any, schema: pa.Schema, run: Run) -> pa.Schema:
+        """The schema to write the data in, if the data fits the table (the same types, or a
+        lossless promotion: int to long, float to double); else SchemaMismatch naming every column."""
+        from pyiceberg.io.pyarrow import _pyarrow_schema_ensure_small_types, schema_to_pyarrow
+
+        have = _pyarrow_schema_ensure_small_types(schema_to_pyarrow(table.schema(), include_field_ids=False))
         problems = []
+        fields = []
         for field in schema:
-            if field.name not in have:
+            index = have.get_field_index(field.name)
+            if index < 0:
                 problems.append(f"column {field.name!r} is not in {self.layout.describe(run.dataset)}")
-            elif not have[field.name].equals(field.type) and not (
-                pa.types.is_string(field.type) and pa.types.is_large_string(have[field.name])
-            ):
+                continue
+            want = have.field(index).type
+            if not want.equals(field.type) and not _promotion(field.type, want):
                 iceberg_type = table.schema().find_field(field.name).field_type
                 problems.append(f"column {field.name!r} is {iceberg_type} in the table but {field.type} in the data")
+            fields.append(field.with_type(want))
         if self.config.partition_column and self.config.partition_column not in schema.names:
             problems.append(f"partition_column {self.config.partition_column!r} is not in the data")
         if problems:
             raise SchemaMismatch("the data does not fit the Iceberg table: " + "; ".join(problems))
+        return pa.schema(fields)
 
     def stage(
         self,
@@ -461,6 +511,7 @@ class IcebergPublisher:
         schema = normalize_schema(batches.schema)
         table, created = self._table_for(run, schema)
         try:
+            schema = self._check_schema(table, schema, run)
             return self._write_files(run, batches, progress, schema, table, part, token)
         except BaseException:
             if created:
@@ -491,7 +542,11 @@ class IcebergPublisher:
             # Row groups of ROW_GROUP_ROWS whatever the input batching: bigger groups read and
             # write faster (1M rows: 0.50 s at 65,536 rows a group, 0.43 s at 262,144, 0.36 s at 1M).
             for index, batch in enumerate(rechunk(batches, ROW_GROUP_ROWS)):
-                batch = batch.cast(schema) if batch.schema != schema else batch
+                if batch.schema != schema:
+                    try:
+                        batch = batch.cast(schema)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        raise SchemaMismatch(f"the data does not fit the Iceberg table: {first_line(exc)}") from None
                 if current is None or current.size >= limit:
                     if current is not None:
                         digests.append(current.finish())

@@ -52,6 +52,7 @@ from ._errors import (
     RunInProgress,
     SchemaMismatch,
     Terminated,
+    first_line,
 )
 from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
 from ._types import Receipt, Run, Staged, check_parts, combine_checksums, part_suffix
@@ -397,11 +398,6 @@ def _own_error_in_chain(exc: BaseException) -> BaseException | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def ensure_ledger(cur: Any, layout: PostgresLayout) -> None:

@@ -826,6 +826,40 @@ def test_diagnose_json_into_a_closed_pipe_keeps_the_state_exit_code(
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("command", ["publish", "diagnose", "recover", "sinks"])
+def test_text_output_into_a_closed_pipe_keeps_the_exit_code(
+    tmp_path: Path, request: pytest.FixtureRequest, command: str
+) -> None:
+    """A publish that published exits 0 even when nobody reads what it prints (found: it exited 1,
+    silently, through rich's and click's BrokenPipe handling)."""
+    d = Dest(tmp_path, request)
+    d.write('[defaults]\nsink = "local"\n' + d.file_sink())
+    env = cli_env(None)
+    if command != "publish":
+        ok = run_cli(*publish(d, d.csv()), env=env, cwd=tmp_path)
+        assert ok.code == 0, ok.stderr
+    args = {
+        "publish": f"publish --config {d.config} --dataset {DATASET} --run-date {DATE} {d.csv()}",
+        "diagnose": f"diagnose --config {d.config} --dataset {DATASET} --run-date {DATE}",
+        "recover": f"recover --config {d.config} --dataset {DATASET} --run-date {DATE}",
+        "sinks": f"sinks --config {d.config}",
+    }[command]
+    proc = subprocess.run(
+        ["bash", "-c", f'set +o pipefail; {sys.executable} -m publishers {args} | head -c0; echo "${{PIPESTATUS[0]}}"'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert proc.stdout.strip() == "0", f"{command} exited {proc.stdout.strip()}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    if command == "publish":
+        after = run_cli("diagnose", "--config", str(d.config), "--dataset", DATASET, "--run-date", DATE, env=env)
+        assert after.code == 0, after.stdout
+
+
 @pytest.mark.parametrize("refusal", ["missing-input", "bad-config", "bad-dataset", "already-published"])
 def test_refused_publish_with_json_still_prints_a_json_document(
     tmp_path: Path, request: pytest.FixtureRequest, refusal: str

@@ -81,7 +81,7 @@ def test_unknown_sink_type_is_refused_when_the_file_is_loaded(tmp_path):
     cfg = tmp_path / "publish.toml"
     cfg.write_text('[defaults]\nsink = "f"\n[sinks.f]\ntype = "file"\n\n[sinks.x]\ntype = "carrier-pigeon"\n')
     # Refused on load although the command would only use sink "f": the whole file is checked.
-    with pytest.raises(ConfigError, match=r"publish.toml:6: sinks.x.type = 'carrier-pigeon': unknown sink type"):
+    with pytest.raises(ConfigError, match=r"publish.toml:7: sinks.x.type = 'carrier-pigeon': unknown sink type"):
         load_config(cfg)
 
 
@@ -113,3 +113,27 @@ def test_a_password_inside_a_connection_string_is_refused_and_never_echoed(tmp_p
     message = str(info.value)
     assert f"{cfg}:3" in message and "PGPASSWORD" in message
     assert "s3cr3t-pw" not in message
+
+
+def test_the_help_example_moves_the_default_sink(tmp_path, monkeypatch):
+    """`--help` suggests ATOMIC_PUBLISH_SINKS__FILE__ROOT: with no config file it must work as shown."""
+    from publishers.cli import CONFIG_LOOKUP
+
+    assert "ATOMIC_PUBLISH_SINKS__FILE__ROOT" in CONFIG_LOOKUP
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATOMIC_PUBLISH_CONFIG", raising=False)
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__FILE__ROOT", str(tmp_path / "elsewhere"))
+    definition, options = load_config().sink()
+    assert (definition.name, options.root) == ("file", tmp_path / "elsewhere")
+
+
+def test_a_sink_defined_in_the_environment_is_located_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATOMIC_PUBLISH_CONFIG", raising=False)
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__LOCAL__ROOT", str(tmp_path / "x"))
+    with pytest.raises(ConfigError) as info:
+        load_config().check_every_sink()
+    assert str(info.value) == (
+        "environment variable ATOMIC_PUBLISH_SINKS__LOCAL__ROOT: sinks.local.type = 'local': unknown sink type; "
+        "known types: file, iceberg, kafka, postgres, s3"
+    )
