@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -56,7 +55,7 @@ def _s3_servers() -> list[str]:
     servers ATOMIC_PUBLISH_TEST_S3_SERVER selects (moto, minio, or both: the default)."""
     from tests.services import s3
 
-    return ["env"] if os.environ.get(s3.ENV_ENDPOINT) else s3.selected_servers()
+    return s3.servers_for_tests()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -95,7 +94,9 @@ def s3_service(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """The S3 endpoint of the current parameter: moto's server, MinIO, or the environment's. A
     test that reaches it through request.getfixturevalue (no parameter) gets the first selected."""
     server = getattr(request, "param", None) or _s3_servers()[0]
-    return request.getfixturevalue({"env": "s3_env_service", "moto": "moto_service", "minio": "minio_service"}[server])
+    from tests.services import s3
+
+    return request.getfixturevalue(s3.FIXTURE_OF[server])
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.services import s3
+
 from .proxy import Fault, Stall
 from .sinks import CALL_BOUND_SECONDS, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
 
@@ -28,10 +30,10 @@ FAULTS = {
 }
 
 
-@pytest.fixture(params=["s3", "postgres", "kafka", "iceberg-pg"])
+@pytest.fixture(params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg"])
 def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
-    if request.param == "s3":
-        return s3_sink(request.getfixturevalue("s3_service"))
+    if request.param.startswith("s3-"):
+        return s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
     if request.param == "postgres":
         return postgres_sink(request.getfixturevalue("postgres_service"))
     if request.param == "kafka":

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import cli_env, start_cli
+from tests.services import s3
 
 from .proxy import FaultProxy, Stall
 from .sinks import DATASET, DATE, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
@@ -29,10 +30,10 @@ from .test_commit_faults import _reference
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
-@pytest.fixture(params=["s3", "postgres", "kafka", "iceberg-pg"])
+@pytest.fixture(params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg"])
 def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
-    if request.param == "s3":
-        return s3_sink(request.getfixturevalue("s3_service"))
+    if request.param.startswith("s3-"):
+        return s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
     if request.param == "postgres":
         return postgres_sink(request.getfixturevalue("postgres_service"))
     if request.param == "kafka":

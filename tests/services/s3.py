@@ -157,6 +157,15 @@ def selected_servers() -> list[str]:
     raise ServiceError(f"{ENV_SERVER}={value!r}: expected one of minio, moto, both")
 
 
+def servers_for_tests() -> list[str]:
+    """What the tests' S3 cases run on: ["env"] when an endpoint is given, else the selected local
+    servers (both moto and MinIO by default)."""
+    return ["env"] if os.environ.get(ENV_ENDPOINT) else selected_servers()
+
+
+FIXTURE_OF = {"env": "s3_env_service", "moto": "moto_service", "minio": "minio_service"}
+
+
 def start_local_s3(workdir: Path, timeout: float = 30.0) -> S3Service:
     """moto's server."""
     try:
