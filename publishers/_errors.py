@@ -161,8 +161,14 @@ EXIT_CODES: dict[int, str] = {
     "nothing, try again later",
     14: "UNKNOWN: contradictory or unreadable evidence, or a commit whose outcome is unknown; stop and read the "
     "evidence",
-    130: "stopped by SIGINT (Ctrl-C) before the commit point; the attempt removed its own staging",
-    143: "stopped by SIGTERM before the commit point; the attempt removed its own staging",
+    130: (
+        "stopped by SIGINT (Ctrl-C) before the commit point; a publish removed its own staging "
+        "(recover and sweep stop between two removals)"
+    ),
+    143: (
+        "stopped by SIGTERM before the commit point; a publish removed its own staging "
+        "(recover and sweep stop between two removals)"
+    ),
 }
 
 

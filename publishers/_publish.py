@@ -31,6 +31,7 @@ from ._errors import (
     InputError,
     RecoveryNeeded,
     RunInProgress,
+    Terminated,
     first_line,
 )
 from ._protocol import Diagnostic, ProgressCallback, Publisher
@@ -174,9 +175,11 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
         job = RunJob(publisher, diagnostic, run, before, held, None)
         try:
             yield job
-        except BaseException:
+        except BaseException as exc:
             if job.state == "open":
                 _discard(publisher, run, job.staged)
+                if isinstance(exc, Terminated):
+                    raise Terminated(f"{exc}; this attempt removed its own staging", exc.signum) from None
             raise
         if job.state == "open":  # the block ended without a commit: nothing of it may stay
             _discard(publisher, run, job.staged)

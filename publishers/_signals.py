@@ -24,7 +24,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         _state["pending"] = _state["pending"] or signum
         return
     name = signal.Signals(signum).name
-    raise Terminated(f"received {name}; this attempt removed its own staging and stopped", signum)
+    raise Terminated(f"received {name}; stopped before the commit point", signum)
 
 
 @contextlib.contextmanager

@@ -653,9 +653,7 @@ class PostgresPublisher:
             if _cancelled(exc):
                 # During a bulk load ADBC handles Ctrl-C itself (it cancels the COPY, and Python's
                 # handler never runs): the CANCELLED it reports is the user's SIGINT, not a fault.
-                raise Terminated(
-                    "received SIGINT; this attempt removed its own staging and stopped", signal.SIGINT
-                ) from None
+                raise Terminated("received SIGINT; stopped before the commit point", signal.SIGINT) from None
             raise DestinationUnavailable(
                 f"bulk load into staging on {describe_server(self.config)} failed: {redact(first_line(exc))}"
             ) from None
