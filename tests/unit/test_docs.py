@@ -44,3 +44,12 @@ def test_the_readme_demo_command_ends_in_done(tmp_path):
     proc = subprocess.run(["bash", "scripts/demo"], cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "DONE" in proc.stdout
+
+
+def test_the_readme_states_the_bounds_the_code_has():
+    from publishers._protocol import SinkOptions
+
+    readme = (REPO / "README.md").read_text().replace("\n", " ")
+    for name, field in SinkOptions.model_fields.items():
+        if name.endswith("_seconds"):
+            assert f"`{name} = {field.default:g}`" in readme, f"README does not state {name}'s default {field.default:g}"
