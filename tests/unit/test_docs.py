@@ -52,4 +52,6 @@ def test_the_readme_states_the_bounds_the_code_has():
     readme = (REPO / "README.md").read_text().replace("\n", " ")
     for name, field in SinkOptions.model_fields.items():
         if name.endswith("_seconds"):
-            assert f"`{name} = {field.default:g}`" in readme, f"README does not state {name}'s default {field.default:g}"
+            assert f"`{name} = {field.default:g}`" in readme, (
+                f"README does not state {name}'s default {field.default:g}"
+            )
