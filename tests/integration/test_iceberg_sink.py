@@ -22,15 +22,33 @@ from tests.helpers import cli_env, race_for_the_lease, refunds_run_args, run_cli
 DATE = "2026-04-24"
 
 
-def make(tmp_path, **overrides):
-    config = IcebergSinkConfig(
-        catalog={"type": "sql", "uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": (tmp_path / "wh").as_uri()},
-        namespace="reports",
-        **overrides,
-    )
+def make(tmp_path, rest=None, **overrides):
+    """A publisher on a SQLite catalog in tmp_path, or, with ``rest`` (an Iceberg REST service), on
+    that catalog in a namespace of its own (the server is shared by the session)."""
+    if rest is None:
+        catalog = {"type": "sql", "uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": (tmp_path / "wh").as_uri()}
+        overrides.setdefault("namespace", "reports")
+    else:
+        catalog = {"type": "rest", "uri": rest.uri, **rest.properties}
+        overrides.setdefault("namespace", "ns_" + uuid.uuid4().hex[:12])
+        overrides.setdefault("work_location", (tmp_path / "work").as_uri())
+    config = IcebergSinkConfig(catalog=catalog, **overrides)
     publisher = IcebergPublisher(config)
     publisher.layout.catalog()  # the configured destination exists (an empty catalog)
     return publisher, IcebergDiagnostic(config)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("rest", marks=pytest.mark.integration)])
+def rest(request):  # type: ignore[no-untyped-def]
+    """None for a SQLite catalog; Apache Iceberg's REST catalog server (local warehouse) for "rest"."""
+    return request.getfixturevalue("iceberg_rest_service") if request.param == "rest" else None
+
+
+def data_files(publisher, rest):  # type: ignore[no-untyped-def]
+    """The Parquet files of this test's namespace (local warehouses only)."""
+    if rest is None:
+        return list(Path(publisher.config.catalog["warehouse"].removeprefix("file://")).rglob("*.parquet"))
+    return list((Path(rest.warehouse.removeprefix("file://")) / publisher.config.namespace).rglob("*.parquet"))
 
 
 def rows(ids, part="p1", values=None):
@@ -49,8 +67,8 @@ def files_listed_by_manifests(table, snapshot) -> pa.Table:
     return pa.concat_tables(pq.read_table(p.removeprefix("file://")) for p in paths)
 
 
-def test_one_snapshot_carries_the_run_and_a_second_reader_agrees(tmp_path):
-    publisher, diagnostic = make(tmp_path)
+def test_one_snapshot_carries_the_run_and_a_second_reader_agrees(tmp_path, rest):
+    publisher, diagnostic = make(tmp_path, rest)
     run = Run.new("items", DATE)
     receipt = publish(publisher, diagnostic, run, rows([1, 2, 3])).receipt
     table = publisher.layout.load("items")
@@ -59,18 +77,19 @@ def test_one_snapshot_carries_the_run_and_a_second_reader_agrees(tmp_path):
     assert summary[SUMMARY_RUN_ID] == run.run_id and summary[SUMMARY_ATTEMPT] == run.attempt
     assert summary["atomic-publish.rows"] == "3" and summary["atomic-publish.checksum"] == receipt.checksum
     assert files_listed_by_manifests(table, snapshot).sort_by("id").to_pylist() == rows([1, 2, 3]).to_pylist()
+    assert data_files(publisher, rest)  # where the other tests look for leftovers is where the data is
     assert table.scan().to_arrow().sort_by("id").to_pylist() == rows([1, 2, 3]).to_pylist()
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
 
 
-def test_schema_mismatch_is_refused_before_any_file_is_written(tmp_path):
-    publisher, diagnostic = make(tmp_path)
+def test_schema_mismatch_is_refused_before_any_file_is_written(tmp_path, rest):
+    publisher, diagnostic = make(tmp_path, rest)
     publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1]))
-    before = sorted(p for p in (tmp_path / "wh").rglob("*") if p.is_file())
+    before = sorted(data_files(publisher, rest))
     bad = pa.table({"id": pa.array([2], pa.int64()), "v": pa.array([2], pa.int64()), "part": ["p1"]})
     with pytest.raises(SchemaMismatch, match="'v' is string in the table but int64 in the data"):
         publish(publisher, diagnostic, Run.new("items", DATE), bad)
-    assert sorted(p for p in (tmp_path / "wh").rglob("*") if p.is_file()) == before
+    assert sorted(data_files(publisher, rest)) == before
 
 
 # Arrow types Iceberg has no exact twin for: widened losslessly (read back by pyarrow from the files
@@ -99,8 +118,8 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("kind", sorted(WIDENED))
-def test_arrow_types_without_an_iceberg_twin_are_widened_losslessly(tmp_path, kind):
-    publisher, diagnostic = make(tmp_path)
+def test_arrow_types_without_an_iceberg_twin_are_widened_losslessly(tmp_path, kind, rest):
+    publisher, diagnostic = make(tmp_path, rest)
     column, expected = WIDENED[kind]
     run = Run.new("types", DATE)
     publish(publisher, diagnostic, run, pa.table({"id": [1, 2], "v": column}))
@@ -110,18 +129,18 @@ def test_arrow_types_without_an_iceberg_twin_are_widened_losslessly(tmp_path, ki
 
 
 @pytest.mark.parametrize("kind", sorted(REFUSED))
-def test_arrow_types_iceberg_cannot_store_are_refused_leaving_no_table(tmp_path, kind):
-    publisher, diagnostic = make(tmp_path)
+def test_arrow_types_iceberg_cannot_store_are_refused_leaving_no_table(tmp_path, kind, rest):
+    publisher, diagnostic = make(tmp_path, rest)
     column, message = REFUSED[kind]
     with pytest.raises(SchemaMismatch, match=r"column 'v'|not in range") as info:
         publish(publisher, diagnostic, Run.new("types", DATE), pa.table({"id": [1, 2], "v": column}))
     assert message in str(info.value)
     assert publisher.layout.load("types") is None
-    assert not list((tmp_path / "wh").rglob("*.parquet"))
+    assert not data_files(publisher, rest)
 
 
-def test_replace_partition_mode_swaps_the_partition_in_one_commit(tmp_path):
-    publisher, diagnostic = make(tmp_path, mode="replace_partition", partition_column="part")
+def test_replace_partition_mode_swaps_the_partition_in_one_commit(tmp_path, rest):
+    publisher, diagnostic = make(tmp_path, rest, mode="replace_partition", partition_column="part")
     publish(publisher, diagnostic, Run.new("items", "2026-04-22"), rows([10], part="p0"))
     publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1, 2, 3], part="p1"))
     publish(publisher, diagnostic, Run.new("items", DATE), rows([1, 2], part="p1", values=["new1", "new2"]))
@@ -136,10 +155,10 @@ def test_replace_partition_mode_swaps_the_partition_in_one_commit(tmp_path):
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_racing_commits_on_an_empty_table_publish_exactly_once(tmp_path, round_):
+def test_racing_commits_on_an_empty_table_publish_exactly_once(tmp_path, round_, rest):
     """pyiceberg's own retry would re-apply the loser's append on top of the winner's: both copies
     published. The publisher re-checks the history on every try instead."""
-    publisher, diagnostic = make(tmp_path)
+    publisher, diagnostic = make(tmp_path, rest)
     a, b = Run.new("items", DATE), Run.new("items", DATE)
     staged = {r.attempt: publisher.stage(r, rows([1, 2, 3]).to_reader()) for r in (a, b)}
     outcomes: dict[str, object] = {}
@@ -167,8 +186,8 @@ def test_racing_commits_on_an_empty_table_publish_exactly_once(tmp_path, round_)
 
 
 @pytest.mark.parametrize("landed", [True, False])
-def test_catalog_failure_during_commit_is_unknown_and_settled_by_the_snapshots(tmp_path, monkeypatch, landed):
-    publisher, diagnostic = make(tmp_path)
+def test_catalog_failure_during_commit_is_unknown_and_settled_by_the_snapshots(tmp_path, monkeypatch, landed, rest):
+    publisher, diagnostic = make(tmp_path, rest)
     run = Run.new("items", DATE)
     staged = publisher.stage(run, rows([1, 2]).to_reader())
     catalog = publisher.layout.catalog()
