@@ -32,8 +32,10 @@ DATE = "2026-04-24"
 
 @pytest.fixture
 def s3(s3_service, monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(name, s3_service.credentials.get(name.lower(), value))
+    # The service's own credentials when it has them (local servers, or keys given with the
+    # endpoint); else the environment's chain (a profile, SSO) is left as it is.
+    for name, value in s3_service.env().items():
+        monkeypatch.setenv(name, value)
     prefix = f"unit/{uuid.uuid4().hex[:10]}"
 
     class Sink:
