@@ -12,7 +12,7 @@ import dataclasses
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,13 +60,16 @@ def check_input_path(path: Path) -> os.stat_result:
     return st
 
 
-def open_input(path: str | Path, schema: pa.Schema | None = None) -> pa.RecordBatchReader:
+def open_input(
+    path: str | Path, schema: pa.Schema | None = None, *, meter: Callable[[int], None] | None = None
+) -> pa.RecordBatchReader:
     """Open a CSV or Parquet file as a streamed RecordBatchReader (cast to ``schema`` if given).
-    The file must not change while it is read: a change of size or mtime is refused at its end."""
+    The file must not change while it is read: a change of size or mtime is refused at its end.
+    ``meter`` (uncompressed CSV only) is told how many bytes of the file have been read, batch by batch."""
     path = Path(path)
     before = check_input_path(path)
     fmt = input_format(path)
-    reader = _open_csv(path, schema) if fmt == "csv" else _open_parquet(path)
+    reader = _open_csv(path, schema, meter) if fmt == "csv" else _open_parquet(path)
     check_columns(reader.schema, str(path))
     reader = _unchanged(reader, path, before)
     return conform(reader, schema, source=str(path)) if schema is not None else reader
@@ -110,11 +113,29 @@ class InputFiles:
     format: str  # "csv", "parquet" or "mixed"
     # Parquet footers (when every file is Parquet): row counts and schema without reading data.
     footers: tuple[pq.FileMetaData, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    _read: dict[Path, int] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def rows(self) -> int | None:
         """Total rows from the Parquet footers; None unless every file is Parquet."""
         return sum(f.num_rows for f in self.footers) if self.format == "parquet" else None
+
+    @property
+    def size(self) -> int | None:
+        """Total bytes of the files when every one is uncompressed CSV (progress by bytes read), else None."""
+        if self.format != "csv" or any(p.name.lower().endswith(".gz") for p in self.paths):
+            return None
+        return sum(p.stat().st_size for p in self.paths)
+
+    def bytes_read(self) -> int:
+        """How many bytes of the CSV files the reader has got through so far."""
+        return sum(self._read.values())
+
+    def _meter(self, path: Path) -> Callable[[int], None]:
+        def record(position: int) -> None:
+            self._read[path] = position
+
+        return record
 
     @property
     def parquet_schema(self) -> pa.Schema | None:
@@ -127,13 +148,13 @@ class InputFiles:
 
     def reader(self) -> pa.RecordBatchReader:
         """Every file as one stream: the first file's columns and types are the run's schema."""
-        first = open_input(self.paths[0])
+        first = open_input(self.paths[0], meter=self._meter(self.paths[0]))
         schema = first.schema
 
         def batches() -> Iterator[pa.RecordBatch]:
             yield from first
             for path in self.paths[1:]:
-                yield from conform(open_input(path), schema, source=str(path))
+                yield from conform(open_input(path, meter=self._meter(path)), schema, source=str(path))
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
@@ -174,11 +195,13 @@ def csv_block_bytes() -> int:
     return max(1, megabytes) << 20
 
 
-def _open_csv(path: Path, schema: pa.Schema | None) -> pa.RecordBatchReader:
+def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None] | None = None) -> pa.RecordBatchReader:
     column_types = {f.name: f.type for f in schema} if schema is not None else None
+    plain = not path.name.lower().endswith(".gz")
+    source: Any = pa.OSFile(str(path)) if meter is not None and plain else path  # its tell(): how far
     try:
         inner = pacsv.open_csv(
-            path,
+            source,
             read_options=pacsv.ReadOptions(block_size=csv_block_bytes()),
             convert_options=pacsv.ConvertOptions(
                 column_types=column_types, strings_can_be_null=False, quoted_strings_can_be_null=False
@@ -193,12 +216,21 @@ def _open_csv(path: Path, schema: pa.Schema | None) -> pa.RecordBatchReader:
             line = _first_invalid_utf8_line(path)
             where = f"{path}:{line}" if line else str(path)
             raise InputError(f"{where}: column {field.name!r} is not valid UTF-8 text; convert the file to UTF-8")
-    return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner))
+    tell = source.tell if meter is not None and plain else None
+    return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner, meter, tell))
 
 
-def _csv_batches(path: Path, inner: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+def _csv_batches(
+    path: Path,
+    inner: pacsv.CSVStreamingReader,
+    meter: Callable[[int], None] | None = None,
+    tell: Callable[[], int] | None = None,
+) -> Iterator[pa.RecordBatch]:
     try:
-        yield from inner
+        for batch in inner:
+            if meter is not None and tell is not None:
+                meter(tell())
+            yield batch
     except (pa.ArrowInvalid, OSError) as exc:
         raise _csv_error(path, exc) from None
 

@@ -240,10 +240,19 @@ class _Progress:
     the percentage and the time remaining. While it is shown, log lines are printed above it (they
     never overwrite it)."""
 
-    def __init__(self, label: str, total_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total_rows: int | None = None,
+        total_bytes: int | None = None,
+        bytes_read: Callable[[], int] | None = None,
+    ) -> None:
         self.enabled = sys.stderr.isatty()
         self.label = label
-        self.total = total_rows
+        # Rows when the input's row count is known (Parquet footers); else the bytes of CSV input read.
+        self.by_bytes = not total_rows and bool(total_bytes) and bytes_read is not None
+        self.total = total_rows or (total_bytes if self.by_bytes else None)
+        self._bytes_read = bytes_read
         self._progress: Any = None
         self._task: Any = None
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
@@ -264,8 +273,8 @@ class _Progress:
             console = Console(stderr=True)
             columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
             if self.total:
-                columns += [BarColumn(), TaskProgressColumn(), TimeRemainingColumn()]
-            columns.append(TimeElapsedColumn())
+                columns += [BarColumn(), TaskProgressColumn(), TextColumn("left"), TimeRemainingColumn()]
+            columns += [TextColumn("elapsed"), TimeElapsedColumn()]
             self._progress = Progress(*columns, console=console, transient=False)
             self._progress.start()
             self._task = self._progress.add_task(self.label, total=self.total)
@@ -278,8 +287,9 @@ class _Progress:
 
     def __call__(self, rows: int, nbytes: int) -> None:
         if self._progress is not None:
+            done = self._bytes_read() if self.by_bytes and self._bytes_read is not None else rows
             self._progress.update(
-                self._task, completed=rows, description=f"{self.label}: {rows:,} rows, {_human_size(nbytes)}"
+                self._task, completed=done, description=f"{self.label}: {rows:,} rows, {_human_size(nbytes)}"
             )
 
     def __exit__(self, *exc: object) -> None:
@@ -392,7 +402,12 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         def action() -> int:
             _, publisher, diagnostic = _resolve(config_path, sink)
             records = open_inputs(inputs)
-            with _Progress(f"staging {dataset}/{run_date}", total_rows=records.rows) as progress:
+            with _Progress(
+                f"staging {dataset}/{run_date}",
+                total_rows=records.rows,
+                total_bytes=records.size,
+                bytes_read=records.bytes_read,
+            ) as progress:
                 result = publish(
                     publisher, diagnostic, Run.new(dataset, run_date), records, if_absent=if_absent, progress=progress
                 )

@@ -95,3 +95,27 @@ def test_value_that_does_not_cast_is_named():
 def test_not_an_arrow_stream():
     with pytest.raises(InputError, match="not an Arrow stream"):
         as_reader([1, 2, 3])
+
+
+def test_csv_input_reports_how_far_it_has_been_read(tmp_path):
+    """What the progress bar's percentage for CSV input stands on: bytes of the file read so far."""
+    import pyarrow.csv as pacsv
+
+    from publishers._arrow import open_inputs
+
+    paths = []
+    for n in range(2):
+        path = tmp_path / f"part{n}.csv"
+        pacsv.write_csv(pa.table({"id": range(200_000), "name": [f"refund-{i}" for i in range(200_000)]}), path)
+        paths.append(path)
+    files = open_inputs(paths)
+    total = sum(p.stat().st_size for p in paths)
+    assert files.size == total and files.bytes_read() == 0
+    seen = []
+    for _ in files.reader():
+        seen.append(files.bytes_read())
+    assert len(seen) > 2 and seen == sorted(seen) and 0 < seen[0] < total
+    assert seen[-1] == total
+    gz = tmp_path / "part.csv.gz"
+    gz.write_bytes(__import__("gzip").compress(paths[0].read_bytes()))
+    assert open_inputs([gz]).size is None  # compressed: its size says nothing about the rows left
