@@ -142,3 +142,15 @@ class SinkOptions(BaseModel):
     diagnose_timeout_seconds: float = Field(
         default=60.0, gt=0, description="diagnose answers UNKNOWN (with the reason) rather than wait longer"
     )
+
+    def __repr_args__(self) -> Any:
+        """A sink's options as printed (repr, logs, a debugger): a secret given through the environment
+        (``sasl.password`` in Kafka's properties, a password in a URL) is shown as ``***``."""
+        from ._secrets import is_secret_key, redact
+
+        for name, value in super().__repr_args__():
+            if isinstance(value, dict):
+                value = {k: "***" if is_secret_key(str(k)) else v for k, v in value.items()}
+            elif isinstance(value, str):
+                value = redact(value, environment=False)
+            yield name, value

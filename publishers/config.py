@@ -226,11 +226,18 @@ def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str,
             continue
         if is_secret_key(str(key)):
             env_name = ENV_PREFIX + "__".join(p.upper() for p in here)
-            instead = f"Set {env_name} in the environment, or use" if re.fullmatch(r"[A-Z0-9_]+", env_name) else "Use"
+            if re.fullmatch(r"[A-Z0-9_]+", env_name):
+                instead = f"Set {env_name} in the environment, or use"
+            elif re.fullmatch(r"[A-Z0-9_.]+", env_name):
+                instead = (
+                    f"Set {env_name} in the environment (a name with a dot: `env`, systemd or your scheduler "
+                    "set it; bash's export cannot), or use"
+                )
+            else:
+                instead = "Use"
             raise ConfigError(
                 f"{where} looks like a secret; secrets are never read from the config file. {instead} the "
-                "client library's own mechanism (PGPASSWORD or ~/.pgpass, AWS profiles, librdkafka's "
-                "environment, .pyiceberg.yaml)."
+                "client library's own mechanism (PGPASSWORD or ~/.pgpass, AWS profiles, .pyiceberg.yaml)."
             )
         if not _carries_addresses(here):
             continue

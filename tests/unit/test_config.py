@@ -137,3 +137,18 @@ def test_a_sink_defined_in_the_environment_is_located_there(tmp_path, monkeypatc
         "environment variable ATOMIC_PUBLISH_SINKS__LOCAL__ROOT: sinks.local.type = 'local': unknown sink type; "
         "known types: file, iceberg, kafka, postgres, s3"
     )
+
+
+def test_a_kafka_password_comes_from_the_environment_and_is_never_printed(tmp_path, monkeypatch):
+    """The documented way to give librdkafka a SASL password: an environment variable whose name has
+    a dot. The sink gets it; the options' repr (logs, a debugger, an error) shows ***."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.k]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\n'
+        '[sinks.k.properties]\n"sasl.mechanism" = "PLAIN"\n"sasl.username" = "alice"\n'
+    )
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__K__PROPERTIES__SASL.PASSWORD", "pw-kafka-777")
+    _, options = load_config(cfg).sink("k")
+    assert options.properties["sasl.password"] == "pw-kafka-777"
+    assert "pw-kafka-777" not in repr(options) and "pw-kafka-777" not in str(options)
+    assert "'sasl.password': '***'" in repr(options)
