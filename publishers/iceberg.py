@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,6 +140,9 @@ class IcebergSinkConfig(SinkOptions):
             if create:
                 path.mkdir(parents=True, exist_ok=True)
             props["warehouse"] = path.as_uri()
+        # pyiceberg's S3 FileIO waits forever by default: bounded like every request of the sink.
+        props.setdefault("s3.connect-timeout", str(self.timeout_seconds))
+        props.setdefault("s3.request-timeout", str(self.timeout_seconds))
         return props
 
     def merged_catalog(self) -> dict[str, str]:
@@ -267,6 +270,45 @@ def _promotion(data: pa.DataType, table: pa.DataType) -> bool:
     )
 
 
+def _bound_rest_requests(catalog: Any, seconds: float) -> None:
+    """A REST catalog's HTTP session sends every request with no timeout (pyiceberg sets none and
+    has no property for it): a catalog that stops answering would hang publish and diagnose. Each
+    request now gets ``timeout_seconds`` to connect and to read, unless its caller gave one."""
+    session = getattr(catalog, "_session", None)
+    if session is None or getattr(session, "_atomic_publish_bounded", False):
+        return
+    unbounded = session.request
+
+    def request(method: str, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", (seconds, seconds))
+        return unbounded(method, url, **kwargs)
+
+    session.request = request
+    session._atomic_publish_bounded = True
+
+
+@contextlib.contextmanager
+def _first_requests_bounded(seconds: float) -> Iterator[None]:
+    """While a catalog is built: a REST catalog fetches its config in its constructor, before its
+    session can be bounded, so requests made meanwhile get the bound by default."""
+    try:
+        import requests
+    except ImportError:
+        yield
+        return
+    unbounded = requests.Session.request
+
+    def request(self: Any, method: str, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", (seconds, seconds))
+        return unbounded(self, method, url, **kwargs)
+
+    requests.Session.request = request  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        requests.Session.request = unbounded  # type: ignore[method-assign]
+
+
 class CatalogMissing(Exception):
     """A read-only look found no catalog to read (its SQLite file does not exist)."""
 
@@ -302,7 +344,8 @@ class IcebergLayout:
             properties["init_catalog_tables"] = "false"
         for try_number in range(3):
             try:
-                catalog = load_catalog(self.config.catalog_name, **properties)
+                with _first_requests_bounded(self.config.timeout_seconds):
+                    catalog = load_catalog(self.config.catalog_name, **properties)
                 break
             except Exception as exc:
                 # A SQL catalog creates its own tables on first use; two processes opening a
@@ -311,6 +354,7 @@ class IcebergLayout:
                 if "already exists" not in str(exc) or try_number == 2:
                     raise
                 time.sleep(0.1)
+        _bound_rest_requests(catalog, self.config.timeout_seconds)
         _shared[self._key if create else read_only] = catalog
         return catalog
 

@@ -341,3 +341,31 @@ def test_a_sqlite_catalog_in_a_directory_that_does_not_exist_yet_is_created(tmp_
     )
     args = ("publish", "--sink", "lake", "--dataset", "items", "--run-date", DATE, str(small_inputs[0]))
     assert run_cli(*args, env=cli_env(cfg)).code == 0 and (deep / "c.db").exists()
+
+
+def test_a_rest_catalog_that_never_answers_is_bounded(tmp_path):
+    """pyiceberg sends REST requests with no timeout (found: diagnose still waiting after 60 s on a
+    catalog that accepts connections and never answers). Now each request has timeout_seconds."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (the kernel does), never answers
+    try:
+        cfg = tmp_path / "publish.toml"
+        cfg.write_text(
+            f'[sinks.r]\ntype = "iceberg"\ntimeout_seconds = 2\nwork_location = "{(tmp_path / "work").as_uri()}"\n'
+            f'[sinks.r.catalog]\ntype = "rest"\nuri = "http://127.0.0.1:{silent.getsockname()[1]}"\n'
+        )
+        data = tmp_path / "in.csv"
+        data.write_text("id,amount\n1,2.5\n")
+        args = ("--sink", "r", "--dataset", "items", "--run-date", DATE)
+        started = time.monotonic()
+        published = run_cli("publish", *args, str(data), config=cfg, timeout=60)
+        assert published.code == 5, published.stderr
+        diagnosed = run_cli("diagnose", *args, config=cfg, timeout=60)
+        assert diagnosed.code == 14 and "timed out" in diagnosed.stdout, diagnosed.stdout
+        assert time.monotonic() - started < 30
+    finally:
+        silent.close()
