@@ -121,7 +121,9 @@ def main() -> None:
     for round_number in range(args.rounds):
         order = list(times) if round_number % 2 == 0 else list(reversed(times))
         for side in order:
-            base = args.work / side
+            # A new catalog and warehouse each round: Spark reuses its Python workers, and a worker's
+            # cached catalog would still hold the SQLite file the previous round deleted.
+            base = args.work / f"{side}-{round_number}"
             shutil.rmtree(base, ignore_errors=True)
             base.mkdir(parents=True)
             with Sampler(jvm_pid) as sampler:
