@@ -37,8 +37,11 @@ _URL_USERINFO = re.compile(
     r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*:)(?P<pw>[^\s'\"<>]+)(?=@[^\s@'\"<>]*(?:[\s'\"<>]|$))"
 )
 # user:PASSWORD@host:port, standing alone (a bootstrap_servers entry; Kafka splits those at ',').
+# "bob://0000@kafka-1:9092" is hidden as "bob://***@...": the password may start with "//" (it
+# could also read as a URL whose user is 0000: hiding a user name is the safe side). A URL with
+# user:password after the "//" is _URL_USERINFO's.
 _BARE_USERINFO = re.compile(
-    r"(?P<head>(?:^|(?<=[\s,;=(\['\"]))[^\s:/@,;=()\[\]'\"]+:)(?!//)(?P<pw>[^\s'\",]+)(?=@[^\s@/,'\"]*:\d+(?![\w.-]))"
+    r"(?P<head>(?:^|(?<=[\s,;=(\['\"]))[^\s:/@,;=()\[\]'\"]+:(?!//[^\s@'\",:]*:[^\s@'\",]+@)(?://)?)(?P<pw>[^\s'\",]+)(?=@[^\s@/,'\"]*:\d+(?![\w.-]))"
 )
 _BARE_ENTRY = re.compile(r"(?:[A-Za-z][\w+.-]*://)?[^\s:/@]+:[^\s@]+@[^\s@/]+")
 _KEY = re.compile(r"""(?<![\w.\-])(?P<key>[\w.\-]+)(?P<close>\\?["']?)(?P<sep>\s*[=:]\s*)""")

@@ -9,7 +9,7 @@ from unittest import mock
 from urllib.parse import quote
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from publishers._secrets import MASK, environment_secrets, is_secret_key, redact, secret_in_value
@@ -62,6 +62,8 @@ def test_url_userinfo_password_is_hidden(template: str, secret: str) -> None:
 
 @HOSTILE
 @given(secret=url_password)
+@example(secret="//0000")  # found by hypothesis in a full run: it read as a URL whose user is 0000
+@example(secret="//000:")
 def test_broker_userinfo_password_is_hidden(secret: str) -> None:
     assume("," not in secret)  # Kafka splits bootstrap.servers at ',': no such password can be written there
     check(f"bootstrap kafka-0:9092,bob:{PLACE}@kafka-1:9092 unreachable", secret)
