@@ -79,7 +79,9 @@ class IcebergDiagnostic(SinkDiagnostic):
                 )
             )
         if table is None:
-            return Evidence(destination, holder=holder, context=tuple(context))
+            table_name = self.layout.describe(run.dataset)
+            absent = f"the table {table_name} does not exist yet in catalog {self.config.catalog_name}"
+            return Evidence(destination, holder=holder, context=tuple(context), absent=absent)
         data_files = self._data_files(table, run)
         snapshot = published_snapshot(table, run.run_id)
         if snapshot is None:

@@ -100,6 +100,9 @@ class KafkaDiagnostic(SinkDiagnostic):
         with broker_errors(self.config, "reading the ledger and the open transactions"):
             now = dt.datetime.now(dt.UTC)
             ledger = read_ledger(self.config, run.run_id)
+            absent = None
+            if ledger is None and not partition_offsets(self.config, self.config.ledger_topic):
+                absent = f"the ledger topic {self.config.ledger_topic} does not exist yet"
             open_txns = [a for a in self._open_transactions(run.run_id, run.dataset) if a.attempt != run.attempt]
         live = [a for a in open_txns if self._alive(a, now)]
         holder = None
@@ -123,6 +126,7 @@ class KafkaDiagnostic(SinkDiagnostic):
             )
         return Evidence(
             self.destination(run),
+            absent=absent,
             record=record,
             holder=holder,
             live_attempts=frozenset(a.attempt for a in live if a.attempt),

@@ -74,6 +74,7 @@ class PostgresDiagnostic(SinkDiagnostic):
             prepared = self._prepared(conn, run)
             ledger = self._ledger_row(conn, run)
             target_exists = self._target_exists(conn, run)
+            ledger_exists = ledger is not None or self._relation_exists(conn, self.layout.ledger())
         live = [s for s in sessions if not _client_is_dead(s["app"])]
         zombies = [self._zombie(s) for s in sessions if _client_is_dead(s["app"])]
         holder = None
@@ -113,7 +114,23 @@ class PostgresDiagnostic(SinkDiagnostic):
             live_attempts=frozenset(s["attempt"] for s in live if s["attempt"]),
             leftovers=(*zombies, *prepared, *staging),
             problems=tuple(problems),
+            absent=self._absent(run, target_exists, ledger_exists),
         )
+
+    def _absent(self, run: Run, target_exists: bool, ledger_exists: bool) -> str | None:
+        missing = [
+            f"the {what} {name}"
+            for what, name, exists in (
+                ("target", self.layout.describe(run.dataset), target_exists),
+                ("ledger", f"{self.layout.schema}.{self.config.ledger_table}", ledger_exists),
+            )
+            if not exists
+        ]
+        return " and ".join(missing) + (" do" if len(missing) > 1 else " does") + " not exist yet" if missing else None
+
+    @staticmethod
+    def _relation_exists(conn: Any, identifier: Any) -> bool:
+        return conn.execute("SELECT to_regclass(%s)", (identifier.as_string(conn),)).fetchone()[0] is not None
 
     def _sessions(self, conn: Any, run: Run, staging: list[Artifact]) -> list[dict[str, Any]]:
         """Sessions of this run: holders of its advisory lock (session or transaction level) or of a

@@ -245,6 +245,9 @@ class Evidence:
     # Set when the destination itself does not exist (no root, no bucket, no catalog): nothing of
     # the run can be there, but nothing proves this is where the run would have been published.
     missing: str | None = None
+    # Set when the container was read (the catalog, the database, the cluster) but what a first
+    # publish creates in it does not exist yet (the table, the ledger): said in the reason.
+    absent: str | None = None
     # Set when the destination could not be read at all (unreachable, timed out): why.
     unreadable: str | None = None
 
@@ -336,5 +339,12 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
             f"not published; {len(orphans)} leftover(s) of dead attempt(s) {attempts_of(orphans)}",
             (*evidence.context, *orphans),
             orphans,
+        )
+    if evidence.absent is not None:
+        return verdict(
+            State.NOTHING_IN_FLIGHT,
+            f"not published and nothing left behind: {evidence.absent} (the destination that holds it "
+            "was read, so this is where the run would be; a first publish creates it)",
+            everything,
         )
     return verdict(State.NOTHING_IN_FLIGHT, "not published and nothing left behind", everything)

@@ -82,6 +82,13 @@ def test_one_snapshot_carries_the_run_and_a_second_reader_agrees(tmp_path, rest)
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
 
 
+def test_a_first_run_is_nothing_in_flight_and_says_the_table_does_not_exist_yet(tmp_path, rest):
+    publisher, diagnostic = make(tmp_path, rest)
+    d = diagnostic.diagnose(Run.new("items", DATE))
+    assert d.state is State.NOTHING_IN_FLIGHT
+    assert f"the table {publisher.config.namespace}.items does not exist yet" in d.reason
+
+
 def test_schema_mismatch_is_refused_before_any_file_is_written(tmp_path, rest):
     publisher, diagnostic = make(tmp_path, rest)
     publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1]))

@@ -82,6 +82,13 @@ def test_credentials_in_the_config_file_are_refused(tmp_path):
 
 
 @pytest.mark.integration
+def test_a_first_run_is_nothing_in_flight_and_says_the_ledger_does_not_exist_yet(sink):
+    publisher, diagnostic = sink()
+    d = diagnostic.diagnose(Run.new("items", "2026-04-24"))
+    assert d.state is State.NOTHING_IN_FLIGHT
+    assert f"the ledger topic {publisher.config.ledger_topic} does not exist yet" in d.reason
+
+
 def test_rerun_of_a_published_run_produces_no_record(sink):
     publisher, diagnostic = sink()
     publish(publisher, diagnostic, Run.new("items", DATE), table())

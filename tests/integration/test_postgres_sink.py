@@ -68,6 +68,19 @@ def table(ids, values, part="p1"):
     return pa.table({"id": pa.array(ids, pa.int64()), "v": values, "part": [part] * len(ids)})
 
 
+def test_a_first_run_is_nothing_in_flight_and_says_what_does_not_exist_yet(pg):
+    """Before the first publish the schema exists but neither the target nor the ledger: diagnose
+    reads the database, names both as not there yet, and (the container read) advises the run."""
+    pg.execute(f"CREATE SCHEMA {pg.schema}")
+    publisher, diagnostic = pg.make()
+    d = diagnostic.diagnose(Run.new("items", "2026-04-24"))
+    assert d.state is State.NOTHING_IN_FLIGHT
+    assert f"the target {pg.schema}.items and the ledger {pg.schema}.atomic_publish_ledger do not exist yet" in d.reason
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table([1], ["a"]))
+    d = diagnostic.diagnose(Run.new("items", "2026-04-24"))
+    assert d.state is State.NOTHING_IN_FLIGHT and "exist yet" not in d.reason
+
+
 def test_publish_merges_and_writes_one_ledger_row(pg):
     publisher, diagnostic = pg.make()
     receipt = publish(publisher, diagnostic, Run.new("items", DATE), table([1, 2, 3], ["a", "b", "c"])).receipt
