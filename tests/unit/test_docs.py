@@ -55,3 +55,40 @@ def test_the_readme_states_the_bounds_the_code_has():
             assert f"`{name} = {field.default:g}`" in readme, (
                 f"README does not state {name}'s default {field.default:g}"
             )
+
+
+def test_the_readme_names_table_matches_the_code():
+    """Every example of the README's names table, accepted or refused, by the validator of its row."""
+    from publishers import _names
+
+    validators = {
+        ("every sink", "dataset"): _names.dataset,
+        ("S3", "bucket"): _names.s3_bucket,
+        ("S3", "prefix"): _names.s3_prefix,
+        ("Kafka", "topic, ledger_topic"): _names.kafka_topic,
+        ("Postgres", "table, ledger_table, column"): _names.pg_table,
+        ("Postgres", "schema, staging_schema"): _names.pg_schema,
+        ("Iceberg", "namespace, table"): _names.iceberg_table,
+    }
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Names\n") :]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| destination"))
+    rows = []
+    for line in lines[start + 2 :]:  # after the header and the |---| line, up to the table's end
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    seen = set()
+    for row in rows:
+        destination, fields, _rule, accepted, refused = (cell.strip() for cell in row.strip("|").split(" | "))
+        validate = validators[(destination, fields)]
+        seen.add((destination, fields))
+        for example in re.findall(r"`([^`]+)`", accepted):
+            validate(example)
+        examples = re.findall(r"`([^`]+)`", refused)
+        assert examples, row
+        for example in examples:
+            with pytest.raises(ValueError):
+                validate(example)
+    assert seen == set(validators), f"rows missing from the README: {set(validators) - seen}"
