@@ -288,3 +288,32 @@ def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_all
         publish(publisher, diagnostic, run(), retyped)
     allowing = FilePublisher(publisher.config.model_copy(update={"allow_schema_change": True}))
     assert publish(allowing, diagnostic, run(), drifted).receipt is not None
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_input_file_changed_during_the_publish_is_refused_and_nothing_is_published(tmp_path, fmt):
+    """The input is rewritten while the publish reads it (after its first batch): the publish is
+    refused with exit 2's InputError naming the file, and nothing of it is published or left."""
+    from publishers._arrow import open_inputs
+
+    source = tmp_path / f"in.{fmt}"
+    big = pa.table({"id": list(range(300_000)), "note": [f"row {i}" for i in range(300_000)]})
+    if fmt == "csv":
+        pacsv.write_csv(big, source)
+    else:
+        pq.write_table(big, source, row_group_size=10_000)
+    publisher, diagnostic = make(tmp_path, fmt)
+    changed = []
+
+    def progress(rows: int, nbytes: int) -> None:
+        if not changed:
+            with open(source, "ab") as f:  # the job that writes it is still writing
+                f.write(b"more")
+            changed.append(rows)
+
+    with pytest.raises(InputError, match="the file changed while it was read"):
+        publish(publisher, diagnostic, run(), open_inputs([source]), progress=progress)
+    assert changed
+    d = diagnostic.diagnose(run())
+    assert d.state is State.NOTHING_IN_FLIGHT, d.reason
+    assert not list((tmp_path / "out").rglob("*.csv")) and not list((tmp_path / "out").rglob("*.parquet"))
