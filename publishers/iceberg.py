@@ -386,10 +386,22 @@ class IcebergLayout:
             raise
 
     def run_dir(self, table: Any, run_date: dt.date) -> str:
-        return f"{table.location().rstrip('/')}/{DATA_SUBDIR}/{run_date.isoformat()}"
+        return self._inside(table.location(), f"{table.location().rstrip('/')}/{DATA_SUBDIR}/{run_date.isoformat()}")
 
     def attempt_dir(self, table: Any, run: Run) -> str:
-        return f"{self.run_dir(table, run.run_date)}/{run.attempt}"
+        return self._inside(table.location(), f"{self.run_dir(table, run.run_date)}/{run.attempt}")
+
+    @staticmethod
+    def _inside(base: str, path: str) -> str:
+        """``path``, proven (resolved: '..', symlinks) to be under the table's location: what the
+        sink writes and recover removes never leaves the table."""
+        from . import _names
+
+        try:
+            _names.inside(base, path)
+        except ValueError as exc:
+            raise UnsafeLayout(str(exc)) from None
+        return path
 
     def work_location(self) -> str:
         if self.config.work_location:

@@ -89,6 +89,22 @@ def test_a_first_run_is_nothing_in_flight_and_says_the_table_does_not_exist_yet(
     assert f"the table {publisher.config.namespace}.items does not exist yet" in d.reason
 
 
+def test_a_data_directory_that_leads_out_of_the_table_is_refused(tmp_path):
+    """What the sink writes (and recover would remove) is proven inside the table's location: a
+    symlink that takes the run's data directory elsewhere is refused before anything is written."""
+    from publishers import UnsafeLayout
+
+    publisher, diagnostic = make(tmp_path)
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1]))
+    location = Path(publisher.layout.load("items").location().removeprefix("file://"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (location / "data" / "atomic-publish" / DATE).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafeLayout, match="is not inside"):
+        publish(publisher, diagnostic, Run.new("items", DATE), rows([2]))
+    assert not list(elsewhere.iterdir())
+
+
 def test_schema_mismatch_is_refused_before_any_file_is_written(tmp_path, rest):
     publisher, diagnostic = make(tmp_path, rest)
     publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1]))
