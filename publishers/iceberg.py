@@ -676,6 +676,8 @@ class IcebergPublisher:
             existing = published_snapshot(loaded, run.run_id)
             if existing is not None:
                 winner = existing.summary.additional_properties.get(SUMMARY_ATTEMPT)
+                if winner == run.attempt:  # an earlier try of this very commit landed: success
+                    return self._receipt(run, staged, files, rows, checksum, existing)
                 raise LostRace(
                     f"run {run.run_id} is already in the history of {self.layout.describe(run.dataset)} "
                     f"(snapshot {existing.snapshot_id}, attempt {winner})"
@@ -701,20 +703,23 @@ class IcebergPublisher:
             snapshot = published_snapshot(result, run.run_id)
             if snapshot is None:  # the catalog took the commit but the history does not show it
                 raise CommitOutcomeUnknown(f"committed {run.run_id} but its snapshot is not in the history")
-            return Receipt(
-                sink=self.sink_name,
-                run_id=run.run_id,
-                attempt=run.attempt,
-                location=self.layout.describe(run.dataset),
-                rows=rows,
-                bytes=sum(p.bytes for p in staged),
-                checksum=checksum,
-                published_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC).isoformat(
-                    timespec="seconds"
-                ),
-                details={"snapshot_id": snapshot.snapshot_id, "files": len(files)},
-            )
+            return self._receipt(run, staged, files, rows, checksum, snapshot)
         raise CommitAborted(f"the commit of {run.run_id} conflicted {_COMMIT_TRIES} times in a row; try again later")
+
+    def _receipt(
+        self, run: Run, staged: Sequence[Staged], files: list[str], rows: int, checksum: str, snapshot: Any
+    ) -> Receipt:
+        return Receipt(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            location=self.layout.describe(run.dataset),
+            rows=rows,
+            bytes=sum(p.bytes for p in staged),
+            checksum=checksum,
+            published_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC).isoformat(timespec="seconds"),
+            details={"snapshot_id": snapshot.snapshot_id, "files": len(files)},
+        )
 
     def _transaction(
         self, loaded: Any, run: Run, staged: Sequence[Staged], files: list[str], props: dict[str, str]
