@@ -212,7 +212,7 @@ class KafkaPublisher:
             raise ConfigError(f"topic(s) {', '.join(sorted(missing))} do not exist and create_topics is false")
         for name, future in admin.create_topics(list(missing.values())).items():
             try:
-                future.result(timeout=30)
+                future.result(timeout=self.config.timeout_seconds)
             except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise DestinationUnavailable(
@@ -318,9 +318,13 @@ class KafkaPublisher:
                         # transaction; a normal run does not stall its pipeline for it.
                         producer.flush(30)
                     crash_point("mid_stage")
-            remaining = producer.flush(60)
+            # Every record delivered (or failed) before the commit; bounded like the commit itself.
+            remaining = producer.flush(self.config.commit_timeout_seconds)
             if remaining:
-                raise CommitRejected(f"{remaining} record(s) of {run.run_id} were not delivered within 60 s")
+                raise CommitRejected(
+                    f"{remaining} record(s) of {run.run_id} were not delivered within "
+                    f"{self.config.commit_timeout_seconds:g} s (commit_timeout_seconds)"
+                )
         except (KafkaException, SystemError) as exc:
             if not isinstance(exc, KafkaException) and not _wrapped_client_error(exc):
                 with contextlib.suppress(Exception):
