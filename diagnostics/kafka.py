@@ -164,7 +164,7 @@ class KafkaDiagnostic(SinkDiagnostic):
             {
                 "logger": CLIENT_LOG,
                 "bootstrap.servers": self.config.bootstrap_servers,
-                **self.config.properties,
+                **self.config.client_properties(),
                 "transactional.id": transactional_id(Run(diagnosis.dataset, diagnosis.run_date)),
                 "enable.idempotence": True,
             }

@@ -15,6 +15,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -126,3 +127,21 @@ def secret_in_value(field: str, value: str) -> str | None:
         if end - start > len(opening) + len(closing):
             return f"{field} holds a secret setting {key!r} (e.g. password=... in a conninfo or URI query)"
     return None
+
+
+def hide_secret_values(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A client's settings with the value of every secret-named key held as a pydantic ``SecretStr``
+    (printed as ``**********``); ``reveal`` gives the plain values back for the client library."""
+    from pydantic import SecretStr
+
+    return {
+        k: SecretStr(str(v)) if is_secret_key(str(k)) and not isinstance(v, SecretStr) else v
+        for k, v in settings.items()
+    }
+
+
+def reveal(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain values of ``hide_secret_values``'s result, for the client library that needs them."""
+    from pydantic import SecretStr
+
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in settings.items()}

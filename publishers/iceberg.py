@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -29,7 +30,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow.fs import LocalFileSystem
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ._arrow import rechunk
 from ._crash import crash_point
@@ -79,7 +80,7 @@ class IcebergSinkConfig(SinkOptions):
 
     type: Literal["iceberg"] = "iceberg"
     catalog_name: str = "default"
-    catalog: dict[str, str] | None = Field(
+    catalog: dict[str, str | SecretStr] | None = Field(
         default=None,
         description="pyiceberg catalog properties (type, uri, warehouse, s3.endpoint, ...), merged over "
         "pyiceberg's own configuration for catalog_name (.pyiceberg.yaml, PYICEBERG_CATALOG__<NAME>__*); "
@@ -94,6 +95,13 @@ class IcebergSinkConfig(SinkOptions):
     work_location: str | None = Field(
         default=None, description="where leases live; default <warehouse>/_atomic_publish"
     )
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from ._secrets import hide_secret_values
+
+        return None if value is None else hide_secret_values(value)
 
     @field_validator("namespace")
     @classmethod
@@ -154,7 +162,9 @@ class IcebergSinkConfig(SinkOptions):
         own = {k: str(v) for k, v in (Config().get_catalog_config(self.catalog_name) or {}).items()}
         if not own and self.catalog is None:
             return dict(EMBEDDED_CATALOG)
-        return {**own, **(self.catalog or {})}
+        from ._secrets import reveal
+
+        return {**own, **reveal(self.catalog or {})}
 
     @model_validator(mode="after")
     def _catalog_is_complete(self) -> IcebergSinkConfig:
@@ -323,7 +333,10 @@ _ios: dict[str, Any] = {}
 class IcebergLayout:
     def __init__(self, config: IcebergSinkConfig) -> None:
         self.config = config
-        self._key = config.model_dump_json()
+        # The cache key: the options, and a digest of the catalog's plain properties (a secret prints
+        # as ********** in the dump, and two credentials must not share one catalog).
+        plain = json.dumps(config.merged_catalog(), sort_keys=True, default=str)
+        self._key = config.model_dump_json() + hashlib.sha256(plain.encode()).hexdigest()
 
     def catalog(self, *, create: bool = True) -> Any:
         """The catalog, shared per configuration and process. ``create=False`` (diagnose) creates

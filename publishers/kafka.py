@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ._arrow import refuse_schema_drift, schema_to_json
 from ._crash import crash_point, crash_point_armed
@@ -82,7 +82,9 @@ class KafkaSinkConfig(SinkOptions):
     allow_schema_change: bool = Field(
         default=False, description="publish records whose schema differs from the dataset's last published run"
     )
-    properties: dict[str, str] = Field(default_factory=dict)
+    # Secret-named values (given only through the environment) are held as SecretStr; client_properties()
+    # gives librdkafka the plain values.
+    properties: dict[str, str | SecretStr] = Field(default_factory=dict)
 
     @field_validator("topic", "ledger_topic")
     @classmethod
@@ -99,7 +101,10 @@ class KafkaSinkConfig(SinkOptions):
 
     @field_validator("properties")
     @classmethod
-    def _properties(cls, value: dict[str, str]) -> dict[str, str]:
+    def _properties(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ._secrets import hide_secret_values
+
+        value = hide_secret_values(value)
         for key in value:
             if key in _FORBIDDEN:
                 raise ValueError(f"property {key!r} is set by the sink (the exactly-once guarantee depends on it)")
@@ -107,6 +112,12 @@ class KafkaSinkConfig(SinkOptions):
         if acks not in ("all", "-1"):
             raise ValueError(f"acks = {value['acks']!r} would break the guarantee: transactions need acks = all")
         return value
+
+    def client_properties(self) -> dict[str, Any]:
+        """``properties`` as librdkafka takes them: secrets as their plain values."""
+        from ._secrets import reveal
+
+        return reveal(self.properties)
 
 
 def transactional_id(run: Run) -> str:
@@ -231,7 +242,7 @@ class KafkaPublisher:
                 # librdkafka buffers up to 1 GiB by default when the broker is slower than us; a
                 # bounded queue keeps memory flat (produce() then waits in the BufferError loop).
                 "queue.buffering.max.kbytes": 65536,
-                **self.config.properties,
+                **self.config.client_properties(),
                 "transactional.id": transactional_id(run),
                 "enable.idempotence": True,
                 "acks": "all",
@@ -523,10 +534,10 @@ def admin_client(config: KafkaSinkConfig) -> Any:
     round trip (measured ~60 ms), and a diagnosis asks several times."""
     from confluent_kafka.admin import AdminClient
 
-    key = json.dumps([config.bootstrap_servers, sorted(config.properties.items())])
+    key = json.dumps([config.bootstrap_servers, sorted(config.client_properties().items())])
     if key not in _admins:
         settings: dict[str, Any] = {"logger": CLIENT_LOG, "bootstrap.servers": config.bootstrap_servers}
-        _admins[key] = AdminClient({**settings, **config.properties})
+        _admins[key] = AdminClient({**settings, **config.client_properties()})
     return _admins[key]
 
 
@@ -588,7 +599,7 @@ def read_range(
         {
             "logger": CLIENT_LOG,
             "bootstrap.servers": config.bootstrap_servers,
-            **config.properties,
+            **config.client_properties(),
             "group.id": f"atomic-publish-diagnose-{os.getpid()}-{time.monotonic_ns()}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed" if committed else "read_uncommitted",

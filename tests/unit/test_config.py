@@ -149,6 +149,20 @@ def test_a_kafka_password_comes_from_the_environment_and_is_never_printed(tmp_pa
     )
     monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__K__PROPERTIES__SASL.PASSWORD", "pw-kafka-777")
     _, options = load_config(cfg).sink("k")
-    assert options.properties["sasl.password"] == "pw-kafka-777"
+    assert options.client_properties()["sasl.password"] == "pw-kafka-777"
+    assert str(options.properties["sasl.password"]) == "**********"  # a pydantic SecretStr
     assert "pw-kafka-777" not in repr(options) and "pw-kafka-777" not in str(options)
     assert "'sasl.password': '***'" in repr(options)
+
+
+def test_a_catalog_secret_from_the_environment_is_a_secretstr_until_pyiceberg_gets_it(tmp_path, monkeypatch):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.lake]\ntype = "iceberg"\n[sinks.lake.catalog]\ntype = "sql"\n'
+        f'uri = "sqlite:///{tmp_path}/c.db"\nwarehouse = "{tmp_path}/wh"\n'
+    )
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__LAKE__CATALOG__S3.SECRET-ACCESS-KEY", "pw-s3-888")
+    _, options = load_config(cfg).sink("lake")
+    assert str(options.catalog["s3.secret-access-key"]) == "**********"
+    assert "pw-s3-888" not in repr(options) and "pw-s3-888" not in options.model_dump_json()
+    assert options.merged_catalog()["s3.secret-access-key"] == "pw-s3-888"  # what load_catalog is given
