@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.contract.conftest import reference  # noqa: F401  (the bytes of a clean publish per sink)
 from tests.contract.harness import HARNESSES, SinkHarness
 
 
