@@ -208,7 +208,15 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise LoadedConfig(Settings.model_construct(), config_path, text)._explain(exc, ()) from None
+        # Every problem at once: the file's own errors, and those of each sink that can be read.
+        problems = str(LoadedConfig(Settings.model_construct(), config_path, text)._explain(exc, ()))
+        sinks = data.get("sinks")
+        if isinstance(sinks, dict) and all(isinstance(v, dict) for v in sinks.values()):
+            try:
+                LoadedConfig(Settings.model_construct(sinks=sinks), config_path, text).check_every_sink()
+            except ConfigError as more:
+                problems += "\n" + str(more)
+        raise ConfigError(problems) from None
     loaded = LoadedConfig(settings, config_path, text)
     loaded.check_every_sink()
     return loaded

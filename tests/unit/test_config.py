@@ -166,3 +166,18 @@ def test_a_catalog_secret_from_the_environment_is_a_secretstr_until_pyiceberg_ge
     assert str(options.catalog["s3.secret-access-key"]) == "**********"
     assert "pw-s3-888" not in repr(options) and "pw-s3-888" not in options.model_dump_json()
     assert options.merged_catalog()["s3.secret-access-key"] == "pw-s3-888"  # what load_catalog is given
+
+
+def test_every_problem_of_the_file_is_reported_at_once(tmp_path):
+    """A top-level error does not hide the sinks' errors (they were reported only once it was fixed)."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[defaults]\nsink = "f"\nbogus = 1\n\n[sinks.f]\ntype = "file"\nformat = "xlsx"\n\n'
+        '[sinks.g]\ntype = "carrier-pigeon"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    lines = str(info.value).splitlines()
+    assert any(line.startswith(f"{cfg}:3: defaults.bogus") for line in lines), lines
+    assert any(line.startswith(f"{cfg}:7: sinks.f.format = 'xlsx'") for line in lines), lines
+    assert any(line.startswith(f"{cfg}:10: sinks.g.type = 'carrier-pigeon'") for line in lines), lines
