@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -380,6 +380,83 @@ def deadline(conn: Any, seconds: float) -> Iterator[dict[str, bool]]:
         timer.cancel()
 
 
+class _StallWatchdog:
+    """Bounds a bulk load from the client side (ADBC has no client timeout, and a lost request or
+    answer is not seen by TCP when something in between acknowledges it): while the block runs, if
+    no batch is taken from the input and no answer comes for ``seconds``, the load's sockets are shut
+    down, so the blocked call fails at once. A batch taken is progress; after the last one the
+    server has ``seconds`` to answer."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._fds: list[int] = []
+        self._last = time.monotonic()
+        self._in_input = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def sockets_opened_by(self, connect: Callable[[], Any]) -> Iterator[Any]:
+        before = _open_sockets()
+        conn = connect()
+        self._fds = sorted(_open_sockets() - before)
+        with conn:
+            yield conn
+
+    def watch(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        """The input, timed: waiting for the input (a slow job upstream) is never a stall."""
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            upstream = iter(reader)
+            while True:
+                self._in_input = True
+                try:
+                    batch = next(upstream, None)
+                finally:
+                    self._in_input = False
+                    self._last = time.monotonic()
+                if batch is None:
+                    return
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def __enter__(self) -> _StallWatchdog:
+        self._last = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="bulk-load-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            if not self._in_input and time.monotonic() - self._last > self.seconds:
+                self.expired = True
+                for fd in self._fds:
+                    with contextlib.suppress(OSError):
+                        dup = socket.socket(fileno=os.dup(fd))
+                        try:
+                            dup.shutdown(socket.SHUT_RDWR)
+                        finally:
+                            dup.close()
+                return
+
+
+def _open_sockets() -> set[int]:
+    """The file descriptors of this process that are sockets."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.add(int(name))
+    return found
+
+
 def _cancelled(exc: BaseException) -> bool:
     from adbc_driver_manager import AdbcStatusCode
 
@@ -639,14 +716,19 @@ class PostgresPublisher:
         import adbc_driver_postgresql.dbapi as adbc
 
         uri = adbc_uri(self.config.conninfo, connection_params(self.config, application_name(run.attempt)))
+        watchdog = _StallWatchdog(self.config.timeout_seconds)
         try:
-            with adbc.connect(uri) as conn:
-                with conn.cursor() as cur:
-                    cur.adbc_ingest(table, reader, mode="append", db_schema_name=self.layout.staging_schema)
+            with watchdog.sockets_opened_by(lambda: adbc.connect(uri)) as conn, watchdog, conn.cursor() as cur:
+                cur.adbc_ingest(table, watchdog.watch(reader), mode="append", db_schema_name=self.layout.staging_schema)
                 conn.commit()
         except Exception as exc:
             if source_error:
                 raise source_error[0] from None
+            if watchdog.expired:
+                raise DestinationUnavailable(
+                    f"bulk load into staging on {describe_server(self.config)}: no progress and no answer for "
+                    f"{self.config.timeout_seconds:g} s (timeout_seconds); the connection was closed"
+                ) from None
             own = _own_error_in_chain(exc)
             if own is not None:
                 raise own from None

@@ -43,6 +43,8 @@ class FaultySink:
     env: dict[str, str] = field(default_factory=dict)
     # A proxy the service owns (Kafka: its brokers advertise the proxy's address), else one per test.
     shared_proxy: FaultProxy | None = None
+    # The matcher of a request that stages data (None: staging does not cross the network).
+    staging_request: Callable[[], Any] | None = None
 
     @contextlib.contextmanager
     def faulty(self, name: str) -> Iterator[FaultProxy]:
@@ -128,6 +130,7 @@ def s3_sink(service: Any) -> FaultySink:
         name=f"s3-{service.server}",
         upstream=(host, int(port)),
         commit_request=lambda: Regex(rb"PUT /[^ ]*_MANIFEST\.json"),
+        staging_request=lambda: Regex(rb"(?:PUT|POST) /[^ ]*/_attempts/"),  # the data's (multipart) upload
         write_config=write_config,
         read=lambda cfg: readers.s3_gated(client, service.bucket, prefix, DATASET, DATE),
         fresh=lambda: s3_sink(service),
@@ -164,6 +167,7 @@ def postgres_sink(service: Any) -> FaultySink:
         name="postgres",
         upstream=(params["host"], int(params["port"])),
         commit_request=lambda: Contains(b"COMMIT /* atomic-publish"),
+        staging_request=lambda: Contains(b"COPY "),  # the bulk load into the staging table
         write_config=write_config,
         read=read,
         fresh=lambda: postgres_sink(service),
@@ -198,6 +202,7 @@ def kafka_sink(service: Any) -> FaultySink:
         upstream=(host, int(port)),
         shared_proxy=service.proxy,
         commit_request=lambda: KafkaApiKey(26),  # EndTxn: commit_transaction's request to the coordinator
+        staging_request=lambda: KafkaApiKey(0),  # Produce: records into the open transaction
         write_config=write_config,
         read=read,
         fresh=lambda: kafka_sink(service),

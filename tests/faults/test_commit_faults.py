@@ -75,6 +75,36 @@ def test_a_fault_on_the_commit_request_never_lies(sink, fault, tmp_path, small_i
     assert final is not None and final == _reference(sink, tmp_path, inputs)
 
 
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_fault_on_a_staging_request_never_lies(sink, fault, tmp_path, small_inputs):
+    """The same faults on the first request that carries the run's data (S3's upload, Postgres's
+    COPY, Kafka's Produce): before the commit point, so the publish either gets through (0) or fails
+    without publishing (5); never a partial run, never a traceback, always within its bound."""
+    if sink.staging_request is None:
+        pytest.skip(f"{sink.name}: staging does not cross the network (the warehouse is a local directory)")
+    inputs = parquet_input(small_inputs[0])
+    direct = sink.config(tmp_path / "direct")
+    with sink.faulty(f"{sink.name}-staging-{fault}") as proxy:
+        proxied = sink.config(tmp_path / "proxied", proxy.address)
+        rule = proxy.add_rule(sink.staging_request(), FAULTS[fault])
+        result, took = sink.publish(proxied, inputs)
+        assert rule.triggered.is_set(), f"the fault never met a staging request: {result.stderr}"
+        assert took < CALL_BOUND_SECONDS, f"publish took {took:.1f}s under {fault}"
+        assert "Traceback" not in result.stderr
+        assert result.code in (0, 5), result.stderr
+        published = sink.read(direct)
+        assert (published is not None) == (result.code == 0), (result.code, result.stderr)
+        doc = sink.diagnose(direct)
+        outcome = f"exit {result.code} after {took:.1f}s; diagnose {doc['state']}"
+        print(f"\nFAULT-OUTCOME {sink.name} staging {fault}: {outcome}")
+        expected = ("DONE",) if result.code == 0 else ("NOTHING_IN_FLIGHT", "ORPHANED", "RUNNING")
+        assert doc["state"] in expected, doc
+    states = sink.follow_the_advice(direct, inputs)
+    assert states[-1] == "DONE"
+    final = sink.read(direct)
+    assert final is not None and final == _reference(sink, tmp_path, inputs)
+
+
 def _reference(sink: FaultySink, tmp_path: Any, inputs: Any) -> bytes:
     """What a clean publish of the same input reads back as, in a fresh destination of the sink."""
     fresh = sink.fresh()
