@@ -364,12 +364,7 @@ def deadline(conn: Any, seconds: float) -> Iterator[dict[str, bool]]:
 
     def expire() -> None:
         state["expired"] = True
-        with contextlib.suppress(OSError):
-            dup = socket.socket(fileno=os.dup(fd))
-            try:
-                dup.shutdown(socket.SHUT_RDWR)
-            finally:
-                dup.close()
+        _shut_down(fd)
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
@@ -438,13 +433,18 @@ class _StallWatchdog:
             if not self._in_input and time.monotonic() - self._last > self.seconds:
                 self.expired = True
                 for fd in self._fds:
-                    with contextlib.suppress(OSError):
-                        dup = socket.socket(fileno=os.dup(fd))
-                        try:
-                            dup.shutdown(socket.SHUT_RDWR)
-                        finally:
-                            dup.close()
+                    _shut_down(fd)
                 return
+
+
+def _shut_down(fd: int) -> None:
+    """Shut a connection's socket down under its driver: a call blocked on it fails at once."""
+    with contextlib.suppress(OSError):
+        dup = socket.socket(fileno=os.dup(fd))
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        finally:
+            dup.close()
 
 
 def _open_sockets() -> set[int]:

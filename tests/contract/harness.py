@@ -507,16 +507,6 @@ CRASH_POINTS: dict[str, tuple[str, ...]] = {
     "iceberg": tuple(iceberg_harness().expected_after_crash),
     "s3": ("after_extract", "mid_transform", "after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup"),
     "s3-files": ("after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup"),
-    "s3-minio": (
-        "after_extract",
-        "mid_transform",
-        "after_lock",
-        "mid_stage",
-        "after_stage",
-        "after_commit",
-        "after_cleanup",
-    ),
-    "s3-files-minio": ("after_lock", "mid_stage", "after_stage", "after_commit", "after_cleanup"),
     "iceberg-rest": tuple(iceberg_harness().expected_after_crash),
     "iceberg-rest-minio": tuple(iceberg_harness().expected_after_crash),
     "kafka": (
@@ -539,6 +529,9 @@ CRASH_POINTS: dict[str, tuple[str, ...]] = {
         "after_cleanup",
     ),
 }
+# MinIO: the same points as on moto.
+CRASH_POINTS["s3-minio"] = CRASH_POINTS["s3"]
+CRASH_POINTS["s3-files-minio"] = CRASH_POINTS["s3-files"]
 
 
 def loaded(cfg: Path) -> LoadedConfig:
