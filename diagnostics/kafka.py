@@ -99,10 +99,9 @@ class KafkaDiagnostic(SinkDiagnostic):
     def evidence(self, run: Run) -> Evidence:
         with broker_errors(self.config, "reading the ledger and the open transactions"):
             now = dt.datetime.now(dt.UTC)
-            ledger = read_ledger(self.config, run.run_id)
-            absent = None
-            if ledger is None and not partition_offsets(self.config, self.config.ledger_topic):
-                absent = f"the ledger topic {self.config.ledger_topic} does not exist yet"
+            ledger_offsets = partition_offsets(self.config, self.config.ledger_topic)  # empty: no topic
+            ledger = read_ledger(self.config, run.run_id, ledger_offsets)
+            absent = None if ledger_offsets else f"the ledger topic {self.config.ledger_topic} does not exist yet"
             open_txns = [a for a in self._open_transactions(run.run_id, run.dataset) if a.attempt != run.attempt]
         live = [a for a in open_txns if self._alive(a, now)]
         holder = None

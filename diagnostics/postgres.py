@@ -72,9 +72,9 @@ class PostgresDiagnostic(SinkDiagnostic):
             sessions = self._sessions(conn, run, staging)
             staging = [self._describe_staging(conn, art, sessions) for art in staging]
             prepared = self._prepared(conn, run)
-            ledger = self._ledger_row(conn, run)
-            target_exists = self._target_exists(conn, run)
-            ledger_exists = ledger is not None or self._relation_exists(conn, self.layout.ledger())
+            ledger_exists = self._relation_exists(conn, self.layout.ledger())
+            ledger = self._ledger_row(conn, run) if ledger_exists else None
+            target_exists = self._relation_exists(conn, self.layout.target(run.dataset))
         live = [s for s in sessions if not _client_is_dead(s["app"])]
         zombies = [self._zombie(s) for s in sessions if _client_is_dead(s["app"])]
         holder = None
@@ -251,9 +251,6 @@ class PostgresDiagnostic(SinkDiagnostic):
         from psycopg import sql
         from psycopg.rows import dict_row
 
-        exists = conn.execute("SELECT to_regclass(%s)", (self.layout.ledger().as_string(conn),)).fetchone()[0]
-        if exists is None:
-            return None
         cur = conn.cursor(row_factory=dict_row)
         return cur.execute(
             sql.SQL("SELECT attempt, rows, checksum, target, published_at FROM {} WHERE run_id = %s").format(
@@ -261,12 +258,6 @@ class PostgresDiagnostic(SinkDiagnostic):
             ),
             (run.run_id,),
         ).fetchone()
-
-    def _target_exists(self, conn: Any, run: Run) -> bool:
-        return (
-            conn.execute("SELECT to_regclass(%s)", (self.layout.target(run.dataset).as_string(conn),)).fetchone()[0]
-            is not None
-        )
 
     # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------
 

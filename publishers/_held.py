@@ -110,12 +110,7 @@ class HeldRun:
 
 
 def _describe(exc: BaseException) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": _errors_first_line(exc)}
-
-
-def _errors_first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return {"type": type(exc).__name__, "message": _errors.first_line(exc)}
 
 
 def _rebuild(doc: dict[str, Any]) -> AtomicPublishError:
@@ -230,12 +225,6 @@ def _read_line(proc: subprocess.Popen[bytes], seconds: float) -> bytes:
 # -- the holder process ---------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    from ._lease import pid_alive
-
-    return pid_alive(pid)
-
-
 def _serve(request: dict[str, Any]) -> int:
     from multiprocessing import AuthenticationError
     from multiprocessing.connection import Listener
@@ -303,7 +292,7 @@ def _serve(request: dict[str, Any]) -> int:
             if send is not None:
                 with contextlib.suppress(Exception):
                     send({"error": _describe(exc)})
-        log.error("%s", _errors_first_line(exc))
+        log.error("%s", _errors.first_line(exc))
         return 1
     finally:
         listener.close()
@@ -339,7 +328,9 @@ def _watch(pid: int, address: str, authkey: bytes) -> None:
     from multiprocessing.connection import Client
 
     def watch() -> None:
-        while _alive(pid):
+        from ._lease import pid_alive
+
+        while pid_alive(pid):
             time.sleep(_WATCH_SECONDS)
         with contextlib.suppress(OSError), Client(address, family="AF_UNIX", authkey=authkey) as conn:
             conn.send({"op": "driver-gone"})

@@ -642,10 +642,15 @@ def header(msg: Any, name: str) -> str | None:
     return None
 
 
-def read_ledger_records(config: KafkaSinkConfig) -> dict[str, dict[str, Any]]:
-    """Every committed ledger record, by run_id (read_committed over the compacted topic)."""
+def read_ledger_records(
+    config: KafkaSinkConfig, offsets: dict[int, tuple[int, int, int]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every committed ledger record, by run_id (read_committed over the compacted topic);
+    ``offsets``: the ledger's partition_offsets when the caller has them already."""
     found: dict[str, dict[str, Any]] = {}
-    for partition, (low, lso, _) in partition_offsets(config, config.ledger_topic).items():
+    if offsets is None:
+        offsets = partition_offsets(config, config.ledger_topic)
+    for partition, (low, lso, _) in offsets.items():
         for msg in read_range(config, config.ledger_topic, partition, low, lso, committed=True):
             key = (msg.key() or b"").decode(errors="replace")
             if msg.value():
@@ -655,9 +660,11 @@ def read_ledger_records(config: KafkaSinkConfig) -> dict[str, dict[str, Any]]:
     return found
 
 
-def read_ledger(config: KafkaSinkConfig, run_id: str) -> dict[str, Any] | None:
+def read_ledger(
+    config: KafkaSinkConfig, run_id: str, offsets: dict[int, tuple[int, int, int]] | None = None
+) -> dict[str, Any] | None:
     """The committed ledger record of ``run_id``, or None."""
-    return read_ledger_records(config).get(run_id)
+    return read_ledger_records(config, offsets).get(run_id)
 
 
 def _make_diagnostic(config: KafkaSinkConfig) -> Any:
