@@ -216,20 +216,17 @@ def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None]
             line = _first_invalid_utf8_line(path)
             where = f"{path}:{line}" if line else str(path)
             raise InputError(f"{where}: column {field.name!r} is not valid UTF-8 text; convert the file to UTF-8")
-    tell = source.tell if meter is not None and plain else None
-    return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner, meter, tell))
+    measure = (lambda: meter(source.tell())) if meter is not None and plain else None
+    return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner, measure))
 
 
 def _csv_batches(
-    path: Path,
-    inner: pacsv.CSVStreamingReader,
-    meter: Callable[[int], None] | None = None,
-    tell: Callable[[], int] | None = None,
+    path: Path, inner: pacsv.CSVStreamingReader, measure: Callable[[], None] | None = None
 ) -> Iterator[pa.RecordBatch]:
     try:
         for batch in inner:
-            if meter is not None and tell is not None:
-                meter(tell())
+            if measure is not None:
+                measure()
             yield batch
     except (pa.ArrowInvalid, OSError) as exc:
         raise _csv_error(path, exc) from None

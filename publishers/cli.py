@@ -123,10 +123,15 @@ def _close_stdout() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        import os
+        _to_devnull(sys.stdout.fileno())
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+
+def _to_devnull(fd: int) -> None:
+    """Point ``fd`` (stdout, whose reader left) at /dev/null: nothing is left to flush at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
 
 
 def _emit_json(doc: dict[str, Any]) -> None:
@@ -250,9 +255,8 @@ class _Progress:
         self.enabled = sys.stderr.isatty()
         self.label = label
         # Rows when the input's row count is known (Parquet footers); else the bytes of CSV input read.
-        self.by_bytes = not total_rows and bool(total_bytes) and bytes_read is not None
-        self.total = total_rows or (total_bytes if self.by_bytes else None)
-        self._bytes_read = bytes_read
+        self._bytes_read = bytes_read if not total_rows and total_bytes else None
+        self.total = total_rows or (total_bytes if self._bytes_read else None)
         self._progress: Any = None
         self._task: Any = None
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
@@ -287,7 +291,7 @@ class _Progress:
 
     def __call__(self, rows: int, nbytes: int) -> None:
         if self._progress is not None:
-            done = self._bytes_read() if self.by_bytes and self._bytes_read is not None else rows
+            done = self._bytes_read() if self._bytes_read is not None else rows
             self._progress.update(
                 self._task, completed=done, description=f"{self.label}: {rows:,} rows, {_human_size(nbytes)}"
             )
@@ -584,11 +588,8 @@ class _ReaderMayLeave:
                 self._leave()
 
     def _leave(self) -> None:
-        import os
-
         self._gone = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self._stream.fileno())  # nothing is left for the interpreter to flush at exit
+        _to_devnull(self._stream.fileno())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

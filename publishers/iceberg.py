@@ -287,14 +287,18 @@ def _bound_rest_requests(catalog: Any, seconds: float) -> None:
     session = getattr(catalog, "_session", None)
     if session is None or getattr(session, "_atomic_publish_bounded", False):
         return
-    unbounded = session.request
-
-    def request(method: str, url: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", (seconds, seconds))
-        return unbounded(method, url, **kwargs)
-
-    session.request = request
+    session.request = _timeout_by_default(session.request, seconds)
     session._atomic_publish_bounded = True
+
+
+def _timeout_by_default(send: Any, seconds: float) -> Any:
+    """``send`` (a requests ``request``), with ``timeout=(seconds, seconds)`` unless its caller gave one."""
+
+    def request(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", (seconds, seconds))
+        return send(*args, **kwargs)
+
+    return request
 
 
 @contextlib.contextmanager
@@ -307,12 +311,7 @@ def _first_requests_bounded(seconds: float) -> Iterator[None]:
         yield
         return
     unbounded = requests.Session.request
-
-    def request(self: Any, method: str, url: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", (seconds, seconds))
-        return unbounded(self, method, url, **kwargs)
-
-    requests.Session.request = request  # type: ignore[method-assign,assignment]
+    requests.Session.request = _timeout_by_default(unbounded, seconds)  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -333,9 +332,11 @@ _ios: dict[str, Any] = {}
 class IcebergLayout:
     def __init__(self, config: IcebergSinkConfig) -> None:
         self.config = config
-        # The cache key: the options, and a digest of the catalog's plain properties (a secret prints
+        # The cache key: the options, and a digest of the catalog table's plain values (a secret prints
         # as ********** in the dump, and two credentials must not share one catalog).
-        plain = json.dumps(config.merged_catalog(), sort_keys=True, default=str)
+        from ._secrets import reveal
+
+        plain = json.dumps(reveal(config.catalog or {}), sort_keys=True, default=str)
         self._key = config.model_dump_json() + hashlib.sha256(plain.encode()).hexdigest()
 
     def catalog(self, *, create: bool = True) -> Any:
@@ -399,10 +400,14 @@ class IcebergLayout:
             raise
 
     def run_dir(self, table: Any, run_date: dt.date) -> str:
-        return self._inside(table.location(), f"{table.location().rstrip('/')}/{DATA_SUBDIR}/{run_date.isoformat()}")
+        return self._inside(table.location(), self._run_path(table, run_date))
 
     def attempt_dir(self, table: Any, run: Run) -> str:
-        return self._inside(table.location(), f"{self.run_dir(table, run.run_date)}/{run.attempt}")
+        return self._inside(table.location(), f"{self._run_path(table, run.run_date)}/{run.attempt}")
+
+    @staticmethod
+    def _run_path(table: Any, run_date: dt.date) -> str:
+        return f"{table.location().rstrip('/')}/{DATA_SUBDIR}/{run_date.isoformat()}"
 
     @staticmethod
     def _inside(base: str, path: str) -> str:
