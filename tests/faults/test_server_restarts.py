@@ -1,5 +1,6 @@
-"""The server killed (SIGKILL) under a publish: mid-stage and just before or inside the commit, then
-started again at once, or only after the publish gave up. Each server is this module's own (the
+"""The server killed (SIGKILL) under a publish: mid-stage, just before the commit, and inside it (the
+commit request delivered, its answer not yet back), then started again at once, or only after the
+publish gave up. Each server is this module's own (the
 harness's session servers are never killed). Every case checks, with an independent reader:
 
 - the publish ended within its bound with a documented code that tells the truth (0: published,
@@ -17,6 +18,7 @@ import pytest
 
 from tests.helpers import cli_env, start_cli
 
+from .proxy import Fault
 from .sinks import CALL_BOUND_SECONDS, DATASET, DATE, FaultySink, kafka_sink, parquet_input, postgres_sink, s3_sink
 from .test_commit_faults import _reference
 from .test_signals import wait_for_pause
@@ -69,19 +71,68 @@ def test_a_server_killed_under_a_publish(case, tmp_path, small_inputs):
     took = time.monotonic() - started
     if not back:
         service.start_again()
+    what = f"at {point} ({'restarted' if back else 'down'})"
+    _check_truth(sink, tmp_path, cfg, inputs, proc.returncode, stderr, took, what)
+
+
+@pytest.fixture(
+    params=[(sink, back) for sink in ("postgres", "kafka", "s3-minio") for back in (True, False)],
+    ids=lambda p: f"{p[0]}-{'restarted' if p[1] else 'down'}",
+)
+def in_commit(request: pytest.FixtureRequest) -> tuple[FaultySink, Any, bool]:
+    name, back = request.param
+    service = request.getfixturevalue({"postgres": "fault_postgres", "kafka": "fault_kafka"}.get(name, "fault_minio"))
+    make = {"postgres": postgres_sink, "kafka": kafka_sink}.get(name, s3_sink)
+    return make(service), service, back
+
+
+def test_a_server_killed_while_it_holds_the_commit_request(in_commit, tmp_path, small_inputs):
+    """The commit request reached the server (Postgres's COMMIT, Kafka's EndTxn, S3's manifest PUT),
+    its answer is held in the proxy, and the server is SIGKILLed a moment later: it may have made the
+    commit durable or not. Then it is started again at once, or only after the publish gave up."""
+    sink, service, back = in_commit
+    inputs = parquet_input(small_inputs[0])
+    cfg = sink.config(tmp_path / "direct")
+    with sink.faulty(f"{sink.name}-killed-in-commit") as proxy:
+        proxied = sink.config(tmp_path / "proxied", proxy.address)
+        rule = proxy.add_rule(sink.commit_request(), Fault.ANSWER_LOST)
+        proc = start_cli(
+            "publish", "--dataset", DATASET, "--run-date", DATE, str(inputs), env=cli_env(proxied, **sink.env)
+        )
+        assert rule.triggered.wait(CALL_BOUND_SECONDS), "the commit request never reached the proxy"
+        time.sleep(0.3)  # the server has the request: it commits it, or is killed before it can
+        started = time.monotonic()
+        service.kill()
+        if back:
+            service.start_again()
+        _, stderr = proc.communicate(timeout=CALL_BOUND_SECONDS + 30)
+        took = time.monotonic() - started
+    if not back:
+        service.start_again()
+    what = f"holding the commit ({'restarted' if back else 'down'})"
+    _check_truth(sink, tmp_path, cfg, inputs, proc.returncode, stderr, took, what)
+
+
+def _check_truth(
+    sink: FaultySink, tmp_path: Any, cfg: Any, inputs: Any, code: int, stderr: str, took: float, what: str
+) -> None:
+    """The publish ended within its bound with a code that tells the truth (0: published, 5: not
+    published, 14: unknown), with no traceback; diagnose agrees with the reader; following its
+    advice ends in DONE with exactly the input, once."""
     assert took < CALL_BOUND_SECONDS + 10, f"publish took {took:.1f}s after the server was killed"
     assert "Traceback" not in stderr
     published = sink.read(cfg)
     state = sink.diagnose(cfg)["state"]
-    print(
-        f"\nFAULT-OUTCOME {sink.name} server killed at {point} ({'restarted' if back else 'down'}): "
-        f"exit {proc.returncode} after {took:.1f}s; diagnose {state}"
-    )
-    if proc.returncode == 0:
+    print(f"\nFAULT-OUTCOME {sink.name} server killed {what}: exit {code} after {took:.1f}s; diagnose {state}")
+    if code == 0:
         assert published is not None, stderr
-    elif proc.returncode == 5:
+    elif code == 5:
         assert published is None, stderr
     else:
-        assert proc.returncode == 14, (proc.returncode, stderr)
+        assert code == 14, (code, stderr)
+    if published is not None:
+        assert state in ("DONE", "PUBLISHED_WITH_ORPHANS"), state
+    else:
+        assert state in ("NOTHING_IN_FLIGHT", "ORPHANED", "RUNNING"), state
     assert sink.follow_the_advice(cfg, inputs, wait_running=60)[-1] == "DONE"
     assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
