@@ -30,6 +30,14 @@ def _record(name: str, service, address: str):  # type: ignore[no-untyped-def]
     return service
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The fault suite's outcomes of this session go to one file (docs/faults.md is made from it).
+    if not hasattr(config, "workerinput"):
+        from tests.faults import outcomes
+
+        outcomes.start_session()
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # Under pytest-xdist each worker starts its own servers; the controller prints them all.
     workeroutput = getattr(session.config, "workeroutput", None)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.services import s3
 
+from . import outcomes
 from .proxy import Fault, Stall
 from .sinks import CALL_BOUND_SECONDS, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
 
@@ -62,17 +63,12 @@ def test_a_fault_on_the_commit_request_never_lies(sink, fault, tmp_path, small_i
             assert result.code == 14, result.stderr  # the outcome is unknown: nothing may have been removed
             assert "diagnose" in result.stderr
         doc = sink.diagnose(direct)
-        # For the README's fault table (pytest -s shows it): what an operator sees.
-        print(f"\nFAULT-OUTCOME {sink.name} {fault}: exit {result.code} after {took:.1f}s; diagnose {doc['state']}")
         if published is not None:
             assert doc["state"] in ("DONE", "PUBLISHED_WITH_ORPHANS"), doc
         else:
             assert doc["state"] in ("NOTHING_IN_FLIGHT", "ORPHANED", "RUNNING"), doc
     # The proxy is gone (its connections closed); the operator follows the advice.
-    states = sink.follow_the_advice(direct, inputs)
-    assert states[-1] == "DONE"
-    final = sink.read(direct)
-    assert final is not None and final == _reference(sink, tmp_path, inputs)
+    _advice_ends_in_the_input(sink, tmp_path, direct, inputs, "commit", fault, result.code, took, doc["state"])
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -95,14 +91,33 @@ def test_a_fault_on_a_staging_request_never_lies(sink, fault, tmp_path, small_in
         published = sink.read(direct)
         assert (published is not None) == (result.code == 0), (result.code, result.stderr)
         doc = sink.diagnose(direct)
-        outcome = f"exit {result.code} after {took:.1f}s; diagnose {doc['state']}"
-        print(f"\nFAULT-OUTCOME {sink.name} staging {fault}: {outcome}")
         expected = ("DONE",) if result.code == 0 else ("NOTHING_IN_FLIGHT", "ORPHANED", "RUNNING")
         assert doc["state"] in expected, doc
-    states = sink.follow_the_advice(direct, inputs)
+    _advice_ends_in_the_input(sink, tmp_path, direct, inputs, "staging", fault, result.code, took, doc["state"])
+
+
+def _advice_ends_in_the_input(
+    sink: FaultySink,
+    tmp_path: Any,
+    cfg: Any,
+    inputs: Any,
+    kind: str,
+    fault: str,
+    code: Any,
+    took: Any,
+    state: str,
+    *,
+    wait_running: float = 30.0,
+) -> None:
+    """Following diagnose's advice ends in DONE with exactly what a clean publish of the input
+    reads back as; the case's outcome is recorded for docs/faults.md."""
+    states = sink.follow_the_advice(cfg, inputs, wait_running=wait_running)
     assert states[-1] == "DONE"
-    final = sink.read(direct)
+    final = sink.read(cfg)
     assert final is not None and final == _reference(sink, tmp_path, inputs)
+    outcomes.record(
+        kind, sink.name, fault, exit_code=code, took=took, state=state, then=" → ".join(states[1:]) or states[-1]
+    )
 
 
 def _reference(sink: FaultySink, tmp_path: Any, inputs: Any) -> bytes:

@@ -16,6 +16,8 @@ import pytest
 from tests.contract import readers
 from tests.helpers import cli_env, run_cli
 
+from . import outcomes
+
 pytestmark = [pytest.mark.faults]
 
 DATASET, DATE = "refunds_settled", "2026-04-24"
@@ -81,7 +83,8 @@ def test_a_full_disk_fails_cleanly_and_the_run_publishes_once_there_is_room(sink
     result = publish(cfg, inputs)
     assert result.code == 5, result.stderr
     assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
-    assert state(cfg) == "NOTHING_IN_FLIGHT"
+    left = state(cfg)
+    assert left == "NOTHING_IN_FLIGHT"
     # Nothing left behind: no staging, no data file, no lease temp file (the lock file stays by design).
     assert [f for f in files_under(root) if not f.startswith("_locks/")] == []
     remount(tmpfs, "size=256m")
@@ -89,6 +92,7 @@ def test_a_full_disk_fails_cleanly_and_the_run_publishes_once_there_is_room(sink
     assert state(cfg) == "DONE"
     if sink == "file":
         assert readers.file_gated(root, DATASET, DATE) == inputs.read_bytes()
+    outcomes.record("disk", sink, "full (1 MiB tmpfs), then room made", exit_code=5, took=None, state=left, then="DONE")
 
 
 @pytest.mark.parametrize("sink", ["file", "iceberg"])
@@ -108,4 +112,7 @@ def test_a_read_only_destination_fails_cleanly_and_changes_nothing(sink, tmpfs, 
     assert "Read-only file system" in result.stderr and "Traceback" not in result.stderr
     assert files_under(root) == before
     remount(tmpfs, "rw")
+    doc = run_cli("diagnose", "--dataset", "third", "--run-date", DATE, "--json", env=cli_env(cfg)).json()
+    assert doc["state"] == "NOTHING_IN_FLIGHT", doc
     assert run_cli("publish", "--dataset", "third", "--run-date", DATE, str(inputs), env=cli_env(cfg)).code == 0
+    outcomes.record("disk", sink, "read-only, then writable", exit_code=5, took=None, state=doc["state"], then="DONE")

@@ -19,6 +19,8 @@ from publishers import Run
 from tests.contract.harness import CRASH_POINTS, DATASET, DATE, HARNESSES, loaded
 from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 
+from . import outcomes
+
 pytestmark = [pytest.mark.faults]
 
 # Points inside or after the commit: a signal there is held until publish() returns.
@@ -92,6 +94,17 @@ def test_signal_at_every_point(harness, point, signum, tmp_path, small_inputs, r
         assert rerun.code == 0, rerun.stderr
     # Published once, with exactly the input's rows: the bytes of a clean run of the same input.
     assert harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)) == reference(harness)
+    when = "from the commit point on (held)" if held else "before the commit point"
+    outcomes.record(
+        "signal",
+        harness.name,
+        f"{name}, {when}",
+        exit_code=proc.returncode,
+        took=took,
+        state=doc["state"],
+        then="DONE",
+        point=point,
+    )
 
 
 # Where a crash leaves at least two orphans, so that recover can be stopped between them.

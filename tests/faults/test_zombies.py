@@ -25,7 +25,7 @@ from tests.services import s3
 
 from .proxy import FaultProxy, Stall
 from .sinks import DATASET, DATE, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
-from .test_commit_faults import _reference
+from .test_commit_faults import _advice_ends_in_the_input
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -67,8 +67,11 @@ def test_a_late_commit_never_lands_over_removed_staging(sink, tmp_path, small_in
         time.sleep(1.5)  # and is processed (or refused) by the server
         assert sink.read(direct) is None, "a late commit published over removed staging"
         assert sink.diagnose(direct)["state"] == "NOTHING_IN_FLIGHT"
-    assert sink.follow_the_advice(direct, inputs)[-1] == "DONE"
-    assert sink.read(direct) == _reference(sink, tmp_path, inputs)
+    # Recorded as: the publisher SIGKILLed with its commit held; diagnose ORPHANED; then recover
+    # (exit 10), the late commit refused (NOTHING_IN_FLIGHT), a re-run.
+    _advice_ends_in_the_input(
+        sink, tmp_path, direct, inputs, "zombie", "delivered after recover --apply", "SIGKILLed", None, "ORPHANED"
+    )
 
 
 def test_iceberg_a_commit_held_after_its_update_blocks_recover_and_then_lands_whole(
@@ -103,5 +106,5 @@ def test_iceberg_a_commit_held_after_its_update_blocks_recover_and_then_lands_wh
         assert rule.released.wait(10)
         time.sleep(1.5)
     assert sink.read(direct) is not None, "the held commit should have landed"
-    assert sink.follow_the_advice(direct, inputs)[-1] == "DONE"
-    assert sink.read(direct) == _reference(sink, tmp_path, inputs)
+    what = "its catalog update landed, its COMMIT held: recover exits 13 (cannot fence), then the COMMIT lands"
+    _advice_ends_in_the_input(sink, tmp_path, direct, inputs, "zombie", what, "SIGKILLed", None, "ORPHANED")
