@@ -8,11 +8,16 @@ from typing import NoReturn
 
 import click
 
-from publishers.cli import _config_option, _date, _json_option, _Progress, _report_publish, _run_guarded, _sink_option
-from publishers.config import load_config
-
-from .generate import generate_inputs
-from .runner import run_refunds
+from publishers.cli import (
+    _config_option,
+    _date,
+    _json_option,
+    _Progress,
+    _report_publish,
+    _run_guarded,
+    _sink_option,
+    load_config,
+)
 
 
 @click.group()
@@ -29,6 +34,8 @@ def generate(out_dir: str, rows: int, merchants: int, seed: int) -> NoReturn:
     """Write deterministic refunds.csv and merchants.csv into --out."""
 
     def action() -> int:
+        from .generate import generate_inputs
+
         refunds_path, merchants_path = generate_inputs(out_dir, rows=rows, merchants=merchants, seed=seed)
         click.echo(f"wrote {refunds_path} ({refunds_path.stat().st_size:,} bytes) and {merchants_path}")
         return 0
@@ -56,6 +63,8 @@ def run_command(
     """Run the pipeline for --run-date and publish through the configured sink."""
 
     def action() -> int:
+        from .runner import run_refunds
+
         config = load_config(config_path)
         with _Progress(f"refunds {run_date}") as progress:
             result = run_refunds(
@@ -79,10 +88,13 @@ def demo(
     """Generate inputs into --dir/in and publish the run (file sink: into --dir/out unless configured)."""
 
     def action() -> int:
-        base = Path(work_dir)
-        refunds_path, merchants_path = generate_inputs(base / "in", rows=rows)
         import os
 
+        from .generate import generate_inputs
+        from .runner import run_refunds
+
+        base = Path(work_dir)
+        refunds_path, merchants_path = generate_inputs(base / "in", rows=rows)
         os.environ.setdefault("ATOMIC_PUBLISH_SINKS__FILE__ROOT", str(base / "out"))
         config = load_config(config_path)
         result = run_refunds(config, run_date, refunds_path, merchants_path, sink=sink, if_absent=True)

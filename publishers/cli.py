@@ -10,19 +10,29 @@ import logging
 import re
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
-from diagnostics import recovery
-from diagnostics.taxonomy import CleanReport, Diagnosis
-
-from . import _signals, registry
-from ._arrow import open_inputs
+from . import _signals
 from ._errors import EXIT_CODES, EXIT_ERROR, AtomicPublishError, InputError, exit_code_for, first_line
-from ._publish import PublishResult, publish
 from ._types import Run, parse_run_date, validate_dataset
-from .config import LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from diagnostics.taxonomy import CleanReport, Diagnosis
+
+    from ._publish import PublishResult
+    from .config import LoadedConfig
+
+# pyarrow, pydantic, the sinks and the diagnostics are imported by the commands that use them, not
+# here: `atomic-publish --help` (and a typo's usage error) starts in a fraction of the time.
+
+
+def load_config(config_path: str | None) -> LoadedConfig:
+    from .config import load_config as load
+
+    return load(config_path)
+
 
 log = logging.getLogger("atomic_publish.cli")
 _verbose = {"on": False}
@@ -404,6 +414,9 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         """Publish INPUT files (CSV or Parquet) as one run, all or nothing."""
 
         def action() -> int:
+            from ._arrow import open_inputs
+            from ._publish import publish
+
             _, publisher, diagnostic = _resolve(config_path, sink)
             records = open_inputs(inputs)
             with _Progress(
@@ -463,6 +476,8 @@ def recover(
     """
 
     def action() -> int:
+        from diagnostics import recovery
+
         _, _, diagnostic = _resolve(config_path, sink)
         plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
         if not apply_:
@@ -505,6 +520,8 @@ def sweep(
     age = parse_duration(older_than)
 
     def action() -> int:
+        from diagnostics import recovery
+
         _, _, diagnostic = _resolve(config_path, sink)
         report = recovery.sweep(diagnostic, dataset, age, apply=apply_)
         if as_json:
@@ -530,6 +547,8 @@ def list_sinks(config_path: str | None, as_json: bool) -> NoReturn:
     def action() -> int:
         config = load_config(config_path)
         configured = {name: raw.get("type", name) for name, raw in config.settings.sinks.items()}
+        from . import registry
+
         types = registry.available()
         doc = {
             "types": types,
