@@ -232,3 +232,24 @@ def test_progress_is_never_drawn_when_stderr_is_not_a_terminal(dest, tmp_path, s
     assert "\x1b[" not in result.stderr + result.stdout
     assert "━" not in result.stderr and "%" not in result.stderr
     assert [line.split(" ", 2)[1] for line in result.stderr.splitlines()] == ["INFO", "INFO"]
+
+
+def test_help_imports_nothing_heavy():
+    """`atomic-publish --help` (and a usage error) must not pay for pyarrow, pydantic, numpy or a
+    sink: they are imported by the commands that use them (the start-up time is in bench/)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from publishers.cli import cli\n"
+        "try:\n"
+        "    cli.main(['--help'], standalone_mode=False)\n"
+        "    cli.main(['publish', '--help'], standalone_mode=False)\n"
+        "finally:\n"
+        "    heavy = ('pyarrow', 'pydantic', 'numpy', 'diagnostics.recovery', 'publishers.file', 'pipelines.refunds')\n"
+        "    print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
