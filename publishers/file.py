@@ -7,6 +7,7 @@ Layout under the configured ``root`` (all on one filesystem, so the rename is at
     <root>/_staging/<dataset>/<run_date>.<attempt>.<ext>           staged data of one attempt
     <root>/_staging/<dataset>/<run_date>.<attempt>.pending.json    intent: what the attempt staged
     <root>/_staging/<dataset>/<run_date>.<attempt>.success.tmp     manifest being written
+    <root>/_staging/<dataset>/<run_date>.<attempt>.p<part>-<token>.<ext>   a part staged by a worker
     <root>/_locks/<dataset>/<run_date>.lock           the run lock (flock)
 
 Commit sequence and what a crash between steps leaves (the diagnostic names each):
@@ -18,6 +19,14 @@ Commit sequence and what a crash between steps leaves (the diagnostic names each
                                                         manifest, so recover removes it, no human
 3. manifest written beside it atomically             -> the commit point: published
 4. pending manifest removed                          -> before this, PUBLISHED_WITH_ORPHANS
+
+A run staged in parts by several workers (Spark tasks; ``stage(..., part=, token=)``) is still
+published as one file: ``commit`` first assembles the parts it is given, in part order, into the
+attempt's staging file (each part's size and sha256 checked as it is read; CSV bytes copied with
+one header, Parquet row groups rewritten at the fixed size), writes the pending manifest, removes
+the parts, and then goes on with step 2. A crash while assembling leaves only staging of the
+attempt (ORPHANED). The parts must be on a filesystem the committing process sees (on a cluster: a
+shared one).
 """
 
 from __future__ import annotations
@@ -48,11 +57,12 @@ from ._fs import (
     publish_json_noreplace,
     read_json,
     rename_noreplace,
+    sha256_file,
     write_durable,
 )
 from ._lock import hold_flock
 from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
-from ._types import AttemptInfo, Receipt, Run, Staged
+from ._types import AttemptInfo, Receipt, Run, Staged, check_parts, part_suffix
 
 log = logging.getLogger("atomic_publish.file")
 
@@ -104,6 +114,7 @@ class StagingName:
     kind: str  # "staging-data" | "pending-manifest" | "marker-temp"
 
 
+_PART_RE = re.compile(r"^\.p\d{5}(-[0-9a-z]+)?\.")
 _STAGING_RE = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})\.(?P<attempt>\d{8}T\d{6}Z-[0-9a-f]{6})\.(?P<rest>.+)$")
 
 
@@ -131,6 +142,20 @@ class FileLayout:
 
     def staging_data(self, run: Run) -> Path:
         return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}.{self.ext}"
+
+    def staging_part(self, run: Run, part: int, token: str) -> Path:
+        """A part staged by one worker (a Spark task): the run, the attempt, the part and the token."""
+        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}.{part_suffix(part, token)}.{self.ext}"
+
+    def staged_parts(self, run: Run) -> list[Path]:
+        """Every part staged under the attempt of ``run`` (committed or not)."""
+        prefix = self._attempt_prefix(run)
+        directory = self.staging_dir(run.dataset)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        return sorted(directory / n for n in names if n.startswith(prefix) and _PART_RE.match(n[len(prefix) :]))
 
     def pending(self, run: Run) -> Path:
         return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}{PENDING_SUFFIX}"
@@ -188,12 +213,12 @@ def _appears(path: Path, seconds: float) -> bool:
     return True
 
 
-CAPABILITIES = Capabilities(max_parts=1)
+CAPABILITIES = Capabilities(max_parts=None)
 
 
 class FilePublisher:
     sink_name = "file"
-    # One published file per run: several workers' parts would need a directory of files (not yet).
+    # One published file per run, also from several workers' parts (commit assembles them).
     capabilities = CAPABILITIES
 
     def __init__(self, config: FileSinkConfig) -> None:
@@ -218,8 +243,6 @@ class FilePublisher:
         part: int = 0,
         token: str = "",
     ) -> Staged:
-        if part or token:
-            raise CommitRejected("the file sink publishes a run staged in one piece (part 0 only)")
         staging_dir = self.layout.staging_dir(run.dataset)
         try:
             staging_dir.mkdir(parents=True, exist_ok=True)
@@ -230,6 +253,8 @@ class FilePublisher:
             refuse_nested_for_csv(batches.schema, f"sink {self.sink_name}")
         if not self.config.allow_schema_change:
             refuse_schema_drift(batches.schema, *self._latest_schema(run))
+        if part or token:
+            return self._stage_part(run, batches, progress, part, token)
         data_path = self.layout.staging_data(run)
         pending_path = self.layout.pending(run)
         try:
@@ -264,8 +289,170 @@ class FilePublisher:
             rows=rows,
             bytes=sink.size,
             checksum=f"sha256:{checksum}",
-            details={"pending_manifest": str(pending_path), "format": self.config.format},
+            details={"pending_manifest": str(pending_path), **self._part_details(batches.schema)},
         )
+
+    def _part_details(self, schema: pa.Schema) -> dict[str, Any]:
+        """What the commit needs to assemble a staging with others: its format, schema, host, and
+        the length of its CSV header (skipped in every part but the first)."""
+        details: dict[str, Any] = {
+            "format": self.config.format,
+            "host": os.uname().nodename,
+            "schema": schema_to_json(schema),
+        }
+        if self.config.format == "csv":
+            details["header_bytes"] = len(_csv_header(schema))
+        return details
+
+    def _stage_part(
+        self, run: Run, batches: pa.RecordBatchReader, progress: ProgressCallback | None, part: int, token: str
+    ) -> Staged:
+        """One worker's part: a complete file of its own (CSV with its header, or Parquet), and no
+        pending manifest: the commit assembles the parts and writes that."""
+        path = self.layout.staging_part(run, part, token)
+        try:
+            with open(path, "xb", buffering=0) as fh:  # never another staging's name
+                sink = HashingWriter(fh)
+                try:
+                    rows = self._write(sink, batches, progress)
+                finally:
+                    checksum = sink.finish()
+                os.fsync(fh.fileno())
+            fsync_dir(path.parent)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if isinstance(exc, OSError):
+                raise DestinationUnavailable(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from exc
+            raise
+        return Staged(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            location=str(path),
+            rows=rows,
+            bytes=sink.size,
+            checksum=f"sha256:{checksum}",
+            details=self._part_details(batches.schema),
+            part=part,
+            token=token,
+        )
+
+    def _assemble(self, run: Run, parts: Sequence[Staged]) -> Staged:
+        """The parts, in part order, as the attempt's one staging file with its pending manifest
+        (what a single-process stage leaves); the parts are removed once that is durable. Every
+        error here is before the commit point: CommitRejected, nothing visible."""
+        check_parts(run, parts)
+        attempts = {p.attempt for p in parts}
+        if len(attempts) != 1:
+            raise CommitRejected(f"the parts of {run.run_id} come from several attempts: {sorted(attempts)}")
+        owner = Run(run.dataset, run.run_date, attempts.pop())
+        ordered = sorted(parts, key=lambda p: p.part)
+        # Part 0 staged without a token (by stage() in one piece) sits at the attempt's staging name.
+        paths = [
+            self.layout.staging_part(owner, p.part, p.token) if p.part or p.token else self.layout.staging_data(owner)
+            for p in ordered
+        ]
+        for staged, path in zip(ordered, paths, strict=True):
+            if not path.is_file():
+                host, here = staged.details.get("host", "?"), os.uname().nodename
+                raise CommitRejected(
+                    f"part {staged.part} of {run.run_id}, staged at {path}, is missing: it was removed since its "
+                    "worker staged it"
+                    if host == here
+                    else f"part {staged.part} of {run.run_id}, staged at {path} on {host}, is not on this host's "
+                    f"filesystem ({here}): on a cluster the file sink needs a root on a filesystem shared by the "
+                    "driver and every executor"
+                )
+        data_path, pending_path = self.layout.staging_data(owner), self.layout.pending(owner)
+        assembling = self.layout.staging_part(owner, 0, "all")
+        try:
+            with open(assembling, "xb", buffering=0) as fh:
+                sink = HashingWriter(fh)
+                try:
+                    if self.config.format == "csv":
+                        rows = self._concat_csv(sink, ordered, paths)
+                    else:
+                        rows = self._rewrite_parquet(sink, ordered, paths)
+                finally:
+                    checksum = sink.finish()
+                os.fsync(fh.fileno())
+            # Assembled and durable: the parts go, then the whole takes the attempt's staging name.
+            for path in [*paths, pending_path]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            rename_noreplace(assembling, data_path)
+            intent = self._manifest(
+                owner, rows=rows, size=sink.size, checksum=checksum, schema=ordered[0].details["schema"]
+            )
+            write_durable(pending_path, json_bytes(intent))
+            fsync_dir(data_path.parent)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                assembling.unlink()
+            if isinstance(exc, OSError):
+                raise CommitRejected(f"could not assemble the parts of {run.run_id}: {exc}") from exc
+            raise
+        return Staged(
+            sink=self.sink_name,
+            run_id=run.run_id,
+            attempt=owner.attempt,
+            location=str(data_path),
+            rows=rows,
+            bytes=sink.size,
+            checksum=f"sha256:{checksum}",
+            details={"pending_manifest": str(pending_path), "format": self.config.format, "parts": len(ordered)},
+        )
+
+    @staticmethod
+    def _checked(staged: Staged, path: Path, digest: str, size: int) -> None:
+        if size != staged.bytes or f"sha256:{digest}" != staged.checksum:
+            raise CommitRejected(
+                f"part {staged.part} at {path} is not what its task staged ({size} bytes, the task said "
+                f"{staged.bytes}; or its sha256 differs): not published"
+            )
+
+    def _concat_csv(self, sink: HashingWriter, ordered: Sequence[Staged], paths: Sequence[Path]) -> int:
+        """The parts' bytes one after the other, the header once (each part's sha256 checked)."""
+        import hashlib
+
+        header = b""
+        rows = 0
+        for staged, path in zip(ordered, paths, strict=True):
+            skip = int(staged.details.get("header_bytes", 0))
+            digest, size = hashlib.sha256(), 0
+            with open(path, "rb", buffering=0) as fh:
+                first = fh.read(skip)
+                digest.update(first)
+                size += len(first)
+                if not header:
+                    header = first
+                    sink.write(first)
+                elif first != header:
+                    raise CommitRejected(f"part {staged.part} at {path} has another header than part {ordered[0].part}")
+                while chunk := fh.read(4 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    sink.write(chunk)
+            self._checked(staged, path, digest.hexdigest(), size)
+            rows += staged.rows
+        return rows
+
+    def _rewrite_parquet(self, sink: HashingWriter, ordered: Sequence[Staged], paths: Sequence[Path]) -> int:
+        """The parts' rows in one Parquet file, row groups at the configured size (as one stage)."""
+        for staged, path in zip(ordered, paths, strict=True):
+            self._checked(staged, path, *sha256_file(path))
+        schema = pq.read_schema(paths[0])
+        for staged, path in zip(ordered[1:], paths[1:], strict=True):
+            if not pq.read_schema(path).equals(schema):
+                raise CommitRejected(f"part {staged.part} at {path} has another schema than part {ordered[0].part}")
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for path in paths:
+                yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+
+        rows = self._write(sink, pa.RecordBatchReader.from_batches(schema, batches()), None)
+        return rows
 
     def _latest_schema(self, run: Run) -> tuple[list[dict[str, Any]] | None, str]:
         """The schema in the manifest of the dataset's most recent published run (not this one)."""
@@ -317,7 +504,9 @@ class FilePublisher:
             writer.close()
         return rows
 
-    def _manifest(self, run: Run, *, rows: int, size: int, checksum: str, schema: pa.Schema) -> dict[str, Any]:
+    def _manifest(
+        self, run: Run, *, rows: int, size: int, checksum: str, schema: pa.Schema | list[dict[str, Any]]
+    ) -> dict[str, Any]:
         return {
             "manifest_version": MANIFEST_VERSION,
             "run_id": run.run_id,
@@ -329,12 +518,12 @@ class FilePublisher:
             "rows": rows,
             "bytes": size,
             "sha256": checksum,
-            "schema": schema_to_json(schema),
+            "schema": schema_to_json(schema) if isinstance(schema, pa.Schema) else schema,
         }
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
-        if len(staged) != 1:
-            raise CommitRejected(f"the file sink commits exactly one staged file per run, got {len(staged)}")
+        if len(staged) != 1 or staged[0].part or staged[0].token:
+            staged = [self._assemble(run, staged)]
         part = staged[0]
         if part.run_id != run.run_id:
             raise CommitRejected(f"staged part belongs to run {part.run_id}, not {run.run_id}")
@@ -409,9 +598,19 @@ class FilePublisher:
                 paths = [self.layout.marker_tmp(owner)]
             else:
                 paths = [data_path, pending_path, self.layout.marker_tmp(owner)]
+            paths += self.layout.staged_parts(owner)
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+
+def _csv_header(schema: pa.Schema) -> bytes:
+    """The bytes pyarrow's CSV writer puts before the first row for ``schema``."""
+    import io
+
+    buf = io.BytesIO()
+    pacsv.write_csv(schema.empty_table(), buf)
+    return buf.getvalue()
 
 
 def _make_diagnostic(config: FileSinkConfig) -> Any:

@@ -96,7 +96,7 @@ class AtomicPublishDataSource(DataSource):
         if definition.capabilities.max_parts is not None and definition.capabilities.max_parts < 2:
             raise CommitRejected(
                 f"the {definition.name} sink cannot take a run staged by several Spark tasks "
-                f"({_why_single(definition.name)}); publish through one of: s3, postgres, iceberg"
+                f"({_why_single(definition.name)}); publish through one of: file, s3, postgres, iceberg"
             )
         held = hold_run(dataset=dataset, run_date=run_date, sink=options["sink"], config=config, if_absent=if_absent)
         if held.skipped is not None:
@@ -108,7 +108,6 @@ def _why_single(sink: str) -> str:
     reasons = {
         "kafka": "a Kafka transaction belongs to one producer, and N transactions would not be one atomic publish "
         "for read_committed readers",
-        "file": "the file sink publishes a run as one file, renamed into place",
     }
     return reasons.get(sink, "it commits one staged part per run")
 

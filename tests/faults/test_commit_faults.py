@@ -108,6 +108,7 @@ def _advice_ends_in_the_input(
     state: str,
     *,
     wait_running: float = 30.0,
+    before: tuple[str, ...] = (),
 ) -> None:
     """Following diagnose's advice ends in DONE with exactly what a clean publish of the input
     reads back as; the case's outcome is recorded for docs/faults.md."""

@@ -67,10 +67,10 @@ def test_a_late_commit_never_lands_over_removed_staging(sink, tmp_path, small_in
         time.sleep(1.5)  # and is processed (or refused) by the server
         assert sink.read(direct) is None, "a late commit published over removed staging"
         assert sink.diagnose(direct)["state"] == "NOTHING_IN_FLIGHT"
-    # Recorded as: the publisher SIGKILLed with its commit held; diagnose ORPHANED; then recover
-    # (exit 10), the late commit refused (NOTHING_IN_FLIGHT), a re-run.
+    steps = ("recover --apply exits 10", "the late commit is refused: NOTHING_IN_FLIGHT")
+    what = "delivered after recover --apply"
     _advice_ends_in_the_input(
-        sink, tmp_path, direct, inputs, "zombie", "delivered after recover --apply", "SIGKILLed", None, "ORPHANED"
+        sink, tmp_path, direct, inputs, "zombie", what, "SIGKILLed", None, "ORPHANED", before=steps
     )
 
 
@@ -106,5 +106,8 @@ def test_iceberg_a_commit_held_after_its_update_blocks_recover_and_then_lands_wh
         assert rule.released.wait(10)
         time.sleep(1.5)
     assert sink.read(direct) is not None, "the held commit should have landed"
-    what = "its catalog update landed, its COMMIT held: recover exits 13 (cannot fence), then the COMMIT lands"
-    _advice_ends_in_the_input(sink, tmp_path, direct, inputs, "zombie", what, "SIGKILLed", None, "ORPHANED")
+    what = "its catalog update landed, only its COMMIT held"
+    steps = ("recover --apply exits 13 (cannot fence)", "the COMMIT lands")
+    _advice_ends_in_the_input(
+        sink, tmp_path, direct, inputs, "zombie", what, "SIGKILLed", None, "ORPHANED", before=steps
+    )

@@ -22,7 +22,7 @@ from tests.helpers import REPO, cli_env, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-SINKS = ["s3", "s3-minio", "postgres", "iceberg"]
+SINKS = ["file", "s3", "s3-minio", "postgres", "iceberg"]
 
 
 def _params(names):  # type: ignore[no-untyped-def]
@@ -125,13 +125,14 @@ def test_a_failed_job_publishes_nothing_and_leaves_nothing(spark, harness, tmp_p
 
 
 def test_sinks_that_take_one_piece_are_refused_before_any_task(spark, tmp_path, refunds_parquet):
+    """Kafka: a transaction belongs to one producer. Refused on the driver, before any task runs
+    and before anything reaches the broker (there is none at this address)."""
     cfg = tmp_path / "publish.toml"
-    cfg.write_text(f'[sinks.out]\ntype = "file"\nroot = "{tmp_path / "out"}"\n')
+    cfg.write_text('[sinks.out]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\ntopic = "refunds"\n')
     df = spark.read.parquet(str(refunds_parquet))
     w = df.write.format("atomic_publish").option("config", str(cfg)).option("sink", "out")
-    with pytest.raises(Exception, match="the file sink cannot take a run staged by several Spark tasks"):
+    with pytest.raises(Exception, match="the kafka sink cannot take a run staged by several Spark tasks"):
         w.option("dataset", DATASET).option("run_date", DATE).mode("append").save()
-    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,7 @@ DRIVER_KILLED = [
     *(pytest.param(n, False, marks=m.marks, id=f"driver-killed-{m.id}") for m in _params(SINKS) for n in [m.values[0]]),
     *(
         pytest.param(n, True, marks=m.marks, id=f"driver-and-holder-killed-{m.id}")
-        for m in _params(["s3-minio", "postgres"])
+        for m in _params(["file", "s3-minio", "postgres"])
         for n in [m.values[0]]
     ),
 ]
@@ -245,6 +246,7 @@ def test_the_driver_killed_before_the_commit(spark, harness, holder_too, tmp_pat
 @pytest.mark.parametrize(
     ("sink", "point", "state"),
     [
+        ("file", "after_data_rename", "ORPHANED"),
         ("postgres", "before_commit", "ORPHANED"),
         ("postgres", "after_commit", "DONE"),
         ("s3", "after_commit", "DONE"),

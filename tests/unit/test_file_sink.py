@@ -1,5 +1,6 @@
 """The file sink and its diagnostic, through the library API, on a real filesystem."""
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -317,3 +318,65 @@ def test_an_input_file_changed_during_the_publish_is_refused_and_nothing_is_publ
     d = diagnostic.diagnose(run())
     assert d.state is State.NOTHING_IN_FLIGHT, d.reason
     assert not list((tmp_path / "out").rglob("*.csv")) and not list((tmp_path / "out").rglob("*.parquet"))
+
+
+def _parts(publisher, r, table, n):  # type: ignore[no-untyped-def]
+    """``table`` staged as ``n`` parts of ``r`` (contiguous slices), as ``n`` workers would."""
+    from publishers import stage_part
+
+    size = -(-table.num_rows // n)
+    return [stage_part(publisher, r, table.slice(i * size, size), part=i, token=f"t{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_run_staged_in_parts_is_published_as_one_file_identical_to_one_piece(tmp_path, fmt):
+    """Several workers' parts (any order, several batches each) are assembled into the one file a
+    publish in one piece writes: byte for byte (CSV: the header once; Parquet: the row groups cut
+    at the configured size); the parts are gone, diagnose says DONE."""
+    from publishers import begin_run
+
+    one, _ = make(tmp_path / "one", fmt)
+    publish(one, FileDiagnostic(one.config), run(), TABLE)
+    expected = (tmp_path / "one" / "out" / "refunds_settled" / f"2026-04-24.{fmt}").read_bytes()
+
+    publisher, diagnostic = make(tmp_path, fmt)
+    r = run()
+    with begin_run(publisher, diagnostic, r) as job:
+        staged = _parts(publisher, r, TABLE, 3)
+        assert diagnostic.diagnose(run()).state is State.RUNNING  # nothing visible; the driver holds it
+        result = job.commit(list(reversed(staged)))
+    final = tmp_path / "out" / "refunds_settled" / f"2026-04-24.{fmt}"
+    assert final.read_bytes() == expected
+    assert result.receipt.rows == 1000
+    assert diagnostic.diagnose(run()).state is State.DONE
+    assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing", "on-another-host"])
+def test_a_part_that_is_not_what_its_worker_staged_is_refused_and_nothing_is_published(tmp_path, damage):
+    from publishers import CommitRejected, begin_run
+
+    publisher, diagnostic = make(tmp_path)
+    r = run()
+    with pytest.raises(CommitRejected) as refused, begin_run(publisher, diagnostic, r) as job:
+        staged = _parts(publisher, r, TABLE, 3)
+        path = staged[1].location
+        if damage == "changed":
+            with open(path, "r+b") as fh:
+                fh.seek(-2, os.SEEK_END)
+                fh.write(b"9\n")
+        else:
+            os.unlink(path)
+        if damage == "on-another-host":  # staged by an executor whose disk the driver does not see
+            staged[1] = dataclasses.replace(staged[1], details={**staged[1].details, "host": "executor-7"})
+        job.commit(staged)
+    expected = {
+        "changed": "not what its task staged",
+        "missing": "is missing",
+        "on-another-host": "on executor-7, is not on this host's filesystem",
+    }
+    assert expected[damage] in str(refused.value)
+    assert not (tmp_path / "out" / "refunds_settled" / "2026-04-24.csv").exists()
+    # The refused attempt removed all of its staging: nothing to recover, a re-run publishes.
+    assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
+    assert diagnostic.diagnose(run()).state is State.NOTHING_IN_FLIGHT
