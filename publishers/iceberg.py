@@ -517,8 +517,15 @@ class IcebergPublisher:
         created = False
         if table is None:
             catalog = self.layout.catalog()
-            with contextlib.suppress(NamespaceAlreadyExistsError):
+            try:
                 catalog.create_namespace(self.config.namespace)
+            except NamespaceAlreadyExistsError:
+                pass
+            except Exception:
+                # Two writers creating it at once (Spark tasks of a first run): the SQL catalog checks,
+                # then inserts, and the loser's insert fails on the key. It exists now: go on.
+                if not catalog.namespace_exists(self.config.namespace):
+                    raise
             try:
                 table = catalog.create_table(self.layout.identifier(run.dataset), schema=schema)
                 created = True

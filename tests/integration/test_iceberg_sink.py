@@ -419,3 +419,24 @@ def test_a_rest_catalog_that_never_answers_is_bounded(tmp_path):
         assert time.monotonic() - started < 30
     finally:
         silent.close()
+
+
+def test_a_namespace_another_writer_created_meanwhile_is_used(tmp_path, monkeypatch):
+    """Two writers of a first run (Spark tasks) create the namespace at once: pyiceberg's SQL
+    catalog checks, then inserts, and the later insert fails on the key (IntegrityError, not
+    NamespaceAlreadyExistsError). Found by bench/bench_spark.py. The window is made certain here:
+    the other writer's namespace lands after this writer's check."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    publisher, diagnostic = make(tmp_path)
+    publisher.layout.catalog().create_namespace("reports")  # the other writer
+    real, seen = SqlCatalog.namespace_exists, []
+
+    def checked_before_the_other_writer(self, namespace):  # type: ignore[no-untyped-def]
+        seen.append(namespace)
+        return False if len(seen) == 1 else real(self, namespace)
+
+    monkeypatch.setattr(SqlCatalog, "namespace_exists", checked_before_the_other_writer)
+    result = publish(publisher, diagnostic, Run.new("refunds", DATE), rows([1, 2, 3]))
+    assert result.receipt.rows == 3 and len(seen) >= 2
+    assert diagnostic.diagnose(Run.new("refunds", DATE)).state is State.DONE
