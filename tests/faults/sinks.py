@@ -251,3 +251,63 @@ def iceberg_sink(service: Any, warehouse: Path) -> FaultySink:
         fresh=lambda: iceberg_sink(service, warehouse.with_name(warehouse.name + "-" + uuid.uuid4().hex[:6])),
         env={"PGPASSWORD": params["password"]},
     )
+
+
+# -- iceberg on a Postgres-backed SQL catalog with its warehouse on MinIO ---------------------------------
+
+
+def iceberg_minio_sink(postgres: Any, minio: Any) -> FaultySink:
+    """The Iceberg sink whose data files go to a MinIO warehouse: the proxy sits between the sink's
+    FileIO and MinIO (the catalog is reached directly), so the faults meet the staging requests (the
+    data files' uploads). Its commit goes to Postgres: the commit faults are iceberg_sink's."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(postgres.dsn)
+    db = "icem_" + uuid.uuid4().hex[:8]
+    postgres.create_database(db)
+    warehouse = f"s3://{minio.bucket}/wh-{db}"
+    host, port = minio.endpoint.removeprefix("http://").split(":")
+    catalog_uri = f"postgresql+psycopg://{params['user']}@{params['host']}:{params['port']}/{db}?sslmode=disable"
+
+    def write_config(base: Path, via: str | None) -> Path:
+        cfg = base / ("proxied.toml" if via else "direct.toml")
+        endpoint = f"http://{via}" if via else minio.endpoint
+        cfg.write_text(
+            '[defaults]\nsink = "lake"\n[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\n'
+            f'{BOUNDS}[sinks.lake.catalog]\ntype = "sql"\nuri = "{catalog_uri}"\nwarehouse = "{warehouse}"\n'
+            f'"s3.endpoint" = "{endpoint}"\n"s3.region" = "{minio.region}"\n'
+        )
+        return cfg
+
+    def read(cfg: Path) -> bytes | None:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        direct = f"postgresql+psycopg://{params['user']}:{params['password']}@{params['host']}:{params['port']}/{db}"
+        creds = minio.credentials
+        catalog = SqlCatalog(
+            "default",
+            uri=direct,
+            warehouse=warehouse,
+            **{
+                "s3.endpoint": minio.endpoint,
+                "s3.region": minio.region,
+                "s3.access-key-id": creds.get("aws_access_key_id", ""),
+                "s3.secret-access-key": creds.get("aws_secret_access_key", ""),
+            },
+        )
+        rows = readers.iceberg_gated(catalog, ("reports", DATASET), RUN_ID)
+        catalog.engine.dispose()
+        if rows is None:
+            return None
+        return hashlib.sha256(repr(rows.sort_by("refund_id").to_pylist()).encode()).hexdigest().encode()
+
+    return FaultySink(
+        name="iceberg-pg-minio",
+        upstream=(host, int(port)),
+        commit_request=lambda: Contains(b"UPDATE iceberg_tables"),  # never crosses this proxy
+        staging_request=lambda: Regex(rb"(?:PUT|POST) /[^ ]*/data/atomic-publish/[^ ]*\.parquet"),
+        write_config=write_config,
+        read=read,
+        fresh=lambda: iceberg_minio_sink(postgres, minio),
+        env={"PGPASSWORD": params["password"], **minio.env()},
+    )

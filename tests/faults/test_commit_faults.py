@@ -19,7 +19,16 @@ from tests.services import s3
 
 from . import outcomes
 from .proxy import Fault, Stall
-from .sinks import CALL_BOUND_SECONDS, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
+from .sinks import (
+    CALL_BOUND_SECONDS,
+    FaultySink,
+    iceberg_minio_sink,
+    iceberg_sink,
+    kafka_sink,
+    parquet_input,
+    postgres_sink,
+    s3_sink,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -33,6 +42,21 @@ FAULTS = {
 
 @pytest.fixture(params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg"])
 def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
+    return _sink(request, tmp_path)
+
+
+# Iceberg's staging crosses the network when its warehouse is an object store: the proxy then sits
+# in front of MinIO (its commit, to the catalog, is iceberg-pg's case above).
+@pytest.fixture(
+    params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg-minio"]
+)
+def staging_sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
+    return _sink(request, tmp_path)
+
+
+def _sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
+    if request.param == "iceberg-pg-minio":
+        return iceberg_minio_sink(request.getfixturevalue("postgres_service"), request.getfixturevalue("minio_service"))
     if request.param.startswith("s3-"):
         return s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
     if request.param == "postgres":
@@ -72,10 +96,12 @@ def test_a_fault_on_the_commit_request_never_lies(sink, fault, tmp_path, small_i
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_fault_on_a_staging_request_never_lies(sink, fault, tmp_path, small_inputs):
+def test_a_fault_on_a_staging_request_never_lies(staging_sink, fault, tmp_path, small_inputs):
     """The same faults on the first request that carries the run's data (S3's upload, Postgres's
-    COPY, Kafka's Produce): before the commit point, so the publish either gets through (0) or fails
-    without publishing (5); never a partial run, never a traceback, always within its bound."""
+    COPY, Kafka's Produce, Iceberg's data file upload to a MinIO warehouse): before the commit point,
+    so the publish either gets through (0) or fails without publishing (5); never a partial run,
+    never a traceback, always within its bound."""
+    sink = staging_sink
     if sink.staging_request is None:
         pytest.skip(f"{sink.name}: staging does not cross the network (the warehouse is a local directory)")
     inputs = parquet_input(small_inputs[0])
