@@ -43,6 +43,9 @@ SwapIfUnchanged = Callable[[bytes, "str | None"], str]
 
 
 def pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` (on this host) is running. A zombie (dead, not yet reaped by its
+    parent) is not: it holds nothing and will never do anything again, yet ``kill(pid, 0)``
+    succeeds on it, so a killed driver whose parent has not waited for it would look alive."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -51,7 +54,13 @@ def pid_alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:  # no /proc (macOS), or gone meanwhile: kill() said it exists
+        return True
+    # "pid (comm) S ...": the state follows the last ")" (comm may itself contain ")").
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 class Lease:
