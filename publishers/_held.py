@@ -122,6 +122,21 @@ def _rebuild(doc: dict[str, Any]) -> AtomicPublishError:
     return AtomicPublishError(f"{doc.get('type')}: {message}")
 
 
+def refuse_single_part_sinks(definition: Any, engine: str) -> None:
+    """A sink that cannot take a run staged in parts is refused on the driver, before any task runs."""
+    limit = definition.capabilities.max_parts
+    if limit is not None and limit < 2:
+        reasons = {
+            "kafka": "a Kafka transaction belongs to one producer, and N transactions would not be one atomic "
+            "publish for read_committed readers",
+        }
+        why = reasons.get(definition.name, "it commits one staged part per run")
+        raise _errors.CommitRejected(
+            f"the {definition.name} sink cannot take a run staged by several {engine} tasks ({why}); "
+            "publish through one of: file, s3, postgres, iceberg"
+        )
+
+
 def driver_pid() -> int:
     """The pid of the JVM above this Python worker (Spark: worker <- pyspark.daemon <- java), found
     by walking up the process tree; else the parent's. The holder lives as long as it does."""

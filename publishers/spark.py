@@ -30,7 +30,7 @@ from typing import Any
 from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterCommitMessage
 
 from ._errors import CommitRejected, ConfigError, InputError
-from ._held import HeldRun, hold_run
+from ._held import HeldRun, hold_run, refuse_single_part_sinks
 from ._types import Staged, parse_run_date, validate_dataset
 
 log = logging.getLogger("atomic_publish.spark")
@@ -93,23 +93,11 @@ class AtomicPublishDataSource(DataSource):
         from ._publish import resolve_config
 
         definition, sink_options = resolve_config(config).sink(options["sink"])
-        if definition.capabilities.max_parts is not None and definition.capabilities.max_parts < 2:
-            raise CommitRejected(
-                f"the {definition.name} sink cannot take a run staged by several Spark tasks "
-                f"({_why_single(definition.name)}); publish through one of: file, s3, postgres, iceberg"
-            )
+        refuse_single_part_sinks(definition, "Spark")
         held = hold_run(dataset=dataset, run_date=run_date, sink=options["sink"], config=config, if_absent=if_absent)
         if held.skipped is not None:
             log.info("%s/%s is already published: nothing to do (if_absent)", dataset, run_date)
         return _Writer(held, definition.name, sink_options)
-
-
-def _why_single(sink: str) -> str:
-    reasons = {
-        "kafka": "a Kafka transaction belongs to one producer, and N transactions would not be one atomic publish "
-        "for read_committed readers",
-    }
-    return reasons.get(sink, "it commits one staged part per run")
 
 
 def _flag(value: str, name: str) -> bool:

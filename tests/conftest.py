@@ -6,6 +6,9 @@ import pytest
 
 from pipelines.generate import generate_inputs
 
+# The engine suites' shared fixtures (tests/spark, tests/ray): the input every job reads, credentials.
+pytest_plugins = ["tests.engines"]
+
 
 @pytest.fixture(scope="session")
 def small_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

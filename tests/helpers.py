@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -124,3 +125,22 @@ def refunds_run_args(inputs: tuple[Path, Path], *extra: str, run_date: str = "20
     """``refunds run`` of the refunds pipeline over (refunds, merchants) inputs, plus ``extra`` options."""
     refunds, merchants = inputs
     return ("refunds", "run", "--run-date", run_date, "--refunds", str(refunds), "--merchants", str(merchants), *extra)
+
+
+def csv_rows(csv_bytes: bytes) -> list[tuple]:  # type: ignore[type-arg]
+    """The rows of a reader's CSV (several parts' CSVs one after the other: their header lines are
+    dropped), sorted, with timestamps at one precision: what was published, however it was split."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    lines = csv_bytes.splitlines()
+    header = lines[0]
+    body = [line for line in lines[1:] if line != header]
+    table = pacsv.read_csv(io.BytesIO(b"\n".join([header, *body]) + b"\n"))
+    columns = []
+    for name in sorted(table.column_names):
+        column = table[name]
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.timestamp("us", tz="UTC"))
+        columns.append(column.to_pylist())
+    return sorted(zip(*columns, strict=True))

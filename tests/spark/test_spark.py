@@ -7,7 +7,6 @@ compared, row for row, with a single-process publish of the same rows.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 
 from tests.contract.harness import DATASET, DATE, HARNESSES, SinkHarness, loaded
 from tests.helpers import REPO, cli_env, run_cli
+from tests.helpers import csv_rows as rows
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -27,25 +27,6 @@ SINKS = ["file", "s3", "s3-minio", "postgres", "iceberg"]
 
 def _params(names):  # type: ignore[no-untyped-def]
     return [pytest.param(n, marks=[pytest.mark.integration] if HARNESSES[n][0] else [], id=n) for n in names]
-
-
-def rows(csv_bytes: bytes) -> list[tuple]:
-    """The rows of a reader's CSV (several parts' CSVs one after the other: their header lines are
-    dropped), sorted, with timestamps at one precision: what was published, however it was split."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    lines = csv_bytes.splitlines()
-    header = lines[0]
-    body = [line for line in lines[1:] if line != header]
-    table = pacsv.read_csv(io.BytesIO(b"\n".join([header, *body]) + b"\n"))
-    columns = []
-    for name in sorted(table.column_names):
-        column = table[name]
-        if pa.types.is_timestamp(column.type):
-            column = column.cast(pa.timestamp("us", tz="UTC"))
-        columns.append(column.to_pylist())
-    return sorted(zip(*columns, strict=True))
 
 
 def _writer(spark, refunds_parquet, cfg, *, fault="", if_absent=False, fmt="atomic_publish_faulty"):  # type: ignore[no-untyped-def]
