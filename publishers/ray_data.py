@@ -37,7 +37,7 @@ from ._types import Staged, new_part_token, parse_run_date, validate_dataset
 log = logging.getLogger("atomic_publish.ray")
 
 
-class AtomicPublishDatasink(Datasink):  # type: ignore[misc]
+class AtomicPublishDatasink(Datasink):
     """Publish a Ray Dataset as run ``dataset``/``run_date`` of ``sink``, all or nothing."""
 
     def __init__(
@@ -95,7 +95,9 @@ class AtomicPublishDatasink(Datasink):  # type: ignore[misc]
         if self.held is None:  # refused before any task: nothing was staged
             return
         self.held.abort()
-        log.warning("the write of %s failed (%s): attempt %s not published", self.held.run.run_id, error, self.held.run.attempt)
+        log.warning(
+            "the write of %s failed (%s): attempt %s not published", self.held.run.run_id, error, self.held.run.attempt
+        )
 
     # -- the tasks ----------------------------------------------------------------------------------
 
@@ -113,8 +115,9 @@ class AtomicPublishDatasink(Datasink):  # type: ignore[misc]
         batches = (
             batch
             for block in blocks
-            for batch in (block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, preserve_index=False))
-            .to_batches()
+            for batch in (
+                block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, preserve_index=False)
+            ).to_batches()
             if batch.num_rows
         )
         first = next(batches, None)
@@ -125,7 +128,12 @@ class AtomicPublishDatasink(Datasink):  # type: ignore[misc]
         part = int(ctx.task_idx)
         staged = stage_part(publisher, held.run, reader, part=part, token=new_part_token())
         log.info(
-            "staged part %s of %s: %s rows (task %s on %s)", part, held.run.run_id, staged.rows, part, socket.gethostname()
+            "staged part %s of %s: %s rows (task %s on %s)",
+            part,
+            held.run.run_id,
+            staged.rows,
+            part,
+            socket.gethostname(),
         )
         return staged.to_json()
 
