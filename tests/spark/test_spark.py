@@ -160,9 +160,20 @@ def _driver(harness, cfg, refunds_parquet, *, fault="", flag_dir="", env=None): 
     )
 
 
-def _holders() -> list[int]:
+def _holders(cfg: Path) -> list[int]:
+    """The holders of this test's driver: their environment names its publish.toml (other tests,
+    or other suites on the machine, may run holders of their own meanwhile)."""
     out = subprocess.run(["pgrep", "-f", "publishers._held"], capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()]
+    mine = f"ATOMIC_PUBLISH_CONFIG={cfg}".encode()
+    found = []
+    for pid in (int(p) for p in out.split()):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if mine in environ:
+            found.append(pid)
+    return found
 
 
 def _wait(predicate, seconds: float, what: str):  # type: ignore[no-untyped-def]
@@ -196,14 +207,14 @@ def test_the_driver_killed_before_the_commit(spark, harness, holder_too, tmp_pat
     cfg = harness.make_config(tmp_path / "cfg")
     flags = tmp_path / "flags"
     flags.mkdir()
-    before = set(_holders())
+    before = set(_holders(cfg))
     proc = _driver(harness, cfg, refunds_parquet, fault="hang_after_staging", flag_dir=str(flags))
     try:
         _wait(lambda: len(list(flags.iterdir())) >= 2, 120, "two tasks to stage their parts")
     except AssertionError:
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError(proc.communicate()[1][-3000:]) from None
-    holders = [p for p in _holders() if p not in before]
+    holders = [p for p in _holders(cfg) if p not in before]
     assert len(holders) == 1, holders
     assert _diagnose(cfg, harness)["state"] == "RUNNING"  # the holder holds the run
     if holder_too:
@@ -217,7 +228,7 @@ def test_the_driver_killed_before_the_commit(spark, harness, holder_too, tmp_pat
         assert len({o["attempt"] for o in doc["orphans"]}) == 1, doc
         assert run_cli("recover", "--dataset", DATASET, "--run-date", DATE, "--apply", env=env).code == 10
     else:
-        _wait(lambda: holders[0] not in _holders(), 60, "the holder to clean up and exit")
+        _wait(lambda: holders[0] not in _holders(cfg), 60, "the holder to clean up and exit")
         doc = _diagnose(cfg, harness)
         assert doc["state"] == "NOTHING_IN_FLIGHT", doc
     _writer(spark, refunds_parquet, cfg).save()  # the re-run, as after a single-process publish
