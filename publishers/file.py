@@ -40,14 +40,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from ._arrow import rechunk, refuse_nested_for_csv, refuse_schema_drift, schema_to_json
 from ._crash import crash_point
 from ._errors import CommitOutcomeUnknown, CommitRejected, DestinationUnavailable, LostRace, UnsafeLayout
 from ._fs import (
@@ -63,6 +59,11 @@ from ._fs import (
 from ._lock import hold_flock
 from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
 from ._types import AttemptInfo, Receipt, Run, Staged, check_parts, part_suffix
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported by the methods that write: diagnose, recover and sweep never need it.
 
 log = logging.getLogger("atomic_publish.file")
 
@@ -243,6 +244,8 @@ class FilePublisher:
         part: int = 0,
         token: str = "",
     ) -> Staged:
+        from ._arrow import refuse_nested_for_csv, refuse_schema_drift
+
         staging_dir = self.layout.staging_dir(run.dataset)
         try:
             staging_dir.mkdir(parents=True, exist_ok=True)
@@ -295,6 +298,8 @@ class FilePublisher:
     def _part_details(self, schema: pa.Schema) -> dict[str, Any]:
         """What the commit needs to assemble a staging with others: its format, schema, host, and
         the length of its CSV header (skipped in every part but the first)."""
+        from ._arrow import schema_to_json
+
         details: dict[str, Any] = {
             "format": self.config.format,
             "host": os.uname().nodename,
@@ -440,6 +445,9 @@ class FilePublisher:
 
     def _rewrite_parquet(self, sink: HashingWriter, ordered: Sequence[Staged], paths: Sequence[Path]) -> int:
         """The parts' rows in one Parquet file, row groups at the configured size (as one stage)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         for staged, path in zip(ordered, paths, strict=True):
             self._checked(staged, path, *sha256_file(path))
         schema = pq.read_schema(paths[0])
@@ -478,6 +486,12 @@ class FilePublisher:
         return None, ""
 
     def _write(self, sink: HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        from ._arrow import rechunk
+
         rows = 0
         first = True
         if self.config.format == "csv":
@@ -507,6 +521,10 @@ class FilePublisher:
     def _manifest(
         self, run: Run, *, rows: int, size: int, checksum: str, schema: pa.Schema | list[dict[str, Any]]
     ) -> dict[str, Any]:
+        import pyarrow as pa
+
+        from ._arrow import schema_to_json
+
         return {
             "manifest_version": MANIFEST_VERSION,
             "run_id": run.run_id,
@@ -607,6 +625,8 @@ class FilePublisher:
 def _csv_header(schema: pa.Schema) -> bytes:
     """The bytes pyarrow's CSV writer puts before the first row for ``schema``."""
     import io
+
+    import pyarrow.csv as pacsv
 
     buf = io.BytesIO()
     pacsv.write_csv(schema.empty_table(), buf)

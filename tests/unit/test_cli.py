@@ -253,3 +253,24 @@ def test_help_imports_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
+
+
+def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
+    """diagnose reads the disk: the file sink's diagnosis needs neither pyarrow nor numpy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from publishers.cli import cli\n"
+        "try:\n"
+        "    cli.main(['diagnose', '--dataset', 'refunds', '--run-date', '2026-05-16'])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code, file=sys.stderr)\n"
+        "print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-2].startswith("exit ") and lines[-1] == "[]", proc.stderr
