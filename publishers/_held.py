@@ -76,9 +76,10 @@ class HeldRun:
             return
         try:
             self._request({"op": "abort"}, during_commit=False)
-        except (_errors.CommitAborted, DestinationUnavailable) as exc:
-            # The holder is gone (killed, or it saw its driver die and removed the staging itself):
-            # what is left, if anything, has no live holder and is the diagnosis's to name.
+        except (_errors.CommitAborted, DestinationUnavailable, OSError, EOFError) as exc:
+            # The holder is gone (killed, or it saw its driver die and removed the staging itself,
+            # or it closed its socket as we connected): what is left, if anything, has no live
+            # holder and is the diagnosis's to name. Never raised over the error that led here.
             log.warning("%s", exc)
 
     def _request(self, request: dict[str, Any], *, during_commit: bool) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def pid_alive(pid: Any) -> bool:
     except OSError:  # no /proc (macOS), or gone meanwhile: kill() said it exists
         return True
     # "pid (comm) S ...": the state follows the last ")" (comm may itself contain ")").
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X", b"x")
 
 
 class Lease:

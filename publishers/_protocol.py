@@ -30,12 +30,17 @@ class Capabilities:
     - ``stages_files``: the publisher has ``stage_files(run, files, *, progress, part, token)``, which
       stages input files as they are (it may still decline with None: see InputFiles);
     - ``run_lock_writes``: taking the run lock writes at the destination (a lease); when it does not
-      (Kafka: fencing is the lock), publish() checks a run's state under the lock only.
+      (Kafka: fencing is the lock), publish() checks a run's state under the lock only;
+    - ``assembles_parts``: the publisher has ``assemble(run, staged) -> Staged``, which turns several
+      parts into one staging before the commit (the file sink: one file per run). It runs before
+      the commit's critical section, so a signal still stops the attempt there; it raises only
+      CommitRejected (nothing is published by it).
     """
 
     max_parts: int | None = 1
     stages_files: bool = False
     run_lock_writes: bool = True
+    assembles_parts: bool = False
 
 
 @runtime_checkable

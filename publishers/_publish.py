@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -245,6 +245,15 @@ class RunJob:
                 f"the {self.publisher.sink_name} sink commits at most {limit} part(s) per run; {len(staged)} were "
                 "staged: publish this run from one process"
             )
+        if self.publisher.capabilities.assembles_parts and (len(staged) > 1 or any(s.part or s.token for s in staged)):
+            # Parts made one staging before the critical section: it takes time, and a signal may
+            # still stop the attempt (it publishes nothing).
+            try:
+                staged = [cast(Any, self.publisher).assemble(self.run, staged)]
+            except CommitRejected:
+                self.state = "rejected"
+                _discard(self.publisher, self.run, [*self.staged, *staged])
+                raise
         self._held.enter_context(critical_section())
         try:
             receipt = self.publisher.commit(self.run, staged)

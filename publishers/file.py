@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -45,7 +46,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from ._crash import crash_point
-from ._errors import CommitOutcomeUnknown, CommitRejected, DestinationUnavailable, LostRace, UnsafeLayout
+from ._errors import (
+    CommitOutcomeUnknown,
+    CommitRejected,
+    DestinationUnavailable,
+    LostRace,
+    UnsafeLayout,
+    first_line,
+)
 from ._fs import (
     HashingWriter,
     fsync_dir,
@@ -115,7 +123,7 @@ class StagingName:
     kind: str  # "staging-data" | "pending-manifest" | "marker-temp"
 
 
-_PART_RE = re.compile(r"^\.p\d{5}(-[0-9a-z]+)?\.")
+_PART_RE = re.compile(r"^\.p\d{5,}(-[0-9a-z]+)?\.")
 _STAGING_RE = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})\.(?P<attempt>\d{8}T\d{6}Z-[0-9a-f]{6})\.(?P<rest>.+)$")
 
 
@@ -214,7 +222,7 @@ def _appears(path: Path, seconds: float) -> bool:
     return True
 
 
-CAPABILITIES = Capabilities(max_parts=None)
+CAPABILITIES = Capabilities(max_parts=None, assembles_parts=True)
 
 
 class FilePublisher:
@@ -343,7 +351,7 @@ class FilePublisher:
             token=token,
         )
 
-    def _assemble(self, run: Run, parts: Sequence[Staged]) -> Staged:
+    def assemble(self, run: Run, parts: Sequence[Staged]) -> Staged:
         """The parts, in part order, as the attempt's one staging file with its pending manifest
         (what a single-process stage leaves); the parts are removed once that is durable. Every
         error here is before the commit point: CommitRejected, nothing visible."""
@@ -353,6 +361,12 @@ class FilePublisher:
             raise CommitRejected(f"the parts of {run.run_id} come from several attempts: {sorted(attempts)}")
         owner = Run(run.dataset, run.run_date, attempts.pop())
         ordered = sorted(parts, key=lambda p: p.part)
+        schemas = {json.dumps(p.details.get("schema"), sort_keys=True) for p in ordered}
+        if len(schemas) != 1 or None in (p.details.get("schema") for p in ordered):
+            raise CommitRejected(
+                f"the parts of {run.run_id} do not all have one schema (or do not say theirs): every worker must "
+                "stage the same columns with the same types; nothing was published"
+            )
         # Part 0 staged without a token (by stage() in one piece) sits at the attempt's staging name.
         paths = [
             self.layout.staging_part(owner, p.part, p.token) if p.part or p.token else self.layout.staging_data(owner)
@@ -371,8 +385,10 @@ class FilePublisher:
                 )
         data_path, pending_path = self.layout.staging_data(owner), self.layout.pending(owner)
         assembling = self.layout.staging_part(owner, 0, "all")
+        created = False
         try:
             with open(assembling, "xb", buffering=0) as fh:
+                created = True
                 sink = HashingWriter(fh)
                 try:
                     if self.config.format == "csv":
@@ -393,10 +409,12 @@ class FilePublisher:
             write_durable(pending_path, json_bytes(intent))
             fsync_dir(data_path.parent)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                assembling.unlink()
-            if isinstance(exc, OSError):
-                raise CommitRejected(f"could not assemble the parts of {run.run_id}: {exc}") from exc
+            if created:
+                with contextlib.suppress(OSError):
+                    assembling.unlink()
+            if isinstance(exc, Exception) and not isinstance(exc, CommitRejected):
+                # Before the rename: whatever went wrong, nothing was published (a proven refusal).
+                raise CommitRejected(f"could not assemble the parts of {run.run_id}: {first_line(exc)}") from exc
             raise
         return Staged(
             sink=self.sink_name,
@@ -541,7 +559,7 @@ class FilePublisher:
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
         if len(staged) != 1 or staged[0].part or staged[0].token:
-            staged = [self._assemble(run, staged)]
+            staged = [self.assemble(run, staged)]
         part = staged[0]
         if part.run_id != run.run_id:
             raise CommitRejected(f"staged part belongs to run {part.run_id}, not {run.run_id}")

@@ -521,10 +521,14 @@ class IcebergPublisher:
                 catalog.create_namespace(self.config.namespace)
             except NamespaceAlreadyExistsError:
                 pass
-            except Exception:
+            except Exception as exc:
                 # Two writers creating it at once (Spark tasks of a first run): the SQL catalog checks,
                 # then inserts, and the loser's insert fails on the key. It exists now: go on.
-                if not catalog.namespace_exists(self.config.namespace):
+                try:
+                    exists = catalog.namespace_exists(self.config.namespace)
+                except Exception:
+                    raise exc from None
+                if not exists:
                     raise
             try:
                 table = catalog.create_table(self.layout.identifier(run.dataset), schema=schema)

@@ -54,6 +54,8 @@ class AtomicPublishDatasink(Datasink):
         refuse_single_part_sinks(definition, "Ray")
         self.sink_type = definition.name
         self.held: HeldRun | None = None
+        self.schema: Any = None  # the first block's (Ray gives it to on_write_start); every block is cast to it
+        self.committing = False
 
     def get_name(self) -> str:
         return f"AtomicPublish({self.sink}:{self.dataset}/{self.run_date})"
@@ -61,6 +63,7 @@ class AtomicPublishDatasink(Datasink):
     # -- the driver ---------------------------------------------------------------------------------
 
     def on_write_start(self, schema: Any = None) -> None:
+        self.held, self.schema, self.committing = None, schema, False
         self.held = hold_run(
             dataset=self.dataset,
             run_date=self.run_date,
@@ -73,7 +76,9 @@ class AtomicPublishDatasink(Datasink):
             log.info("%s/%s is already published: nothing to do (if_absent)", self.dataset, self.run_date)
 
     def on_write_complete(self, write_result: Any) -> None:
-        held = self._held()
+        if self.held is None:  # Ray starts a write at its first block: an empty Dataset never started one
+            raise InputError(f"the Dataset of {self.dataset}/{self.run_date} has no rows; nothing to publish")
+        held = self.held
         if held.skipped is not None:
             return
         returns = write_result.write_returns
@@ -81,6 +86,7 @@ class AtomicPublishDatasink(Datasink):
         if not parts:
             held.abort()
             raise InputError(f"the Dataset of {held.run.run_id} has no rows; nothing to publish")
+        self.committing = True  # from here, a failure is the commit's: settled by the holder, not by an abort
         result = held.commit(parts)
         receipt = result.get("receipt") or {}
         log.info(
@@ -94,10 +100,22 @@ class AtomicPublishDatasink(Datasink):
     def on_write_failed(self, error: Exception) -> None:
         if self.held is None:  # refused before any task: nothing was staged
             return
+        if self.committing:
+            # Ray calls this when on_write_complete raised too. The holder already did what the commit's
+            # outcome allows (a proven refusal removed the staging; an unknown outcome removed nothing).
+            log.error("the commit of %s failed (%s): run `atomic-publish diagnose`", self.held.run.run_id, error)
+            return
         self.held.abort()
         log.warning(
             "the write of %s failed (%s): attempt %s not published", self.held.run.run_id, error, self.held.run.attempt
         )
+
+    def abort(self) -> None:
+        """Give up a write Ray never finished. Ray calls neither callback when the driver is
+        interrupted (Ctrl-C raises KeyboardInterrupt, which is not an Exception), so in a driver that
+        lives on (a notebook) the holder would hold the run until the process ends: call this."""
+        if self.held is not None and not self.committing:
+            self.held.abort()
 
     # -- the tasks ----------------------------------------------------------------------------------
 

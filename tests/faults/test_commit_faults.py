@@ -143,7 +143,13 @@ def _advice_ends_in_the_input(
     final = sink.read(cfg)
     assert final is not None and final == _reference(sink, tmp_path, inputs)
     outcomes.record(
-        kind, sink.name, fault, exit_code=code, took=took, state=state, then=" → ".join(states[1:]) or states[-1]
+        kind,
+        sink.name,
+        fault,
+        exit_code=code,
+        took=took,
+        state=state,
+        then=" → ".join([*before, *(states[1:] or states[-1:])]),
     )
 
 

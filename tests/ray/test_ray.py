@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.harness import DATASET, DATE, HARNESSES, SinkHarness, loaded
-from tests.helpers import REPO, cli_env, csv_rows, run_cli
+from tests.helpers import REPO, cli_env, csv_rows, refunds_run_args, run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -183,3 +183,21 @@ def test_the_driver_killed_while_tasks_hold_staged_parts(ray_local, tmp_path, re
     rerun = run_cli("publish", "--dataset", DATASET, "--run-date", DATE, str(refunds_parquet), env=env)
     assert rerun.code == 0, rerun.stderr
     assert _published_rows(harness, cfg) == csv_rows(reference(harness))
+
+
+def test_abort_gives_up_a_write_ray_never_finished(tmp_path, small_inputs):
+    """Ctrl-C in a driver that lives on (a notebook): Ray calls neither callback, the holder still
+    holds the run (RUNNING); the datasink's abort() gives it up (NOTHING_IN_FLIGHT), and a
+    publish of the run then goes through."""
+    from publishers.ray_data import AtomicPublishDatasink
+
+    harness = HARNESSES["file"][1]()
+    cfg = harness.make_config(tmp_path)
+    sink = AtomicPublishDatasink(
+        sink=loaded(cfg).settings.defaults.sink, dataset=DATASET, run_date=DATE, config=str(cfg)
+    )
+    sink.on_write_start(None)
+    assert _diagnose(cfg, harness)["state"] == "RUNNING"
+    sink.abort()
+    assert _diagnose(cfg, harness)["state"] == "NOTHING_IN_FLIGHT"
+    assert run_cli(*refunds_run_args(small_inputs), env=cli_env(cfg)).code == 0

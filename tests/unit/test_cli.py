@@ -256,21 +256,32 @@ def test_help_imports_nothing_heavy():
 
 
 def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
-    """diagnose reads the disk: the file sink's diagnosis needs neither pyarrow nor numpy."""
+    """diagnose reads the disk: the file sink's diagnosis of a run with a published output and an
+    orphan (a dead attempt's staging, its checksum verified) needs neither pyarrow nor numpy."""
     import subprocess
     import sys
 
+    from tests.helpers import cli_env, run_cli, write_config
+
+    cfg = write_config(tmp_path / "publish.toml", tmp_path / "out")
+    data = tmp_path / "in.csv"
+    data.write_text("id,amount\n1,2\n")
+    args = ("--dataset", "refunds", "--run-date", "2026-05-16")
+    assert run_cli("publish", *args, str(data), env=cli_env(cfg)).code == 0
+    orphan = tmp_path / "out" / "_staging" / "refunds" / "2026-05-16.20260516T000000Z-abcdef.csv"
+    orphan.write_text("id,amount\n")
     code = (
         "import sys\n"
         "from publishers.cli import cli\n"
         "try:\n"
-        "    cli.main(['diagnose', '--dataset', 'refunds', '--run-date', '2026-05-16'])\n"
+        f"    cli.main(['diagnose', *{list(args)!r}])\n"
         "except SystemExit as exc:\n"
         "    print('exit', exc.code, file=sys.stderr)\n"
         "print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules), file=sys.stderr)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60
+        [sys.executable, "-c", code], env=cli_env(cfg), capture_output=True, text=True, check=False, timeout=60
     )
     lines = proc.stderr.strip().splitlines()
-    assert lines[-2].startswith("exit ") and lines[-1] == "[]", proc.stderr
+    assert "PUBLISHED_WITH_ORPHANS" in proc.stdout, proc.stdout + proc.stderr
+    assert lines[-2] == "exit 12" and lines[-1] == "[]", proc.stderr

@@ -321,11 +321,22 @@ def test_an_input_file_changed_during_the_publish_is_refused_and_nothing_is_publ
 
 
 def _parts(publisher, r, table, n):  # type: ignore[no-untyped-def]
-    """``table`` staged as ``n`` parts of ``r`` (contiguous slices), as ``n`` workers would."""
+    """``table`` staged as 3 parts of ``r`` (contiguous slices of uneven sizes, each in batches of
+    70 rows), as 3 workers would."""
     from publishers import stage_part
 
-    size = -(-table.num_rows // n)
-    return [stage_part(publisher, r, table.slice(i * size, size), part=i, token=f"t{i}") for i in range(n)]
+    assert n == 3
+    cuts = [0, 170, 601, table.num_rows]
+    return [
+        stage_part(
+            publisher,
+            r,
+            pa.Table.from_batches(table.slice(cuts[i], cuts[i + 1] - cuts[i]).to_batches(max_chunksize=70)),
+            part=i,
+            token=f"t{i}",
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -335,18 +346,23 @@ def test_a_run_staged_in_parts_is_published_as_one_file_identical_to_one_piece(t
     at the configured size); the parts are gone, diagnose says DONE."""
     from publishers import begin_run
 
-    one, _ = make(tmp_path / "one", fmt)
-    publish(one, FileDiagnostic(one.config), run(), TABLE)
+    config = FileSinkConfig(root=tmp_path / "one" / "out", format=fmt, parquet_row_group_rows=128)
+    one = FilePublisher(config)
+    publish(one, FileDiagnostic(config), run(), TABLE)
     expected = (tmp_path / "one" / "out" / "refunds_settled" / f"2026-04-24.{fmt}").read_bytes()
 
-    publisher, diagnostic = make(tmp_path, fmt)
+    config = FileSinkConfig(root=tmp_path / "out", format=fmt, parquet_row_group_rows=128)
+    publisher, diagnostic = FilePublisher(config), FileDiagnostic(config)
     r = run()
     with begin_run(publisher, diagnostic, r) as job:
         staged = _parts(publisher, r, TABLE, 3)
+        assert len({s.rows for s in staged}) == 3  # uneven parts
         assert diagnostic.diagnose(run()).state is State.RUNNING  # nothing visible; the driver holds it
         result = job.commit(list(reversed(staged)))
     final = tmp_path / "out" / "refunds_settled" / f"2026-04-24.{fmt}"
     assert final.read_bytes() == expected
+    if fmt == "parquet":  # row groups cut at the configured size, not at the parts' or batches' edges
+        assert [pq.ParquetFile(final).metadata.row_group(i).num_rows for i in range(8)] == [128] * 7 + [104]
     assert result.receipt.rows == 1000
     assert diagnostic.diagnose(run()).state is State.DONE
     assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []

@@ -8,10 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from publishers._lease import pid_alive
 from tests.faults.test_signals import wait_for_pause
 from tests.helpers import cli_env, run_cli, start_cli
+
+
+def _until_a_zombie(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{pid} did not become a zombie")
 
 
 def test_a_zombie_is_not_alive():
@@ -19,9 +30,8 @@ def test_a_zombie_is_not_alive():
     try:
         assert pid_alive(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while pid_alive(proc.pid) and time.monotonic() < deadline:  # dead, but not reaped (no wait yet)
-            time.sleep(0.05)
+        _until_a_zombie(proc.pid)  # dead, but not reaped (no wait yet): kill(pid, 0) still succeeds
+        os.kill(proc.pid, 0)
         assert not pid_alive(proc.pid)
         assert os.waitpid(proc.pid, os.WNOHANG)[0] == proc.pid  # it was a zombie until now
     finally:
@@ -44,7 +54,7 @@ def test_a_killed_publisher_not_yet_reaped_is_orphaned_not_running(tmp_path, sma
     try:
         wait_for_pause(proc, "after_stage")
         os.kill(proc.pid, signal.SIGKILL)
-        time.sleep(0.5)  # not reaped: proc.wait() comes after the diagnosis
+        _until_a_zombie(proc.pid)  # dead, not reaped: proc.wait() comes after the diagnosis
         doc = run_cli("diagnose", *args, "--json", env=cli_env(cfg)).json()
         assert doc["state"] == "ORPHANED", doc
     finally:
