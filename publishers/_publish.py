@@ -245,6 +245,7 @@ class RunJob:
                 f"the {self.publisher.sink_name} sink commits at most {limit} part(s) per run; {len(staged)} were "
                 "staged: publish this run from one process"
             )
+        parts = len(staged)
         if self.publisher.capabilities.assembles_parts and (len(staged) > 1 or any(s.part or s.token for s in staged)):
             # Parts made one staging before the critical section: it takes time, and a signal may
             # still stop the attempt (it publishes nothing).
@@ -272,7 +273,7 @@ class RunJob:
             self.state = "unknown"
             raise _unknown(self.run, exc) from exc
         self.state = "committed"
-        self.parts_committed = len(staged)
+        self.parts_committed = parts
         crash_point("after_cleanup")
         log.info(
             "published %s: %d rows, %d bytes at %s", self.run.run_id, receipt.rows, receipt.bytes, receipt.location
