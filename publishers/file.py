@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -269,15 +269,8 @@ class FilePublisher:
         data_path = self.layout.staging_data(run)
         pending_path = self.layout.pending(run)
         try:
-            # O_EXCL: an attempt never reuses or overwrites another attempt's staging name.
-            with open(data_path, "xb", buffering=0) as fh:
-                sink = HashingWriter(fh)
-                try:
-                    rows = self._write(sink, batches, progress)
-                finally:
-                    checksum = sink.finish()
-                os.fsync(fh.fileno())
-            intent = self._manifest(run, rows=rows, size=sink.size, checksum=checksum, schema=batches.schema)
+            rows, size, checksum = _write_new(data_path, lambda sink: self._write(sink, batches, progress))
+            intent = self._manifest(run, rows=rows, size=size, checksum=checksum, schema=batches.schema)
             # The pending manifest is what lets a diagnosis explain an output found without its
             # success marker (crash right after the rename): same checksum, same attempt.
             write_durable(pending_path, json_bytes(intent))
@@ -298,7 +291,7 @@ class FilePublisher:
             attempt=run.attempt,
             location=str(data_path),
             rows=rows,
-            bytes=sink.size,
+            bytes=size,
             checksum=f"sha256:{checksum}",
             details={"pending_manifest": str(pending_path), **self._part_details(batches.schema)},
         )
@@ -324,13 +317,7 @@ class FilePublisher:
         pending manifest: the commit assembles the parts and writes that."""
         path = self.layout.staging_part(run, part, token)
         try:
-            with open(path, "xb", buffering=0) as fh:  # never another staging's name
-                sink = HashingWriter(fh)
-                try:
-                    rows = self._write(sink, batches, progress)
-                finally:
-                    checksum = sink.finish()
-                os.fsync(fh.fileno())
+            rows, size, checksum = _write_new(path, lambda sink: self._write(sink, batches, progress))
             fsync_dir(path.parent)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -344,7 +331,7 @@ class FilePublisher:
             attempt=run.attempt,
             location=str(path),
             rows=rows,
-            bytes=sink.size,
+            bytes=size,
             checksum=f"sha256:{checksum}",
             details=self._part_details(batches.schema),
             part=part,
@@ -385,31 +372,20 @@ class FilePublisher:
                 )
         data_path, pending_path = self.layout.staging_data(owner), self.layout.pending(owner)
         assembling = self.layout.staging_part(owner, 0, "all")
-        created = False
+        created: list[Path] = []
+        concat = self._concat_csv if self.config.format == "csv" else self._rewrite_parquet
         try:
-            with open(assembling, "xb", buffering=0) as fh:
-                created = True
-                sink = HashingWriter(fh)
-                try:
-                    if self.config.format == "csv":
-                        rows = self._concat_csv(sink, ordered, paths)
-                    else:
-                        rows = self._rewrite_parquet(sink, ordered, paths)
-                finally:
-                    checksum = sink.finish()
-                os.fsync(fh.fileno())
+            rows, size, checksum = _write_new(assembling, lambda sink: concat(sink, ordered, paths), created)
             # Assembled and durable: the parts go, then the whole takes the attempt's staging name.
             for path in [*paths, pending_path]:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             rename_noreplace(assembling, data_path)
-            intent = self._manifest(
-                owner, rows=rows, size=sink.size, checksum=checksum, schema=ordered[0].details["schema"]
-            )
+            intent = self._manifest(owner, rows=rows, size=size, checksum=checksum, schema=ordered[0].details["schema"])
             write_durable(pending_path, json_bytes(intent))
             fsync_dir(data_path.parent)
         except BaseException as exc:
-            if created:
+            if created:  # never a file this call did not create
                 with contextlib.suppress(OSError):
                     assembling.unlink()
             if isinstance(exc, Exception) and not isinstance(exc, CommitRejected):
@@ -422,7 +398,7 @@ class FilePublisher:
             attempt=owner.attempt,
             location=str(data_path),
             rows=rows,
-            bytes=sink.size,
+            bytes=size,
             checksum=f"sha256:{checksum}",
             details={"pending_manifest": str(pending_path), "format": self.config.format, "parts": len(ordered)},
         )
@@ -638,6 +614,24 @@ class FilePublisher:
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+
+def _write_new(
+    path: Path, write: Callable[[HashingWriter], int], created: list[Path] | None = None
+) -> tuple[int, int, str]:
+    """Create ``path`` (O_EXCL: never another staging's name), write it through a hashing sink with
+    ``write`` (which returns the rows), fsync it; (rows, bytes, sha256). ``created`` gets ``path``
+    once this call made it."""
+    with open(path, "xb", buffering=0) as fh:
+        if created is not None:
+            created.append(path)
+        sink = HashingWriter(fh)
+        try:
+            rows = write(sink)
+        finally:
+            checksum = sink.finish()
+        os.fsync(fh.fileno())
+    return rows, sink.size, checksum
 
 
 def _csv_header(schema: pa.Schema) -> bytes:

@@ -3,7 +3,10 @@ services' credentials for the engine's worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,18 @@ def engine_env(request: pytest.FixtureRequest) -> dict[str, str]:
     minio = _available(request, "minio_service")
     env.update(minio.env() if minio is not None else {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
     return env
+
+
+@contextlib.contextmanager
+def engine_environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in os.environ while an engine (Spark, Ray) starts and runs: its processes inherit it."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -63,14 +63,7 @@ def test_a_server_killed_under_a_publish(case, tmp_path, small_inputs):
         env=cli_env(cfg, PUBLISH_PAUSE_AT=f"{point}:3", **sink.env),
     )
     wait_for_pause(proc, point)
-    started = time.monotonic()
-    service.kill()
-    if back:
-        service.start_again()
-    _, stderr = proc.communicate(timeout=CALL_BOUND_SECONDS + 30)
-    took = time.monotonic() - started
-    if not back:
-        service.start_again()
+    stderr, took = _kill_the_server(service, proc, back)
     what = f"{point.replace('_', '-')}, {'started again' if back else 'down until the publish ended'}"
     _check_truth(sink, tmp_path, cfg, inputs, proc.returncode, stderr, took, what)
 
@@ -101,16 +94,23 @@ def test_a_server_killed_while_it_holds_the_commit_request(in_commit, tmp_path, 
         )
         assert rule.triggered.wait(CALL_BOUND_SECONDS), "the commit request never reached the proxy"
         time.sleep(0.3)  # the server has the request: it commits it, or is killed before it can
-        started = time.monotonic()
-        service.kill()
-        if back:
-            service.start_again()
-        _, stderr = proc.communicate(timeout=CALL_BOUND_SECONDS + 30)
-        took = time.monotonic() - started
-    if not back:
-        service.start_again()
+        stderr, took = _kill_the_server(service, proc, back)
     what = f"holding the commit request, {'started again' if back else 'down until the publish ended'}"
     _check_truth(sink, tmp_path, cfg, inputs, proc.returncode, stderr, took, what)
+
+
+def _kill_the_server(service: Any, proc: Any, back: bool) -> tuple[str, float]:
+    """SIGKILL the server under the publish, start it again at once (``back``) or only once the
+    publish has ended; the publish's stderr and its seconds from the kill to its end."""
+    started = time.monotonic()
+    service.kill()
+    if back:
+        service.start_again()
+    _, stderr = proc.communicate(timeout=CALL_BOUND_SECONDS + 30)
+    took = time.monotonic() - started
+    if not back:
+        service.start_again()
+    return stderr, took
 
 
 def _check_truth(

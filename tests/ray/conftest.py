@@ -4,36 +4,29 @@ pipeline's output as the Parquet file every write reads."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytest.importorskip("ray", reason="the Ray suite needs ray[data] (pip install 'atomic-publish[ray]')")
 
 from tests.contract.conftest import reference  # noqa: F401  (the clean single-process publish)
 from tests.contract.harness import HARNESSES, SinkHarness
+from tests.engines import engine_environment
 
 
 @pytest.fixture(scope="module")
 def ray_local(engine_env):  # type: ignore[no-untyped-def]
     import ray
 
-    saved = {k: os.environ.get(k) for k in engine_env}
-    os.environ.update(engine_env)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=256 * 1024 * 1024,
-        log_to_driver=False,
-        runtime_env={"env_vars": dict(engine_env)},
-    )
-    yield ray
-    ray.shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with engine_environment(engine_env):
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=256 * 1024 * 1024,
+            log_to_driver=False,
+            runtime_env={"env_vars": dict(engine_env)},
+        )
+        yield ray
+        ray.shutdown()
 
 
 @pytest.fixture

@@ -15,24 +15,19 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
 
 from tests.contract.conftest import reference  # noqa: F401  (the clean single-process publish)
 from tests.contract.harness import HARNESSES, SinkHarness
+from tests.engines import engine_environment
 
 
 @pytest.fixture(scope="module")
 def spark(engine_env):  # type: ignore[no-untyped-def]
-    saved = {k: os.environ.get(k) for k in engine_env}
-    os.environ.update(engine_env)
     from .faults import FaultyDataSource
     from .session import new_session
 
-    session = new_session()
-    session.dataSource.register(FaultyDataSource)
-    yield session
-    session.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with engine_environment(engine_env):
+        session = new_session()
+        session.dataSource.register(FaultyDataSource)
+        yield session
+        session.stop()
 
 
 @pytest.fixture
