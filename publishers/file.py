@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -348,12 +347,7 @@ class FilePublisher:
             raise CommitRejected(f"the parts of {run.run_id} come from several attempts: {sorted(attempts)}")
         owner = Run(run.dataset, run.run_date, attempts.pop())
         ordered = sorted(parts, key=lambda p: p.part)
-        schemas = {json.dumps(p.details.get("schema"), sort_keys=True) for p in ordered}
-        if len(schemas) != 1 or None in (p.details.get("schema") for p in ordered):
-            raise CommitRejected(
-                f"the parts of {run.run_id} do not all have one schema (or do not say theirs): every worker must "
-                "stage the same columns with the same types; nothing was published"
-            )
+        schema = _one_schema(run, ordered)
         # Part 0 staged without a token (by stage() in one piece) sits at the attempt's staging name.
         paths = [
             self.layout.staging_part(owner, p.part, p.token) if p.part or p.token else self.layout.staging_data(owner)
@@ -381,7 +375,7 @@ class FilePublisher:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             rename_noreplace(assembling, data_path)
-            intent = self._manifest(owner, rows=rows, size=size, checksum=checksum, schema=ordered[0].details["schema"])
+            intent = self._manifest(owner, rows=rows, size=size, checksum=checksum, schema=schema)
             write_durable(pending_path, json_bytes(intent))
             fsync_dir(data_path.parent)
         except BaseException as exc:
@@ -444,14 +438,20 @@ class FilePublisher:
 
         for staged, path in zip(ordered, paths, strict=True):
             self._checked(staged, path, *sha256_file(path))
-        schema = pq.read_schema(paths[0])
-        for staged, path in zip(ordered[1:], paths[1:], strict=True):
-            if not pq.read_schema(path).equals(schema):
-                raise CommitRejected(f"part {staged.part} at {path} has another schema than part {ordered[0].part}")
+        # The run's schema: each column's type from a part where it is not all null (_one_schema
+        # checked that the parts agree otherwise); a part's all-null column is cast to it.
+        schemas = [pq.read_schema(path) for path in paths]
+        schema = pa.schema(
+            [
+                next((s.field(i) for s in schemas if not pa.types.is_null(s.field(i).type)), schemas[0].field(i))
+                for i in range(len(schemas[0]))
+            ]
+        )
 
         def batches() -> Iterator[pa.RecordBatch]:
             for path in paths:
-                yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+                    yield batch if batch.schema.equals(schema) else batch.cast(schema)
 
         rows = self._write(sink, pa.RecordBatchReader.from_batches(schema, batches()), None)
         return rows
@@ -614,6 +614,33 @@ class FilePublisher:
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+
+def _one_schema(run: Run, parts: Sequence[Staged]) -> list[dict[str, Any]]:
+    """The schema of a run staged in parts: the parts' own, which must agree column by column,
+    except that a column one part saw only as nulls (type ``null``: Ray infers each block's types
+    apart) takes the type the other parts give it. Otherwise CommitRejected naming the columns."""
+    found = [p.details.get("schema") for p in parts]
+    if any(not isinstance(s, list) for s in found):
+        raise CommitRejected(f"a part of {run.run_id} does not say its schema: it was staged by another version")
+    schemas: list[list[dict[str, Any]]] = [s for s in found if isinstance(s, list)]
+    names = [[c["name"] for c in s] for s in schemas]
+    if any(n != names[0] for n in names):
+        other = next(n for n in names if n != names[0])
+        raise CommitRejected(f"the parts of {run.run_id} have different columns: {names[0]} and {other}; not published")
+    merged, problems = [], []
+    for i, name in enumerate(names[0]):
+        typed = {s[i]["type"] for s in schemas} - {"null"}
+        if len(typed) > 1:
+            problems.append(f"{name!r} is {' / '.join(sorted(typed))}")
+        column = next((s[i] for s in schemas if s[i]["type"] != "null"), schemas[0][i])
+        merged.append({**column, "nullable": any(s[i]["nullable"] for s in schemas) or column["nullable"]})
+    if problems:
+        raise CommitRejected(
+            f"the parts of {run.run_id} disagree on column types ({'; '.join(problems)}): every worker must stage "
+            "one schema; not published"
+        )
+    return merged
 
 
 def _write_new(

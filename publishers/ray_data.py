@@ -54,7 +54,6 @@ class AtomicPublishDatasink(Datasink):
         refuse_single_part_sinks(definition, "Ray")
         self.sink_type = definition.name
         self.held: HeldRun | None = None
-        self.schema: Any = None  # the first block's (Ray gives it to on_write_start); every block is cast to it
         self.committing = False
 
     def get_name(self) -> str:
@@ -63,7 +62,7 @@ class AtomicPublishDatasink(Datasink):
     # -- the driver ---------------------------------------------------------------------------------
 
     def on_write_start(self, schema: Any = None) -> None:
-        self.held, self.schema, self.committing = None, schema, False
+        self.held, self.committing = None, False
         self.held = hold_run(
             dataset=self.dataset,
             run_date=self.run_date,

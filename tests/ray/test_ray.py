@@ -201,3 +201,30 @@ def test_abort_gives_up_a_write_ray_never_finished(tmp_path, small_inputs):
     sink.abort()
     assert _diagnose(cfg, harness)["state"] == "NOTHING_IN_FLIGHT"
     assert run_cli(*refunds_run_args(small_inputs), env=cli_env(cfg)).code == 0
+
+
+def test_a_block_whose_column_is_all_null_publishes_with_the_others_type(ray_local, tmp_path):
+    """Ray infers each block's types apart: one block's all-None column is type null there. The run
+    is published with the type the other blocks give the column (file sink, Parquet)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from publishers.ray_data import AtomicPublishDatasink
+
+    harness = HARNESSES["file"][1]()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[defaults]\nsink = "out"\n[sinks.out]\ntype = "file"\nroot = "{tmp_path / "out"}"\nformat = "parquet"\n'
+    )
+    tables = [
+        pa.table({"id": list(range(i * 100, i * 100 + 100)), "v": [None] * 100 if i == 0 else [f"s{i}"] * 100})
+        for i in range(4)
+    ]
+    assert pa.types.is_null(tables[0].schema.field("v").type)
+    sink = AtomicPublishDatasink(sink="out", dataset=DATASET, run_date=DATE, config=str(cfg))
+    ray.data.from_arrow(tables).write_datasink(sink)
+    assert _diagnose(cfg, harness)["state"] == "DONE"
+    published = pq.read_table(next((tmp_path / "out").rglob(f"{DATE}.parquet")))
+    assert sorted(published.column("id").to_pylist()) == list(range(400))
+    assert published.schema.field("v").type == pa.string()

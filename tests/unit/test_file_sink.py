@@ -396,3 +396,35 @@ def test_a_part_that_is_not_what_its_worker_staged_is_refused_and_nothing_is_pub
     # The refused attempt removed all of its staging: nothing to recover, a re-run publishes.
     assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
     assert diagnostic.diagnose(run()).state is State.NOTHING_IN_FLIGHT
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_parts_whose_column_is_all_null_in_one_take_the_type_the_others_give(tmp_path, fmt):
+    """Ray infers each block's types apart: a part whose `note` is all null has type null there. The
+    run takes the type the other parts give the column; a real disagreement is refused, named."""
+    from publishers import CommitRejected, begin_run, stage_part
+
+    config = FileSinkConfig(root=tmp_path / "out", format=fmt)
+    publisher, diagnostic = FilePublisher(config), FileDiagnostic(config)
+    typed = pa.table({"id": [1, 2], "note": ["a", None]})
+    nulls = pa.table({"id": [3, 4], "note": pa.array([None, None], pa.null())})
+    r = run()
+    with begin_run(publisher, diagnostic, r) as job:
+        staged = [stage_part(publisher, r, t, part=i, token=f"t{i}") for i, t in enumerate([nulls, typed])]
+        job.commit(staged)
+    final = tmp_path / "out" / "refunds_settled" / f"2026-04-24.{fmt}"
+    back = pacsv.read_csv(final) if fmt == "csv" else pq.read_table(final)
+    assert sorted(back.column("id").to_pylist()) == [1, 2, 3, 4]
+    manifest = json.loads(final.with_name(final.name + ".success").read_text())
+    assert [c["type"] for c in manifest["schema"]] == ["int64", "string"]
+    if fmt == "parquet":
+        assert back.schema.field("note").type == pa.string()
+
+    other = Run.new("other_dataset", "2026-04-25")  # no history: the parts' own disagreement is what is refused
+    with (
+        pytest.raises(CommitRejected, match="'note' is int64 / string"),
+        begin_run(publisher, diagnostic, other) as job,
+    ):
+        ints = pa.table({"id": [5], "note": [7]})
+        job.commit([stage_part(publisher, other, t, part=i, token=f"u{i}") for i, t in enumerate([typed, ints])])
+    assert diagnostic.diagnose(Run.new("other_dataset", "2026-04-25")).state is State.NOTHING_IN_FLIGHT
