@@ -235,12 +235,7 @@ def iceberg_sink(service: Any, warehouse: Path) -> FaultySink:
         from pyiceberg.catalog.sql import SqlCatalog
 
         direct = f"postgresql+psycopg://{params['user']}:{params['password']}@{params['host']}:{params['port']}/{db}"
-        catalog = SqlCatalog("default", uri=direct, warehouse=warehouse.as_uri())  # the sink's catalog_name
-        rows = readers.iceberg_gated(catalog, ("reports", DATASET), RUN_ID)
-        catalog.engine.dispose()
-        if rows is None:
-            return None
-        return hashlib.sha256(repr(rows.sort_by("refund_id").to_pylist()).encode()).hexdigest().encode()
+        return _iceberg_read(SqlCatalog("default", uri=direct, warehouse=warehouse.as_uri()))  # the sink's name
 
     return FaultySink(
         name="iceberg-pg",
@@ -251,6 +246,18 @@ def iceberg_sink(service: Any, warehouse: Path) -> FaultySink:
         fresh=lambda: iceberg_sink(service, warehouse.with_name(warehouse.name + "-" + uuid.uuid4().hex[:6])),
         env={"PGPASSWORD": params["password"]},
     )
+
+
+def _iceberg_read(catalog: Any) -> bytes | None:
+    """The run as published in ``reports.<DATASET>`` of ``catalog`` (a digest of its rows sorted by
+    key), or None; the catalog's connections are closed."""
+    try:
+        rows = readers.iceberg_gated(catalog, ("reports", DATASET), RUN_ID)
+    finally:
+        catalog.engine.dispose()
+    if rows is None:
+        return None
+    return hashlib.sha256(repr(rows.sort_by("refund_id").to_pylist()).encode()).hexdigest().encode()
 
 
 # -- iceberg on a Postgres-backed SQL catalog with its warehouse on MinIO ---------------------------------
@@ -295,11 +302,7 @@ def iceberg_minio_sink(postgres: Any, minio: Any) -> FaultySink:
                 "s3.secret-access-key": creds.get("aws_secret_access_key", ""),
             },
         )
-        rows = readers.iceberg_gated(catalog, ("reports", DATASET), RUN_ID)
-        catalog.engine.dispose()
-        if rows is None:
-            return None
-        return hashlib.sha256(repr(rows.sort_by("refund_id").to_pylist()).encode()).hexdigest().encode()
+        return _iceberg_read(catalog)
 
     return FaultySink(
         name="iceberg-pg-minio",
