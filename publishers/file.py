@@ -267,22 +267,13 @@ class FilePublisher:
             return self._stage_part(run, batches, progress, part, token)
         data_path = self.layout.staging_data(run)
         pending_path = self.layout.pending(run)
-        try:
+        with _nothing_left_on_error(data_path, pending_path):
             rows, size, checksum = _write_new(data_path, lambda sink: self._write(sink, batches, progress))
             intent = self._manifest(run, rows=rows, size=size, checksum=checksum, schema=batches.schema)
             # The pending manifest is what lets a diagnosis explain an output found without its
             # success marker (crash right after the rename): same checksum, same attempt.
             write_durable(pending_path, json_bytes(intent))
             fsync_dir(staging_dir)
-        except BaseException as exc:
-            for path in (data_path, pending_path):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            if isinstance(exc, OSError):
-                raise DestinationUnavailable(
-                    f"cannot write {exc.filename or data_path}: {exc.strerror or exc}"
-                ) from exc
-            raise
         crash_point("after_stage")
         return Staged(
             sink=self.sink_name,
@@ -315,15 +306,9 @@ class FilePublisher:
         """One worker's part: a complete file of its own (CSV with its header, or Parquet), and no
         pending manifest: the commit assembles the parts and writes that."""
         path = self.layout.staging_part(run, part, token)
-        try:
+        with _nothing_left_on_error(path):
             rows, size, checksum = _write_new(path, lambda sink: self._write(sink, batches, progress))
             fsync_dir(path.parent)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            if isinstance(exc, OSError):
-                raise DestinationUnavailable(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from exc
-            raise
         return Staged(
             sink=self.sink_name,
             run_id=run.run_id,
@@ -641,6 +626,21 @@ def _one_schema(run: Run, parts: Sequence[Staged]) -> list[dict[str, Any]]:
             "one schema; not published"
         )
     return merged
+
+
+@contextlib.contextmanager
+def _nothing_left_on_error(*paths: Path) -> Iterator[None]:
+    """Staging ``paths``: on any error none of them stays, and an OSError becomes
+    DestinationUnavailable naming the file."""
+    try:
+        yield
+    except BaseException as exc:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if isinstance(exc, OSError):
+            raise DestinationUnavailable(f"cannot write {exc.filename or paths[0]}: {exc.strerror or exc}") from exc
+        raise
 
 
 def _write_new(
