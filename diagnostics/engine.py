@@ -24,11 +24,17 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from publishers._crash import crash_point
-from publishers._errors import ConfigError, InputError, RecoveryNeeded, RunInProgress, SinkUnavailable, UnsafeLayout
-from publishers._types import Run
-
-from .taxonomy import Artifact, CleanReport, Diagnosis, Evidence, State, decide
+from atomic_publish.publishers._crash import crash_point
+from atomic_publish.publishers._errors import (
+    ConfigError,
+    InputError,
+    RecoveryNeeded,
+    RunInProgress,
+    SinkUnavailable,
+    UnsafeLayout,
+)
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.taxonomy import Artifact, CleanReport, Diagnosis, Evidence, State, decide
 
 log = logging.getLogger("atomic_publish.diagnose")
 
@@ -40,7 +46,7 @@ class Gone(Exception):
 
 
 def _first_line(exc: BaseException) -> str:
-    from publishers._secrets import redact
+    from atomic_publish.publishers._secrets import redact
 
     text = redact(str(exc).strip()) or type(exc).__name__
     return f"{type(exc).__name__}: {text.splitlines()[0]}"

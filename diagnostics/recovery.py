@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from publishers._errors import AtomicPublishError, DestinationUnavailable
-from publishers._protocol import Diagnostic
-from publishers._types import Run
-
-from .taxonomy import CleanReport, Diagnosis, State
+from atomic_publish.publishers._errors import AtomicPublishError, DestinationUnavailable
+from atomic_publish.publishers._protocol import Diagnostic
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.taxonomy import CleanReport, Diagnosis, State
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def _destination_errors(diagnostic: Diagnostic, doing: str) -> Iterator[None]:
     except (AtomicPublishError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        from publishers._secrets import redact
+        from atomic_publish.publishers._secrets import redact
 
         text = redact(str(exc).strip()).splitlines()
         raise DestinationUnavailable(

@@ -1,5 +1,8 @@
 """The refunds pipeline: a small batch job (extract, transform, load) done right."""
 
+if __name__ != "atomic_publish.pipelines":  # the same files under two names would be two modules
+    raise ImportError(f"import atomic_publish.pipelines, not {__name__} (the repository's top-level folder)")
+
 import importlib as _importlib
 from typing import TYPE_CHECKING, Any
 

@@ -32,7 +32,7 @@ import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from diagnostics.taxonomy import Diagnosis
+    from .taxonomy import Diagnosis
 
 
 class AtomicPublishError(Exception):
@@ -174,7 +174,7 @@ EXIT_CODES: dict[int, str] = {
 
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an error raised by the library (EXIT_CODES)."""
-    from diagnostics.taxonomy import State
+    from .taxonomy import State
 
     if isinstance(exc, AlreadyPublished):
         return EXIT_ALREADY_PUBLISHED

@@ -5,7 +5,7 @@ calls a Python data source's ``writer()``, each task's ``write()`` and the job's
 separate Python workers). None of them lives from the start of the job to its end, so none can hold
 the run's lock, which is the evidence that tells ``diagnose`` a run is RUNNING rather than ORPHANED.
 
-``hold_run`` starts a small *holder* process (``python -m publishers._held``) on the driver's host.
+``hold_run`` starts a small *holder* process (``python -m atomic_publish.publishers._held``) on the driver's host.
 The holder does what a single-process publish does before staging (``begin_run``: take the run's
 lock or lease, check the run's state under it, refuse a published or running run), then waits for
 exactly one request over a local socket: ``commit(parts)`` (the driver's one commit of the parts its
@@ -198,7 +198,7 @@ def hold_run(
     }
     # Its log lines go where the engine's worker's do (Spark: the driver's log).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "publishers._held"],
+        [sys.executable, "-m", "atomic_publish.publishers._held"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         start_new_session=True,  # not in the engine's process group: a Ctrl-C there is the driver's

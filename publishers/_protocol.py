@@ -13,9 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from diagnostics.taxonomy import CleanReport, Diagnosis
-
     from ._types import Receipt, Run, Staged
+    from .taxonomy import CleanReport, Diagnosis
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (rows, bytes) staged so far; the CLI turns it into a progress bar on a terminal."""

@@ -19,8 +19,6 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from diagnostics.taxonomy import Diagnosis, State
-
 from ._arrow import InputFiles, as_reader, conform, open_inputs, require_rows
 from ._crash import crash_point
 from ._errors import (
@@ -37,6 +35,7 @@ from ._errors import (
 from ._protocol import Diagnostic, ProgressCallback, Publisher
 from ._signals import critical_section
 from ._types import Receipt, Run, Staged, new_part_token
+from .taxonomy import Diagnosis, State
 
 log = logging.getLogger("atomic_publish")
 

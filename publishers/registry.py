@@ -19,11 +19,11 @@ ENTRY_POINT_GROUP = "atomic_publish.sinks"
 
 # name -> ("module:attribute", extra that provides its dependencies, or None)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
-    "file": ("publishers.file:SINK", None),
-    "postgres": ("publishers.postgres:SINK", "postgres"),
-    "iceberg": ("publishers.iceberg:SINK", "iceberg"),
-    "s3": ("publishers.s3:SINK", "s3"),
-    "kafka": ("publishers.kafka:SINK", "kafka"),
+    "file": ("atomic_publish.sinks.file:SINK", None),
+    "postgres": ("atomic_publish.sinks.postgres:SINK", "postgres"),
+    "iceberg": ("atomic_publish.sinks.iceberg:SINK", "iceberg"),
+    "s3": ("atomic_publish.sinks.s3:SINK", "s3"),
+    "kafka": ("atomic_publish.sinks.kafka:SINK", "kafka"),
 }
 # The modules each extra brings; a sink module imports them lazily, so they are checked when the
 # sink is asked for: a missing one is an install hint (exit 2), never an ImportError mid-publish.

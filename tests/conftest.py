@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.generate import generate_inputs
+from atomic_publish.pipelines.generate import generate_inputs
 
 # The engine suites' shared fixtures (tests/spark, tests/ray): the input every job reads, credentials.
 pytest_plugins = ["tests.engines"]

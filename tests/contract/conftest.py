@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from publishers import Run
+from atomic_publish import Run
 from tests.helpers import cli_env, refunds_run_args, run_cli
 
 from .harness import DATASET, DATE, SinkHarness, loaded

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diagnostics.taxonomy import State
-from publishers import LoadedConfig, Run, load_config
+from atomic_publish import LoadedConfig, Run, load_config
+from atomic_publish.publishers.taxonomy import State
 
 from . import readers
 

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pyarrow as pa
 
-from pipelines.refunds import load_merchants, settled_refunds
-from publishers import Run, load_config, stage_part
+from atomic_publish import Run, load_config, stage_part
+from atomic_publish.pipelines.refunds import load_merchants, settled_refunds
 
 from .harness import DATASET, DATE
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from diagnostics.taxonomy import State
-from publishers import Fenced, LostRace, Run
+from atomic_publish import Fenced, LostRace, Run
+from atomic_publish.publishers.taxonomy import State
 from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 
 from .harness import CRASH_POINTS, DATASET, DATE, HARNESSES, SinkHarness, loaded

@@ -19,8 +19,8 @@ import textwrap
 
 import pytest
 
-from publishers import CommitRejected, Run, Staged, begin_run, stage_part
-from publishers._types import check_parts
+from atomic_publish import CommitRejected, Run, Staged, begin_run, stage_part
+from atomic_publish.publishers._types import check_parts
 from tests.helpers import REPO, cli_env, refunds_run_args, run_cli
 
 from .harness import DATASET, DATE, HARNESSES, SinkHarness, loaded
@@ -129,7 +129,7 @@ def test_a_driver_killed_after_some_parts_leaves_attributable_orphans(harness, t
     driver = textwrap.dedent(
         f"""
         import os, signal, sys
-        from publishers import Run, begin_run, load_config
+        from atomic_publish import Run, begin_run, load_config
         from tests.contract.parts_worker import part_table
         definition, options = load_config({str(cfg)!r}).sink()
         run = Run.new({DATASET!r}, {DATE!r})

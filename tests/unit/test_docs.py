@@ -47,7 +47,7 @@ def test_the_readme_demo_command_ends_in_done(tmp_path):
 
 
 def test_the_readme_states_the_bounds_the_code_has():
-    from publishers._protocol import SinkOptions
+    from atomic_publish.publishers._protocol import SinkOptions
 
     readme = (REPO / "README.md").read_text().replace("\n", " ")
     for name, field in SinkOptions.model_fields.items():
@@ -59,7 +59,7 @@ def test_the_readme_states_the_bounds_the_code_has():
 
 def test_the_readme_names_table_matches_the_code():
     """Every example of the README's names table, accepted or refused, by the validator of its row."""
-    from publishers import _names
+    from atomic_publish.publishers import _names
 
     validators = {
         ("every sink", "dataset"): _names.dataset,

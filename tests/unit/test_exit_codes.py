@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from publishers import EXIT_CODES
+from atomic_publish import EXIT_CODES
 from tests.faults.test_signals import wait_for_pause
 from tests.helpers import REPO, Result, cli_env, run_cli, start_cli, write_config
 
@@ -42,13 +42,13 @@ def code_0(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
 _BROKEN = textwrap.dedent(
     """
     import sys
-    import publishers.file as sink
+    import atomic_publish.publishers.file as sink
 
     def broken(self, run, batches, **kwargs):
         raise RuntimeError("injected bug")
 
     sink.FilePublisher.stage = broken
-    from publishers.cli import main
+    from atomic_publish.cli import main
 
     sys.argv = ["atomic-publish", *sys.argv[1:]]
     main()
