@@ -22,7 +22,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import atomic_publish.publishers.iceberg as iceberg_module  # noqa: E402
+import atomic_publish.publishers.layouts.iceberg as iceberg_module  # noqa: E402
 from atomic_publish import Run, publish  # noqa: E402
 from atomic_publish.diagnostics.iceberg import IcebergDiagnostic  # noqa: E402
 from atomic_publish.publishers.iceberg import IcebergPublisher, IcebergSinkConfig, normalize_schema  # noqa: E402
