@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` ne
         exit_code_for,
         first_line,
     )
+    from .publishers._lock import hold_flock, probe_flock
     from .publishers._protocol import Capabilities, Diagnostic, ProgressCallback, Publisher, SinkDefinition, SinkOptions
     from .publishers._secrets import redact
     from .publishers._signals import critical_section, pending_signal, terminate_on_signals
@@ -111,11 +112,13 @@ __all__ = [
     "decide",
     "exit_code_for",
     "first_line",
+    "hold_flock",
     "load",
     "new_part_token",
     "parse_run_date",
     "part_suffix",
     "pending_signal",
+    "probe_flock",
     "redact",
     "register",
     "terminate_on_signals",

@@ -97,7 +97,9 @@ class LoadedConfig:
         sink_type = str(raw.get("type", name))
         definition = registry.load(sink_type)
         try:
-            options = definition.config_model.model_validate({**raw, "type": sink_type})
+            # A sink named by its import path validates under its own name (its model's ``type``).
+            kind = definition.name if registry.is_import_path(sink_type) else sink_type
+            options = definition.config_model.model_validate({**raw, "type": kind})
         except ValidationError as exc:
             raise self._explain(exc, ("sinks", name)) from None
         return definition, options
@@ -109,7 +111,7 @@ class LoadedConfig:
         problems: list[str] = []
         for name, raw in self.settings.sinks.items():
             sink_type = str(raw.get("type", name))
-            if sink_type not in registry.available():
+            if not registry.is_import_path(sink_type) and sink_type not in registry.available():
                 problems.append(
                     f"{self._source_of(('sinks', name, 'type'))}: sinks.{name}.type = {sink_type!r}: unknown sink "
                     f"type; known types: {', '.join(registry.available())}"
@@ -117,7 +119,9 @@ class LoadedConfig:
                 continue
             try:
                 self.sink(name)
-            except SinkUnavailable:
+            except SinkUnavailable as exc:
+                if registry.is_import_path(sink_type):  # named by the user, not an extra to install
+                    problems.append(f"{self._source_of(('sinks', name, 'type'))}: sinks.{name}.type: {exc}")
                 continue
             except ConfigError as exc:
                 problems.extend(str(exc).splitlines())

@@ -3,7 +3,8 @@
 A sink's module is imported only when that sink is used, so ``publish --sink file`` works without
 boto3, psycopg, confluent-kafka or pyiceberg installed, and asking for a sink whose extra is missing
 says exactly what to install. Third-party sinks register a ``SinkDefinition`` under the entry-point
-group ``atomic_publish.sinks``.
+group ``atomic_publish.sinks``, or a configuration names one by its import path
+(``type = "my_sink:SINK"``: the module must be importable, e.g. on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -51,11 +52,26 @@ def available() -> list[str]:
     return sorted(names)
 
 
+def is_import_path(name: str) -> bool:
+    """``module:attribute`` (a sink that is not installed, named where it lives), not a type name."""
+    module, sep, attribute = name.partition(":")
+    return bool(sep) and all(part.isidentifier() for part in [*module.split("."), attribute])
+
+
 def load(name: str) -> SinkDefinition:
-    """Return the definition of sink type ``name``, importing its module now."""
+    """Return the definition of sink type ``name`` (a registered name, or ``module:attribute``),
+    importing its module now."""
     if name in _loaded:
         return _loaded[name]
-    if name in _BUILTIN:
+    if is_import_path(name):
+        module_name, _, attribute = name.partition(":")
+        try:
+            definition = getattr(importlib.import_module(module_name), attribute)
+        except ImportError as exc:
+            raise SinkUnavailable(f"sink {name!r}: the module {module_name!r} could not be imported: {exc}") from exc
+        except AttributeError:
+            raise SinkUnavailable(f"sink {name!r}: the module {module_name!r} has no {attribute!r}") from None
+    elif name in _BUILTIN:
         target, extra = _BUILTIN[name]
         definition = _import(target, name, extra)
     else:
