@@ -15,6 +15,7 @@ from ._lazy import exports
 
 if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` needs none of them
     from ._api import diagnose, recover, sweep
+    from ._groups import GroupRecovery, GroupResult, diagnose_group, publish_group, recover_group
     from .diagnostics.recovery import RecoveryOutcome, RecoveryPlan, SweepReport
     from .publishers._arrow import InputFiles, open_input, open_inputs
     from .publishers._errors import (
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` ne
         LostRace,
         MemoryBudgetExceeded,
         RecoveryNeeded,
+        RollForwardNeeded,
         RunInProgress,
         RunRefused,
         SchemaMismatch,
@@ -45,7 +47,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` ne
     from .publishers._publish import PublishResult, RunJob, begin_run, publish, publish_run, stage_part
     from .publishers._types import Receipt, Run, Staged
     from .publishers.config import LoadedConfig, load_config
-    from .publishers.taxonomy import Diagnosis, State
+    from .publishers.taxonomy import Diagnosis, GroupDiagnosis, State
 
 __all__ = [
     "EXIT_CODES",
@@ -62,6 +64,9 @@ __all__ = [
     "Diagnosis",
     "Diagnostic",
     "Fenced",
+    "GroupDiagnosis",
+    "GroupRecovery",
+    "GroupResult",
     "InputError",
     "InputFiles",
     "LoadedConfig",
@@ -73,6 +78,7 @@ __all__ = [
     "RecoveryNeeded",
     "RecoveryOutcome",
     "RecoveryPlan",
+    "RollForwardNeeded",
     "Run",
     "RunInProgress",
     "RunJob",
@@ -89,12 +95,15 @@ __all__ = [
     "UnsafeLayout",
     "begin_run",
     "diagnose",
+    "diagnose_group",
     "load_config",
     "open_input",
     "open_inputs",
     "publish",
+    "publish_group",
     "publish_run",
     "recover",
+    "recover_group",
     "stage_part",
     "sweep",
 ]

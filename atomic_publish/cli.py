@@ -371,6 +371,9 @@ config_option = click.option(
     "embedded default).",
 )
 sink_option = click.option("--sink", help="Sink name from the config (default: [defaults].sink, else 'file').")
+group_option = click.option(
+    "--group", help="A group of sinks from the config ([groups.NAME]): the run goes to every one (see docs/groups.md)."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document on stdout.")
 
 
@@ -428,6 +431,7 @@ def cli(verbose: bool, quiet: bool) -> None:
 def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
     @config_option
     @sink_option
+    @group_option
     @_run_options
     @click.option("--if-absent", is_flag=True, help="Exit 0 without changes if the run is already published.")
     @json_option
@@ -435,6 +439,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
     def publish_cmd(
         config_path: str | None,
         sink: str | None,
+        group: str | None,
         dataset: str,
         run_date: dt.date,
         if_absent: bool,
@@ -446,6 +451,8 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         def action() -> int:
             from . import open_inputs, publish
 
+            if group is not None:
+                return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, as_json)
             _, publisher, diagnostic = _resolve(config_path, sink)
             records = open_inputs(inputs)
             with Progress(
@@ -470,15 +477,29 @@ cli.command("publish")(_publish_command(lambda f: f))
 @cli.command()
 @config_option
 @sink_option
+@group_option
 @_run_options
 @click.option("--no-verify", is_flag=True, help="Check sizes only; skip re-reading published data for its checksum.")
 @json_option
 def diagnose(
-    config_path: str | None, sink: str | None, dataset: str, run_date: dt.date, no_verify: bool, as_json: bool
+    config_path: str | None,
+    sink: str | None,
+    group: str | None,
+    dataset: str,
+    run_date: dt.date,
+    no_verify: bool,
+    as_json: bool,
 ) -> NoReturn:
     """Name the state of a run (read-only). The exit code is the state's."""
 
     def action() -> int:
+        if group is not None:
+            from . import diagnose_group
+
+            _only_one(sink, group)
+            g = diagnose_group(dataset=dataset, run_date=run_date, group=group, config=load_config(config_path))
+            _emit_json(g.to_dict()) if as_json else _print_group(g)
+            return g.exit_code
         config = load_config(config_path)
         definition, options = config.sink(sink)
         if no_verify and hasattr(options, "verify_checksum"):
@@ -493,11 +514,18 @@ def diagnose(
 @cli.command()
 @config_option
 @sink_option
+@group_option
 @_run_options
 @click.option("--apply", "apply_", is_flag=True, help="Carry out the plan (default: print it only).")
 @json_option
 def recover(
-    config_path: str | None, sink: str | None, dataset: str, run_date: dt.date, apply_: bool, as_json: bool
+    config_path: str | None,
+    sink: str | None,
+    group: str | None,
+    dataset: str,
+    run_date: dt.date,
+    apply_: bool,
+    as_json: bool,
 ) -> NoReturn:
     """Print the recovery plan for a run; with --apply, clean exactly the orphans it names.
 
@@ -507,6 +535,8 @@ def recover(
     def action() -> int:
         from . import diagnostics as recovery
 
+        if group is not None:
+            return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
         _, _, diagnostic = _resolve(config_path, sink)
         plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
         if not apply_:
@@ -533,6 +563,69 @@ def recover(
         return outcome.after.exit_code
 
     run_guarded(action)
+
+
+def _only_one(sink: str | None, group: str | None) -> None:
+    if sink is not None and group is not None:
+        raise click.UsageError("--sink and --group: give one (a group names its sinks in the config)")
+
+
+def _publish_group(
+    config_path: str | None,
+    sink: str | None,
+    group: str,
+    dataset: str,
+    run_date: dt.date,
+    inputs: tuple[str, ...],
+    if_absent: bool,
+    as_json: bool,
+) -> int:
+    from . import open_inputs, publish_group
+
+    _only_one(sink, group)
+    config = load_config(config_path)
+    result = publish_group(
+        open_inputs(inputs), dataset=dataset, run_date=run_date, group=group, config=config, if_absent=if_absent
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+    elif result.skipped:
+        click.echo(f"run {result.run.run_id} is already published to group {group}: nothing to do")
+    else:
+        for name, receipt in result.receipts.items():
+            click.echo(f"published {receipt.run_id} to {name}: {receipt.rows:,} rows at {receipt.location}")
+        click.echo(f"group {group}: complete (attempt {result.run.attempt})")
+    return 0
+
+
+def _print_group(g: Any) -> None:
+    click.echo(f"run      {g.run_id}   group {g.group}")
+    click.echo(f"state    {g.state.value} (exit {g.exit_code}): {g.state.meaning}")
+    click.echo(f"why      {g.reason}")
+    click.echo(f"action   {g.safe_action}")
+    for name in g.order:
+        d = g.sinks[name]
+        click.echo(f"  {name:16} {d.state.value:24} {d.reason}")
+
+
+def _recover_group(
+    config_path: str | None, sink: str | None, group: str, dataset: str, run_date: dt.date, apply_: bool, as_json: bool
+) -> int:
+    from . import recover_group
+
+    _only_one(sink, group)
+    config = load_config(config_path)
+    outcome = recover_group(dataset=dataset, run_date=run_date, group=group, config=config, apply=apply_)
+    if as_json:
+        _emit_json(outcome.to_dict())
+    else:
+        _print_group(outcome.before)
+        click.echo("plan:" if apply_ else "plan (dry run; add --apply to carry it out):")
+        for step in outcome.steps:
+            click.echo(f"  - {step}")
+        if outcome.after is not None:
+            click.echo(f"now      {outcome.after.state.value}: {outcome.after.safe_action}")
+    return (outcome.after or outcome.before).exit_code
 
 
 @cli.command()

@@ -175,12 +175,12 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
         try:
             yield job
         except BaseException as exc:
-            if job.state == "open":
+            if job.state == "open" and not job.retained:
                 _discard(publisher, run, job.staged)
                 if isinstance(exc, Terminated):
                     raise Terminated(f"{exc}; this attempt removed its own staging", exc.signum) from None
             raise
-        if job.state == "open":  # the block ended without a commit: nothing of it may stay
+        if job.state == "open" and not job.retained:  # ended without a commit: nothing of it may stay
             _discard(publisher, run, job.staged)
     if job.state == "committed" and job.parts_committed > 1:
         _tidy(diagnostic, run)
@@ -216,6 +216,7 @@ class RunJob:
         self.staged: list[Staged] = []
         self.state = "open"  # open -> committed | rejected | unknown
         self.parts_committed = 0
+        self.retained = False  # see retain()
 
     def stage(
         self,
@@ -231,6 +232,12 @@ class RunJob:
         staged = stage_part(self.publisher, self.run, records, schema=schema, progress=progress, part=part, token=token)
         self.staged.append(staged)
         return staged
+
+    def retain(self) -> None:
+        """Keep this attempt's staging whatever happens from now on (a group of sinks has recorded its
+        decision to commit: a sink whose commit does not complete is committed later from it, by
+        ``recover --group --apply``). Nothing is discarded after this, not even on a refusal."""
+        self.retained = True
 
     def commit(self, staged: Sequence[Staged]) -> PublishResult:
         """Commit these parts (one staging of each) in the sink's one atomic step. A proven
@@ -259,9 +266,10 @@ class RunJob:
             receipt = self.publisher.commit(self.run, staged)
         except CommitRejected:
             # The one case where this attempt's staging goes: the destination proved the commit did
-            # not land (or it was never sent).
+            # not land (or it was never sent). A retained staging stays for the roll-forward.
             self.state = "rejected"
-            _discard(self.publisher, self.run, [*self.staged, *staged])
+            if not self.retained:
+                _discard(self.publisher, self.run, [*self.staged, *staged])
             raise
         except CommitOutcomeUnknown:
             self.state = "unknown"

@@ -431,6 +431,15 @@ class FilePublisher:
             details={"manifest": str(marker), "format": intent["format"]},
         )
 
+    def read_published(self, run: Run) -> Any:
+        """The published run read back (``Capabilities.reads_back``), only when its marker says it is
+        published; FileNotFoundError otherwise."""
+        from ._arrow import open_input
+
+        if not self.layout.marker(run).exists():
+            raise FileNotFoundError(self.layout.marker(run))
+        return open_input(self.layout.final(run))
+
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         attempts = {run.attempt} | {s.attempt for s in staged}
         for attempt in sorted(attempts):

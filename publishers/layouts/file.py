@@ -175,4 +175,4 @@ def _appears(path: Path, seconds: float) -> bool:
     return True
 
 
-CAPABILITIES = Capabilities(max_parts=None, assembles_parts=True)
+CAPABILITIES = Capabilities(max_parts=None, assembles_parts=True, reads_back=True)

@@ -294,4 +294,4 @@ def read_ledger(
 _admins: dict[str, Any] = {}
 
 
-CAPABILITIES = Capabilities(max_parts=1, run_lock_writes=False)
+CAPABILITIES = Capabilities(max_parts=1, run_lock_writes=False, staging_outlives_process=False)
