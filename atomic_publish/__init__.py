@@ -15,7 +15,14 @@ from ._lazy import exports
 
 if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` needs none of them
     from ._api import diagnose, recover, sweep
-    from ._groups import GroupRecovery, GroupResult, diagnose_group, publish_group, recover_group
+    from ._groups import (
+        GroupRecovery,
+        GroupResult,
+        diagnose_group,
+        publish_group,
+        recover_group,
+        refuse_if_rolling_forward,
+    )
     from .diagnostics.recovery import RecoveryOutcome, RecoveryPlan, SweepReport
     from .publishers._arrow import InputFiles, open_input, open_inputs
     from .publishers._errors import (
@@ -104,6 +111,7 @@ __all__ = [
     "publish_run",
     "recover",
     "recover_group",
+    "refuse_if_rolling_forward",
     "stage_part",
     "sweep",
 ]

@@ -18,9 +18,13 @@ def diagnose(*, dataset: str, run_date: Any, sink: str | None = None, config: An
 def recover(*, dataset: str, run_date: Any, sink: str | None = None, config: Any = None, apply: bool = False) -> Any:
     """The recovery plan of a run (``apply=False``: a ``RecoveryPlan``, read-only), or carry it out
     and return the ``RecoveryOutcome`` (``.report`` of what was removed, ``.after``: the new state)."""
+    from ._groups import refuse_if_rolling_forward
     from .diagnostics import recovery
 
-    definition, options = resolve_config(config).sink(sink)
+    loaded = resolve_config(config)
+    if apply:
+        refuse_if_rolling_forward(loaded, sink, Run.new(dataset, run_date))
+    definition, options = loaded.sink(sink)
     diagnostic = definition.make_diagnostic(options)
     plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
     return recovery.apply_recovery(diagnostic, plan) if apply else plan

@@ -324,3 +324,20 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def refuse_if_rolling_forward(config: Any, sink: str | None, run: Run) -> None:
+    """One sink's recover must not remove the staging a group's roll-forward will commit: refuse it
+    (RollForwardNeeded, exit 15) when the sink belongs to a group whose run is decided and not
+    complete."""
+    from .publishers._journal import FileJournal
+
+    loaded = resolve_config(config)
+    name = sink or loaded.settings.defaults.sink
+    for group, settings in loaded.settings.groups.items():
+        journal = FileJournal(settings.journal, group)
+        if name in settings.sinks and journal.read(run, "decision") and not journal.read(run, "complete"):
+            raise RollForwardNeeded(
+                f"sink {name} belongs to group {group}, whose run {run.run_id} is decided and not complete: "
+                f"recover --group {group} --apply (this sink's own recover would remove what the group commits)"
+            )

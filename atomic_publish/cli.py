@@ -537,6 +537,10 @@ def recover(
 
         if group is not None:
             return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
+        if apply_:
+            from . import refuse_if_rolling_forward
+
+            refuse_if_rolling_forward(load_config(config_path), sink, Run.new(dataset, run_date))
         _, _, diagnostic = _resolve(config_path, sink)
         plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
         if not apply_:

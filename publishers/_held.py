@@ -124,17 +124,20 @@ def _rebuild(doc: dict[str, Any]) -> AtomicPublishError:
 
 
 def refuse_single_part_sinks(definition: Any, engine: str) -> None:
-    """A sink that cannot take a run staged in parts is refused on the driver, before any task runs."""
+    """A sink that cannot take a run staged in parts is refused on the driver, before any task runs;
+    the message names the sinks that can (every registered sink whose definition declares it)."""
     limit = definition.capabilities.max_parts
     if limit is not None and limit < 2:
-        reasons = {
-            "kafka": "a Kafka transaction belongs to one producer, and N transactions would not be one atomic "
-            "publish for read_committed readers",
-        }
-        why = reasons.get(definition.name, "it commits one staged part per run")
+        from . import registry
+
+        able = []
+        for name in registry.available():
+            with contextlib.suppress(_errors.AtomicPublishError):  # an extra not installed: not offered
+                if registry.load(name).capabilities.max_parts != 1:
+                    able.append(name)
         raise _errors.CommitRejected(
-            f"the {definition.name} sink cannot take a run staged by several {engine} tasks ({why}); "
-            "publish through one of: file, s3, postgres, iceberg"
+            f"the {definition.name} sink cannot take a run staged by several {engine} tasks (it takes a run in "
+            f"one piece: Capabilities.max_parts = 1); publish through one of: {', '.join(able)}"
         )
 
 

@@ -302,14 +302,22 @@ def stage_part(
     schema: pa.Schema | None = None,
     progress: ProgressCallback | None = None,
     part: int = 0,
-    token: str = "",
+    token: str | None = None,
 ) -> Staged:
     """A worker's side of a publish: stage part ``part`` of ``run`` (the driver's attempt), under a
-    fresh ``token`` unless one is given. Takes no lock and checks nothing (the driver did both);
-    nothing is visible until the driver commits. Its result is a JSON value (``Staged.to_json``) for
-    the driver. On an error the part's own staging is removed."""
-    if part and not token:
-        token = new_part_token()
+    fresh ``token`` unless one is given (``""``: the run staged in one piece, by its driver), so a
+    retried worker never reuses a staging's name. Refused at once (CommitRejected) for a part the
+    sink cannot take (``Capabilities.max_parts``). Takes no lock and checks nothing (the driver did
+    both); nothing is visible until the driver commits. Its result is a JSON value
+    (``Staged.to_json``) for the driver. On an error the part's own staging is removed."""
+    if token is None:
+        token = new_part_token()  # a retried or speculated worker never reuses a staging's name
+    limit = publisher.capabilities.max_parts
+    if limit is not None and part >= limit:
+        raise CommitRejected(
+            f"the {publisher.sink_name} sink takes a run in {'one piece' if limit == 1 else f'{limit} parts'}: "
+            f"part {part} cannot be staged (Capabilities.max_parts); publish this run from one process"
+        )
     try:
         staged = None
         if publisher.capabilities.stages_files and isinstance(records, InputFiles):

@@ -116,11 +116,12 @@ class FilePublisher:
             return self._stage_part(run, batches, progress, part, token)
         data_path = self.layout.staging_data(run)
         pending_path = self.layout.pending(run)
-        with _nothing_left_on_error(data_path, pending_path):
-            rows, size, checksum = _write_new(data_path, lambda sink: self._write(sink, batches, progress))
+        with _nothing_left_on_error(data_path) as created:
+            rows, size, checksum = _write_new(data_path, lambda sink: self._write(sink, batches, progress), created)
             intent = self._manifest(run, rows=rows, size=size, checksum=checksum, schema=batches.schema)
             # The pending manifest is what lets a diagnosis explain an output found without its
             # success marker (crash right after the rename): same checksum, same attempt.
+            created.append(pending_path)
             write_durable(pending_path, json_bytes(intent))
             fsync_dir(staging_dir)
         crash_point("after_stage")
@@ -155,8 +156,8 @@ class FilePublisher:
         """One worker's part: a complete file of its own (CSV with its header, or Parquet), and no
         pending manifest: the commit assembles the parts and writes that."""
         path = self.layout.staging_part(run, part, token)
-        with _nothing_left_on_error(path):
-            rows, size, checksum = _write_new(path, lambda sink: self._write(sink, batches, progress))
+        with _nothing_left_on_error(path) as created:
+            rows, size, checksum = _write_new(path, lambda sink: self._write(sink, batches, progress), created)
             fsync_dir(path.parent)
         return Staged(
             sink=self.sink_name,
@@ -487,17 +488,19 @@ def _one_schema(run: Run, parts: Sequence[Staged]) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _nothing_left_on_error(*paths: Path) -> Iterator[None]:
-    """Staging ``paths``: on any error none of them stays, and an OSError becomes
-    DestinationUnavailable naming the file."""
+def _nothing_left_on_error(where: Path) -> Iterator[list[Path]]:
+    """Staging at ``where``: the caller lists every file it creates in the yielded list, and on any
+    error none of those stays (never a file this call did not create: a second staging under a
+    taken name must not remove the first). An OSError becomes DestinationUnavailable naming the file."""
+    created: list[Path] = []
     try:
-        yield
+        yield created
     except BaseException as exc:
-        for path in paths:
+        for path in created:
             with contextlib.suppress(OSError):
                 path.unlink()
         if isinstance(exc, OSError):
-            raise DestinationUnavailable(f"cannot write {exc.filename or paths[0]}: {exc.strerror or exc}") from exc
+            raise DestinationUnavailable(f"cannot write {exc.filename or where}: {exc.strerror or exc}") from exc
         raise
 
 

@@ -228,6 +228,28 @@ def attempts_of(artifacts: Iterable[Artifact]) -> str:
     return ", ".join(sorted({a.attempt or "?" for a in artifacts}))
 
 
+def old_enough(
+    orphans: Iterable[Artifact], older_than: dt.timedelta | None, now: dt.datetime
+) -> tuple[list[Artifact], list[tuple[Artifact, str]]]:
+    """The one age rule of ``clean`` and ``sweep``: with ``older_than``, only the orphans of attempts
+    whose youngest leftover is older (an attempt's evidence is never split). Returns (eligible,
+    skipped with why)."""
+    orphans = list(orphans)
+    if older_than is None:
+        return orphans, []
+    youngest: dict[str | None, float] = {}
+    for art in orphans:
+        age = art.age_seconds(now)
+        youngest[art.attempt] = min(youngest.get(art.attempt, float("inf")), age if age is not None else 0.0)
+    eligible, skipped = [], []
+    for art in orphans:
+        if youngest[art.attempt] < older_than.total_seconds():
+            skipped.append((art, f"its attempt has leftovers younger than {older_than}"))
+        else:
+            eligible.append(art)
+    return eligible, skipped
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What a sink's diagnostic found at the destination about one run, before any verdict.

@@ -148,6 +148,22 @@ def code_14(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
     return run_cli("diagnose", *RUN, config=cfg)
 
 
+def code_15(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
+    """A group of two file sinks, killed between their commits: decided, committed in one."""
+    group_cfg = tmp_path / "group.toml"
+    group_cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\n\n[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\n'
+        f'\n[groups.both]\nsinks = ["a", "b"]\njournal = "{tmp_path / "journal"}"\n'
+    )
+    crashed = run_cli(
+        "publish", "--group", "both", *RUN, str(inputs[0]), env=cli_env(group_cfg, PUBLISH_CRASH_AT="group_committed_1")
+    )
+    assert crashed.code == -9, crashed.stderr
+    refused = run_cli("publish", "--group", "both", *RUN, str(inputs[0]), config=group_cfg)
+    assert refused.code == 15 and "recover --group" in refused.stderr
+    return run_cli("diagnose", "--group", "both", *RUN, config=group_cfg)
+
+
 def _signal(signum: int):  # type: ignore[no-untyped-def]
     def scenario(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
         proc = start_cli("publish", *RUN, str(inputs[0]), env=cli_env(cfg, PUBLISH_PAUSE_AT="after_stage:30"))
@@ -172,6 +188,7 @@ SCENARIOS = {
     12: code_12,
     13: code_13,
     14: code_14,
+    15: code_15,
     130: _signal(signal.SIGINT),
     143: _signal(signal.SIGTERM),
 }
