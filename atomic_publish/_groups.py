@@ -190,7 +190,7 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
     cfg = resolve_config(config).group(group)
     run = Run.new(dataset, run_date)
     before = _diagnose(cfg, run)
-    steps = _plan(before)
+    steps = _plan(before, cfg)
     if not apply or before.state in (State.DONE, State.NOTHING_IN_FLIGHT):
         return GroupRecovery(before, steps, _diagnose(cfg, run) if apply else None)
     if before.state is State.RUNNING:
@@ -207,12 +207,23 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
     return GroupRecovery(before, steps, _diagnose(cfg, run))
 
 
-def _plan(d: GroupDiagnosis) -> list[str]:
+def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
     if d.state is State.ROLL_FORWARD:
-        rest = [n for n in d.order if n not in d.committed]
-        return [f"commit {n} as attempt {d.decision and d.decision.get('attempt')}" for n in rest] + [
-            "mark the run complete in the journal"
-        ]
+        attempt = (d.decision or {}).get("attempt")
+        readers = [n for n, definition, _ in cfg.members if definition.capabilities.reads_back]
+        steps = []
+        for name, definition, _ in cfg.members:
+            if name in d.committed:
+                continue
+            if definition.capabilities.staging_outlives_process:
+                steps.append(f"commit {name} as attempt {attempt} from its retained staging")
+            else:
+                source = f"the run in {readers[0]}" if readers else "the durable input files"
+                steps.append(
+                    f"stage {name} again from {source} (its staging does not outlive its process), then commit it "
+                    f"as attempt {attempt}"
+                )
+        return [*steps, "mark the run complete in the journal"]
     if d.state in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
         return [f"clean {len(d.sinks[n].orphans)} orphan(s) in {n}" for n in d.order if d.sinks[n].orphans]
     return [d.safe_action]

@@ -148,6 +148,14 @@ def test_a_crash_at_every_step_ends_in_one_copy_per_sink(name, point, make_group
     for sink in doc["order"]:
         assert seen[_harness_name(group, sink)] in (None, clean[name][_harness_name(group, sink)])
 
+    if decided:
+        # One sink's own recover would remove the staging the roll-forward commits: refused.
+        pending = [s for s in doc["order"] if s not in doc["committed"]] or doc["order"]
+        alone = run_cli(
+            "recover", "--sink", pending[0], "--dataset", DATASET, "--run-date", DATE, "--apply", env=group.env
+        )
+        assert alone.code == 15 and f"recover --group {name}" in alone.stderr, alone.stderr
+
     recovered = group.recover()
     after = recovered.json()["after"]
     if decided:
