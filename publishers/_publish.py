@@ -1,6 +1,6 @@
 """publish(): the one orchestration every caller uses (CLI, pipeline runner, library users).
 
-Order matters and is the doctrine: take the run lock, diagnose (refuse unless nothing is in flight),
+Order matters, and is the same for every sink: take the run lock, diagnose (refuse unless nothing is in flight),
 stage (nothing visible), commit (the single atomic step). Own staging is discarded after a failure
 before the commit, or after a CommitRejected (the destination proved the commit did not land);
 every other way out of the commit is an unknown outcome, after which nothing is touched and the

@@ -202,9 +202,9 @@ def test_every_row_of_the_exit_table_happens(code, dest, small_inputs, tmp_path)
     assert code == 1 or "Traceback" not in result.stderr
 
 
-def test_the_table_is_the_one_in_the_readme_and_in_help():
-    readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("| exit | meaning |") :].split("\n\n", 1)[0]
+def test_the_table_is_the_one_in_the_docs_and_in_help():
+    page = (REPO / "docs" / "operations.md").read_text()
+    table = page[page.index("| exit | meaning |") :].split("\n\n", 1)[0]
     documented = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
     assert documented == set(EXIT_CODES), (documented, set(EXIT_CODES))
     help_text = run_cli("--help").stdout
