@@ -31,12 +31,12 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from atomic_publish import Run, open_input, publish  # noqa: E402
+from atomic_publish.diagnostics.file import FileDiagnostic  # noqa: E402
+from atomic_publish.pipelines.generate import generate_inputs  # noqa: E402
+from atomic_publish.pipelines.refunds import OUTPUT_SCHEMA, load_merchants, settled_refunds  # noqa: E402
+from atomic_publish.publishers.file import FilePublisher, FileSinkConfig  # noqa: E402
 from bench.peak_rss import cli_peak_rss  # noqa: E402
-from diagnostics.file import FileDiagnostic  # noqa: E402
-from pipelines.generate import generate_inputs  # noqa: E402
-from pipelines.refunds import OUTPUT_SCHEMA, load_merchants, settled_refunds  # noqa: E402
-from publishers import Run, open_input, publish  # noqa: E402
-from publishers.file import FilePublisher, FileSinkConfig  # noqa: E402
 
 DATE = "2026-04-24"
 

@@ -22,11 +22,11 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import publishers.iceberg as iceberg_module  # noqa: E402
+import atomic_publish.publishers.layouts.iceberg as iceberg_module  # noqa: E402
+from atomic_publish import Run, publish  # noqa: E402
+from atomic_publish.diagnostics.iceberg import IcebergDiagnostic  # noqa: E402
+from atomic_publish.publishers.iceberg import IcebergPublisher, IcebergSinkConfig, normalize_schema  # noqa: E402
 from bench.bench_postgres import refunds_table  # noqa: E402
-from diagnostics.iceberg import IcebergDiagnostic  # noqa: E402
-from publishers import Run, publish  # noqa: E402
-from publishers.iceberg import IcebergPublisher, IcebergSinkConfig, normalize_schema  # noqa: E402
 
 
 def config_for(base: Path) -> IcebergSinkConfig:

@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from atomic_publish import Run, publish  # noqa: E402
+from atomic_publish.diagnostics.kafka import KafkaDiagnostic  # noqa: E402
+from atomic_publish.publishers.kafka import RECORD_ENCODER, KafkaPublisher, KafkaSinkConfig, encode_record  # noqa: E402
 from bench.peak_rss import cli_peak_rss  # noqa: E402
-from diagnostics.kafka import KafkaDiagnostic  # noqa: E402
-from publishers import Run, publish  # noqa: E402
-from publishers.kafka import RECORD_ENCODER, KafkaPublisher, KafkaSinkConfig, encode_record  # noqa: E402
 from tests.services.kafka import start_local_kafka  # noqa: E402
 
 

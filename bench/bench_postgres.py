@@ -29,12 +29,12 @@ import pyarrow.compute as pc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from atomic_publish import Run, publish  # noqa: E402
+from atomic_publish.diagnostics.postgres import PostgresDiagnostic  # noqa: E402
+from atomic_publish.pipelines.generate import generate_inputs  # noqa: E402
+from atomic_publish.pipelines.refunds import load_merchants, settled_refunds  # noqa: E402
+from atomic_publish.publishers.postgres import PostgresPublisher, PostgresSinkConfig, adbc_uri  # noqa: E402
 from bench.peak_rss import cli_peak_rss  # noqa: E402
-from diagnostics.postgres import PostgresDiagnostic  # noqa: E402
-from pipelines.generate import generate_inputs  # noqa: E402
-from pipelines.refunds import load_merchants, settled_refunds  # noqa: E402
-from publishers import Run, publish  # noqa: E402
-from publishers.postgres import PostgresPublisher, PostgresSinkConfig, adbc_uri  # noqa: E402
 from tests.services.postgres import start_local_postgres  # noqa: E402
 
 

@@ -32,11 +32,11 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from atomic_publish import Run, open_input, open_inputs, publish  # noqa: E402
+from atomic_publish.diagnostics.s3 import S3Diagnostic  # noqa: E402
+from atomic_publish.publishers.s3 import S3Publisher, S3SinkConfig  # noqa: E402
 from bench.bench_file_sink import prepare_output_parquet  # noqa: E402
 from bench.peak_rss import cli_peak_rss  # noqa: E402
-from diagnostics.s3 import S3Diagnostic  # noqa: E402
-from publishers import Run, open_input, open_inputs, publish  # noqa: E402
-from publishers.s3 import S3Publisher, S3SinkConfig  # noqa: E402
 from tests.services.minio import start_local_minio  # noqa: E402
 from tests.services.s3 import start_local_s3  # noqa: E402
 

@@ -66,7 +66,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _holders() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "publishers._held"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["pgrep", "-f", "atomic_publish.publishers._held"], capture_output=True, text=True, check=False
+    )
     return [int(p) for p in out.stdout.split()]
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "publishers"]
+CLI = [sys.executable, "-m", "atomic_publish"]
 
 
 def _run(argv: list[str], cwd: str) -> tuple[float, float]:

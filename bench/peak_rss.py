@@ -24,7 +24,7 @@ def cli_peak_rss(args: list[str], env: dict[str, str], work: Path) -> tuple[floa
     peak_file = work / "peak_rss.kib"
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "publishers", "-q", *args],
+        [sys.executable, str(Path(__file__).resolve()), "atomic_publish", "-q", *args],
         env={**env, "PEAK_RSS_FILE": str(peak_file)},
         cwd=REPO,
         stdout=subprocess.DEVNULL,

@@ -24,11 +24,17 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from publishers._crash import crash_point
-from publishers._errors import ConfigError, InputError, RecoveryNeeded, RunInProgress, SinkUnavailable, UnsafeLayout
-from publishers._types import Run
-
-from .taxonomy import Artifact, CleanReport, Diagnosis, Evidence, State, decide
+from atomic_publish.publishers._crash import crash_point
+from atomic_publish.publishers._errors import (
+    ConfigError,
+    InputError,
+    RecoveryNeeded,
+    RunInProgress,
+    SinkUnavailable,
+    UnsafeLayout,
+)
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.taxonomy import Artifact, CleanReport, Diagnosis, Evidence, State, decide, old_enough
 
 log = logging.getLogger("atomic_publish.diagnose")
 
@@ -40,7 +46,7 @@ class Gone(Exception):
 
 
 def _first_line(exc: BaseException) -> str:
-    from publishers._secrets import redact
+    from atomic_publish.publishers._secrets import redact
 
     text = redact(str(exc).strip()) or type(exc).__name__
     return f"{type(exc).__name__}: {text.splitlines()[0]}"
@@ -125,17 +131,7 @@ class SinkDiagnostic:
         skipped: list[tuple[Artifact, str]] = []
         if not diagnosis.orphans:
             return CleanReport(run_id=diagnosis.run_id, state_before=diagnosis.state)
-        now = dt.datetime.now(dt.UTC)
-        youngest: dict[str | None, float] = {}
-        for art in diagnosis.orphans:
-            age = art.age_seconds(now)
-            youngest[art.attempt] = min(youngest.get(art.attempt, float("inf")), age if age is not None else 0.0)
-        eligible = []
-        for art in diagnosis.orphans:
-            if older_than is not None and youngest[art.attempt] < older_than.total_seconds():
-                skipped.append((art, f"its attempt has leftovers younger than {older_than}"))
-            else:
-                eligible.append(art)
+        eligible, skipped = old_enough(diagnosis.orphans, older_than, dt.datetime.now(dt.UTC))
         operator = Run(diagnosis.dataset, diagnosis.run_date)
         if eligible:
             with self.run_lock(operator):

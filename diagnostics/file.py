@@ -13,13 +13,13 @@ import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from publishers._fs import fsync_dir, read_json, sha256_file
-from publishers._lock import hold_flock, probe_flock
-from publishers._types import AttemptInfo, Run
-from publishers.file import FileLayout, FileSinkConfig
+from atomic_publish.publishers._fs import fsync_dir, read_json, sha256_file
+from atomic_publish.publishers._lock import hold_flock, probe_flock
+from atomic_publish.publishers._types import AttemptInfo, Run
+from atomic_publish.publishers.layouts.file import FileLayout, FileSinkConfig
+from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 from .engine import Gone, SinkDiagnostic
-from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 # Removal order inside one clean: an output found without its marker goes before the pending
 # manifest that explains it, so a crash during clean never leaves unexplained data behind.

@@ -20,10 +20,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from publishers._errors import RecoveryNeeded, RunInProgress
-from publishers._lease import Lease
-from publishers._types import Run
-from publishers.iceberg import (
+from atomic_publish.publishers._errors import RecoveryNeeded, RunInProgress
+from atomic_publish.publishers._lease import Lease
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.layouts.iceberg import (
     SUMMARY_ATTEMPT,
     CatalogMissing,
     IcebergLayout,
@@ -33,9 +33,9 @@ from publishers.iceberg import (
     published_snapshot,
     run_lease,
 )
+from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
 from .engine import Gone, SinkDiagnostic
-from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
 FENCE_PROPERTY = "atomic-publish.fence"
 
@@ -289,6 +289,6 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 
 def _hide(uri: str) -> str:
-    from publishers._secrets import redact
+    from atomic_publish.publishers._secrets import redact
 
     return redact(uri)

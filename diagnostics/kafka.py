@@ -24,10 +24,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from publishers._errors import RunInProgress
-from publishers._lease import pid_alive
-from publishers._types import Run
-from publishers.kafka import (
+from atomic_publish.publishers._errors import RunInProgress
+from atomic_publish.publishers._lease import pid_alive
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.layouts.kafka import (
     CLIENT_LOG,
     H_ATTEMPT,
     H_HOST,
@@ -43,9 +43,9 @@ from publishers.kafka import (
     topic_name,
     transactional_id,
 )
+from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 from .engine import Gone, SinkDiagnostic
-from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 
 class KafkaDiagnostic(SinkDiagnostic):

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from publishers._lease import pid_alive
-from publishers._types import Run
-from publishers.postgres import (
+from atomic_publish.publishers._lease import pid_alive
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.layouts.postgres import (
     PREPARED_PREFIX,
     PostgresLayout,
     PostgresSinkConfig,
@@ -40,9 +40,9 @@ from publishers.postgres import (
     staging_prefix,
     terminate_backends,
 )
+from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 from .engine import Gone, SinkDiagnostic
-from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 
 def _client_is_dead(app: str | None) -> bool:

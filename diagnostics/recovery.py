@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from publishers._errors import AtomicPublishError, DestinationUnavailable
-from publishers._protocol import Diagnostic
-from publishers._types import Run
-
-from .taxonomy import CleanReport, Diagnosis, State
+from atomic_publish.publishers._errors import AtomicPublishError, DestinationUnavailable
+from atomic_publish.publishers._protocol import Diagnostic
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.taxonomy import CleanReport, Diagnosis, State, old_enough
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def _destination_errors(diagnostic: Diagnostic, doing: str) -> Iterator[None]:
     except (AtomicPublishError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        from publishers._secrets import redact
+        from atomic_publish.publishers._secrets import redact
 
         text = redact(str(exc).strip()).splitlines()
         raise DestinationUnavailable(
@@ -130,7 +129,7 @@ def sweep(diagnostic: Diagnostic, dataset: str, older_than: dt.timedelta, *, app
             continue
         if not d.orphans:
             continue
-        old = [a for a in d.orphans if (a.age_seconds(now) or 0) >= older_than.total_seconds()]
+        old, _ = old_enough(d.orphans, older_than, now)  # the same rule clean applies
         if not apply:
             report.runs.append((d, None, f"would remove {len(old)} of {len(d.orphans)} orphan(s)"))
             continue

@@ -18,10 +18,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from publishers._errors import RecoveryNeeded
-from publishers._lease import Lease
-from publishers._types import Run
-from publishers.s3 import (
+from atomic_publish.publishers._errors import RecoveryNeeded
+from atomic_publish.publishers._lease import Lease
+from atomic_publish.publishers._types import Run
+from atomic_publish.publishers.layouts.s3 import (
     INTENT_SUFFIX,
     S3Layout,
     S3SinkConfig,
@@ -36,9 +36,9 @@ from publishers.s3 import (
     read_manifest,
     run_lease,
 )
+from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
 from .engine import Gone, SinkDiagnostic
-from .taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
 
 class S3Diagnostic(SinkDiagnostic):

@@ -8,15 +8,15 @@ from typing import NoReturn
 
 import click
 
-from publishers.cli import (
-    _config_option,
-    _date,
-    _json_option,
-    _Progress,
-    _report_publish,
-    _run_guarded,
-    _sink_option,
+from atomic_publish.cli import (
+    Progress,
+    config_option,
+    json_option,
     load_config,
+    report_publish,
+    run_date_value,
+    run_guarded,
+    sink_option,
 )
 
 
@@ -40,17 +40,17 @@ def generate(out_dir: str, rows: int, merchants: int, seed: int) -> NoReturn:
         click.echo(f"wrote {refunds_path} ({refunds_path.stat().st_size:,} bytes) and {merchants_path}")
         return 0
 
-    _run_guarded(action)
+    run_guarded(action)
 
 
 @refunds.command("run")
-@_config_option
-@_sink_option
-@click.option("--run-date", required=True, callback=lambda c, p, v: _date(v), help="YYYY-MM-DD")
+@config_option
+@sink_option
+@click.option("--run-date", required=True, callback=lambda c, p, v: run_date_value(v), help="YYYY-MM-DD")
 @click.option("--refunds", "refunds_path", required=True, type=click.Path(dir_okay=False), help="refunds.csv")
 @click.option("--merchants", "merchants_path", required=True, type=click.Path(dir_okay=False), help="merchants.csv")
 @click.option("--if-absent", is_flag=True, help="Exit 0 without changes if the run is already published.")
-@_json_option
+@json_option
 def run_command(
     config_path: str | None,
     sink: str | None,
@@ -66,22 +66,22 @@ def run_command(
         from .runner import run_refunds
 
         config = load_config(config_path)
-        with _Progress(f"refunds {run_date}") as progress:
+        with Progress(f"refunds {run_date}") as progress:
             result = run_refunds(
                 config, run_date, refunds_path, merchants_path, sink=sink, if_absent=if_absent, progress=progress
             )
-        return _report_publish(result, as_json)
+        return report_publish(result, as_json)
 
-    _run_guarded(action)
+    run_guarded(action)
 
 
 @refunds.command()
-@_config_option
-@_sink_option
+@config_option
+@sink_option
 @click.option("--dir", "work_dir", default="demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--rows", default=50_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--run-date", default="2026-04-24", show_default=True, callback=lambda c, p, v: _date(v))
-@_json_option
+@click.option("--run-date", default="2026-04-24", show_default=True, callback=lambda c, p, v: run_date_value(v))
+@json_option
 def demo(
     config_path: str | None, sink: str | None, work_dir: str, rows: int, run_date: dt.date, as_json: bool
 ) -> NoReturn:
@@ -98,6 +98,6 @@ def demo(
         os.environ.setdefault("ATOMIC_PUBLISH_SINKS__FILE__ROOT", str(base / "out"))
         config = load_config(config_path)
         result = run_refunds(config, run_date, refunds_path, merchants_path, sink=sink, if_absent=True)
-        return _report_publish(result, as_json)
+        return report_publish(result, as_json)
 
-    _run_guarded(action)
+    run_guarded(action)

@@ -18,9 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from publishers._arrow import open_input
-from publishers._crash import crash_point
-from publishers._errors import InputError, MemoryBudgetExceeded
+from atomic_publish import InputError, MemoryBudgetExceeded, open_input
+from atomic_publish.sdk import crash_point
 
 REFUNDS_SCHEMA = pa.schema(
     [

@@ -12,13 +12,15 @@ import logging
 import time
 from pathlib import Path
 
-from publishers._crash import crash_point
-from publishers._errors import TransientError
-from publishers._protocol import ProgressCallback
-from publishers._publish import PublishResult, publish
-from publishers._signals import terminate_on_sigterm
-from publishers._types import Run, parse_run_date, validate_dataset
-from publishers.config import LoadedConfig
+from atomic_publish import LoadedConfig, PublishResult, TransientError, publish
+from atomic_publish.sdk import (
+    ProgressCallback,
+    Run,
+    crash_point,
+    parse_run_date,
+    terminate_on_signals,
+    validate_dataset,
+)
 
 from .refunds import load_merchants, settled_refunds
 
@@ -50,7 +52,7 @@ def run_refunds(
     diagnostic = definition.make_diagnostic(options)
     backoff = settings.backoff_seconds if sleep is None else sleep
 
-    with terminate_on_sigterm():
+    with terminate_on_signals():
         for attempt_number in range(1, settings.retries + 1):
             run = Run.new(dataset, run_date)
             try:

@@ -20,8 +20,8 @@ PAUSE_ENV_VAR = "PUBLISH_PAUSE_AT"
 
 # Every point, in the order a run passes them. Sinks use the shared ones and may add their own.
 POINTS = (
-    "after_extract",  # pipeline: inputs read, nothing staged (crash state B)
-    "mid_transform",  # pipeline: transform under way, nothing staged (crash state C)
+    "after_extract",  # pipeline: inputs read, nothing staged
+    "mid_transform",  # pipeline: transform under way, nothing staged
     "after_lock",  # publisher: run lock held and the run checked under it, nothing staged
     "mid_stage",  # publisher: part of the records staged, not yet durable
     "after_stage",  # publisher: everything staged and durable, commit not started

@@ -32,7 +32,7 @@ import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from diagnostics.taxonomy import Diagnosis
+    from .taxonomy import Diagnosis, GroupDiagnosis
 
 
 class AtomicPublishError(Exception):
@@ -66,7 +66,7 @@ class UnsafeLayout(AtomicPublishError):
 class RunRefused(AtomicPublishError):
     """The destination's current state forbids starting this run."""
 
-    def __init__(self, message: str, diagnosis: Diagnosis | None = None) -> None:
+    def __init__(self, message: str, diagnosis: Diagnosis | GroupDiagnosis | None = None) -> None:
         super().__init__(message)
         self.diagnosis = diagnosis
 
@@ -124,6 +124,11 @@ class CommitOutcomeUnknown(CommitError):
     """The commit may or may not have landed. Never clean up after this: diagnose settles it."""
 
 
+class RollForwardNeeded(CommitError):
+    """A group's decision to commit the run is recorded, and a sink's commit did not complete: the
+    run rolls forward (``recover --group G --apply`` commits the rest), never back."""
+
+
 class Terminated(AtomicPublishError):
     """SIGTERM or SIGINT arrived before the commit point; the attempt removed its own staging."""
 
@@ -143,7 +148,7 @@ EXIT_UNAVAILABLE = 5
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
-# code -> meaning; 10-14 are the states of the taxonomy (diagnostics.taxonomy.State).
+# code -> meaning; 10-15 are the states of the taxonomy (publishers.taxonomy.State).
 EXIT_CODES: dict[int, str] = {
     0: "published / DONE / nothing to do (also when a signal arrived during the commit and the commit landed: "
     "a warning says so)",
@@ -161,6 +166,8 @@ EXIT_CODES: dict[int, str] = {
     "nothing, try again later",
     14: "UNKNOWN: contradictory or unreadable evidence, or a commit whose outcome is unknown; stop and read the "
     "evidence",
+    15: "ROLL_FORWARD (a group of sinks): the decision to commit is recorded, some sinks are not committed yet; "
+    "recover --group G --apply; never re-run",
     130: (
         "stopped by SIGINT (Ctrl-C) before the commit point; a publish removed its own staging "
         "(recover and sweep stop between two removals)"
@@ -174,7 +181,7 @@ EXIT_CODES: dict[int, str] = {
 
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an error raised by the library (EXIT_CODES)."""
-    from diagnostics.taxonomy import State
+    from .taxonomy import State
 
     if isinstance(exc, AlreadyPublished):
         return EXIT_ALREADY_PUBLISHED
@@ -184,6 +191,8 @@ def exit_code_for(exc: BaseException) -> int:
         return exc.diagnosis.exit_code if exc.diagnosis is not None else State.RUNNING.exit_code
     if isinstance(exc, CommitOutcomeUnknown):
         return State.UNKNOWN.exit_code
+    if isinstance(exc, RollForwardNeeded):
+        return State.ROLL_FORWARD.exit_code
     if isinstance(exc, LostRace):
         return EXIT_LOST_RACE
     if isinstance(exc, InputError | ConfigError | SinkUnavailable | UnsafeLayout | MemoryBudgetExceeded):

@@ -5,7 +5,7 @@ calls a Python data source's ``writer()``, each task's ``write()`` and the job's
 separate Python workers). None of them lives from the start of the job to its end, so none can hold
 the run's lock, which is the evidence that tells ``diagnose`` a run is RUNNING rather than ORPHANED.
 
-``hold_run`` starts a small *holder* process (``python -m publishers._held``) on the driver's host.
+``hold_run`` starts a small *holder* process (``python -m atomic_publish.publishers._held``) on the driver's host.
 The holder does what a single-process publish does before staging (``begin_run``: take the run's
 lock or lease, check the run's state under it, refuse a published or running run), then waits for
 exactly one request over a local socket: ``commit(parts)`` (the driver's one commit of the parts its
@@ -124,17 +124,20 @@ def _rebuild(doc: dict[str, Any]) -> AtomicPublishError:
 
 
 def refuse_single_part_sinks(definition: Any, engine: str) -> None:
-    """A sink that cannot take a run staged in parts is refused on the driver, before any task runs."""
+    """A sink that cannot take a run staged in parts is refused on the driver, before any task runs;
+    the message names the sinks that can (every registered sink whose definition declares it)."""
     limit = definition.capabilities.max_parts
     if limit is not None and limit < 2:
-        reasons = {
-            "kafka": "a Kafka transaction belongs to one producer, and N transactions would not be one atomic "
-            "publish for read_committed readers",
-        }
-        why = reasons.get(definition.name, "it commits one staged part per run")
+        from . import registry
+
+        able = []
+        for name in registry.available():
+            with contextlib.suppress(_errors.AtomicPublishError):  # an extra not installed: not offered
+                if registry.load(name).capabilities.max_parts != 1:
+                    able.append(name)
         raise _errors.CommitRejected(
-            f"the {definition.name} sink cannot take a run staged by several {engine} tasks ({why}); "
-            "publish through one of: file, s3, postgres, iceberg"
+            f"the {definition.name} sink cannot take a run staged by several {engine} tasks (it takes a run in "
+            f"one piece: Capabilities.max_parts = 1); publish through one of: {', '.join(able)}"
         )
 
 
@@ -198,7 +201,7 @@ def hold_run(
     }
     # Its log lines go where the engine's worker's do (Spark: the driver's log).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "publishers._held"],
+        [sys.executable, "-m", "atomic_publish.publishers._held"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         start_new_session=True,  # not in the engine's process group: a Ctrl-C there is the driver's

@@ -15,10 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from diagnostics.taxonomy import LockHolder
-
 from ._errors import DestinationUnavailable, RunInProgress
 from ._types import AttemptInfo
+from .taxonomy import LockHolder
 
 # A diagnosis probes the lock with a shared flock for a few microseconds; an attempt that starts
 # at that very moment waits this long instead of reporting a spurious RUNNING.

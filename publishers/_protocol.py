@@ -13,9 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from diagnostics.taxonomy import CleanReport, Diagnosis
-
     from ._types import Receipt, Run, Staged
+    from .taxonomy import CleanReport, Diagnosis
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (rows, bytes) staged so far; the CLI turns it into a progress bar on a terminal."""
@@ -34,13 +33,21 @@ class Capabilities:
     - ``assembles_parts``: the publisher has ``assemble(run, staged) -> Staged``, which turns several
       parts into one staging before the commit (the file sink: one file per run). It runs before
       the commit's critical section, so a signal still stops the attempt there; it raises only
-      CommitRejected (nothing is published by it).
+      CommitRejected (nothing is published by it);
+    - ``staging_outlives_process``: what ``stage`` wrote can still be committed after the process
+      that staged it died (False for Kafka: the broker aborts a dead producer's transaction). A group
+      of sinks rolls such a sink forward by staging it again from the run's data;
+    - ``reads_back``: the publisher has ``read_published(run) -> pyarrow.RecordBatchReader``, which
+      reads a published run back (raises FileNotFoundError when it is not published): a group
+      rolling forward stages another sink again from it.
     """
 
     max_parts: int | None = 1
     stages_files: bool = False
     run_lock_writes: bool = True
     assembles_parts: bool = False
+    staging_outlives_process: bool = True
+    reads_back: bool = False
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """publish(): the one orchestration every caller uses (CLI, pipeline runner, library users).
 
-Order matters and is the doctrine: take the run lock, diagnose (refuse unless nothing is in flight),
+Order matters, and is the same for every sink: take the run lock, diagnose (refuse unless nothing is in flight),
 stage (nothing visible), commit (the single atomic step). Own staging is discarded after a failure
 before the commit, or after a CommitRejected (the destination proved the commit did not land);
 every other way out of the commit is an unknown outcome, after which nothing is touched and the
@@ -19,8 +19,6 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from diagnostics.taxonomy import Diagnosis, State
-
 from ._arrow import InputFiles, as_reader, conform, open_inputs, require_rows
 from ._crash import crash_point
 from ._errors import (
@@ -37,6 +35,7 @@ from ._errors import (
 from ._protocol import Diagnostic, ProgressCallback, Publisher
 from ._signals import critical_section
 from ._types import Receipt, Run, Staged, new_part_token
+from .taxonomy import Diagnosis, State
 
 log = logging.getLogger("atomic_publish")
 
@@ -176,12 +175,12 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
         try:
             yield job
         except BaseException as exc:
-            if job.state == "open":
+            if job.state == "open" and not job.retained:
                 _discard(publisher, run, job.staged)
                 if isinstance(exc, Terminated):
                     raise Terminated(f"{exc}; this attempt removed its own staging", exc.signum) from None
             raise
-        if job.state == "open":  # the block ended without a commit: nothing of it may stay
+        if job.state == "open" and not job.retained:  # ended without a commit: nothing of it may stay
             _discard(publisher, run, job.staged)
     if job.state == "committed" and job.parts_committed > 1:
         _tidy(diagnostic, run)
@@ -217,6 +216,7 @@ class RunJob:
         self.staged: list[Staged] = []
         self.state = "open"  # open -> committed | rejected | unknown
         self.parts_committed = 0
+        self.retained = False  # see retain()
 
     def stage(
         self,
@@ -232,6 +232,12 @@ class RunJob:
         staged = stage_part(self.publisher, self.run, records, schema=schema, progress=progress, part=part, token=token)
         self.staged.append(staged)
         return staged
+
+    def retain(self) -> None:
+        """Keep this attempt's staging whatever happens from now on (a group of sinks has recorded its
+        decision to commit: a sink whose commit does not complete is committed later from it, by
+        ``recover --group --apply``). Nothing is discarded after this, not even on a refusal."""
+        self.retained = True
 
     def commit(self, staged: Sequence[Staged]) -> PublishResult:
         """Commit these parts (one staging of each) in the sink's one atomic step. A proven
@@ -260,9 +266,10 @@ class RunJob:
             receipt = self.publisher.commit(self.run, staged)
         except CommitRejected:
             # The one case where this attempt's staging goes: the destination proved the commit did
-            # not land (or it was never sent).
+            # not land (or it was never sent). A retained staging stays for the roll-forward.
             self.state = "rejected"
-            _discard(self.publisher, self.run, [*self.staged, *staged])
+            if not self.retained:
+                _discard(self.publisher, self.run, [*self.staged, *staged])
             raise
         except CommitOutcomeUnknown:
             self.state = "unknown"
@@ -295,14 +302,22 @@ def stage_part(
     schema: pa.Schema | None = None,
     progress: ProgressCallback | None = None,
     part: int = 0,
-    token: str = "",
+    token: str | None = None,
 ) -> Staged:
     """A worker's side of a publish: stage part ``part`` of ``run`` (the driver's attempt), under a
-    fresh ``token`` unless one is given. Takes no lock and checks nothing (the driver did both);
-    nothing is visible until the driver commits. Its result is a JSON value (``Staged.to_json``) for
-    the driver. On an error the part's own staging is removed."""
-    if part and not token:
-        token = new_part_token()
+    fresh ``token`` unless one is given (``""``: the run staged in one piece, by its driver), so a
+    retried worker never reuses a staging's name. Refused at once (CommitRejected) for a part the
+    sink cannot take (``Capabilities.max_parts``). Takes no lock and checks nothing (the driver did
+    both); nothing is visible until the driver commits. Its result is a JSON value
+    (``Staged.to_json``) for the driver. On an error the part's own staging is removed."""
+    if token is None:
+        token = new_part_token()  # a retried or speculated worker never reuses a staging's name
+    limit = publisher.capabilities.max_parts
+    if limit is not None and part >= limit:
+        raise CommitRejected(
+            f"the {publisher.sink_name} sink takes a run in {'one piece' if limit == 1 else f'{limit} parts'}: "
+            f"part {part} cannot be staged (Capabilities.max_parts); publish this run from one process"
+        )
     try:
         staged = None
         if publisher.capabilities.stages_files and isinstance(records, InputFiles):

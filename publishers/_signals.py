@@ -42,10 +42,6 @@ def terminate_on_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-# The former name, kept for callers that only cared about SIGTERM.
-terminate_on_sigterm = terminate_on_signals
-
-
 @contextlib.contextmanager
 def critical_section() -> Iterator[None]:
     """Hold SIGTERM and SIGINT while the block runs: a signal that arrives is remembered (see
@@ -64,3 +60,6 @@ def pending() -> int:
 
 def clear_pending() -> None:
     _state["pending"] = 0
+
+
+pending_signal = pending  # the SDK's name for it

@@ -53,6 +53,27 @@ class PipelineSettings(BaseModel):
     memory_budget_mb: int | None = Field(default=None, gt=0)
 
 
+class GroupSettings(BaseModel):
+    """A group of sinks one run is published to (``[groups.<name>]``): each sink atomic, one decision
+    for the run, recorded in the journal before the first commit (see docs/groups.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sinks: list[str] = Field(min_length=2, description="the sinks, in the order they are committed")
+    journal: str = Field(min_length=1, description="a directory where the group's decisions are recorded")
+    durable_input: bool = Field(
+        default=False,
+        description="the input files stay where they are until the run is complete: a roll-forward may re-read them",
+    )
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    members: tuple[tuple[str, SinkDefinition, Any], ...]  # (sink name, definition, options), in commit order
+    journal: Any  # a FileJournal
+    durable_input: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -60,6 +81,7 @@ class Settings(BaseSettings):
 
     defaults: Defaults = Defaults()
     sinks: dict[str, dict[str, Any]] = {}
+    groups: dict[str, GroupSettings] = {}
     pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod
@@ -97,10 +119,28 @@ class LoadedConfig:
         sink_type = str(raw.get("type", name))
         definition = registry.load(sink_type)
         try:
-            options = definition.config_model.model_validate({**raw, "type": sink_type})
+            # A sink named by its import path validates under its own name (its model's ``type``).
+            kind = definition.name if registry.is_import_path(sink_type) else sink_type
+            options = definition.config_model.model_validate({**raw, "type": kind})
         except ValidationError as exc:
             raise self._explain(exc, ("sinks", name)) from None
         return definition, options
+
+    def group(self, name: str) -> GroupConfig:
+        """Resolve group ``name`` to its sinks (definitions and validated options, in commit order)
+        and its journal."""
+        from ._journal import FileJournal
+
+        settings = self.settings.groups.get(name)
+        if settings is None:
+            where = str(self.path) if self.path else "the configuration (no publish.toml found)"
+            known = ", ".join(sorted(self.settings.groups)) or "none"
+            raise ConfigError(f"no group named {name!r} in {where}; configured groups: {known}")
+        twice = sorted({s for s in settings.sinks if settings.sinks.count(s) > 1})
+        if twice:
+            raise ConfigError(f"{self._source_of(('groups', name, 'sinks'))}: groups.{name}.sinks names {twice} twice")
+        members = tuple((sink, *self.sink(sink)) for sink in settings.sinks)
+        return GroupConfig(name, members, FileJournal(settings.journal, name), settings.durable_input)
 
     def check_every_sink(self) -> None:
         """Validate every configured sink now, not only the one a command uses: a typo in a sink
@@ -109,7 +149,7 @@ class LoadedConfig:
         problems: list[str] = []
         for name, raw in self.settings.sinks.items():
             sink_type = str(raw.get("type", name))
-            if sink_type not in registry.available():
+            if not registry.is_import_path(sink_type) and sink_type not in registry.available():
                 problems.append(
                     f"{self._source_of(('sinks', name, 'type'))}: sinks.{name}.type = {sink_type!r}: unknown sink "
                     f"type; known types: {', '.join(registry.available())}"
@@ -117,10 +157,20 @@ class LoadedConfig:
                 continue
             try:
                 self.sink(name)
-            except SinkUnavailable:
+            except SinkUnavailable as exc:
+                if registry.is_import_path(sink_type):  # named by the user, not an extra to install
+                    problems.append(f"{self._source_of(('sinks', name, 'type'))}: sinks.{name}.type: {exc}")
                 continue
             except ConfigError as exc:
                 problems.extend(str(exc).splitlines())
+        for group, settings in self.settings.groups.items():
+            unknown = [s for s in settings.sinks if s not in self.settings.sinks and s not in registry.available()]
+            if unknown:
+                configured = ", ".join(sorted(self.settings.sinks)) or "none"
+                problems.append(
+                    f"{self._source_of(('groups', group, 'sinks'))}: groups.{group}.sinks: no sink named "
+                    f"{', '.join(map(repr, unknown))}; configured sinks: {configured}"
+                )
         if problems:
             raise ConfigError("\n".join(problems))
 

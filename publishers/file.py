@@ -33,16 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import os
-import re
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import Field, field_validator
+from typing import TYPE_CHECKING, Any
 
 from ._crash import crash_point
 from ._errors import (
@@ -50,7 +44,6 @@ from ._errors import (
     CommitRejected,
     DestinationUnavailable,
     LostRace,
-    UnsafeLayout,
     first_line,
 )
 from ._fs import (
@@ -64,164 +57,20 @@ from ._fs import (
     write_durable,
 )
 from ._lock import hold_flock
-from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
-from ._types import AttemptInfo, Receipt, Run, Staged, check_parts, part_suffix
+from ._protocol import ProgressCallback
+from ._types import AttemptInfo, Receipt, Run, Staged, check_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-# pyarrow is imported by the methods that write: diagnose, recover and sweep never need it.
-
-log = logging.getLogger("atomic_publish.file")
-
-MANIFEST_VERSION = 1
-STAGING_DIR = "_staging"
-LOCKS_DIR = "_locks"
-MARKER_SUFFIX = ".success"
-PENDING_SUFFIX = ".pending.json"
-MARKER_TMP_SUFFIX = ".success.tmp"
-
-
-class FileSinkConfig(SinkOptions):
-    """Options of a ``type = "file"`` sink."""
-
-    type: Literal["file"] = "file"
-    root: Path = Field(default=Path("data/out"), description="directory that holds every dataset")
-    format: Literal["csv", "parquet"] = "csv"
-    parquet_compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
-    parquet_row_group_rows: int = Field(default=262_144, gt=0)
-    verify_checksum: bool = Field(default=True, description="diagnose re-reads published data to check its sha256")
-    allow_schema_change: bool = Field(
-        default=False, description="publish records whose schema differs from the dataset's last published run"
-    )
-
-    @field_validator("root", mode="before")
-    @classmethod
-    def _root_is_a_plain_path(cls, root: Any) -> Any:
-        from . import _names
-
-        if isinstance(root, str):  # no control character, no padding, not empty ("" would be the cwd)
-            _names.common(root, "root", "a directory path")
-        return root
-
-    @field_validator("root")
-    @classmethod
-    def _root_is_not_a_system_dir(cls, root: Path) -> Path:
-        resolved = root.expanduser().resolve()
-        # Cleanup only ever works inside <root>/_staging, but a root of "/" or $HOME would still put
-        # datasets beside unrelated files; refuse the two places that are never meant.
-        if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
-            raise ValueError(f"root {str(root)!r} resolves to {resolved}, which is not a dedicated directory")
-        return root
-
-
-@dataclass(frozen=True)
-class StagingName:
-    run_date: dt.date
-    attempt: str
-    kind: str  # "staging-data" | "pending-manifest" | "marker-temp"
-
-
-_PART_RE = re.compile(r"^\.p\d{5,}(-[0-9a-z]+)?\.")
-_STAGING_RE = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})\.(?P<attempt>\d{8}T\d{6}Z-[0-9a-f]{6})\.(?P<rest>.+)$")
-
-
-class FileLayout:
-    """Every path the file sink and its diagnostic use, in one place."""
-
-    def __init__(self, root: Path, fmt: str) -> None:
-        self.root = root.expanduser().resolve()
-        self.ext = fmt
-
-    def dataset_dir(self, dataset: str) -> Path:
-        return self._inside(self.root / dataset)
-
-    def final(self, run: Run) -> Path:
-        return self.dataset_dir(run.dataset) / f"{run.run_date.isoformat()}.{self.ext}"
-
-    def marker(self, run: Run) -> Path:
-        return self.final(run).with_name(self.final(run).name + MARKER_SUFFIX)
-
-    def staging_dir(self, dataset: str) -> Path:
-        return self._inside(self.root / STAGING_DIR / dataset)
-
-    def _attempt_prefix(self, run: Run) -> str:
-        return f"{run.run_date.isoformat()}.{run.attempt}"
-
-    def staging_data(self, run: Run) -> Path:
-        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}.{self.ext}"
-
-    def staging_part(self, run: Run, part: int, token: str) -> Path:
-        """A part staged by one worker (a Spark task): the run, the attempt, the part and the token."""
-        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}.{part_suffix(part, token)}.{self.ext}"
-
-    def staged_parts(self, run: Run) -> list[Path]:
-        """Every part staged under the attempt of ``run`` (committed or not)."""
-        prefix = self._attempt_prefix(run)
-        directory = self.staging_dir(run.dataset)
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            return []
-        return sorted(directory / n for n in names if n.startswith(prefix) and _PART_RE.match(n[len(prefix) :]))
-
-    def pending(self, run: Run) -> Path:
-        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}{PENDING_SUFFIX}"
-
-    def marker_tmp(self, run: Run) -> Path:
-        return self.staging_dir(run.dataset) / f"{self._attempt_prefix(run)}{MARKER_TMP_SUFFIX}"
-
-    def lock(self, dataset: str, run_date: dt.date) -> Path:
-        return self._inside(self.root / LOCKS_DIR / dataset / f"{run_date.isoformat()}.lock")
-
-    def parse_staging_name(self, name: str) -> StagingName | None:
-        m = _STAGING_RE.match(name)
-        if not m:
-            return None
-        rest = m.group("rest")
-        if rest == PENDING_SUFFIX[1:]:
-            kind = "pending-manifest"
-        elif rest == MARKER_TMP_SUFFIX[1:]:
-            kind = "marker-temp"
-        elif rest == self.ext:
-            kind = "staging-data"
-        else:
-            # Staging of another format (the config changed between attempts) is still this run's.
-            kind = "staging-data"
-        try:
-            run_date = dt.date.fromisoformat(m.group("date"))
-        except ValueError:
-            return None
-        return StagingName(run_date, m.group("attempt"), kind)
-
-    def _inside(self, path: Path) -> Path:
-        # A dataset directory that is a symlink to somewhere else would let publish and cleanup
-        # act outside the root; the resolved path must stay under the resolved root.
-        resolved = path.resolve()
-        if resolved != self.root and self.root not in resolved.parents:
-            raise UnsafeLayout(f"{path} resolves to {resolved}, outside the configured root {self.root}")
-        return resolved
-
-    def check_same_filesystem(self) -> None:
-        staging = self.root / STAGING_DIR
-        if staging.exists() and staging.stat().st_dev != self.root.stat().st_dev:
-            raise UnsafeLayout(
-                f"{staging} is on another filesystem than {self.root}: a rename between them would not be atomic"
-            )
-
-
-def _appears(path: Path, seconds: float) -> bool:
-    """True once ``path`` exists, waiting up to ``seconds``: a winner whose data is at its final
-    name writes its manifest a few milliseconds later."""
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-CAPABILITIES = Capabilities(max_parts=None, assembles_parts=True)
+from .layouts.file import (
+    CAPABILITIES,
+    MANIFEST_VERSION,
+    MARKER_SUFFIX,
+    FileLayout,
+    FileSinkConfig,
+    _appears,
+    log,
+)
 
 
 class FilePublisher:
@@ -267,11 +116,12 @@ class FilePublisher:
             return self._stage_part(run, batches, progress, part, token)
         data_path = self.layout.staging_data(run)
         pending_path = self.layout.pending(run)
-        with _nothing_left_on_error(data_path, pending_path):
-            rows, size, checksum = _write_new(data_path, lambda sink: self._write(sink, batches, progress))
+        with _nothing_left_on_error(data_path) as created:
+            rows, size, checksum = _write_new(data_path, lambda sink: self._write(sink, batches, progress), created)
             intent = self._manifest(run, rows=rows, size=size, checksum=checksum, schema=batches.schema)
             # The pending manifest is what lets a diagnosis explain an output found without its
             # success marker (crash right after the rename): same checksum, same attempt.
+            created.append(pending_path)
             write_durable(pending_path, json_bytes(intent))
             fsync_dir(staging_dir)
         crash_point("after_stage")
@@ -306,8 +156,8 @@ class FilePublisher:
         """One worker's part: a complete file of its own (CSV with its header, or Parquet), and no
         pending manifest: the commit assembles the parts and writes that."""
         path = self.layout.staging_part(run, part, token)
-        with _nothing_left_on_error(path):
-            rows, size, checksum = _write_new(path, lambda sink: self._write(sink, batches, progress))
+        with _nothing_left_on_error(path) as created:
+            rows, size, checksum = _write_new(path, lambda sink: self._write(sink, batches, progress), created)
             fsync_dir(path.parent)
         return Staged(
             sink=self.sink_name,
@@ -582,6 +432,15 @@ class FilePublisher:
             details={"manifest": str(marker), "format": intent["format"]},
         )
 
+    def read_published(self, run: Run) -> Any:
+        """The published run read back (``Capabilities.reads_back``), only when its marker says it is
+        published; FileNotFoundError otherwise."""
+        from ._arrow import open_input
+
+        if not self.layout.marker(run).exists():
+            raise FileNotFoundError(self.layout.marker(run))
+        return open_input(self.layout.final(run))
+
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         attempts = {run.attempt} | {s.attempt for s in staged}
         for attempt in sorted(attempts):
@@ -629,17 +488,19 @@ def _one_schema(run: Run, parts: Sequence[Staged]) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _nothing_left_on_error(*paths: Path) -> Iterator[None]:
-    """Staging ``paths``: on any error none of them stays, and an OSError becomes
-    DestinationUnavailable naming the file."""
+def _nothing_left_on_error(where: Path) -> Iterator[list[Path]]:
+    """Staging at ``where``: the caller lists every file it creates in the yielded list, and on any
+    error none of those stays (never a file this call did not create: a second staging under a
+    taken name must not remove the first). An OSError becomes DestinationUnavailable naming the file."""
+    created: list[Path] = []
     try:
-        yield
+        yield created
     except BaseException as exc:
-        for path in paths:
+        for path in created:
             with contextlib.suppress(OSError):
                 path.unlink()
         if isinstance(exc, OSError):
-            raise DestinationUnavailable(f"cannot write {exc.filename or paths[0]}: {exc.strerror or exc}") from exc
+            raise DestinationUnavailable(f"cannot write {exc.filename or where}: {exc.strerror or exc}") from exc
         raise
 
 
@@ -670,19 +531,3 @@ def _csv_header(schema: pa.Schema) -> bytes:
     buf = io.BytesIO()
     pacsv.write_csv(schema.empty_table(), buf)
     return buf.getvalue()
-
-
-def _make_diagnostic(config: FileSinkConfig) -> Any:
-    from diagnostics.file import FileDiagnostic
-
-    return FileDiagnostic(config)
-
-
-SINK = SinkDefinition(
-    name="file",
-    config_model=FileSinkConfig,
-    make_publisher=FilePublisher,
-    make_diagnostic=_make_diagnostic,
-    description="local filesystem: staging + no-clobber rename + .success manifest",
-    capabilities=CAPABILITIES,
-)

@@ -17,15 +17,13 @@ import contextlib
 import datetime as dt
 import itertools
 import json
-import logging
 import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
-from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ._arrow import refuse_schema_drift, schema_to_json
 from ._crash import crash_point, crash_point_armed
@@ -41,145 +39,28 @@ from ._errors import (
     LostRace,
 )
 from ._fs import BackgroundSha256
-from ._protocol import Capabilities, ProgressCallback, SinkDefinition, SinkOptions
+from ._protocol import ProgressCallback
 from ._types import Receipt, Run, Staged
-
-log = logging.getLogger("atomic_publish.kafka")
-# librdkafka's own log lines go through Python logging (not straight to stderr), so an application
-# decides where they go; a client left for garbage collection after its broker is gone stays quiet.
-CLIENT_LOG = logging.getLogger("atomic_publish.kafka.client")
-
-# One header per record, "<run_id> <attempt> <pid> <host>": four separate headers cost ~10% of the
-# produce rate in Python. header() below reads the fields by these names.
-HEADER = "atomic-publish"
-H_RUN, H_ATTEMPT, H_PID, H_HOST = "run_id", "attempt", "pid", "host"
-_FIELDS = (H_RUN, H_ATTEMPT, H_PID, H_HOST)
-_FORBIDDEN = {"transactional.id", "enable.idempotence", "isolation.level"}
-
-
-def validate_topic(name: str, what: str = "topic") -> str:
-    """A Kafka topic name (publishers._names: the whole string, Kafka's own rules)."""
-    from . import _names
-
-    return _names.kafka_topic(name, what)
-
-
-class KafkaSinkConfig(SinkOptions):
-    """Options of a ``type = "kafka"`` sink. librdkafka settings go in ``properties``; credentials
-    (``sasl.password`` and the like) are refused there and belong to the environment."""
-
-    type: Literal["kafka"] = "kafka"
-    bootstrap_servers: str
-    topic: str | None = Field(default=None, description="default: the dataset name")
-    ledger_topic: str = "atomic-publish-ledger"
-    ledger_partitions: int = Field(default=1, ge=1)
-    topic_partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    create_topics: bool = True
-    key_columns: tuple[str, ...] = ()
-    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
-    max_record_bytes: int = Field(default=1_000_000, ge=1024)
-    allow_schema_change: bool = Field(
-        default=False, description="publish records whose schema differs from the dataset's last published run"
-    )
-    # Secret-named values (given only through the environment) are held as SecretStr; client_properties()
-    # gives librdkafka the plain values.
-    properties: dict[str, str | SecretStr] = Field(default_factory=dict)
-
-    @field_validator("topic", "ledger_topic")
-    @classmethod
-    def _topic(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else validate_topic(value, info.field_name)
-
-    @model_validator(mode="after")
-    def _distinct_topics(self) -> KafkaSinkConfig:
-        from . import _names
-
-        if self.topic is not None:
-            _names.kafka_topics_distinct(self.topic, self.ledger_topic)
-        return self
-
-    @field_validator("properties")
-    @classmethod
-    def _properties(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from ._secrets import hide_secret_values
-
-        value = hide_secret_values(value)
-        for key in value:
-            if key in _FORBIDDEN:
-                raise ValueError(f"property {key!r} is set by the sink (the exactly-once guarantee depends on it)")
-        acks = str(value.get("acks", "all")).lower()
-        if acks not in ("all", "-1"):
-            raise ValueError(f"acks = {value['acks']!r} would break the guarantee: transactions need acks = all")
-        return value
-
-    def client_properties(self) -> dict[str, Any]:
-        """``properties`` as librdkafka takes them: secrets as their plain values."""
-        from ._secrets import reveal
-
-        return reveal(self.properties)
-
-
-def transactional_id(run: Run) -> str:
-    return f"atomic-publish:{run.run_id}"
-
-
-def topic_name(config: KafkaSinkConfig, dataset: str) -> str:
-    """The data topic of ``dataset``: the configured topic, else the dataset name; never the ledger
-    topic (nor a name Kafka would confuse with it)."""
-    from . import _names
-
-    try:
-        topic = config.topic or validate_topic(dataset, "topic (the dataset name; set `topic` to choose another)")
-        _names.kafka_topics_distinct(topic, config.ledger_topic)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    return topic
-
-
-@contextlib.contextmanager
-def broker_errors(config: KafkaSinkConfig, doing: str) -> Iterator[None]:
-    """Turn a client failure (broker unreachable, timed out) into one line naming the brokers."""
-    from confluent_kafka import KafkaException
-
-    try:
-        yield
-    except KafkaException as exc:
-        error = _kafka_error(exc)
-        what = f"{error.name()}: {error.str()}" if error is not None else str(exc).splitlines()[0]
-        raise DestinationUnavailable(f"Kafka at {config.bootstrap_servers}: {doing} failed ({what})") from None
-
-
-class _Held:
-    """The producer of an attempt whose transaction is open (what 'staged' means for Kafka)."""
-
-    def __init__(self, producer: Any, rows: int, size: int, checksum: str) -> None:
-        self.producer, self.rows, self.size, self.checksum = producer, rows, size, checksum
-
-
-def _kafka_error(exc: BaseException) -> Any:
-    """The KafkaError of a client exception, or None. A SystemError ("<built-in function ...>
-    returned a result with an exception set") is how confluent-kafka 2.16 sometimes reports an error
-    raised while it called back into Python (seen from flush() of a fenced producer, about 1 race in
-    10): CPython chains the real exception as its cause, which is read here."""
-    seen = 0
-    while exc is not None and seen < 5:
-        if exc.args and hasattr(exc.args[0], "fatal"):
-            return exc.args[0]
-        if not isinstance(exc, SystemError):
-            return None
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
-    return None
-
-
-def _wrapped_client_error(exc: BaseException) -> bool:
-    """A SystemError that carries a Kafka client error (see _kafka_error)."""
-    return isinstance(exc, SystemError) and _kafka_error(exc) is not None
-
+from .layouts.kafka import (
+    CAPABILITIES,
+    CLIENT_LOG,
+    HEADER,
+    KafkaSinkConfig,
+    _Held,
+    _kafka_error,
+    _wrapped_client_error,
+    admin_client,
+    broker_errors,
+    init_transactions,
+    log,
+    read_ledger,
+    read_ledger_records,
+    topic_name,
+    transactional_id,
+)
 
 # A Kafka transaction belongs to one producer: N workers cannot share one, and N transactions would
 # not be one atomic publish for read_committed readers. One piece; the lock (fencing) writes nothing.
-CAPABILITIES = Capabilities(max_parts=1, run_lock_writes=False)
 
 
 class KafkaPublisher:
@@ -506,14 +387,6 @@ def _slices(batches: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch
             yield batch.slice(offset, rows)
 
 
-def init_transactions(producer: Any, timeout: float = 30) -> None:
-    """init_transactions on a producer that is connected first: if no broker connection is up when
-    it starts, librdkafka retries the producer-id request on a fixed 500 ms timer (measured: 0.51 s
-    instead of 0.06 s, one run in three). A metadata request brings the connection up first."""
-    producer.list_topics(timeout=timeout)
-    producer.init_transactions(timeout)
-
-
 def _produce_when_queue_frees(producer: Any, topic: str, value: bytes, key: bytes | None, headers: Any) -> None:
     """The producer's queue is full (it is bounded, so memory stays flat): serve delivery reports
     until there is room. Nothing is dropped."""
@@ -526,21 +399,6 @@ def _produce_when_queue_frees(producer: Any, topic: str, value: bytes, key: byte
             continue
 
 
-_admins: dict[str, Any] = {}
-
-
-def admin_client(config: KafkaSinkConfig) -> Any:
-    """One AdminClient per cluster and process: each new one costs a connection and a metadata
-    round trip (measured ~60 ms), and a diagnosis asks several times."""
-    from confluent_kafka.admin import AdminClient
-
-    key = json.dumps([config.bootstrap_servers, sorted(config.client_properties().items())])
-    if key not in _admins:
-        settings: dict[str, Any] = {"logger": CLIENT_LOG, "bootstrap.servers": config.bootstrap_servers}
-        _admins[key] = AdminClient({**settings, **config.client_properties()})
-    return _admins[key]
-
-
 # One encoder for every record: json.dumps with options builds a new JSONEncoder per call, which
 # measured as a fifth of the produce loop.
 RECORD_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
@@ -548,136 +406,3 @@ RECORD_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 
 def encode_record(row: dict[str, Any]) -> bytes:
     return RECORD_ENCODER.encode(row).encode()
-
-
-def partition_offsets(config: KafkaSinkConfig, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int, int]]:
-    """partition -> (earliest, last stable offset, high watermark). Empty if the topic is missing.
-
-    The last stable offset (LSO) is where read_committed readers stop: below it every transaction is
-    decided; between it and the high watermark lie records of transactions still open.
-    """
-    from confluent_kafka import IsolationLevel, TopicPartition
-    from confluent_kafka.admin import OffsetSpec
-
-    admin = admin_client(config)
-    metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
-    if metadata is None or metadata.error is not None:
-        return {}
-    parts = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
-
-    def ask(spec: Any, isolation: Any) -> dict[int, int]:
-        from confluent_kafka import KafkaException
-
-        for try_number in range(20):
-            futures = admin.list_offsets({tp: spec for tp in parts}, isolation_level=isolation, request_timeout=timeout)
-            try:
-                return {tp.partition: future.result().offset for tp, future in futures.items()}
-            except KafkaException as exc:
-                # Right after a topic is created, or a leader moves, the answer is "not leader":
-                # the client refreshes its metadata; ask again shortly.
-                error = _kafka_error(exc)
-                if try_number == 19 or error is None or not (error.retriable() or "LEADER" in error.name()):
-                    raise
-                time.sleep(0.1)
-        raise AssertionError("unreachable")
-
-    low = ask(OffsetSpec.earliest(), IsolationLevel.READ_UNCOMMITTED)
-    lso = ask(OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
-    high = ask(OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
-    return {p: (low[p], lso[p], high[p]) for p in low}
-
-
-def read_range(
-    config: KafkaSinkConfig, topic: str, partition: int, start: int, end: int, *, committed: bool, timeout: float = 15.0
-) -> list[Any]:
-    """Messages of one partition in [start, end), read_committed or read_uncommitted."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    if end <= start:
-        return []
-    consumer = Consumer(
-        {
-            "logger": CLIENT_LOG,
-            "bootstrap.servers": config.bootstrap_servers,
-            **config.client_properties(),
-            "group.id": f"atomic-publish-diagnose-{os.getpid()}-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed" if committed else "read_uncommitted",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    out: list[Any] = []
-    try:
-        tp = TopicPartition(topic, partition, start)
-        consumer.assign([tp])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # Short polls: a transactional topic ends in a commit marker, never delivered, so the
-            # last wait of a range is always an empty poll (0.2 s polls cost 0.2 s per ledger read).
-            msg = consumer.poll(0.02)
-            if msg is not None and not msg.error():
-                offset = msg.offset() or 0
-                if offset >= end:
-                    break
-                out.append(msg)
-                if offset >= end - 1:
-                    break
-                continue
-            # read_committed skips aborted records and control markers: the position tells when the
-            # range is done even if its last offsets were never delivered.
-            position = consumer.position([TopicPartition(topic, partition)])[0].offset
-            if position >= end:
-                break
-        return out
-    finally:
-        consumer.close()
-
-
-def header(msg: Any, name: str) -> str | None:
-    """A field (run_id, attempt, pid, host) of the record's atomic-publish header, or None."""
-    for key, value in msg.headers() or []:
-        if key == HEADER and value is not None:
-            fields = bytes(value).decode().split(" ")
-            return dict(zip(_FIELDS, fields, strict=False)).get(name)
-    return None
-
-
-def read_ledger_records(
-    config: KafkaSinkConfig, offsets: dict[int, tuple[int, int, int]] | None = None
-) -> dict[str, dict[str, Any]]:
-    """Every committed ledger record, by run_id (read_committed over the compacted topic);
-    ``offsets``: the ledger's partition_offsets when the caller has them already."""
-    found: dict[str, dict[str, Any]] = {}
-    if offsets is None:
-        offsets = partition_offsets(config, config.ledger_topic)
-    for partition, (low, lso, _) in offsets.items():
-        for msg in read_range(config, config.ledger_topic, partition, low, lso, committed=True):
-            key = (msg.key() or b"").decode(errors="replace")
-            if msg.value():
-                found[key] = json.loads(msg.value())
-            else:
-                found.pop(key, None)
-    return found
-
-
-def read_ledger(
-    config: KafkaSinkConfig, run_id: str, offsets: dict[int, tuple[int, int, int]] | None = None
-) -> dict[str, Any] | None:
-    """The committed ledger record of ``run_id``, or None."""
-    return read_ledger_records(config, offsets).get(run_id)
-
-
-def _make_diagnostic(config: KafkaSinkConfig) -> Any:
-    from diagnostics.kafka import KafkaDiagnostic
-
-    return KafkaDiagnostic(config)
-
-
-SINK = SinkDefinition(
-    name="kafka",
-    config_model=KafkaSinkConfig,
-    make_publisher=KafkaPublisher,
-    make_diagnostic=_make_diagnostic,
-    description="Apache Kafka: one transaction per attempt (transactional.id from the run) + a ledger record",
-    capabilities=CAPABILITIES,
-)

@@ -1,6 +1,6 @@
 """Ray Data: a ``Datasink`` that publishes a Dataset as one run, all or nothing.
 
-    from publishers.ray_data import AtomicPublishDatasink
+    from atomic_publish.publishers.ray_data import AtomicPublishDatasink
     ds.write_datasink(AtomicPublishDatasink(sink="warehouse", dataset="refunds", run_date="2026-05-16"))
 
 Arguments: ``sink`` (a sink of publish.toml, or a sink type), ``dataset``, ``run_date``; ``config``

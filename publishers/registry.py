@@ -3,7 +3,8 @@
 A sink's module is imported only when that sink is used, so ``publish --sink file`` works without
 boto3, psycopg, confluent-kafka or pyiceberg installed, and asking for a sink whose extra is missing
 says exactly what to install. Third-party sinks register a ``SinkDefinition`` under the entry-point
-group ``atomic_publish.sinks``.
+group ``atomic_publish.sinks``, or a configuration names one by its import path
+(``type = "my_sink:SINK"``: the module must be importable, e.g. on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ ENTRY_POINT_GROUP = "atomic_publish.sinks"
 
 # name -> ("module:attribute", extra that provides its dependencies, or None)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
-    "file": ("publishers.file:SINK", None),
-    "postgres": ("publishers.postgres:SINK", "postgres"),
-    "iceberg": ("publishers.iceberg:SINK", "iceberg"),
-    "s3": ("publishers.s3:SINK", "s3"),
-    "kafka": ("publishers.kafka:SINK", "kafka"),
+    "file": ("atomic_publish.sinks.file:SINK", None),
+    "postgres": ("atomic_publish.sinks.postgres:SINK", "postgres"),
+    "iceberg": ("atomic_publish.sinks.iceberg:SINK", "iceberg"),
+    "s3": ("atomic_publish.sinks.s3:SINK", "s3"),
+    "kafka": ("atomic_publish.sinks.kafka:SINK", "kafka"),
 }
 # The modules each extra brings; a sink module imports them lazily, so they are checked when the
 # sink is asked for: a missing one is an install hint (exit 2), never an ImportError mid-publish.
@@ -51,11 +52,26 @@ def available() -> list[str]:
     return sorted(names)
 
 
+def is_import_path(name: str) -> bool:
+    """``module:attribute`` (a sink that is not installed, named where it lives), not a type name."""
+    module, sep, attribute = name.partition(":")
+    return bool(sep) and all(part.isidentifier() for part in [*module.split("."), attribute])
+
+
 def load(name: str) -> SinkDefinition:
-    """Return the definition of sink type ``name``, importing its module now."""
+    """Return the definition of sink type ``name`` (a registered name, or ``module:attribute``),
+    importing its module now."""
     if name in _loaded:
         return _loaded[name]
-    if name in _BUILTIN:
+    if is_import_path(name):
+        module_name, _, attribute = name.partition(":")
+        try:
+            definition = getattr(importlib.import_module(module_name), attribute)
+        except ImportError as exc:
+            raise SinkUnavailable(f"sink {name!r}: the module {module_name!r} could not be imported: {exc}") from exc
+        except AttributeError:
+            raise SinkUnavailable(f"sink {name!r}: the module {module_name!r} has no {attribute!r}") from None
+    elif name in _BUILTIN:
         target, extra = _BUILTIN[name]
         definition = _import(target, name, extra)
     else:

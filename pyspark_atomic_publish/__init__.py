@@ -2,6 +2,6 @@
 ``DefaultSource``: this one makes ``df.write.format("atomic_publish")`` work with no registration
 (the implementation is ``publishers.spark``; pip install 'atomic-publish[spark]')."""
 
-from publishers.spark import AtomicPublishDataSource as DefaultSource
+from atomic_publish.publishers.spark import AtomicPublishDataSource as DefaultSource
 
 __all__ = ["DefaultSource"]

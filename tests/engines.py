@@ -20,7 +20,7 @@ def refunds_parquet(tmp_path_factory: pytest.TempPathFactory, small_inputs) -> P
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.refunds import load_merchants, settled_refunds
+    from atomic_publish.pipelines.refunds import load_merchants, settled_refunds
 
     refunds, merchants = small_inputs
     output = settled_refunds(str(refunds), load_merchants(str(merchants)), dt.date.fromisoformat(DATE))

@@ -42,7 +42,7 @@ def run_cli(
 ) -> Result:
     """Run ``atomic-publish ARGS`` as a separate process, as an operator or scheduler would."""
     proc = subprocess.run(
-        [sys.executable, "-m", "publishers", *args],
+        [sys.executable, "-m", "atomic_publish", *args],
         capture_output=True,
         text=True,
         env=env if env is not None else cli_env(config),
@@ -55,7 +55,7 @@ def run_cli(
 
 def start_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "publishers", *args],
+        [sys.executable, "-m", "atomic_publish", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -96,7 +96,7 @@ def race_for_the_lease(leases: list[Any]) -> list[str]:
     it (the others must have been refused with RunInProgress). Releases them all afterwards."""
     import threading
 
-    from publishers import RunInProgress
+    from atomic_publish import RunInProgress
 
     barrier = threading.Barrier(len(leases))
     winners: list[str] = []

@@ -1,41 +1,33 @@
-"""What the contract suite needs to know about each sink. A sink joins the project by adding a
-harness here and passing every test in test_contract.py against its real destination."""
+"""The harness of each built-in sink for the contract suite (``atomic_publish.testing``, shipped with
+the package): a sink joins the project by adding a harness here and passing every test of
+``ContractSuite`` (and ``PartsSuite`` when it takes parts) against its real destination."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from diagnostics.taxonomy import State
-from publishers import LoadedConfig, Run, load_config
+from atomic_publish import LoadedConfig, Run
+from atomic_publish.publishers.taxonomy import State
+from atomic_publish.testing import DATASET, DATE, SinkHarness, loaded  # noqa: F401  (loaded: for the suites that import it here)
 
 from . import readers
 
-DATASET = "refunds_settled"
-DATE = "2026-04-24"
+
+def rows_sorted(data: bytes) -> bytes:
+    """One CSV file's content with its rows sorted: the file sink's run staged in parts is one file
+    whose rows come in part order."""
+    header, *rows = data.splitlines()
+    return b"\n".join([header, *sorted(rows)])
 
 
-@dataclass(frozen=True)
-class SinkHarness:
-    name: str
-    # Writes a publish.toml for a fresh, empty destination under the given directory.
-    make_config: Callable[[Path], Path]
-    # The state a diagnosis must report right after a SIGKILL at each crash point.
-    expected_after_crash: dict[str, State]
-    # The published content, canonical enough to compare byte for byte with a clean run's.
-    published_bytes: Callable[[LoadedConfig, Run], bytes]
-    # What a reader that follows the sink's published evidence sees: None (nothing) or the content.
-    # It must never return anything but None or the complete, clean content.
-    gated_read: Callable[[LoadedConfig, Run], bytes | None]
-    # Readers that ignore the evidence (list the output location directly); None if not applicable.
-    ungated_read: Callable[[LoadedConfig, Run], bytes | None] | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-    # The job the suite runs, from the (refunds, merchants) inputs plus extra CLI arguments;
-    # None: the refunds pipeline (`refunds run`), which passes every crash point.
-    command: Callable[..., tuple[str, ...]] | None = None
+def objects_rows_sorted(data: bytes) -> bytes:
+    """CSV objects one after the other (S3: one per part, each with its header): one header, the
+    rows sorted."""
+    lines = data.splitlines()
+    return b"\n".join([lines[0], *sorted(line for line in lines if line != lines[0])])
 
 
 # -- file ---------------------------------------------------------------------------------------
@@ -88,6 +80,7 @@ FILE = SinkHarness(
     published_bytes=_file_published,
     gated_read=_file_gated,
     ungated_read=_file_ungated,
+    canonical=rows_sorted,
 )
 
 # -- postgres -----------------------------------------------------------------------------------
@@ -390,6 +383,7 @@ def s3_harness(s3) -> SinkHarness:  # type: ignore[no-untyped-def]
         gated_read=gated_read,
         ungated_read=ungated_read,
         extra_env=creds,
+        canonical=objects_rows_sorted,
     )
 
 
@@ -532,7 +526,3 @@ CRASH_POINTS: dict[str, tuple[str, ...]] = {
 # MinIO: the same points as on moto.
 CRASH_POINTS["s3-minio"] = CRASH_POINTS["s3"]
 CRASH_POINTS["s3-files-minio"] = CRASH_POINTS["s3-files"]
-
-
-def loaded(cfg: Path) -> LoadedConfig:
-    return load_config(cfg)

@@ -54,9 +54,24 @@ def s3_gated(client: Any, bucket: str, prefix: str, dataset: str, run_date: str)
 # -- kafka -----------------------------------------------------------------------------------------
 
 
+def _passing(error: Any) -> bool:
+    """A broker error that a moment cures (leadership moving after a restart, a timeout)."""
+    from confluent_kafka import KafkaError
+
+    passing = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+    return bool(error.retriable()) or error.code() in passing
+
+
 def kafka_committed(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
     """Every record a read_committed consumer sees in ``topic``, from the start to the end."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer(
         {
@@ -69,14 +84,26 @@ def kafka_committed(bootstrap: str, topic: str, timeout: float = 20.0) -> list[A
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return []
-        parts = []
-        for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                parts.append((p, low, high))
+        # A broker that was just restarted answers "not leader" or "leader not available" for a
+        # moment: asked again until the deadline, never read as "nothing there".
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+                if metadata is None or (metadata.error is not None and not _passing(metadata.error)):
+                    return []
+                if metadata.error is not None:
+                    raise KafkaException(metadata.error)
+                parts = []
+                for p in metadata.partitions:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    if high > low:
+                        parts.append((p, low, high))
+                break
+            except KafkaException as exc:
+                if not _passing(exc.args[0]) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         consumer.assign([TopicPartition(topic, p, low) for p, low, _ in parts])
         out: list[Any] = []
         deadline = time.monotonic() + timeout

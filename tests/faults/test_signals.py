@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from diagnostics.taxonomy import State
-from publishers import Run
+from atomic_publish import Run
+from atomic_publish.publishers.taxonomy import State
 from tests.contract.harness import CRASH_POINTS, DATASET, DATE, HARNESSES, loaded
 from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 

@@ -810,7 +810,7 @@ def test_diagnose_json_into_a_closed_pipe_keeps_the_state_exit_code(
         assert ok.code == 0, ok.stderr
     expected = 0 if published else 10
     command = (
-        f"{sys.executable} -m publishers diagnose --config {d.config} --dataset {DATASET} --run-date {DATE} --json"
+        f"{sys.executable} -m atomic_publish diagnose --config {d.config} --dataset {DATASET} --run-date {DATE} --json"
         ' | head -c0; echo "${PIPESTATUS[0]}"'
     )
     proc = subprocess.run(
@@ -845,7 +845,11 @@ def test_text_output_into_a_closed_pipe_keeps_the_exit_code(
         "sinks": f"sinks --config {d.config}",
     }[command]
     proc = subprocess.run(
-        ["bash", "-c", f'set +o pipefail; {sys.executable} -m publishers {args} | head -c0; echo "${{PIPESTATUS[0]}}"'],
+        [
+            "bash",
+            "-c",
+            f'set +o pipefail; {sys.executable} -m atomic_publish {args} | head -c0; echo "${{PIPESTATUS[0]}}"',
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -1,7 +1,7 @@
 """Hostile names through the project's real configuration path, property-tested.
 
 Every value goes where an operator would put it: a ``publish.toml`` read by
-``publishers.load_config(path).sink(name)`` (or ``publishers.Run.new`` for a dataset). For each
+``atomic_publish.load_config(path).sink(name)`` (or ``atomic_publish.Run.new`` for a dataset). For each
 field class, at least 200 generated hostile values must be refused with ``ConfigError`` /
 ``InputError`` whose message has one line per error, names the field and never contains a planted
 secret, and validation must create nothing on disk (the file sink's root, the Iceberg warehouse and
@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import publishers
-from publishers import ConfigError, InputError, load_config
+import atomic_publish as publishers
+from atomic_publish import ConfigError, InputError, load_config
 
 HOSTILE = settings(
     max_examples=200,

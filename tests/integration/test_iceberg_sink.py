@@ -13,10 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from diagnostics.iceberg import IcebergDiagnostic
-from diagnostics.taxonomy import State
-from publishers import CommitOutcomeUnknown, LostRace, Run, SchemaMismatch, publish
-from publishers.iceberg import SUMMARY_ATTEMPT, SUMMARY_RUN_ID, IcebergPublisher, IcebergSinkConfig, run_lease
+from atomic_publish import CommitOutcomeUnknown, LostRace, Run, SchemaMismatch, publish
+from atomic_publish.diagnostics.iceberg import IcebergDiagnostic
+from atomic_publish.publishers.iceberg import (
+    SUMMARY_ATTEMPT,
+    SUMMARY_RUN_ID,
+    IcebergPublisher,
+    IcebergSinkConfig,
+    run_lease,
+)
+from atomic_publish.publishers.taxonomy import State
 from tests.helpers import cli_env, race_for_the_lease, refunds_run_args, run_cli
 
 DATE = "2026-04-24"
@@ -92,7 +98,7 @@ def test_a_first_run_is_nothing_in_flight_and_says_the_table_does_not_exist_yet(
 def test_a_data_directory_that_leads_out_of_the_table_is_refused(tmp_path):
     """What the sink writes (and recover would remove) is proven inside the table's location: a
     symlink that takes the run's data directory elsewhere is refused before anything is written."""
-    from publishers import UnsafeLayout
+    from atomic_publish import UnsafeLayout
 
     publisher, diagnostic = make(tmp_path)
     publish(publisher, diagnostic, Run.new("items", "2026-04-23"), rows([1]))
@@ -263,7 +269,7 @@ def test_live_attempt_holds_a_lease_and_a_dead_one_does_not(tmp_path):
     with publisher.run_lock(holder):
         d = diagnostic.diagnose(Run.new("items", DATE))
         assert d.state is State.RUNNING and d.holder.attempt == holder.attempt and d.holder.pid == os.getpid()
-        from publishers import RunInProgress
+        from atomic_publish import RunInProgress
 
         with pytest.raises(RunInProgress):
             publish(publisher, diagnostic, Run.new("items", DATE), rows([1]))

@@ -9,10 +9,11 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from diagnostics.kafka import KafkaDiagnostic
-from diagnostics.taxonomy import State
-from publishers import AlreadyPublished, ConfigError, Fenced, InputError, Run, load_config, publish
-from publishers.kafka import KafkaPublisher, KafkaSinkConfig, partition_offsets
+from atomic_publish import AlreadyPublished, ConfigError, Fenced, InputError, Run, load_config, publish
+from atomic_publish.diagnostics.kafka import KafkaDiagnostic
+from atomic_publish.publishers.kafka import KafkaPublisher, KafkaSinkConfig
+from atomic_publish.publishers.layouts.kafka import partition_offsets
+from atomic_publish.publishers.taxonomy import State
 
 DATE = "2026-04-24"
 
@@ -125,7 +126,7 @@ def test_transaction_timeout_above_the_broker_maximum_is_a_clear_error(sink):
 
 @pytest.mark.integration
 def test_a_zombie_attempt_is_fenced_and_only_the_new_attempt_commits(sink):
-    from publishers.kafka import H_RUN, header, read_range
+    from atomic_publish.publishers.layouts.kafka import H_RUN, header, read_range
 
     publisher, diagnostic = sink()
     zombie_publisher, successor_publisher = KafkaPublisher(publisher.config), KafkaPublisher(publisher.config)
@@ -151,7 +152,7 @@ def test_a_zombie_attempt_is_fenced_and_only_the_new_attempt_commits(sink):
 
 
 def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_allowed(sink):
-    from publishers import SchemaMismatch
+    from atomic_publish import SchemaMismatch
 
     publisher, diagnostic = sink()
     publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table(10))

@@ -12,10 +12,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from diagnostics.postgres import PostgresDiagnostic
-from diagnostics.taxonomy import State
-from publishers import CommitAborted, InputError, LostRace, Run, SchemaMismatch, publish
-from publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
+from atomic_publish import CommitAborted, InputError, LostRace, Run, SchemaMismatch, publish
+from atomic_publish.diagnostics.postgres import PostgresDiagnostic
+from atomic_publish.publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
+from atomic_publish.publishers.taxonomy import State
 from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from diagnostics.s3 import S3Diagnostic
-from diagnostics.taxonomy import State
-from publishers import (
+from atomic_publish import (
     CommitOutcomeUnknown,
     ConfigError,
     InputError,
@@ -23,7 +21,9 @@ from publishers import (
     open_inputs,
     publish,
 )
-from publishers.s3 import S3Publisher, S3SinkConfig, run_lease
+from atomic_publish.diagnostics.s3 import S3Diagnostic
+from atomic_publish.publishers.s3 import S3Publisher, S3SinkConfig, run_lease
+from atomic_publish.publishers.taxonomy import State
 from tests.helpers import cli_env, race_for_the_lease, run_cli
 
 pytestmark = pytest.mark.integration
@@ -172,7 +172,7 @@ def test_an_incomplete_upload_is_an_orphan_attributed_to_its_attempt(s3):
     """What an attempt killed mid-stage leaves (the contract suite kills one for real): an open
     multipart upload under its own prefix and the intent that names its key, found by a listing
     scoped to the run, no age needed (MinIO lists uploads only for an exact key: the intent names it)."""
-    from publishers.s3 import client
+    from atomic_publish.publishers.s3 import client
 
     publisher, diagnostic = s3.make()
     dead = Run.new("items", DATE)
@@ -228,7 +228,7 @@ def _fail_manifest_put(client, *, after_landing: bool, times: int):
 
 @pytest.mark.parametrize("after_landing", [True, False])
 def test_timeout_on_the_manifest_put_is_settled_by_reading_it_back(s3, monkeypatch, after_landing):
-    import publishers.s3 as s3_module
+    import atomic_publish.publishers.s3 as s3_module
 
     publisher, diagnostic = s3.make(commit_timeout_seconds=2)
     run = Run.new("items", DATE)
@@ -324,7 +324,7 @@ def test_two_attempts_never_both_hold_the_lease(s3, held_before):
 
 
 def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_allowed(s3):
-    from publishers import SchemaMismatch
+    from atomic_publish import SchemaMismatch
 
     publisher, diagnostic = s3.make()
     publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table())

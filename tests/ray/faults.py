@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from publishers._publish import stage_part
-from publishers._types import new_part_token
-from publishers.ray_data import AtomicPublishDatasink
+from atomic_publish.publishers._publish import stage_part
+from atomic_publish.publishers._types import new_part_token
+from atomic_publish.publishers.ray_data import AtomicPublishDatasink
 
 
 def _faults(spec: str) -> dict[str, int | None]:
@@ -51,7 +51,7 @@ class FaultyDatasink(AtomicPublishDatasink):
     def write(self, blocks: Iterable[Any], ctx: Any) -> str | None:
         import pyarrow as pa
 
-        from publishers import registry
+        from atomic_publish.publishers import registry
 
         task = int(ctx.task_idx)
         faults = _faults(self.fault)

@@ -58,7 +58,7 @@ def _diagnose(cfg, harness) -> dict:  # type: ignore[no-untyped-def,type-arg]
 
 
 def _published_rows(harness: SinkHarness, cfg: Path) -> list[tuple]:  # type: ignore[type-arg]
-    from publishers import Run
+    from atomic_publish import Run
 
     return csv_rows(harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)))
 
@@ -101,7 +101,7 @@ def test_retried_killed_and_duplicated_tasks_publish_exactly_one_copy(
 
 @pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_a_failed_write_publishes_nothing_and_leaves_nothing(ray_local, harness, tmp_path, refunds_parquet, reference):
-    from publishers import Run
+    from atomic_publish import Run
 
     cfg = harness.make_config(tmp_path)
     with pytest.raises(Exception, match="injected: task"):
@@ -116,8 +116,8 @@ def test_a_failed_write_publishes_nothing_and_leaves_nothing(ray_local, harness,
 def test_kafka_is_refused_when_the_datasink_is_made(tmp_path):
     """Kafka: a transaction belongs to one producer. Refused in the driver before Ray runs anything
     (there is no broker at this address: nothing reached one)."""
-    from publishers import CommitRejected
-    from publishers.ray_data import AtomicPublishDatasink
+    from atomic_publish import CommitRejected
+    from atomic_publish.publishers.ray_data import AtomicPublishDatasink
 
     cfg = tmp_path / "publish.toml"
     cfg.write_text('[sinks.out]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\ntopic = "refunds"\n')
@@ -134,7 +134,7 @@ def test_kafka_is_refused_when_the_datasink_is_made(tmp_path):
     ],
 )
 def test_bad_arguments_are_refused_naming_them(tmp_path, monkeypatch, arguments, message):
-    from publishers.ray_data import AtomicPublishDatasink
+    from atomic_publish.publishers.ray_data import AtomicPublishDatasink
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Exception, match=message):
@@ -189,7 +189,7 @@ def test_abort_gives_up_a_write_ray_never_finished(tmp_path, small_inputs):
     """Ctrl-C in a driver that lives on (a notebook): Ray calls neither callback, the holder still
     holds the run (RUNNING); the datasink's abort() gives it up (NOTHING_IN_FLIGHT), and a
     publish of the run then goes through."""
-    from publishers.ray_data import AtomicPublishDatasink
+    from atomic_publish.publishers.ray_data import AtomicPublishDatasink
 
     harness = HARNESSES["file"][1]()
     cfg = harness.make_config(tmp_path)
@@ -210,7 +210,7 @@ def test_a_block_whose_column_is_all_null_publishes_with_the_others_type(ray_loc
     import pyarrow.parquet as pq
     import ray.data
 
-    from publishers.ray_data import AtomicPublishDatasink
+    from atomic_publish.publishers.ray_data import AtomicPublishDatasink
 
     harness = HARNESSES["file"][1]()
     cfg = tmp_path / "publish.toml"

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from publishers._publish import stage_part
-from publishers.spark import AtomicPublishDataSource, PartMessage, _Writer, part_token
+from atomic_publish.publishers._publish import stage_part
+from atomic_publish.publishers.spark import AtomicPublishDataSource, PartMessage, _Writer, part_token
 
 
 def _faults(spec: str) -> dict[str, int | None]:

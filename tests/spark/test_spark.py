@@ -48,14 +48,14 @@ def _diagnose(cfg, harness) -> dict:  # type: ignore[no-untyped-def,type-arg]
 
 
 def _published_rows(harness: SinkHarness, cfg: Path) -> list[tuple]:
-    from publishers import Run
+    from atomic_publish import Run
 
     return rows(harness.published_bytes(loaded(cfg), Run.new(DATASET, DATE)))
 
 
 @pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_a_dataframe_is_published_once_and_a_rerun_is_refused(spark, harness, tmp_path, refunds_parquet, reference):
-    from publishers import Run
+    from atomic_publish import Run
 
     cfg = harness.make_config(tmp_path)
     _writer(spark, refunds_parquet, cfg, fmt="atomic_publish").save()
@@ -93,7 +93,7 @@ def test_retried_killed_and_speculated_tasks_publish_exactly_one_copy(
 
 @pytest.mark.parametrize("harness", _params(SINKS), indirect=True)
 def test_a_failed_job_publishes_nothing_and_leaves_nothing(spark, harness, tmp_path, refunds_parquet, reference):
-    from publishers import Run
+    from atomic_publish import Run
 
     cfg = harness.make_config(tmp_path)
     with pytest.raises(Exception, match="partition 0 always fails"):
@@ -163,7 +163,9 @@ def _driver(harness, cfg, refunds_parquet, *, fault="", flag_dir="", env=None): 
 def _holders(cfg: Path) -> list[int]:
     """The holders of this test's driver: their environment names its publish.toml (other tests,
     or other suites on the machine, may run holders of their own meanwhile)."""
-    out = subprocess.run(["pgrep", "-f", "publishers._held"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["pgrep", "-f", "atomic_publish.publishers._held"], capture_output=True, text=True, check=False
+    ).stdout
     mine = f"ATOMIC_PUBLISH_CONFIG={cfg}".encode()
     found = []
     for pid in (int(p) for p in out.split()):

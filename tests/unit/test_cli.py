@@ -242,12 +242,13 @@ def test_help_imports_nothing_heavy():
 
     code = (
         "import sys\n"
-        "from publishers.cli import cli\n"
+        "from atomic_publish.cli import cli\n"
         "try:\n"
         "    cli.main(['--help'], standalone_mode=False)\n"
         "    cli.main(['publish', '--help'], standalone_mode=False)\n"
         "finally:\n"
-        "    heavy = ('pyarrow', 'pydantic', 'numpy', 'diagnostics.recovery', 'publishers.file', 'pipelines.refunds')\n"
+        "    heavy = ('pyarrow', 'pydantic', 'numpy', 'atomic_publish.diagnostics.recovery',\n"
+        "             'atomic_publish.publishers.file', 'atomic_publish.pipelines.refunds')\n"
         "    print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
@@ -272,7 +273,7 @@ def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
     orphan.write_text("id,amount\n")
     code = (
         "import sys\n"
-        "from publishers.cli import cli\n"
+        "from atomic_publish.cli import cli\n"
         "try:\n"
         f"    cli.main(['diagnose', *{list(args)!r}])\n"
         "except SystemExit as exc:\n"

@@ -1,6 +1,6 @@
 import pytest
 
-from publishers import ConfigError, load_config
+from atomic_publish import ConfigError, load_config
 
 
 def test_no_config_file_gives_the_embedded_file_sink(tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ def test_a_password_inside_a_connection_string_is_refused_and_never_echoed(tmp_p
 
 def test_the_help_example_moves_the_default_sink(tmp_path, monkeypatch):
     """`--help` suggests ATOMIC_PUBLISH_SINKS__FILE__ROOT: with no config file it must work as shown."""
-    from publishers.cli import CONFIG_LOOKUP
+    from atomic_publish.cli import CONFIG_LOOKUP
 
     assert "ATOMIC_PUBLISH_SINKS__FILE__ROOT" in CONFIG_LOOKUP
     monkeypatch.chdir(tmp_path)

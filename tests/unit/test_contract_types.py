@@ -2,9 +2,9 @@ import datetime as dt
 
 import pytest
 
-from diagnostics.taxonomy import State
-from publishers import InputError, Run
-from publishers._types import is_attempt_id, new_attempt_id
+from atomic_publish import InputError, Run
+from atomic_publish.publishers._types import is_attempt_id, new_attempt_id
+from atomic_publish.publishers.taxonomy import State
 
 
 def test_run_id_is_deterministic_and_attempts_are_fresh():

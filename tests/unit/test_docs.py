@@ -47,7 +47,7 @@ def test_the_readme_demo_command_ends_in_done(tmp_path):
 
 
 def test_the_readme_states_the_bounds_the_code_has():
-    from publishers._protocol import SinkOptions
+    from atomic_publish.publishers._protocol import SinkOptions
 
     readme = (REPO / "README.md").read_text().replace("\n", " ")
     for name, field in SinkOptions.model_fields.items():
@@ -57,9 +57,9 @@ def test_the_readme_states_the_bounds_the_code_has():
             )
 
 
-def test_the_readme_names_table_matches_the_code():
-    """Every example of the README's names table, accepted or refused, by the validator of its row."""
-    from publishers import _names
+def test_the_names_table_matches_the_code():
+    """Every example of the names table (docs/configuration.md), accepted or refused, by the validator of its row."""
+    from atomic_publish.publishers import _names
 
     validators = {
         ("every sink", "dataset"): _names.dataset,
@@ -70,8 +70,8 @@ def test_the_readme_names_table_matches_the_code():
         ("Postgres", "schema, staging_schema"): _names.pg_schema,
         ("Iceberg", "namespace, table"): _names.iceberg_table,
     }
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Names\n") :]
+    page = (REPO / "docs" / "configuration.md").read_text()
+    section = page[page.index("## Names\n") :]
     lines = section.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| destination"))
     rows = []
@@ -91,4 +91,4 @@ def test_the_readme_names_table_matches_the_code():
         for example in examples:
             with pytest.raises(ValueError):
                 validate(example)
-    assert seen == set(validators), f"rows missing from the README: {set(validators) - seen}"
+    assert seen == set(validators), f"rows missing from docs/configuration.md: {set(validators) - seen}"

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from publishers import EXIT_CODES
+from atomic_publish import EXIT_CODES
 from tests.faults.test_signals import wait_for_pause
 from tests.helpers import REPO, Result, cli_env, run_cli, start_cli, write_config
 
@@ -42,13 +42,13 @@ def code_0(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
 _BROKEN = textwrap.dedent(
     """
     import sys
-    import publishers.file as sink
+    import atomic_publish.publishers.file as sink
 
     def broken(self, run, batches, **kwargs):
         raise RuntimeError("injected bug")
 
     sink.FilePublisher.stage = broken
-    from publishers.cli import main
+    from atomic_publish.cli import main
 
     sys.argv = ["atomic-publish", *sys.argv[1:]]
     main()
@@ -148,6 +148,22 @@ def code_14(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
     return run_cli("diagnose", *RUN, config=cfg)
 
 
+def code_15(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
+    """A group of two file sinks, killed between their commits: decided, committed in one."""
+    group_cfg = tmp_path / "group.toml"
+    group_cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\n\n[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\n'
+        f'\n[groups.both]\nsinks = ["a", "b"]\njournal = "{tmp_path / "journal"}"\n'
+    )
+    crashed = run_cli(
+        "publish", "--group", "both", *RUN, str(inputs[0]), env=cli_env(group_cfg, PUBLISH_CRASH_AT="group_committed_1")
+    )
+    assert crashed.code == -9, crashed.stderr
+    refused = run_cli("publish", "--group", "both", *RUN, str(inputs[0]), config=group_cfg)
+    assert refused.code == 15 and "recover --group" in refused.stderr
+    return run_cli("diagnose", "--group", "both", *RUN, config=group_cfg)
+
+
 def _signal(signum: int):  # type: ignore[no-untyped-def]
     def scenario(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
         proc = start_cli("publish", *RUN, str(inputs[0]), env=cli_env(cfg, PUBLISH_PAUSE_AT="after_stage:30"))
@@ -172,6 +188,7 @@ SCENARIOS = {
     12: code_12,
     13: code_13,
     14: code_14,
+    15: code_15,
     130: _signal(signal.SIGINT),
     143: _signal(signal.SIGTERM),
 }
@@ -185,9 +202,9 @@ def test_every_row_of_the_exit_table_happens(code, dest, small_inputs, tmp_path)
     assert code == 1 or "Traceback" not in result.stderr
 
 
-def test_the_table_is_the_one_in_the_readme_and_in_help():
-    readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("| exit | meaning |") :].split("\n\n", 1)[0]
+def test_the_table_is_the_one_in_the_docs_and_in_help():
+    page = (REPO / "docs" / "operations.md").read_text()
+    table = page[page.index("| exit | meaning |") :].split("\n\n", 1)[0]
     documented = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
     assert documented == set(EXIT_CODES), (documented, set(EXIT_CODES))
     help_text = run_cli("--help").stdout

@@ -12,9 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from diagnostics.file import FileDiagnostic
-from diagnostics.taxonomy import State
-from publishers import (
+from atomic_publish import (
     AlreadyPublished,
     InputError,
     LostRace,
@@ -25,7 +23,9 @@ from publishers import (
     UnsafeLayout,
     publish,
 )
-from publishers.file import FilePublisher, FileSinkConfig
+from atomic_publish.diagnostics.file import FileDiagnostic
+from atomic_publish.publishers.file import FilePublisher, FileSinkConfig
+from atomic_publish.publishers.taxonomy import State
 
 TABLE = pa.table({"id": list(range(1000)), "amount": [i * 7 for i in range(1000)], "note": ["x"] * 1000})
 
@@ -295,7 +295,7 @@ def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_all
 def test_an_input_file_changed_during_the_publish_is_refused_and_nothing_is_published(tmp_path, fmt):
     """The input is rewritten while the publish reads it (after its first batch): the publish is
     refused with exit 2's InputError naming the file, and nothing of it is published or left."""
-    from publishers._arrow import open_inputs
+    from atomic_publish.publishers._arrow import open_inputs
 
     source = tmp_path / f"in.{fmt}"
     big = pa.table({"id": list(range(300_000)), "note": [f"row {i}" for i in range(300_000)]})
@@ -323,7 +323,7 @@ def test_an_input_file_changed_during_the_publish_is_refused_and_nothing_is_publ
 def _parts(publisher, r, table, n):  # type: ignore[no-untyped-def]
     """``table`` staged as 3 parts of ``r`` (contiguous slices of uneven sizes, each in batches of
     70 rows), as 3 workers would."""
-    from publishers import stage_part
+    from atomic_publish import stage_part
 
     assert n == 3
     cuts = [0, 170, 601, table.num_rows]
@@ -344,7 +344,7 @@ def test_a_run_staged_in_parts_is_published_as_one_file_identical_to_one_piece(t
     """Several workers' parts (any order, several batches each) are assembled into the one file a
     publish in one piece writes: byte for byte (CSV: the header once; Parquet: the row groups cut
     at the configured size); the parts are gone, diagnose says DONE."""
-    from publishers import begin_run
+    from atomic_publish import begin_run
 
     config = FileSinkConfig(root=tmp_path / "one" / "out", format=fmt, parquet_row_group_rows=128)
     one = FilePublisher(config)
@@ -370,7 +370,7 @@ def test_a_run_staged_in_parts_is_published_as_one_file_identical_to_one_piece(t
 
 @pytest.mark.parametrize("damage", ["changed", "missing", "on-another-host"])
 def test_a_part_that_is_not_what_its_worker_staged_is_refused_and_nothing_is_published(tmp_path, damage):
-    from publishers import CommitRejected, begin_run
+    from atomic_publish import CommitRejected, begin_run
 
     publisher, diagnostic = make(tmp_path)
     r = run()
@@ -402,7 +402,7 @@ def test_a_part_that_is_not_what_its_worker_staged_is_refused_and_nothing_is_pub
 def test_parts_whose_column_is_all_null_in_one_take_the_type_the_others_give(tmp_path, fmt):
     """Ray infers each block's types apart: a part whose `note` is all null has type null there. The
     run takes the type the other parts give the column; a real disagreement is refused, named."""
-    from publishers import CommitRejected, begin_run, stage_part
+    from atomic_publish import CommitRejected, begin_run, stage_part
 
     config = FileSinkConfig(root=tmp_path / "out", format=fmt)
     publisher, diagnostic = FilePublisher(config), FileDiagnostic(config)

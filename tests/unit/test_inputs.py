@@ -2,8 +2,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from publishers import InputError, SchemaMismatch, open_input
-from publishers._arrow import as_reader, conform, require_rows
+from atomic_publish import InputError, SchemaMismatch, open_input
+from atomic_publish.publishers._arrow import as_reader, conform, require_rows
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.int64())])
 
@@ -101,7 +101,7 @@ def test_csv_input_reports_how_far_it_has_been_read(tmp_path):
     """What the progress bar's percentage for CSV input stands on: bytes of the file read so far."""
     import pyarrow.csv as pacsv
 
-    from publishers._arrow import open_inputs
+    from atomic_publish.publishers._arrow import open_inputs
 
     paths = []
     for n in range(2):

@@ -14,7 +14,7 @@ pytest.importorskip("confluent_kafka")
 
 from confluent_kafka import KafkaError, KafkaException
 
-from publishers.kafka import _kafka_error, _wrapped_client_error
+from atomic_publish.publishers.kafka import _kafka_error, _wrapped_client_error
 
 
 def _system_error_from(cause: BaseException) -> SystemError:

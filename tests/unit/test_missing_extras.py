@@ -37,7 +37,7 @@ def test_a_hidden_extra_gives_the_install_hint_and_exit_2(sink, tmp_path, small_
         f"""
         import sys
         sys.modules[{module!r}] = None  # not installed, as far as this interpreter knows
-        from publishers.cli import main
+        from atomic_publish.cli import main
         sys.argv = ["atomic-publish", *sys.argv[1:]]
         main()
         """

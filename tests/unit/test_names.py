@@ -1,4 +1,4 @@
-"""publishers._names: every accepted name obeys its documented rule, re-checked here by hand."""
+"""atomic_publish.publishers._names: every accepted name obeys its documented rule, re-checked here by hand."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from publishers import _names
+from atomic_publish.publishers import _names
 
 # 300 generated values per property; no example database written into the checkout.
 HOSTILE = settings(max_examples=300, deadline=None, database=None)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from publishers._lease import pid_alive
+from atomic_publish.publishers._lease import pid_alive
 from tests.faults.test_signals import wait_for_pause
 from tests.helpers import cli_env, run_cli, start_cli
 

@@ -8,12 +8,12 @@ import time
 import pyarrow as pa
 import pytest
 
-from diagnostics.taxonomy import State
-from pipelines.generate import generate_inputs
-from pipelines.refunds import OUTPUT_SCHEMA, load_merchants, run_id_value, settled_refunds, transform
-from pipelines.runner import run_refunds
-from publishers import CommitAborted, InputError, MemoryBudgetExceeded, TransientError, load_config
-from publishers.file import FilePublisher
+from atomic_publish import CommitAborted, InputError, MemoryBudgetExceeded, TransientError, load_config
+from atomic_publish.pipelines.generate import generate_inputs
+from atomic_publish.pipelines.refunds import OUTPUT_SCHEMA, load_merchants, run_id_value, settled_refunds, transform
+from atomic_publish.pipelines.runner import run_refunds
+from atomic_publish.publishers.file import FilePublisher
+from atomic_publish.publishers.taxonomy import State
 from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli, tree, write_config
 
 
@@ -97,8 +97,8 @@ class _FlakyCommit(FilePublisher):
 def flaky_sink(monkeypatch):
     from dataclasses import replace
 
-    from publishers import registry
-    from publishers.file import SINK
+    from atomic_publish.publishers import registry
+    from atomic_publish.sinks.file import SINK
 
     monkeypatch.setitem(registry._loaded, "file", replace(SINK, make_publisher=_FlakyCommit))
     return lambda failures: setattr(_FlakyCommit, "failures", failures) or setattr(_FlakyCommit, "calls", 0)
@@ -114,7 +114,7 @@ def test_transient_errors_are_retried_with_fresh_attempts(small_inputs, tmp_path
     assert time.monotonic() - started >= 0.05 + 0.1  # backoff 0.05s, then 0.1s
     # Failed attempts removed their own staging: only the published run remains.
     d = load_config(cfg).sink()[0].make_diagnostic(load_config(cfg).sink()[1])
-    from publishers import Run
+    from atomic_publish import Run
 
     assert d.diagnose(Run.new("refunds_settled", "2026-04-24")).state is State.DONE
 

@@ -3,14 +3,15 @@ import textwrap
 
 import pytest
 
-from publishers import SinkUnavailable, registry
-from publishers._protocol import SinkDefinition
+from atomic_publish import SinkUnavailable
+from atomic_publish.publishers import registry
+from atomic_publish.publishers._protocol import SinkDefinition
 
 
 def test_file_sink_is_builtin_and_sinks_import_lazily():
     import subprocess
 
-    code = "import publishers, sys; print('publishers.file' in sys.modules)"
+    code = "import atomic_publish, sys; print('atomic_publish.publishers.file' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # importing the package does not import any sink
     assert registry.load("file").name == "file"
@@ -33,8 +34,8 @@ def test_third_party_sink_registers_through_an_entry_point(tmp_path, monkeypatch
     (pkg / "__init__.py").write_text(
         textwrap.dedent(
             """
-            from publishers._protocol import SinkDefinition
-            from publishers.file import FileSinkConfig, FilePublisher
+            from atomic_publish.publishers._protocol import SinkDefinition
+            from atomic_publish.publishers.file import FileSinkConfig, FilePublisher
             SINK = SinkDefinition("mysink", FileSinkConfig, FilePublisher, lambda c: None, "test sink")
             """
         )

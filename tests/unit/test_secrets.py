@@ -1,4 +1,4 @@
-"""publishers._secrets: a planted secret never survives redact(), and ordinary text is left alone."""
+"""atomic_publish.publishers._secrets: a planted secret never survives redact(), and ordinary text is left alone."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from publishers._secrets import MASK, environment_secrets, is_secret_key, redact, secret_in_value
+from atomic_publish.publishers._secrets import MASK, environment_secrets, is_secret_key, redact, secret_in_value
 
 # 300 generated values per property; no example database written into the checkout.
 HOSTILE = settings(max_examples=300, deadline=None, database=None)

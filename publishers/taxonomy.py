@@ -22,6 +22,9 @@ class State(enum.Enum):
     PUBLISHED_WITH_ORPHANS = "PUBLISHED_WITH_ORPHANS"
     RUNNING = "RUNNING"
     UNKNOWN = "UNKNOWN"
+    # A group of sinks only (never one sink's state): the decision to commit is recorded and not
+    # every sink is committed yet; the run rolls forward, never back.
+    ROLL_FORWARD = "ROLL_FORWARD"
 
     @property
     def exit_code(self) -> int:
@@ -49,6 +52,7 @@ _EXIT_CODES = {
     State.PUBLISHED_WITH_ORPHANS: 12,
     State.RUNNING: 13,
     State.UNKNOWN: 14,
+    State.ROLL_FORWARD: 15,
 }
 
 _SAFE_ACTIONS = {
@@ -58,6 +62,8 @@ _SAFE_ACTIONS = {
     State.PUBLISHED_WITH_ORPHANS: "clean the orphans only (recover --apply); never re-run",
     State.RUNNING: "touch nothing: a live attempt holds the run",
     State.UNKNOWN: "stop: read the evidence, settle it by hand; do not re-run or clean",
+    State.ROLL_FORWARD: "roll forward: recover --group --apply commits the sinks not yet committed; "
+    "never re-run, never recover a sink of the group on its own",
 }
 
 _MEANINGS = {
@@ -67,6 +73,7 @@ _MEANINGS = {
     State.PUBLISHED_WITH_ORPHANS: "published, plus leftovers of another attempt (e.g. a race or a retry)",
     State.RUNNING: "a live attempt holds the run",
     State.UNKNOWN: "the evidence contradicts itself, cannot be read, or a commit's outcome is unknown",
+    State.ROLL_FORWARD: "a group's decision to commit is recorded; some of its sinks are not committed yet",
 }
 
 
@@ -153,6 +160,8 @@ class Diagnosis:
     missing_destination: str | None = None
     # Set (with the why) when the verdict is UNKNOWN because the destination could not be read at all.
     unreadable: str | None = None
+    # The attempt whose commit record the destination holds (None: not published).
+    published_by: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -186,6 +195,7 @@ class Diagnosis:
             "diagnosed_at": now.isoformat(timespec="seconds"),
             "missing_destination": self.missing_destination,
             "unreadable": self.unreadable,
+            "published_by": self.published_by,
         }
 
 
@@ -216,6 +226,28 @@ class CleanReport:
 def attempts_of(artifacts: Iterable[Artifact]) -> str:
     """The attempts that own ``artifacts``, sorted, for a verdict's one-line reason."""
     return ", ".join(sorted({a.attempt or "?" for a in artifacts}))
+
+
+def old_enough(
+    orphans: Iterable[Artifact], older_than: dt.timedelta | None, now: dt.datetime
+) -> tuple[list[Artifact], list[tuple[Artifact, str]]]:
+    """The one age rule of ``clean`` and ``sweep``: with ``older_than``, only the orphans of attempts
+    whose youngest leftover is older (an attempt's evidence is never split). Returns (eligible,
+    skipped with why)."""
+    orphans = list(orphans)
+    if older_than is None:
+        return orphans, []
+    youngest: dict[str | None, float] = {}
+    for art in orphans:
+        age = art.age_seconds(now)
+        youngest[art.attempt] = min(youngest.get(art.attempt, float("inf")), age if age is not None else 0.0)
+    eligible, skipped = [], []
+    for art in orphans:
+        if youngest[art.attempt] < older_than.total_seconds():
+            skipped.append((art, f"its attempt has leftovers younger than {older_than}"))
+        else:
+            eligible.append(art)
+    return eligible, skipped
 
 
 @dataclass(frozen=True)
@@ -292,6 +324,7 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
             diagnosed_at=now,
             missing_destination=missing,
             unreadable=unreadable,
+            published_by=evidence.record.attempt if evidence.record is not None else None,
         )
 
     everything = (*((evidence.record,) if evidence.record else ()), *evidence.context, *evidence.leftovers)
@@ -348,3 +381,138 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
             everything,
         )
     return verdict(State.NOTHING_IN_FLIGHT, "not published and nothing left behind", everything)
+
+
+@dataclass(frozen=True)
+class GroupDiagnosis:
+    """A verdict on one run published to a group of sinks: each sink's own diagnosis, what the
+    group's journal holds, and the one state of the whole."""
+
+    group: str
+    dataset: str
+    run_date: dt.date
+    state: State
+    reason: str
+    sinks: dict[str, Diagnosis]
+    order: tuple[str, ...]
+    decision: dict[str, Any] | None = None
+    completion: dict[str, Any] | None = None
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.dataset}/{self.run_date.isoformat()}"
+
+    @property
+    def exit_code(self) -> int:
+        return self.state.exit_code
+
+    @property
+    def safe_action(self) -> str:
+        return self.state.safe_action
+
+    @property
+    def committed(self) -> tuple[str, ...]:
+        """The sinks that hold the run published by the decided attempt."""
+        attempt = (self.decision or {}).get("attempt")
+        return tuple(n for n in self.order if attempt and self.sinks[n].published_by == attempt)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "run_id": self.run_id,
+            "dataset": self.dataset,
+            "run_date": self.run_date.isoformat(),
+            "state": self.state.value,
+            "exit_code": self.exit_code,
+            "meaning": self.state.meaning,
+            "safe_action": self.safe_action,
+            "reason": self.reason,
+            "decided_by": (self.decision or {}).get("attempt"),
+            "decided_at": (self.decision or {}).get("decided_at"),
+            "completed_at": (self.completion or {}).get("completed_at"),
+            "order": list(self.order),
+            "committed": list(self.committed),
+            "sinks": {name: self.sinks[name].to_dict() for name in self.order},
+        }
+
+
+def decide_group(
+    group: str,
+    run: Any,
+    sinks: dict[str, Diagnosis],
+    order: Iterable[str],
+    decision: dict[str, Any] | None,
+    completion: dict[str, Any] | None,
+) -> GroupDiagnosis:
+    """The one verdict on a run published to a group of sinks, from each sink's diagnosis and the
+    group's journal (the decision to commit, and the mark that every sink is committed). Rules:
+
+    1. a sink whose state is UNKNOWN makes the group UNKNOWN;
+    2. without a decision nothing may be published: a live attempt is RUNNING; a sink that holds the
+       run published (by a publish outside the group) is UNKNOWN; orphaned staging is ORPHANED (the
+       run rolls back: each sink's orphans are cleaned, then a re-run); else NOTHING_IN_FLIGHT;
+    3. with a decision the run rolls forward, never back: a sink published by another attempt than
+       the decided one is UNKNOWN; every sink committed and the completion marked is DONE (or
+       PUBLISHED_WITH_ORPHANS with other attempts' leftovers); a live attempt is RUNNING (the
+       publish, or a roll-forward, is still committing); a completion mark over a sink that is not
+       committed is UNKNOWN; otherwise ROLL_FORWARD.
+    """
+    order = tuple(order)
+
+    def verdict(state: State, reason: str) -> GroupDiagnosis:
+        return GroupDiagnosis(group, run.dataset, run.run_date, state, reason, dict(sinks), order, decision, completion)
+
+    def named(states: Iterable[State]) -> list[str]:
+        wanted = set(states)
+        return [n for n in order if sinks[n].state in wanted]
+
+    unknown = named([State.UNKNOWN])
+    if unknown:
+        return verdict(State.UNKNOWN, "; ".join(f"{n}: {sinks[n].reason}" for n in unknown))
+    if decision is None:
+        if completion is not None:
+            return verdict(State.UNKNOWN, "the journal marks the run complete but holds no decision to commit it")
+        running = named([State.RUNNING])
+        if running:
+            return verdict(State.RUNNING, "; ".join(f"{n}: {sinks[n].reason}" for n in running))
+        published = named([State.DONE, State.PUBLISHED_WITH_ORPHANS])
+        if published:
+            by = ", ".join(f"{n} by attempt {sinks[n].published_by}" for n in published)
+            return verdict(
+                State.UNKNOWN, f"published ({by}) with no decision in the group's journal: outside the group?"
+            )
+        orphaned = named([State.ORPHANED])
+        if orphaned:
+            return verdict(
+                State.ORPHANED,
+                f"not decided: the run rolls back; leftovers in {', '.join(orphaned)} "
+                "(recover --group --apply cleans them)",
+            )
+        return verdict(State.NOTHING_IN_FLIGHT, "not decided, and nothing left behind in any sink")
+    attempt = decision.get("attempt")
+    foreign = [n for n in order if sinks[n].published_by not in (None, attempt)]
+    if foreign:
+        by = ", ".join(f"{n} by attempt {sinks[n].published_by}" for n in foreign)
+        return verdict(State.UNKNOWN, f"decided by attempt {attempt}, but published by another: {by}")
+    committed = [n for n in order if sinks[n].published_by == attempt]
+    if len(committed) == len(order) and completion is not None:
+        leftovers = named([State.PUBLISHED_WITH_ORPHANS])
+        if leftovers:
+            return verdict(
+                State.PUBLISHED_WITH_ORPHANS,
+                f"published to every sink by attempt {attempt}; other attempts' leftovers in {', '.join(leftovers)}",
+            )
+        return verdict(State.DONE, f"published to every sink ({', '.join(order)}) by attempt {attempt}")
+    running = [n for n in named([State.RUNNING]) if n not in committed]
+    if running:
+        return verdict(State.RUNNING, "; ".join(f"{n}: {sinks[n].reason}" for n in running))
+    if completion is not None:
+        missing = [n for n in order if n not in committed]
+        return verdict(State.UNKNOWN, f"marked complete, but not committed in {', '.join(missing)}")
+    rest = [n for n in order if n not in committed]
+    done = f"committed in {', '.join(committed)}" if committed else "committed in no sink yet"
+    if not rest:
+        return verdict(
+            State.ROLL_FORWARD, f"decided by attempt {attempt} and committed in every sink; not yet marked complete"
+        )
+    return verdict(State.ROLL_FORWARD, f"decided by attempt {attempt}: {done}; not yet in {', '.join(rest)}")

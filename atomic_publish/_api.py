@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._publish import resolve_config
-from ._types import Run
+from .publishers._publish import resolve_config
+from .publishers._types import Run
 
 
 def diagnose(*, dataset: str, run_date: Any, sink: str | None = None, config: Any = None) -> Any:
@@ -18,9 +18,23 @@ def diagnose(*, dataset: str, run_date: Any, sink: str | None = None, config: An
 def recover(*, dataset: str, run_date: Any, sink: str | None = None, config: Any = None, apply: bool = False) -> Any:
     """The recovery plan of a run (``apply=False``: a ``RecoveryPlan``, read-only), or carry it out
     and return the ``RecoveryOutcome`` (``.report`` of what was removed, ``.after``: the new state)."""
-    from diagnostics import recovery
+    from ._groups import refuse_if_rolling_forward
+    from .diagnostics import recovery
 
-    definition, options = resolve_config(config).sink(sink)
+    loaded = resolve_config(config)
+    if apply:
+        refuse_if_rolling_forward(loaded, sink, Run.new(dataset, run_date))
+    definition, options = loaded.sink(sink)
     diagnostic = definition.make_diagnostic(options)
     plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
     return recovery.apply_recovery(diagnostic, plan) if apply else plan
+
+
+def sweep(*, dataset: str, older_than: Any, sink: str | None = None, config: Any = None, apply: bool = False) -> Any:
+    """Every run date of ``dataset`` with leftovers older than ``older_than`` (a ``timedelta``): a
+    ``SweepReport`` of each run's state; with ``apply=True``, their orphans are removed (the same
+    rules as ``recover``: never a RUNNING or UNKNOWN run, never anything published)."""
+    from .diagnostics import recovery
+
+    definition, options = resolve_config(config).sink(sink)
+    return recovery.sweep(definition.make_diagnostic(options), dataset, older_than, apply=apply)

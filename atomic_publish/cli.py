@@ -1,5 +1,5 @@
 """The command line: a thin layer over the library. Exit codes are the contract with schedulers;
-the table is ``publishers._errors.EXIT_CODES`` and ``atomic-publish --help`` prints it.
+the table is ``atomic_publish.EXIT_CODES`` and ``atomic-publish --help`` prints it.
 """
 
 from __future__ import annotations
@@ -14,22 +14,30 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
-from . import _signals
-from ._errors import EXIT_CODES, EXIT_ERROR, AtomicPublishError, InputError, exit_code_for, first_line
-from ._types import Run, parse_run_date, validate_dataset
+from .sdk import (
+    EXIT_CODES,
+    EXIT_ERROR,
+    AtomicPublishError,
+    InputError,
+    Run,
+    exit_code_for,
+    first_line,
+    parse_run_date,
+    pending_signal,
+    terminate_on_signals,
+    validate_dataset,
+)
 
 if TYPE_CHECKING:
-    from diagnostics.taxonomy import CleanReport, Diagnosis
-
-    from ._publish import PublishResult
-    from .config import LoadedConfig
+    from . import LoadedConfig, PublishResult
+    from .sdk import CleanReport, Diagnosis
 
 # pyarrow, pydantic, the sinks and the diagnostics are imported by the commands that use them, not
 # here: `atomic-publish --help` (and a typo's usage error) starts in a fraction of the time.
 
 
 def load_config(config_path: str | None) -> LoadedConfig:
-    from .config import load_config as load
+    from . import load_config as load
 
     return load(config_path)
 
@@ -63,7 +71,7 @@ class _RedactingFormatter(logging.Formatter):
     """Log lines (and the tracebacks -v adds) with every secret hidden (publishers._secrets)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from ._secrets import redact
+        from .sdk import redact
 
         return redact(super().format(record))
 
@@ -75,7 +83,7 @@ def _fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn
         if line.strip():
             click.echo(f"error: {line.strip()}", err=True)
     if _wants_json():
-        from ._errors import RunRefused
+        from .sdk import RunRefused
 
         diagnosis = exc.diagnosis if isinstance(exc, RunRefused) else None
         doc = {
@@ -89,12 +97,12 @@ def _fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn
     sys.exit(code)
 
 
-def _run_guarded(action: Callable[[], int]) -> NoReturn:
+def run_guarded(action: Callable[[], int]) -> NoReturn:
     """Run a command's action: SIGTERM/SIGINT before a commit end it with 143/130 (the library
     removes its own staging); errors become one line on stderr and the documented exit code (a
     traceback only with -v); a closed stdout (``| head``) does not change the exit code."""
     try:
-        with _signals.terminate_on_signals():
+        with terminate_on_signals():
             code = action()
     except AtomicPublishError as exc:
         log.debug("failed", exc_info=True)
@@ -108,7 +116,7 @@ def _run_guarded(action: Callable[[], int]) -> NoReturn:
         if _verbose["on"]:
             import traceback
 
-            from ._secrets import redact
+            from .sdk import redact
 
             sys.stderr.write(redact(traceback.format_exc()))
         _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", EXIT_ERROR, exc)
@@ -122,7 +130,7 @@ def _wants_json() -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    from ._secrets import redact
+    from .sdk import redact
 
     return redact(str(exc).strip() if isinstance(exc, AtomicPublishError) else first_line(exc))
 
@@ -249,7 +257,7 @@ def _print_clean(report: CleanReport) -> None:
     click.echo(f"freed    {_human_size(report.bytes_freed)}")
 
 
-class _Progress:
+class Progress:
     """Progress on stderr, only when stderr is a terminal (never in logs or pipes): rows and stored
     bytes so far, their rate, and, when the input's row count is known (Parquet footers), a bar with
     the percentage and the time remaining. While it is shown, log lines are printed above it (they
@@ -271,7 +279,7 @@ class _Progress:
         self._task: Any = None
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Progress:
         if self.enabled:
             from rich.console import Console
             from rich.progress import (
@@ -334,11 +342,11 @@ def _resolve(config_path: str | None, sink: str | None) -> tuple[LoadedConfig, A
     return config, definition.make_publisher(options), definition.make_diagnostic(options)
 
 
-def _report_publish(result: PublishResult, as_json: bool) -> int:
-    if _signals.pending() and result.receipt is not None:
+def report_publish(result: PublishResult, as_json: bool) -> int:
+    if pending_signal() and result.receipt is not None:
         import signal
 
-        name = signal.Signals(_signals.pending()).name
+        name = signal.Signals(pending_signal()).name
         click.echo(f"warning: {name} arrived during the commit; the commit finished: the run is published", err=True)
     if as_json:
         _emit_json(result.to_dict())
@@ -354,7 +362,7 @@ def _report_publish(result: PublishResult, as_json: bool) -> int:
 
 # -- commands -----------------------------------------------------------------------------------
 
-_config_option = click.option(
+config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
@@ -362,8 +370,11 @@ _config_option = click.option(
     help="TOML config file (default: $ATOMIC_PUBLISH_CONFIG, else ./publish.toml if present, else the "
     "embedded default).",
 )
-_sink_option = click.option("--sink", help="Sink name from the config (default: [defaults].sink, else 'file').")
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document on stdout.")
+sink_option = click.option("--sink", help="Sink name from the config (default: [defaults].sink, else 'file').")
+group_option = click.option(
+    "--group", help="A group of sinks from the config ([groups.NAME]): the run goes to every one (see docs/groups.md)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document on stdout.")
 
 
 def _dataset(value: str) -> str:
@@ -373,7 +384,7 @@ def _dataset(value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-def _date(value: str) -> dt.date:
+def run_date_value(value: str) -> dt.date:
     try:
         return parse_run_date(value)
     except InputError as exc:
@@ -381,12 +392,34 @@ def _date(value: str) -> dt.date:
 
 
 def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--run-date", required=True, callback=lambda c, p, v: _date(v), help="YYYY-MM-DD")(f)
+    f = click.option("--run-date", required=True, callback=lambda c, p, v: run_date_value(v), help="YYYY-MM-DD")(f)
     f = click.option("--dataset", required=True, callback=lambda c, p, v: _dataset(v), help="Dataset name.")(f)
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=f"{CONFIG_LOOKUP}\n\n{EXIT_TABLE}")
+class _Commands(click.Group):
+    """The CLI's commands. A pipeline's commands are imported when asked for, by their import path:
+    the pipelines build on this module, so it never imports them."""
+
+    pipelines = {"refunds": "atomic_publish.pipelines.cli:refunds"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.pipelines})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.pipelines and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attribute = self.pipelines[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            command.epilog = EXIT_TABLE
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, epilog=f"{CONFIG_LOOKUP}\n\n{EXIT_TABLE}"
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr (and tracebacks of unexpected errors).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.version_option(package_name="atomic-publish")
@@ -396,15 +429,17 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 
 def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
-    @_config_option
-    @_sink_option
+    @config_option
+    @sink_option
+    @group_option
     @_run_options
     @click.option("--if-absent", is_flag=True, help="Exit 0 without changes if the run is already published.")
-    @_json_option
+    @json_option
     @click.argument("inputs", nargs=-1, required=True)
     def publish_cmd(
         config_path: str | None,
         sink: str | None,
+        group: str | None,
         dataset: str,
         run_date: dt.date,
         if_absent: bool,
@@ -414,12 +449,13 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         """Publish INPUT files (CSV or Parquet) as one run, all or nothing."""
 
         def action() -> int:
-            from ._arrow import open_inputs
-            from ._publish import publish
+            from . import open_inputs, publish
 
+            if group is not None:
+                return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, as_json)
             _, publisher, diagnostic = _resolve(config_path, sink)
             records = open_inputs(inputs)
-            with _Progress(
+            with Progress(
                 f"staging {dataset}/{run_date}",
                 total_rows=records.rows,
                 total_bytes=records.size,
@@ -428,9 +464,9 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
                 result = publish(
                     publisher, diagnostic, Run.new(dataset, run_date), records, if_absent=if_absent, progress=progress
                 )
-            return _report_publish(result, as_json)
+            return report_publish(result, as_json)
 
-        _run_guarded(action)
+        run_guarded(action)
 
     return f(publish_cmd)
 
@@ -439,17 +475,31 @@ cli.command("publish")(_publish_command(lambda f: f))
 
 
 @cli.command()
-@_config_option
-@_sink_option
+@config_option
+@sink_option
+@group_option
 @_run_options
 @click.option("--no-verify", is_flag=True, help="Check sizes only; skip re-reading published data for its checksum.")
-@_json_option
+@json_option
 def diagnose(
-    config_path: str | None, sink: str | None, dataset: str, run_date: dt.date, no_verify: bool, as_json: bool
+    config_path: str | None,
+    sink: str | None,
+    group: str | None,
+    dataset: str,
+    run_date: dt.date,
+    no_verify: bool,
+    as_json: bool,
 ) -> NoReturn:
     """Name the state of a run (read-only). The exit code is the state's."""
 
     def action() -> int:
+        if group is not None:
+            from . import diagnose_group
+
+            _only_one(sink, group)
+            g = diagnose_group(dataset=dataset, run_date=run_date, group=group, config=load_config(config_path))
+            _emit_json(g.to_dict()) if as_json else _print_group(g)
+            return g.exit_code
         config = load_config(config_path)
         definition, options = config.sink(sink)
         if no_verify and hasattr(options, "verify_checksum"):
@@ -458,17 +508,24 @@ def diagnose(
         _emit_json(d.to_dict()) if as_json else _print_diagnosis(d)
         return d.exit_code
 
-    _run_guarded(action)
+    run_guarded(action)
 
 
 @cli.command()
-@_config_option
-@_sink_option
+@config_option
+@sink_option
+@group_option
 @_run_options
 @click.option("--apply", "apply_", is_flag=True, help="Carry out the plan (default: print it only).")
-@_json_option
+@json_option
 def recover(
-    config_path: str | None, sink: str | None, dataset: str, run_date: dt.date, apply_: bool, as_json: bool
+    config_path: str | None,
+    sink: str | None,
+    group: str | None,
+    dataset: str,
+    run_date: dt.date,
+    apply_: bool,
+    as_json: bool,
 ) -> NoReturn:
     """Print the recovery plan for a run; with --apply, clean exactly the orphans it names.
 
@@ -476,8 +533,14 @@ def recover(
     """
 
     def action() -> int:
-        from diagnostics import recovery
+        from . import diagnostics as recovery
 
+        if group is not None:
+            return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
+        if apply_:
+            from . import refuse_if_rolling_forward
+
+            refuse_if_rolling_forward(load_config(config_path), sink, Run.new(dataset, run_date))
         _, _, diagnostic = _resolve(config_path, sink)
         plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
         if not apply_:
@@ -503,16 +566,79 @@ def recover(
             click.echo(f"now      {outcome.after.state.value}: {outcome.after.safe_action}")
         return outcome.after.exit_code
 
-    _run_guarded(action)
+    run_guarded(action)
+
+
+def _only_one(sink: str | None, group: str | None) -> None:
+    if sink is not None and group is not None:
+        raise click.UsageError("--sink and --group: give one (a group names its sinks in the config)")
+
+
+def _publish_group(
+    config_path: str | None,
+    sink: str | None,
+    group: str,
+    dataset: str,
+    run_date: dt.date,
+    inputs: tuple[str, ...],
+    if_absent: bool,
+    as_json: bool,
+) -> int:
+    from . import open_inputs, publish_group
+
+    _only_one(sink, group)
+    config = load_config(config_path)
+    result = publish_group(
+        open_inputs(inputs), dataset=dataset, run_date=run_date, group=group, config=config, if_absent=if_absent
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+    elif result.skipped:
+        click.echo(f"run {result.run.run_id} is already published to group {group}: nothing to do")
+    else:
+        for name, receipt in result.receipts.items():
+            click.echo(f"published {receipt.run_id} to {name}: {receipt.rows:,} rows at {receipt.location}")
+        click.echo(f"group {group}: complete (attempt {result.run.attempt})")
+    return 0
+
+
+def _print_group(g: Any) -> None:
+    click.echo(f"run      {g.run_id}   group {g.group}")
+    click.echo(f"state    {g.state.value} (exit {g.exit_code}): {g.state.meaning}")
+    click.echo(f"why      {g.reason}")
+    click.echo(f"action   {g.safe_action}")
+    for name in g.order:
+        d = g.sinks[name]
+        click.echo(f"  {name:16} {d.state.value:24} {d.reason}")
+
+
+def _recover_group(
+    config_path: str | None, sink: str | None, group: str, dataset: str, run_date: dt.date, apply_: bool, as_json: bool
+) -> int:
+    from . import recover_group
+
+    _only_one(sink, group)
+    config = load_config(config_path)
+    outcome = recover_group(dataset=dataset, run_date=run_date, group=group, config=config, apply=apply_)
+    if as_json:
+        _emit_json(outcome.to_dict())
+    else:
+        _print_group(outcome.before)
+        click.echo("plan:" if apply_ else "plan (dry run; add --apply to carry it out):")
+        for step in outcome.steps:
+            click.echo(f"  - {step}")
+        if outcome.after is not None:
+            click.echo(f"now      {outcome.after.state.value}: {outcome.after.safe_action}")
+    return (outcome.after or outcome.before).exit_code
 
 
 @cli.command()
-@_config_option
-@_sink_option
+@config_option
+@sink_option
 @click.option("--dataset", required=True, callback=lambda c, p, v: _dataset(v), help="Dataset name.")
 @click.option("--older-than", required=True, help="Only orphans of attempts older than this (90s, 30m, 24h, 2d).")
 @click.option("--apply", "apply_", is_flag=True, help="Remove them (default: list only).")
-@_json_option
+@json_option
 def sweep(
     config_path: str | None, sink: str | None, dataset: str, older_than: str, apply_: bool, as_json: bool
 ) -> NoReturn:
@@ -520,7 +646,7 @@ def sweep(
     age = parse_duration(older_than)
 
     def action() -> int:
-        from diagnostics import recovery
+        from . import diagnostics as recovery
 
         _, _, diagnostic = _resolve(config_path, sink)
         report = recovery.sweep(diagnostic, dataset, age, apply=apply_)
@@ -535,21 +661,21 @@ def sweep(
                 click.echo(f"freed {_human_size(report.bytes_freed)}")
         return 0
 
-    _run_guarded(action)
+    run_guarded(action)
 
 
 @cli.command("sinks")
-@_config_option
-@_json_option
+@config_option
+@json_option
 def list_sinks(config_path: str | None, as_json: bool) -> NoReturn:
     """List sink types and the sinks the configuration names."""
 
     def action() -> int:
         config = load_config(config_path)
         configured = {name: raw.get("type", name) for name, raw in config.settings.sinks.items()}
-        from . import registry
+        from .sdk import available
 
-        types = registry.available()
+        types = available()
         doc = {
             "types": types,
             "configured": configured,
@@ -564,16 +690,9 @@ def list_sinks(config_path: str | None, as_json: bool) -> NoReturn:
                 click.echo(f"sink {name}: type {kind}")
         return 0
 
-    _run_guarded(action)
+    run_guarded(action)
 
 
-def _register_pipeline_commands() -> None:
-    from pipelines.cli import refunds
-
-    cli.add_command(refunds)
-
-
-_register_pipeline_commands()
 for _command in cli.commands.values():
     _command.epilog = EXIT_TABLE  # every --help lists the exit codes
 
@@ -626,7 +745,7 @@ def _run_click(command: click.Command, name: str) -> None:
     except click.Abort:
         _fail("interrupted", 130)
     except click.UsageError as exc:
-        from ._secrets import redact
+        from .sdk import redact
 
         hint = f" (see {name} --help)"
         message = redact(exc.format_message().replace("\n", " ").strip())

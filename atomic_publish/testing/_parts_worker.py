@@ -1,8 +1,8 @@
 """A worker process of a run staged in parts: it stages part ``--part`` of ``--parts`` of the
 refunds pipeline's output (rows whose index modulo ``--parts`` is the part) for the driver's
-attempt, and prints the Staged value as JSON for the driver. Used by test_parts.py.
+attempt, and prints the Staged value as JSON for the driver.
 
-    python -m tests.contract.parts_worker --config C --attempt A --part 2 --parts 4 REFUNDS MERCHANTS
+    python -m atomic_publish.testing._parts_worker --config C --attempt A --part 2 --parts 4 REFUNDS MERCHANTS
 """
 
 from __future__ import annotations
@@ -10,18 +10,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
-from pipelines.refunds import load_merchants, settled_refunds
-from publishers import Run, load_config, stage_part
-
-from .harness import DATASET, DATE
+from .. import Run, load_config, stage_part
+from ._harness import DATASET, DATE
 
 
-def part_table(refunds: str, merchants: str, part: int, parts: int) -> pa.Table:
-    """Rows of the run's output whose index modulo ``parts`` is ``part``."""
+def part_table(refunds: str, merchants: str, part: int, parts: int) -> Any:
+    """Rows of the run's output whose index modulo ``parts`` is ``part`` (a pyarrow Table)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ..pipelines import load_merchants, settled_refunds
+
     output = settled_refunds(refunds, load_merchants(merchants), dt.date.fromisoformat(DATE))
     table = pa.Table.from_batches(list(output), schema=output.schema)
     return table.filter(pa.array((np.arange(table.num_rows) % parts) == part))

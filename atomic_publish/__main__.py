@@ -1,0 +1,5 @@
+"""``python -m atomic_publish`` is ``atomic-publish``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""The shipped contract suite's plugin: its fixtures and its crash-point parametrization."""
+
+pytest_plugins = ["atomic_publish.testing"]

@@ -1,5 +1,0 @@
-"""``python -m publishers`` is ``atomic-publish``."""
-
-from .cli import main
-
-main()

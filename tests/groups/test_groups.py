@@ -1,0 +1,204 @@
+"""One run to a group of sinks, against the real servers: file + Postgres + Kafka, and S3 + Iceberg.
+
+At every step between the sinks' commits the publish is SIGKILLed; ``diagnose --group`` must name
+the group's state (rolled back before the decision, ROLL_FORWARD after it); ``recover --group
+--apply`` then re-running (rolled back) or nothing (rolled forward) must end in DONE with every
+sink holding exactly what a clean group publish holds, read by each sink's independent reader.
+Plus: a complete group re-run is refused and changes nothing; two racing group publishes give one
+copy per sink.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomic_publish import Run
+from atomic_publish.testing import DATASET, DATE, SinkHarness, loaded
+from tests.contract.harness import FILE, iceberg_harness, kafka_harness, postgres_harness, s3_harness
+from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# The group's order is the commit order; the crash points between its steps.
+GROUPS = {
+    "warehouse-events": (("file", "postgres", "kafka"), ("postgres_service", "kafka_service")),
+    "lake": (("s3", "iceberg"), ("s3_service",)),
+}
+BEFORE_DECISION = ("group_staged",)
+AFTER_DECISION = ("group_decided", "group_committed_1", "group_before_complete")
+
+
+class Group:
+    """A group's publish.toml (every sink on a fresh destination) and each sink's own reader."""
+
+    def __init__(self, name: str, harnesses: list[SinkHarness], base: Path) -> None:
+        self.name, self.harnesses = name, harnesses
+        self.singles: dict[str, Path] = {}
+        tables = []
+        env: dict[str, str] = {}
+        for h in harnesses:
+            single = h.make_config(base / h.name)
+            self.singles[h.name] = single
+            text = single.read_text()
+            sink = re.search(r'^sink = "([^"]+)"', text, re.M).group(1)  # type: ignore[union-attr]
+            tables.append((sink, text[text.index("[sinks.") :]))
+            env.update(h.extra_env)
+        sinks = ", ".join(f'"{s}"' for s, _ in tables)
+        self.config = base / "publish.toml"
+        self.config.write_text(
+            "".join(t + "\n" for _, t in tables)
+            + f'\n[groups.{name}]\nsinks = [{sinks}]\njournal = "{base / "journal"}"\n'
+        )
+        self.env = cli_env(self.config, **env)
+
+    def publish(self, data: Path, *extra: str, **env: str) -> Any:
+        return run_cli(
+            "publish",
+            "--group",
+            self.name,
+            "--dataset",
+            DATASET,
+            "--run-date",
+            DATE,
+            str(data),
+            *extra,
+            env={**self.env, **env},
+        )
+
+    def diagnose(self) -> dict[str, Any]:
+        result = run_cli(
+            "diagnose", "--group", self.name, "--dataset", DATASET, "--run-date", DATE, "--json", env=self.env
+        )
+        doc: dict[str, Any] = result.json()
+        assert result.code == doc["exit_code"], result.stderr
+        return doc
+
+    def recover(self) -> Any:
+        return run_cli(
+            "recover", "--group", self.name, "--dataset", DATASET, "--run-date", DATE, "--apply", "--json", env=self.env
+        )
+
+    def contents(self) -> dict[str, bytes | None]:
+        run = Run.new(DATASET, DATE)
+        return {h.name: h.gated_read(loaded(self.singles[h.name]), run) for h in self.harnesses}
+
+
+_FACTORIES = {
+    "file": lambda request: FILE,
+    "postgres": lambda request: postgres_harness(request.getfixturevalue("postgres_service")),
+    "kafka": lambda request: kafka_harness(request.getfixturevalue("kafka_service")),
+    "s3": lambda request: s3_harness(request.getfixturevalue("s3_service")),
+    "iceberg": lambda request: iceberg_harness(),
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, small_inputs) -> Path:
+    """The run's data: the refunds pipeline's output (it has the `_run_id` column the Postgres
+    sink replaces by), as published by the file sink."""
+    cfg = FILE.make_config(tmp_path_factory.mktemp("group-input"))
+    assert run_cli(*refunds_run_args(small_inputs), env=cli_env(cfg)).code == 0
+    return Path(loaded(cfg).sink()[1].root) / DATASET / f"{DATE}.csv"
+
+
+@pytest.fixture
+def make_group(request, tmp_path):
+    def make(name: str, base: Path | None = None) -> Group:
+        sinks, _ = GROUPS[name]
+        return Group(name, [_FACTORIES[s](request) for s in sinks], base or tmp_path / name)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, request, data) -> dict[str, dict[str, bytes | None]]:
+    """What a clean group publish leaves in each sink: what every recovered run must equal."""
+    found: dict[str, dict[str, bytes | None]] = {}
+    for name, (sinks, _) in GROUPS.items():
+        group = Group(name, [_FACTORIES[s](request) for s in sinks], tmp_path_factory.mktemp(f"clean-{name}"))
+        published = group.publish(data)
+        assert published.code == 0, published.stderr
+        found[name] = group.contents()
+        assert all(found[name].values()), found[name]
+    return found
+
+
+@pytest.mark.parametrize("name", list(GROUPS))
+@pytest.mark.parametrize("point", [*BEFORE_DECISION, *AFTER_DECISION, "group_committed_2"])
+def test_a_crash_at_every_step_ends_in_one_copy_per_sink(name, point, make_group, data, clean):
+    group = make_group(name)
+    if point == "group_committed_2" and len(group.harnesses) < 3:
+        point = "after_lock"  # a two-sink group has no second commit to stop after: the first lock instead
+    crashed = group.publish(data, PUBLISH_CRASH_AT=point)
+    assert crashed.code == -9, crashed.stderr
+    doc = group.diagnose()
+    decided = point in AFTER_DECISION or point == "group_committed_2"
+    if decided:
+        assert doc["state"] == "ROLL_FORWARD" and doc["exit_code"] == 15, doc["reason"]
+        assert set(doc["committed"]) < set(doc["order"]) or point == "group_before_complete", doc
+    else:
+        assert doc["state"] in ("ORPHANED", "NOTHING_IN_FLIGHT"), doc["reason"]
+        assert doc["decided_by"] is None
+    # Nothing of an undecided run is visible anywhere; a decided run is visible where it is committed.
+    seen = group.contents()
+    for sink in doc["order"]:
+        assert seen[_harness_name(group, sink)] in (None, clean[name][_harness_name(group, sink)])
+
+    if decided:
+        # One sink's own recover would remove the staging the roll-forward commits: refused.
+        pending = [s for s in doc["order"] if s not in doc["committed"]] or doc["order"]
+        alone = run_cli(
+            "recover", "--sink", pending[0], "--dataset", DATASET, "--run-date", DATE, "--apply", env=group.env
+        )
+        assert alone.code == 15 and f"recover --group {name}" in alone.stderr, alone.stderr
+
+    recovered = group.recover()
+    after = recovered.json()["after"]
+    if decided:
+        assert after["state"] == "DONE", after["reason"]
+    else:
+        assert after["state"] == "NOTHING_IN_FLIGHT", after["reason"]
+        assert group.publish(data).code == 0
+    final = group.diagnose()
+    assert final["state"] == "DONE", final["reason"]
+    assert group.contents() == clean[name]
+
+
+def _harness_name(group: Group, sink: str) -> str:
+    """The harness of a sink named in the group's config (out -> file, pg -> postgres, ...)."""
+    for h in group.harnesses:
+        if f"[sinks.{sink}]" in group.singles[h.name].read_text():
+            return h.name
+    raise AssertionError(sink)
+
+
+@pytest.mark.parametrize("name", list(GROUPS))
+def test_a_complete_group_rerun_is_refused_and_changes_nothing(name, make_group, data, clean):
+    group = make_group(name)
+    assert group.publish(data).code == 0
+    before = group.diagnose()
+    refused = group.publish(data)
+    assert refused.code == 3 and "already published" in refused.stderr
+    assert group.publish(data, "--if-absent").code == 0
+    after = group.diagnose()
+    assert after["state"] == "DONE" and after["decided_by"] == before["decided_by"]
+    assert group.contents() == clean[name]
+
+
+@pytest.mark.parametrize("name", list(GROUPS))
+def test_two_racing_group_publishes_give_one_copy_per_sink(name, make_group, data, clean):
+    group = make_group(name)
+    env = {**group.env, "PUBLISH_PAUSE_AT": "group_staged:2"}
+    args = ("publish", "--group", name, "--dataset", DATASET, "--run-date", DATE, str(data))
+    procs = [start_cli(*args, env=env) for _ in range(2)]
+    codes = sorted(p.wait(timeout=180) for p in procs)
+    stderrs = [p.stderr.read() for p in procs if p.stderr]
+    # The loser met a lock (13), came after the winner (3), or lost the decision (4). Never two copies.
+    assert codes[0] == 0 and codes[1] in (3, 4, 13), (codes, stderrs)
+    doc = group.diagnose()
+    assert doc["state"] == "DONE", doc["reason"]
+    assert group.contents() == clean[name]
