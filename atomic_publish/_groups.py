@@ -40,6 +40,7 @@ from .publishers._errors import (
     RollForwardNeeded,
     RunInProgress,
 )
+from .publishers._protocol import ReadsBack
 from .publishers._publish import begin_run, resolve_config
 from .publishers._signals import critical_section
 from .publishers._types import Receipt, Run, Staged
@@ -265,8 +266,8 @@ def _restage(
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(decision["schema"])))
     source: Any = None
     for other, definition, options in cfg.members:
-        reader: Any = definition.make_publisher(options) if definition.capabilities.reads_back else None
-        if other != name and reader is not None:
+        reader = definition.make_publisher(options) if definition.capabilities.reads_back else None
+        if other != name and isinstance(reader, ReadsBack):
             with contextlib.suppress(FileNotFoundError):
                 source, where = reader.read_published(run), f"the run published in {other}"
                 break

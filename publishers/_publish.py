@@ -32,7 +32,7 @@ from ._errors import (
     Terminated,
     first_line,
 )
-from ._protocol import Diagnostic, ProgressCallback, Publisher
+from ._protocol import AssemblesParts, Diagnostic, ProgressCallback, Publisher, StagesFiles, check_hooks
 from ._signals import critical_section
 from ._types import Receipt, Run, Staged, new_part_token
 from .taxonomy import Diagnosis, State
@@ -147,6 +147,7 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
 
     ``job.skipped`` is a result (not None) when the run is already published and ``if_absent``.
     """
+    check_hooks(publisher)
     # A published run is refused before the lock is even taken: a re-run of a published run_id
     # writes nothing at all at the destination (not even a lease), and --if-absent is read-only.
     # A sink whose lock writes nothing (Kafka: fencing is the lock) is checked under it only.
@@ -256,7 +257,7 @@ class RunJob:
             # Parts made one staging before the critical section: it takes time, and a signal may
             # still stop the attempt (it publishes nothing).
             try:
-                staged = [cast(Any, self.publisher).assemble(self.run, staged)]
+                staged = [cast(AssemblesParts, self.publisher).assemble(self.run, staged)]
             except CommitRejected:
                 self.state = "rejected"
                 _discard(self.publisher, self.run, [*self.staged, *staged])
@@ -382,7 +383,7 @@ def _stage_files_as_they_are(
         return None
     if records.rows == 0:
         raise InputError(f"{', '.join(map(str, records.paths))}: the input has no rows; nothing to publish")
-    staged: Staged | None = publisher.stage_files(  # type: ignore[attr-defined]
+    staged: Staged | None = cast(StagesFiles, publisher).stage_files(
         run, records, progress=progress, part=part, token=token
     )
     return staged
