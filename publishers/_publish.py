@@ -28,6 +28,7 @@ from ._errors import (
     DestinationUnavailable,
     InputError,
     RecoveryNeeded,
+    RollForwardNeeded,
     RunInProgress,
     Terminated,
     first_line,
@@ -86,7 +87,14 @@ def _publish_records(
     schema: pa.Schema | None = None,
     progress: ProgressCallback | None = None,
 ) -> PublishResult:
-    definition, options = resolve_config(config).sink(sink)
+    loaded = resolve_config(config)
+    run = Run.new(dataset, run_date)
+    from ._journal import rolling_forward
+
+    why = rolling_forward(loaded, sink, run)
+    if why is not None:
+        raise RollForwardNeeded(why)
+    definition, options = loaded.sink(sink)
     if isinstance(records, str | os.PathLike) or (
         isinstance(records, list | tuple) and records and all(isinstance(r, str | os.PathLike) for r in records)
     ):
@@ -95,7 +103,7 @@ def _publish_records(
     return publish_run(
         definition.make_publisher(options),
         definition.make_diagnostic(options),
-        Run.new(dataset, run_date),
+        run,
         records,
         schema=schema,
         if_absent=if_absent,
