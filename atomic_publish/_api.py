@@ -35,6 +35,14 @@ def sweep(*, dataset: str, older_than: Any, sink: str | None = None, config: Any
     ``SweepReport`` of each run's state; with ``apply=True``, their orphans are removed (the same
     rules as ``recover``: never a RUNNING or UNKNOWN run, never anything published)."""
     from .diagnostics import recovery
+    from .publishers._journal import rolling_forward
 
-    definition, options = resolve_config(config).sink(sink)
-    return recovery.sweep(definition.make_diagnostic(options), dataset, older_than, apply=apply)
+    loaded = resolve_config(config)
+    definition, options = loaded.sink(sink)
+    return recovery.sweep(
+        definition.make_diagnostic(options),
+        dataset,
+        older_than,
+        apply=apply,
+        skip=lambda run: rolling_forward(loaded, sink, run),  # a group's retained staging is not an orphan
+    )

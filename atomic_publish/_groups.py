@@ -11,7 +11,7 @@
 A crash before 3 rolls back (each sink's orphans are cleaned by ``recover``); a crash after it rolls
 forward: ``recover_group(apply=True)`` commits every sink not yet committed from its retained
 staging, or re-stages it (a sink whose staging cannot outlive its process, Kafka) from the run's
-data in a sink already committed that can read it back (the file sink), or from the input files
+data in a sink already committed that reads it back exactly (a Parquet file sink), or from the input files
 when the group declares them durable.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -40,6 +41,8 @@ from .publishers._errors import (
     RollForwardNeeded,
     RunInProgress,
 )
+from .publishers._journal import rolling_forward
+from .publishers._protocol import ReadsBack
 from .publishers._publish import begin_run, resolve_config
 from .publishers._signals import critical_section
 from .publishers._types import Receipt, Run, Staged
@@ -92,11 +95,32 @@ def diagnose_group(*, dataset: str, run_date: Any, group: str, config: Any = Non
 
 
 def _diagnose(group: GroupConfig, run: Run) -> GroupDiagnosis:
-    sinks = {name: definition.make_diagnostic(options).diagnose(run) for name, definition, options in group.members}
+    configured = {name: (definition, options) for name, definition, options in group.members}
     order = [name for name, _, _ in group.members]
-    return decide_group(
-        group.name, run, sinks, order, group.journal.read(run, "decision"), group.journal.read(run, "complete")
-    )
+    try:
+        decision, completion = group.journal.read(run, "decision"), group.journal.read(run, "complete")
+    except DestinationUnavailable as exc:
+        sinks = {name: d.make_diagnostic(o).diagnose(run) for name, (d, o) in configured.items()}
+        unreadable = decide_group(group.name, run, sinks, order, None, None)
+        return dataclasses.replace(unreadable, state=State.UNKNOWN, reason=f"the group's journal cannot be read: {exc}")
+    if decision is not None:
+        order = list(decision.get("order") or order)  # a decided run is judged by what was decided
+        dropped = [name for name in order if name not in configured]
+        if dropped:
+            sinks = {name: d.make_diagnostic(o).diagnose(run) for name, (d, o) in configured.items()}
+            judged = decide_group(group.name, run, sinks, list(configured), decision, completion)
+            return dataclasses.replace(
+                judged,
+                state=State.UNKNOWN,
+                reason=f"the decision names sink(s) {', '.join(dropped)}, which the configuration no longer has",
+            )
+    sinks = {name: configured[name][0].make_diagnostic(configured[name][1]).diagnose(run) for name in order}
+    return decide_group(group.name, run, sinks, order, decision, completion)
+
+
+def _stuck(before: GroupDiagnosis, reason: str) -> RecoveryNeeded:
+    """A condition no retry cures (exit 14): an operator reads the evidence."""
+    return RecoveryNeeded(reason, dataclasses.replace(before, state=State.UNKNOWN, reason=reason))
 
 
 def publish_group(
@@ -115,8 +139,14 @@ def publish_group(
     cfg = resolve_config(config).group(group)
     run = Run.new(dataset, run_date)
     data = _Replayable(records)
+    with cfg.journal.lock(run):  # one publish or recover of the group's run at a time
+        return _publish_group(cfg, run, data, if_absent)
+
+
+def _publish_group(cfg: GroupConfig, run: Run, data: _Replayable, if_absent: bool) -> GroupResult:
+    group = cfg.name
     before = _diagnose(cfg, run)
-    if before.state is State.DONE:
+    if before.state in (State.DONE, State.PUBLISHED_WITH_ORPHANS):
         if if_absent:
             return GroupResult(group, run, skipped=True)
         raise AlreadyPublished(f"run {run.run_id} is already published to group {group}: {before.reason}", before)
@@ -132,15 +162,16 @@ def publish_group(
             f"{before.safe_action}",
             before,
         )
+    inputs = data.input_record() if cfg.durable_input else None  # hashed before any sink reads them
     members = [(name, d.make_publisher(o), d.make_diagnostic(o)) for name, d, o in cfg.members]
     result = GroupResult(group, run)
     with contextlib.ExitStack() as stack:
         # Every sink's lock, in the group's order, each run checked under its own lock: an error
         # before the decision unwinds them all, and each discards its own staging.
-        jobs = {
-            name: stack.enter_context(begin_run(publisher, diagnostic, run)) for name, publisher, diagnostic in members
-        }
+        jobs = {name: stack.enter_context(begin_run(pub, diag, run)) for name, pub, diag in members}
         staged = {name: [job.stage(data.fresh())] for name, job in jobs.items()}
+        if inputs is not None and data.input_record() != inputs:
+            raise RecoveryNeeded(f"group {group}: the input files changed while the sinks read them; nothing decided")
         crash_point("group_staged")
         decision = {
             "version": 1,
@@ -150,7 +181,7 @@ def publish_group(
             "order": list(jobs),
             "staged": {name: [s.to_dict() for s in parts] for name, parts in staged.items()},
             "schema": data.schema_b64(),
-            "inputs": data.input_record() if cfg.durable_input else None,
+            "inputs": inputs,
             "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         stack.enter_context(critical_section())  # from the decision on, a signal waits for the end
@@ -179,7 +210,13 @@ def publish_group(
                     f"Roll forward: recover --group {group} --apply"
                 ) from exc
             crash_point(f"group_committed_{number}")
-        _complete(cfg, run, list(result.receipts))
+        try:
+            _complete(cfg, run, list(result.receipts))
+        except DestinationUnavailable as exc:
+            raise RollForwardNeeded(
+                f"group {group}: run {run.run_id} is committed in every sink, and the journal could not mark it "
+                f"complete ({exc}): recover --group {group} --apply marks it"
+            ) from exc
     return result
 
 
@@ -189,22 +226,26 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
     roll back an undecided one (clean each sink's orphans); then diagnose again."""
     cfg = resolve_config(config).group(group)
     run = Run.new(dataset, run_date)
-    before = _diagnose(cfg, run)
-    steps = _plan(before, cfg)
-    if not apply or before.state in (State.DONE, State.NOTHING_IN_FLIGHT):
-        return GroupRecovery(before, steps, _diagnose(cfg, run) if apply else None)
-    if before.state is State.RUNNING:
-        raise RunInProgress(f"run {run.run_id} of group {group} is RUNNING: {before.reason}", before)
-    if before.state is State.UNKNOWN:
-        raise RecoveryNeeded(f"run {run.run_id} of group {group} is UNKNOWN: {before.reason}; nothing done", before)
-    if before.state is State.ROLL_FORWARD:
-        _roll_forward(cfg, run, before)
-    else:  # ORPHANED (not decided: roll back) or PUBLISHED_WITH_ORPHANS (complete: other attempts' leftovers)
-        for name, definition, options in cfg.members:
-            if before.sinks[name].orphans:
-                diagnostic = definition.make_diagnostic(options)
-                apply_recovery(diagnostic, plan_recovery(diagnostic, run))
-    return GroupRecovery(before, steps, _diagnose(cfg, run))
+    if not apply:
+        before = _diagnose(cfg, run)
+        return GroupRecovery(before, _plan(before, cfg))
+    with cfg.journal.lock(run):  # never beside a publish or another recover of the group's run
+        before = _diagnose(cfg, run)
+        steps = _plan(before, cfg)
+        if before.state in (State.DONE, State.NOTHING_IN_FLIGHT):
+            return GroupRecovery(before, steps, before)
+        if before.state is State.RUNNING:
+            raise RunInProgress(f"run {run.run_id} of group {group} is RUNNING: {before.reason}", before)
+        if before.state is State.UNKNOWN:
+            raise RecoveryNeeded(f"run {run.run_id} of group {group} is UNKNOWN: {before.reason}; nothing done", before)
+        if before.state is State.ROLL_FORWARD:
+            _roll_forward(cfg, run, before)
+        else:  # ORPHANED (not decided: roll back) or PUBLISHED_WITH_ORPHANS (complete: others' leftovers)
+            for name, definition, options in cfg.members:
+                if before.sinks[name].orphans:
+                    diagnostic = definition.make_diagnostic(options)
+                    apply_recovery(diagnostic, plan_recovery(diagnostic, run))
+        return GroupRecovery(before, steps, _diagnose(cfg, run))
 
 
 def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
@@ -232,58 +273,86 @@ def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
 def _roll_forward(cfg: GroupConfig, run: Run, before: GroupDiagnosis) -> None:
     decision = before.decision or {}
     decided = Run(run.dataset, run.run_date, str(decision["attempt"]))
-    for name, definition, options in cfg.members:
-        if name in before.committed:
+    members = {name: (definition, options) for name, definition, options in cfg.members}
+    committed = list(before.committed)  # grows as this roll-forward commits
+    for name in before.order:
+        if name in committed:
             continue
+        definition, options = members[name]
         publisher, diagnostic = definition.make_publisher(options), definition.make_diagnostic(options)
         staged = [Staged(**doc) for doc in decision["staged"][name]]
         with publisher.run_lock(decided):
             now = diagnostic.diagnose(decided)
             if now.published_by == decided.attempt:
-                continue  # committed meanwhile (a concurrent recover)
+                committed.append(name)
+                continue  # committed meanwhile
             if now.published_by is not None:
-                raise RecoveryNeeded(f"{name}: published by attempt {now.published_by}, not {decided.attempt}", now)
+                raise _stuck(before, f"{name}: published by attempt {now.published_by}, not {decided.attempt}")
+            # The decided staging is committed if it is still there; staged again only when it
+            # provably is not (never after a transient refusal: that is for a later recover).
+            kept = definition.capabilities.staging_outlives_process and any(
+                a.attempt == decided.attempt for a in now.evidence
+            )
             with critical_section():
-                try:
-                    if not definition.capabilities.staging_outlives_process:
-                        raise CommitRejected(f"{name}: its staging does not outlive the process that staged it")
-                    publisher.commit(decided, staged)
-                except CommitRejected as exc:  # proven not committed: its retained staging is gone
-                    log.info("group %s: %s must be staged again (%s)", cfg.name, name, exc)
-                    publisher.commit(decided, [_restage(cfg, name, publisher, decided, decision, staged)])
+                if kept:
+                    try:
+                        publisher.commit(decided, staged)
+                    except CommitRejected as exc:
+                        raise RollForwardNeeded(
+                            f"{name}: its decided staging was refused ({exc}); nothing else was tried: "
+                            f"recover --group {cfg.name} --apply again"
+                        ) from exc
+                else:
+                    log.info("group %s: %s has no staging of attempt %s: staged again", cfg.name, name, decided.attempt)
+                    again = _restage(cfg, before, committed, name, publisher, decided, decision, staged)
+                    publisher.commit(decided, [again])
+        committed.append(name)
         log.info("group %s: rolled %s forward to %s", cfg.name, run.run_id, name)
-    _complete(cfg, run, [n for n, _, _ in cfg.members])
+    _complete(cfg, run, list(before.order))
 
 
 def _restage(
-    cfg: GroupConfig, name: str, publisher: Any, run: Run, decision: dict[str, Any], was: list[Staged]
+    cfg: GroupConfig,
+    before: GroupDiagnosis,
+    committed: list[str],
+    name: str,
+    publisher: Any,
+    run: Run,
+    decision: dict[str, Any],
+    was: list[Staged],
 ) -> Staged:
     """Stage ``name`` again from the run's data: a committed sink of the group that reads its run
-    back, or the input files when the group declares them durable (checked unchanged)."""
+    back exactly (a Parquet file sink), or the input files when the group declares them durable
+    (unchanged since the decision). The new staging must have the decided one's checksum."""
     import pyarrow as pa
 
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(decision["schema"])))
-    source: Any = None
+    tried: list[str] = []
     for other, definition, options in cfg.members:
-        reader: Any = definition.make_publisher(options) if definition.capabilities.reads_back else None
-        if other != name and reader is not None:
-            with contextlib.suppress(FileNotFoundError):
-                source, where = reader.read_published(run), f"the run published in {other}"
-                break
-    if source is None and decision.get("inputs"):
-        source, where = _Replayable.from_record(decision["inputs"]), "the run's input files"
-    if source is None:
-        raise RecoveryNeeded(
-            f"group {cfg.name}: {name} must be staged again, and no sink of the group can read the run back "
-            "and its input is not declared durable (durable_input = true)"
-        )
-    staged = publisher.stage(
-        run, conform(source if isinstance(source, pa.RecordBatchReader) else source.reader(), schema)
-    )
-    if staged.rows != sum(s.rows for s in was):
+        reader = definition.make_publisher(options) if definition.capabilities.reads_back else None
+        if other == name or other not in committed or not isinstance(reader, ReadsBack):
+            continue
+        try:
+            records, where = reader.read_published(run), f"the run published in {other}"
+            break
+        except (FileNotFoundError, AtomicPublishError) as exc:
+            tried.append(f"{other}: {exc}")
+    else:
+        if not decision.get("inputs"):
+            raise _stuck(
+                before,
+                f"group {cfg.name}: {name} must be staged again, and no committed sink of the group reads the run "
+                f"back exactly ({'; '.join(tried) or 'none can'}), and the input is not durable (durable_input)",
+            )
+        records, where = _Replayable.from_record(before, decision["inputs"]).reader(), "the run's input files"
+    staged: Staged = publisher.stage(run, conform(records, schema))
+    expected = [s.checksum for s in was]
+    if [staged.checksum] != expected:
         publisher.discard(run, [staged])
-        raise RecoveryNeeded(
-            f"{name}: {where} has {staged.rows} rows, the decided staging had {sum(s.rows for s in was)}"
+        raise _stuck(
+            before,
+            f"{name}: staged again from {where}, it is not what was decided (checksum {staged.checksum}, "
+            f"decided {', '.join(expected)}); nothing committed",
         )
     return staged
 
@@ -319,13 +388,16 @@ class _Replayable:
     def input_record(self) -> list[dict[str, Any]] | None:
         if self.files is None:
             return None
-        return [{"path": str(p), "sha256": _sha256(p)} for p in self.files.paths]
+        return [{"path": str(p.resolve()), "sha256": _sha256(p)} for p in self.files.paths]
 
     @staticmethod
-    def from_record(inputs: list[dict[str, Any]]) -> InputFiles:
-        changed = [i["path"] for i in inputs if _sha256(Path(i["path"])) != i["sha256"]]
+    def from_record(before: GroupDiagnosis, inputs: list[dict[str, Any]]) -> InputFiles:
+        try:
+            changed = [i["path"] for i in inputs if _sha256(Path(i["path"])) != i["sha256"]]
+        except OSError as exc:
+            raise _stuck(before, f"the run's durable input cannot be read: {exc}") from exc
         if changed:
-            raise RecoveryNeeded(f"the run's input files changed since the decision: {', '.join(changed)}")
+            raise _stuck(before, f"the run's input files changed since the decision: {', '.join(changed)}")
         return open_inputs([i["path"] for i in inputs])
 
 
@@ -338,17 +410,8 @@ def _sha256(path: Path) -> str:
 
 
 def refuse_if_rolling_forward(config: Any, sink: str | None, run: Run) -> None:
-    """One sink's recover must not remove the staging a group's roll-forward will commit: refuse it
-    (RollForwardNeeded, exit 15) when the sink belongs to a group whose run is decided and not
-    complete."""
-    from .publishers._journal import FileJournal
-
-    loaded = resolve_config(config)
-    name = sink or loaded.settings.defaults.sink
-    for group, settings in loaded.settings.groups.items():
-        journal = FileJournal(settings.journal, group)
-        if name in settings.sinks and journal.read(run, "decision") and not journal.read(run, "complete"):
-            raise RollForwardNeeded(
-                f"sink {name} belongs to group {group}, whose run {run.run_id} is decided and not complete: "
-                f"recover --group {group} --apply (this sink's own recover would remove what the group commits)"
-            )
+    """One sink's own publish or recover must not touch a run its group is rolling forward (or is
+    publishing right now): RollForwardNeeded (exit 15) says which group, and what to type."""
+    why = rolling_forward(resolve_config(config), sink, run)
+    if why is not None:
+        raise RollForwardNeeded(why)

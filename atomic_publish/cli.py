@@ -453,6 +453,9 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
 
             if group is not None:
                 return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, as_json)
+            from . import refuse_if_rolling_forward
+
+            refuse_if_rolling_forward(load_config(config_path), sink, Run.new(dataset, run_date))
             _, publisher, diagnostic = _resolve(config_path, sink)
             records = open_inputs(inputs)
             with Progress(
@@ -646,10 +649,9 @@ def sweep(
     age = parse_duration(older_than)
 
     def action() -> int:
-        from . import diagnostics as recovery
+        from . import sweep as sweep_runs
 
-        _, _, diagnostic = _resolve(config_path, sink)
-        report = recovery.sweep(diagnostic, dataset, age, apply=apply_)
+        report = sweep_runs(dataset=dataset, older_than=age, sink=sink, config=load_config(config_path), apply=apply_)
         if as_json:
             _emit_json(report.to_dict())
         else:

@@ -45,7 +45,17 @@ if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` ne
         first_line,
     )
     from .publishers._lock import hold_flock, probe_flock
-    from .publishers._protocol import Capabilities, Diagnostic, ProgressCallback, Publisher, SinkDefinition, SinkOptions
+    from .publishers._protocol import (
+        AssemblesParts,
+        Capabilities,
+        Diagnostic,
+        ProgressCallback,
+        Publisher,
+        ReadsBack,
+        SinkDefinition,
+        SinkOptions,
+        StagesFiles,
+    )
     from .publishers._secrets import redact
     from .publishers._signals import critical_section, pending_signal, terminate_on_signals
     from .publishers._types import (
@@ -68,6 +78,7 @@ __all__ = [
     "EXIT_ERROR",
     "AlreadyPublished",
     "Artifact",
+    "AssemblesParts",
     "AtomicPublishError",
     "AttemptInfo",
     "Capabilities",
@@ -89,6 +100,7 @@ __all__ = [
     "LostRace",
     "ProgressCallback",
     "Publisher",
+    "ReadsBack",
     "Receipt",
     "RecoveryNeeded",
     "Run",
@@ -100,6 +112,7 @@ __all__ = [
     "SinkOptions",
     "SinkUnavailable",
     "Staged",
+    "StagesFiles",
     "State",
     "Terminated",
     "TransientError",

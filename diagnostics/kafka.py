@@ -173,6 +173,9 @@ class KafkaDiagnostic(SinkDiagnostic):
         self._fenced_at = time.monotonic()
 
     def recheck(self, diagnosis: Diagnosis, artifact: Artifact) -> str | None:
+        """Nothing to re-check one by one: ``fence`` re-read every open transaction of the run just
+        before (and stopped the clean if one was not the dead attempts' the diagnosis named), and the
+        only removal is the fence's abort."""
         return None
 
     def remove(self, diagnosis: Diagnosis, artifact: Artifact) -> None:
@@ -186,9 +189,9 @@ class KafkaDiagnostic(SinkDiagnostic):
                     if a.attempt == artifact.attempt
                 ]
             if not still:
+                if not getattr(self, "_fenced_at", None):
+                    raise Gone(artifact.location)  # it ended on its own before the fence: not ours to count
                 return
-            if not getattr(self, "_fenced_at", None):
-                raise Gone(artifact.location)
             if time.monotonic() >= deadline:
                 raise RunInProgress(
                     f"the transaction of attempt {artifact.attempt} was fenced but is still open after "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,15 +115,27 @@ class SweepReport:
         }
 
 
-def sweep(diagnostic: Diagnostic, dataset: str, older_than: dt.timedelta, *, apply: bool) -> SweepReport:
+def sweep(
+    diagnostic: Diagnostic,
+    dataset: str,
+    older_than: dt.timedelta,
+    *,
+    apply: bool,
+    skip: Callable[[Run], str | None] | None = None,
+) -> SweepReport:
     """The daily orphan-cleaner: across every run date of ``dataset`` with leftovers, remove the
-    orphans of attempts older than ``older_than``. Never touches RUNNING or UNKNOWN runs."""
+    orphans of attempts older than ``older_than``. Never touches RUNNING or UNKNOWN runs, nor a run
+    ``skip`` gives a reason to leave alone (a group rolling it forward)."""
     report = SweepReport(dataset, older_than, apply)
     now = dt.datetime.now(dt.UTC)
     with _destination_errors(diagnostic, "listing the run dates with leftovers"):
         run_dates = diagnostic.runs_with_leftovers(dataset)
     for run_date in run_dates:
         d = diagnostic.diagnose(Run.new(dataset, run_date))
+        why = skip(Run.new(dataset, run_date)) if skip is not None else None
+        if why is not None:
+            report.runs.append((d, None, f"left alone: {why}"))
+            continue
         if d.state in (State.RUNNING, State.UNKNOWN):
             report.runs.append((d, None, f"left alone: {d.state.value}"))
             continue

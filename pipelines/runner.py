@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from atomic_publish import LoadedConfig, PublishResult, TransientError, publish
+from atomic_publish import LoadedConfig, PublishResult, TransientError, publish, refuse_if_rolling_forward
 from atomic_publish.sdk import (
     ProgressCallback,
     Run,
@@ -47,6 +47,7 @@ def run_refunds(
     settings = config.settings.pipeline
     dataset = validate_dataset(settings.dataset)
     run_date = parse_run_date(run_date)
+    refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))  # a group's run is the group's
     definition, options = config.sink(sink)
     publisher = definition.make_publisher(options)
     diagnostic = definition.make_diagnostic(options)

@@ -6,19 +6,26 @@ decision wins, and a reader sees a record complete or not at all. Records are ne
 
     <journal>/<group>/<dataset>/<run_date>.decision.json   the decided attempt and what each sink staged
     <journal>/<group>/<dataset>/<run_date>.complete.json   every sink committed (a downstream job waits for it)
+    <journal>/<group>/<dataset>/<run_date>.lock            held (flock) by the group's publish or recover
+
+The journal's directory must exist: a journal that is not mounted is an error, never a fresh empty
+one (which would say "not decided" about a decided run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ._errors import DestinationUnavailable
 from ._fs import fsync_dir
-from ._types import Run
+from ._lock import hold_flock, probe_flock
+from ._types import AttemptInfo, Run
 
 KINDS = ("decision", "complete")
 
@@ -32,7 +39,13 @@ class FileJournal:
         assert kind in KINDS, kind
         return self.root / self.group / run.dataset / f"{run.run_date.isoformat()}.{kind}.json"
 
+    def _root(self) -> Path:
+        if not self.root.is_dir():
+            raise DestinationUnavailable(f"the group journal's directory {self.root} does not exist (not mounted?)")
+        return self.root
+
     def read(self, run: Run, kind: str) -> dict[str, Any] | None:
+        self._root()
         path = self.path(run, kind)
         try:
             doc = json.loads(path.read_text())
@@ -50,7 +63,7 @@ class FileJournal:
         path = self.path(run, kind)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs(path.parent)
             with open(tmp, "x", encoding="utf-8") as fh:
                 fh.write(json.dumps(doc, sort_keys=True, indent=1) + "\n")
                 fh.flush()
@@ -66,5 +79,54 @@ class FileJournal:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def _dirs(self, directory: Path) -> None:
+        """Create ``directory`` under the journal's root, each new level made durable in its parent."""
+        root = self._root()
+        missing = []
+        while directory != root and not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                new.mkdir()
+            fsync_dir(new.parent)
+
+    @contextlib.contextmanager
+    def lock(self, run: Run) -> Iterator[None]:
+        """The group's run lock (flock): one publish or recover of the group's run at a time."""
+        path = self.path(run, "decision").with_name(f"{run.run_date.isoformat()}.lock")
+        try:
+            self._dirs(path.parent)
+        except OSError as exc:
+            raise DestinationUnavailable(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
+        with hold_flock(path, AttemptInfo.current(run.attempt), f"{self.group}:{run.run_id}"):
+            yield
+
+    def holder(self, run: Run) -> Any:
+        """The live holder of the group's run lock, or None."""
+        return probe_flock(self.path(run, "decision").with_name(f"{run.run_date.isoformat()}.lock"))
+
     def describe(self) -> str:
         return str(self.root / self.group)
+
+
+def rolling_forward(config: Any, sink: str | None, run: Run) -> str | None:
+    """Why one sink's own publish, recover or sweep must not touch ``run`` (None: it may): the sink
+    belongs to a group whose run is being published or recovered right now, or is decided and not
+    complete (its retained staging is what the group's roll-forward commits)."""
+    name = sink or config.settings.defaults.sink
+    for group, settings in config.settings.groups.items():
+        if name not in settings.sinks:
+            continue
+        root = Path(settings.journal)
+        if not root.is_absolute() and config.path is not None:
+            root = config.path.parent / root
+        journal = FileJournal(root, group)
+        if journal.holder(run) is not None:
+            return f"sink {name} belongs to group {group}, whose run {run.run_id} is being published or recovered"
+        if journal.read(run, "decision") and not journal.read(run, "complete"):
+            return (
+                f"sink {name} belongs to group {group}, whose run {run.run_id} is decided and not complete: "
+                f"recover --group {group} --apply (this sink on its own would touch what the group commits)"
+            )
+    return None

@@ -103,6 +103,47 @@ class Publisher(Protocol):
 
 
 @runtime_checkable
+class StagesFiles(Protocol):
+    """The hook of a publisher whose ``Capabilities.stages_files`` is True."""
+
+    def stage_files(
+        self, run: Run, files: Any, *, progress: ProgressCallback | None = None, part: int = 0, token: str = ""
+    ) -> Staged | None:
+        """Stage input files (an ``InputFiles``) as they are, or return None to be given batches."""
+        ...
+
+
+@runtime_checkable
+class AssemblesParts(Protocol):
+    """The hook of a publisher whose ``Capabilities.assembles_parts`` is True."""
+
+    def assemble(self, run: Run, staged: Sequence[Staged]) -> Staged:
+        """Turn several parts into one staging before the commit; raises only CommitRejected."""
+        ...
+
+
+@runtime_checkable
+class ReadsBack(Protocol):
+    """The hook of a publisher whose ``Capabilities.reads_back`` is True."""
+
+    def read_published(self, run: Run) -> pa.RecordBatchReader:
+        """The published run, read back; FileNotFoundError when it is not published."""
+        ...
+
+
+def check_hooks(publisher: Publisher) -> None:
+    """A publisher has the hook of every capability it declares (checked before anything is written)."""
+    from ._errors import SinkUnavailable
+
+    declared = publisher.capabilities
+    for flag, hook in (("stages_files", StagesFiles), ("assembles_parts", AssemblesParts), ("reads_back", ReadsBack)):
+        if getattr(declared, flag) and not isinstance(publisher, hook):
+            raise SinkUnavailable(
+                f"the {publisher.sink_name} sink declares {flag} but its publisher has no {hook.__name__} hook"
+            )
+
+
+@runtime_checkable
 class Diagnostic(Protocol):
     """Reads the destination and names the state a run is in. ``diagnose`` is read-only."""
 

@@ -28,11 +28,12 @@ from ._errors import (
     DestinationUnavailable,
     InputError,
     RecoveryNeeded,
+    RollForwardNeeded,
     RunInProgress,
     Terminated,
     first_line,
 )
-from ._protocol import Diagnostic, ProgressCallback, Publisher
+from ._protocol import AssemblesParts, Diagnostic, ProgressCallback, Publisher, StagesFiles, check_hooks
 from ._signals import critical_section
 from ._types import Receipt, Run, Staged, new_part_token
 from .taxonomy import Diagnosis, State
@@ -86,7 +87,14 @@ def _publish_records(
     schema: pa.Schema | None = None,
     progress: ProgressCallback | None = None,
 ) -> PublishResult:
-    definition, options = resolve_config(config).sink(sink)
+    loaded = resolve_config(config)
+    run = Run.new(dataset, run_date)
+    from ._journal import rolling_forward
+
+    why = rolling_forward(loaded, sink, run)
+    if why is not None:
+        raise RollForwardNeeded(why)
+    definition, options = loaded.sink(sink)
     if isinstance(records, str | os.PathLike) or (
         isinstance(records, list | tuple) and records and all(isinstance(r, str | os.PathLike) for r in records)
     ):
@@ -95,7 +103,7 @@ def _publish_records(
     return publish_run(
         definition.make_publisher(options),
         definition.make_diagnostic(options),
-        Run.new(dataset, run_date),
+        run,
         records,
         schema=schema,
         if_absent=if_absent,
@@ -147,6 +155,7 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
 
     ``job.skipped`` is a result (not None) when the run is already published and ``if_absent``.
     """
+    check_hooks(publisher)
     # A published run is refused before the lock is even taken: a re-run of a published run_id
     # writes nothing at all at the destination (not even a lease), and --if-absent is read-only.
     # A sink whose lock writes nothing (Kafka: fencing is the lock) is checked under it only.
@@ -256,7 +265,7 @@ class RunJob:
             # Parts made one staging before the critical section: it takes time, and a signal may
             # still stop the attempt (it publishes nothing).
             try:
-                staged = [cast(Any, self.publisher).assemble(self.run, staged)]
+                staged = [cast(AssemblesParts, self.publisher).assemble(self.run, staged)]
             except CommitRejected:
                 self.state = "rejected"
                 _discard(self.publisher, self.run, [*self.staged, *staged])
@@ -382,7 +391,7 @@ def _stage_files_as_they_are(
         return None
     if records.rows == 0:
         raise InputError(f"{', '.join(map(str, records.paths))}: the input has no rows; nothing to publish")
-    staged: Staged | None = publisher.stage_files(  # type: ignore[attr-defined]
+    staged: Staged | None = cast(StagesFiles, publisher).stage_files(
         run, records, progress=progress, part=part, token=token
     )
     return staged

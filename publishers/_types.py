@@ -184,6 +184,9 @@ def check_parts(run: Run, staged: Sequence[Staged]) -> None:
     foreign = [s for s in staged if s.run_id != run.run_id]
     if foreign:
         raise CommitRejected(f"a staged part belongs to run {foreign[0].run_id}, not {run.run_id}")
+    others = [s for s in staged if s.attempt != run.attempt]
+    if others:
+        raise CommitRejected(f"a staged part of {run.run_id} belongs to attempt {others[0].attempt}, not {run.attempt}")
     parts = [s.part for s in staged]
     twice = sorted({p for p in parts if parts.count(p) > 1})
     if twice:

@@ -140,7 +140,10 @@ class LoadedConfig:
         if twice:
             raise ConfigError(f"{self._source_of(('groups', name, 'sinks'))}: groups.{name}.sinks names {twice} twice")
         members = tuple((sink, *self.sink(sink)) for sink in settings.sinks)
-        return GroupConfig(name, members, FileJournal(settings.journal, name), settings.durable_input)
+        journal = Path(settings.journal)
+        if not journal.is_absolute() and self.path is not None:
+            journal = self.path.parent / journal  # relative to the configuration file, not the cwd
+        return GroupConfig(name, members, FileJournal(journal, name), settings.durable_input)
 
     def check_every_sink(self) -> None:
         """Validate every configured sink now, not only the one a command uses: a typo in a sink

@@ -43,6 +43,7 @@ from ._errors import (
     CommitOutcomeUnknown,
     CommitRejected,
     DestinationUnavailable,
+    InputError,
     LostRace,
     first_line,
 )
@@ -433,12 +434,16 @@ class FilePublisher:
         )
 
     def read_published(self, run: Run) -> Any:
-        """The published run read back (``Capabilities.reads_back``), only when its marker says it is
-        published; FileNotFoundError otherwise."""
+        """The published run read back exactly (``Capabilities.reads_back``), only when its marker says
+        it is published (FileNotFoundError otherwise), and only from Parquet: CSV cannot give back
+        every value (a null string and an empty one are the same text, "007" reads as 7), so a
+        CSV run is refused (InputError)."""
         from ._arrow import open_input
 
         if not self.layout.marker(run).exists():
             raise FileNotFoundError(self.layout.marker(run))
+        if self.config.format != "parquet":
+            raise InputError(f"{self.layout.final(run)} is CSV, which does not give back the run's exact values")
         return open_input(self.layout.final(run))
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:

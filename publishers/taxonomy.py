@@ -141,8 +141,28 @@ class LockHolder:
         }
 
 
+class _Verdict:
+    """What every verdict (one sink's, or a group's) says the same way."""
+
+    dataset: str
+    run_date: dt.date
+    state: State
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.dataset}/{self.run_date.isoformat()}"
+
+    @property
+    def exit_code(self) -> int:
+        return self.state.exit_code
+
+    @property
+    def safe_action(self) -> str:
+        return self.state.safe_action
+
+
 @dataclass(frozen=True)
-class Diagnosis:
+class Diagnosis(_Verdict):
     """A verdict on one run, with every piece of evidence it was built from."""
 
     sink: str
@@ -163,17 +183,6 @@ class Diagnosis:
     # The attempt whose commit record the destination holds (None: not published).
     published_by: str | None = None
 
-    @property
-    def run_id(self) -> str:
-        return f"{self.dataset}/{self.run_date.isoformat()}"
-
-    @property
-    def exit_code(self) -> int:
-        return self.state.exit_code
-
-    @property
-    def safe_action(self) -> str:
-        return self.state.safe_action
 
     def to_dict(self) -> dict[str, Any]:
         now = self.diagnosed_at
@@ -384,7 +393,7 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
 
 
 @dataclass(frozen=True)
-class GroupDiagnosis:
+class GroupDiagnosis(_Verdict):
     """A verdict on one run published to a group of sinks: each sink's own diagnosis, what the
     group's journal holds, and the one state of the whole."""
 
@@ -398,17 +407,6 @@ class GroupDiagnosis:
     decision: dict[str, Any] | None = None
     completion: dict[str, Any] | None = None
 
-    @property
-    def run_id(self) -> str:
-        return f"{self.dataset}/{self.run_date.isoformat()}"
-
-    @property
-    def exit_code(self) -> int:
-        return self.state.exit_code
-
-    @property
-    def safe_action(self) -> str:
-        return self.state.safe_action
 
     @property
     def committed(self) -> tuple[str, ...]:

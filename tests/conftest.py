@@ -4,34 +4,22 @@ from pathlib import Path
 
 import pytest
 
-from atomic_publish.pipelines.generate import generate_inputs
-
 # The engine suites' shared fixtures (tests/spark, tests/ray): the input every job reads, credentials;
 # and the shipped contract suite's plugin (atomic_publish.testing), whose inputs are the ones below.
 pytest_plugins = ["atomic_publish.testing", "tests.engines"]
 
 
 @pytest.fixture(scope="session")
-def small_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A deterministic refunds/merchants pair, small enough for fast tests (about 1 MB)."""
-    return generate_inputs(tmp_path_factory.mktemp("inputs"), rows=10_000, merchants=500)
+def small_inputs(contract_inputs: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A deterministic refunds/merchants pair, small enough for fast tests (about 1 MB): the shipped
+    contract suite's (atomic_publish.testing), generated once for every suite."""
+    return contract_inputs
 
 
 @pytest.fixture(scope="session")
-def medium_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def medium_inputs(contract_medium_inputs: tuple[Path, Path]) -> tuple[Path, Path]:
     """Large enough (about 20 MB) that a publish takes long enough to be observed mid-way."""
-    return generate_inputs(tmp_path_factory.mktemp("inputs_medium"), rows=200_000, merchants=2_000)
-
-
-@pytest.fixture(scope="session")
-def contract_inputs(small_inputs: tuple[Path, Path]) -> tuple[Path, Path]:
-    """The contract suite's inputs are this suite's small inputs (generated once)."""
-    return small_inputs
-
-
-@pytest.fixture(scope="session")
-def contract_medium_inputs(medium_inputs: tuple[Path, Path]) -> tuple[Path, Path]:
-    return medium_inputs
+    return contract_medium_inputs
 
 
 # -- services (see tests/services/__init__.py for how each is chosen) ------------------------------

@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from atomic_publish.testing import CliResult, refunds_job
+from atomic_publish.testing import cli_env as cli_env  # re-exported: the tests import it from here
+from atomic_publish.testing import run_cli as _run_cli
+from atomic_publish.testing import start_cli as _start_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def cli_env(config: Path | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATOMIC_PUBLISH_", "PUBLISH_"))}
-    if config is not None:
-        env["ATOMIC_PUBLISH_CONFIG"] = str(config)
-    env.update(extra)
-    return env
+# The real CLI in a subprocess, as the shipped contract suite runs it; here from the repository's
+# root by default (a test that needs another directory says so).
+Result = CliResult
 
 
 def run_cli(
@@ -41,27 +29,11 @@ def run_cli(
     timeout: float = 120,
 ) -> Result:
     """Run ``atomic-publish ARGS`` as a separate process, as an operator or scheduler would."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "atomic_publish", *args],
-        capture_output=True,
-        text=True,
-        env=env if env is not None else cli_env(config),
-        cwd=cwd or REPO,
-        timeout=timeout,
-        check=False,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return _run_cli(*args, config=config, env=env, cwd=cwd or REPO, timeout=timeout)
 
 
 def start_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "atomic_publish", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=cwd or REPO,
-    )
+    return _start_cli(*args, env=env, cwd=cwd or REPO)
 
 
 def tree(root: Path) -> dict[str, tuple[int, int, str]]:
@@ -123,8 +95,7 @@ def race_for_the_lease(leases: list[Any]) -> list[str]:
 
 def refunds_run_args(inputs: tuple[Path, Path], *extra: str, run_date: str = "2026-04-24") -> tuple[str, ...]:
     """``refunds run`` of the refunds pipeline over (refunds, merchants) inputs, plus ``extra`` options."""
-    refunds, merchants = inputs
-    return ("refunds", "run", "--run-date", run_date, "--refunds", str(refunds), "--merchants", str(merchants), *extra)
+    return refunds_job(inputs, *extra, run_date=run_date)
 
 
 def csv_rows(csv_bytes: bytes) -> list[tuple]:  # type: ignore[type-arg]

@@ -206,7 +206,8 @@ class ContractSuite:
 class PartsSuite:
     """The contract of a sink that takes a run in several parts (``Capabilities.max_parts`` is not
     1): 4 parts staged by 4 processes are committed once by a fifth; a driver killed after some parts
-    leaves orphans attributed to its attempt; a part staged twice (a retried task) is published once."""
+    leaves orphans attributed to its attempt; a part staged twice (a retried task, part 0 included) is
+    published once."""
 
     # -- parts --------------------------------------------------------------------------------------
 
@@ -218,12 +219,8 @@ class PartsSuite:
         contract_reference: Reference,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        for name, value in harness.extra_env.items():
-            monkeypatch.setenv(name, value)
-        cfg = harness.make_config(tmp_path)
-        publisher, diagnostic = _sink(cfg)
+        cfg, publisher, diagnostic = _parts_sink(harness, tmp_path, monkeypatch)
         run = Run.new(DATASET, DATE)
-        assert publisher.capabilities.max_parts != 1, f"{harness.name} takes a run in one piece: no PartsSuite"
         with begin_run(publisher, diagnostic, run) as job:
             staged = _workers(harness, cfg, run.attempt, contract_inputs)
             # Nothing is visible while the parts are staged; the run is RUNNING (the driver holds it).
@@ -281,19 +278,17 @@ class PartsSuite:
         contract_reference: Reference,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        for name, value in harness.extra_env.items():
-            monkeypatch.setenv(name, value)
-        cfg = harness.make_config(tmp_path)
-        publisher, diagnostic = _sink(cfg)
-        assert publisher.capabilities.max_parts != 1, f"{harness.name} takes a run in one piece: no PartsSuite"
+        cfg, publisher, diagnostic = _parts_sink(harness, tmp_path, monkeypatch)
         run = Run.new(DATASET, DATE)
         with begin_run(publisher, diagnostic, run) as job:
             staged = _workers(harness, cfg, run.attempt, contract_inputs)
-            # Part 2 again (a retried task), in another process: another token, never the same names.
-            (again,) = _workers(harness, cfg, run.attempt, contract_inputs, parts=[2])
-            assert again.part == 2 and again.token != staged[2].token
-            with pytest.raises(CommitRejected, match="more than once"):
-                check_parts(run, [*staged, again])
+            # Parts 0 and 2 again (retried tasks), in other processes: other tokens, never the same
+            # names, and the first stagings are still whole.
+            again = _workers(harness, cfg, run.attempt, contract_inputs, parts=[0, 2])
+            for second in again:
+                assert second.token != staged[second.part].token
+                with pytest.raises(CommitRejected, match="more than once"):
+                    check_parts(run, [*staged, second])
             job.commit(staged)
         doc = _diagnose(cfg, harness)
         assert doc["state"] == "DONE" and doc["orphans"] == [], doc  # the unused staging was removed
@@ -311,6 +306,16 @@ def _diagnose(cfg: Path, harness: SinkHarness) -> dict[str, Any]:
 def _sink(cfg: Path) -> tuple[Any, Any]:
     definition, options = loaded(cfg).sink()
     return definition.make_publisher(options), definition.make_diagnostic(options)
+
+
+def _parts_sink(harness: SinkHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Any, Any]:
+    """A fresh destination of a sink that takes parts, with the harness's environment in this process."""
+    for name, value in harness.extra_env.items():
+        monkeypatch.setenv(name, value)
+    cfg = harness.make_config(tmp_path)
+    publisher, diagnostic = _sink(cfg)
+    assert publisher.capabilities.max_parts != 1, f"{harness.name} takes a run in one piece: no PartsSuite"
+    return cfg, publisher, diagnostic
 
 
 def _workers(

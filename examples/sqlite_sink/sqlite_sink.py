@@ -187,7 +187,7 @@ class SqlitePublisher:
         finally:
             conn.close()  # an open transaction (an error, a signal) is rolled back: nothing is left
         crash_point("after_stage")
-        location, checksum = f"{self.db.path}#{name}", digest.hexdigest()
+        location, checksum = f"{self.db.path}#{name}", f"sha256:{digest.hexdigest()}"
         return Staged(self.sink_name, run.run_id, run.attempt, location, rows, size, checksum, {}, part, token)
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
@@ -228,7 +228,8 @@ class SqlitePublisher:
         finally:
             conn.close()
         crash_point("after_commit")
-        return Receipt(self.sink_name, run.run_id, run.attempt, f"{self.db.path}#{run.dataset}", rows, 0, checksum, now)
+        size, location = sum(s.bytes for s in staged), f"{self.db.path}#{run.dataset}"
+        return Receipt(self.sink_name, run.run_id, run.attempt, location, rows, size, checksum, now)
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         conn = self.db.connect()
@@ -271,13 +272,20 @@ class SqliteDiagnostic(SinkDiagnostic):
                 return Evidence(where, holder=holder, leftovers=leftovers, absent=f"no {LEDGER} table yet")
             query = sql("SELECT attempt, rows, published_at FROM {} WHERE run_id = ?", LEDGER)
             row = conn.execute(query, (run.run_id,)).fetchone()
+            # Every row of the table came in with a run the ledger accounts for; anything else is UNKNOWN.
+            ledger = sql("SELECT coalesce(sum(rows), 0) FROM {} WHERE substr(run_id, 1, ?) = ?", LEDGER)
+            accounted = conn.execute(ledger, (len(run.dataset) + 1, f"{run.dataset}/")).fetchone()[0]
+            held = _count(conn, run.dataset) if _exists(conn, run.dataset) else 0
         finally:
             conn.close()
         record = None
         if row is not None:
             at, location = dt.datetime.fromisoformat(row[2]), f"{self.db.path}#{LEDGER}/{run.run_id}"
             record = Artifact("ledger-row", location, None, at, row[0], row[1], f"{row[1]} rows in {run.dataset}")
-        return Evidence(where, record=record, holder=holder, leftovers=leftovers)
+        problems = (
+            () if held == accounted else (f"{run.dataset} holds {held} rows; the ledger accounts for {accounted}",)
+        )
+        return Evidence(where, record=record, holder=holder, leftovers=leftovers, problems=problems)
 
     def _staging(self, conn: sqlite3.Connection, table: str, attempt: str) -> Artifact:
         rows, location = _count(conn, table), f"{self.db.path}#{table}"

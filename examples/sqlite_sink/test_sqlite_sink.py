@@ -85,3 +85,19 @@ class TestSqliteSink(ContractSuite, PartsSuite):
     def harness(self) -> SinkHarness:
         assert DATASET == "refunds_settled"
         return HARNESS
+
+
+def test_rows_the_ledger_does_not_account_for_are_unknown(tmp_path):
+    """A row added to the published table by hand: the evidence contradicts the ledger."""
+    from atomic_publish import diagnose, load_config, publish
+
+    config = load_config(_make_config(tmp_path))
+    import pyarrow as pa
+
+    table = pa.table({"refund_id": ["R1", "R2"], "amount": [1, 2]})
+    publish(table, dataset="refunds_settled", run_date="2026-04-24", sink="db", config=config)
+    assert diagnose(dataset="refunds_settled", run_date="2026-04-24", sink="db", config=config).state is State.DONE
+    with sqlite3.connect(tmp_path / "warehouse.db") as conn:
+        conn.execute("INSERT INTO refunds_settled VALUES ('R3', 3)")
+    d = diagnose(dataset="refunds_settled", run_date="2026-04-24", sink="db", config=config)
+    assert d.state is State.UNKNOWN and "the ledger accounts for 2" in d.reason

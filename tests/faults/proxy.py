@@ -290,8 +290,9 @@ RESET_BEFORE_REQUEST = Fault.RESET_BEFORE_REQUEST
 class Stall:
     """Hold client->server bytes from the match on until ``seconds`` pass or ``release()``, whichever first.
 
-    The held bytes are delivered even if the client has gone away meanwhile; then server answers
-    are dropped and the server side is closed ``zombie_linger`` seconds later (or when it closes).
+    The held bytes are delivered even if the client has gone away meanwhile; then the server side
+    is closed as soon as the server answers (the answer is dropped) or closes, at most
+    ``zombie_linger`` seconds later. ``rule.settled`` says the server answered or closed.
     """
 
     seconds: float | None = None
@@ -329,6 +330,10 @@ class Rule:
         self.hits = 0  # matches applied so far (written on the loop thread only)
         self.triggered = threading.Event()  # set at the first match
         self.released = threading.Event()  # set once a stall of this rule wrote its held bytes to the server
+        # set once the held request is settled: the server answered it or closed the connection after
+        # it was delivered, or the server side was gone before it could be (it never will be); a test
+        # waits for this, never for a fixed time
+        self.settled = threading.Event()
 
     @property
     def exhausted(self) -> bool:
@@ -439,6 +444,7 @@ class _Conn:
         self.mode = _Mode.NORMAL
         self.delay = 0.0
         self.stall: _Held | None = None
+        self.released_rule: Rule | None = None  # the rule whose held bytes this connection delivered
         self.client_gone = False
         self.server_gone = False
         self.closed = False
@@ -533,6 +539,7 @@ class _Conn:
             held.timer.cancel()
         if self.closed or self.server_gone:
             self._debug("stall of %r discarded: server side gone", held.rule)
+            held.rule.settled.set()  # the held request can never reach the server now
             return
         self._debug("releasing %d held bytes (client %s)", len(held.data), "gone" if self.client_gone else "here")
         if held.data:
@@ -541,6 +548,7 @@ class _Conn:
         def written() -> None:
             if not self.to_server.failed:
                 held.rule.released.set()
+                self.released_rule = held.rule
             if self.client_gone:  # a zombie request: give the server a moment to take it, then hang up
                 self.loop.call_later(self.proxy.zombie_linger, self.close)
 
@@ -579,6 +587,11 @@ class _Conn:
             self._on_server_data(data)
 
     def _on_server_data(self, data: bytes) -> None:
+        if self.released_rule is not None:
+            self.released_rule.settled.set()
+            if self.client_gone:  # the zombie request's answer, which nobody reads: hang up now
+                self.close()
+                return
         if self.closed:
             return
         if self.mode is _Mode.RESET_AFTER:
@@ -592,6 +605,8 @@ class _Conn:
         self.to_client.send(data, self.delay)
 
     def _server_left(self) -> None:
+        if self.released_rule is not None:
+            self.released_rule.settled.set()
         if self.server_gone or self.closed:
             return
         self.server_gone = True
@@ -599,6 +614,7 @@ class _Conn:
             self._debug("server left while bytes were held: they are discarded")
             if self.stall.timer is not None:
                 self.stall.timer.cancel()
+            self.stall.rule.settled.set()  # the held request can never reach the server now
             self.stall = None
         if self.client_gone:
             self.close()
@@ -616,8 +632,10 @@ class _Conn:
         if self.closed:
             return
         self.closed = True
-        if self.stall is not None and self.stall.timer is not None:
-            self.stall.timer.cancel()
+        if self.stall is not None:
+            if self.stall.timer is not None:
+                self.stall.timer.cancel()
+            self.stall.rule.settled.set()  # closed with the request held: it never reaches the server
         self.stall = None
         self.c_writer.close()
         self.s_writer.close()
@@ -636,7 +654,7 @@ class FaultProxy:
         *,
         listen_port: int = 0,
         name: str = "proxy",
-        zombie_linger: float = 0.5,
+        zombie_linger: float = 30.0,
         connect_timeout: float = 5.0,
     ) -> None:
         self.name = name

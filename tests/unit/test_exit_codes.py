@@ -150,6 +150,7 @@ def code_14(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
 
 def code_15(root, cfg, inputs, tmp_path):  # type: ignore[no-untyped-def]
     """A group of two file sinks, killed between their commits: decided, committed in one."""
+    (tmp_path / "journal").mkdir()
     group_cfg = tmp_path / "group.toml"
     group_cfg.write_text(
         f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\n\n[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\n'

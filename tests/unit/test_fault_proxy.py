@@ -288,9 +288,22 @@ def test_stall_delivers_a_zombie_request_after_the_client_died(proxy: FaultProxy
     proxy.release(rule)
     assert server.got(b"ping\nCOMMIT\n"), "the held request never reached the server"
     assert rule.released.wait(WAIT)
+    assert rule.settled.wait(WAIT), "the server's answer to the zombie request was not noticed"
     assert server.wait(lambda: server.answers == 2)
     assert server.wait(lambda: server.closed == 1), "the zombie's server side was never closed"
     assert proxy.stats.connections_open == 0
+
+
+def test_a_released_request_is_settled_only_once_the_server_answers(proxy: FaultProxy, server: Server) -> None:
+    """``rule.settled`` waits for the server: a test never has to guess how long it takes."""
+    with connect(proxy) as sock:
+        rule = proxy.add_rule(Contains(b"COMMIT"), Stall())
+        sock.sendall(b"COMMIT\n")
+        assert rule.triggered.wait(WAIT)
+        assert not rule.settled.wait(QUIET), "settled before the request was even delivered"
+        proxy.release(rule)
+        assert read_line(sock) == b"ACK COMMIT\n"
+        assert rule.settled.wait(WAIT)
 
 
 def test_delay_applies_both_directions(proxy: FaultProxy, server: Server) -> None:

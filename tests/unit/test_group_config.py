@@ -1,0 +1,56 @@
+"""[groups.NAME] in publish.toml: every problem named with file and line, the journal resolved
+against the configuration file, and a missing journal directory never read as "not decided"."""
+
+from __future__ import annotations
+
+import pytest
+
+from atomic_publish import ConfigError, DestinationUnavailable, Run, load_config
+from atomic_publish.publishers._journal import FileJournal
+
+SINKS = '[sinks.a]\ntype = "file"\nroot = "a"\n\n[sinks.b]\ntype = "file"\nroot = "b"\n'
+
+
+def test_a_group_naming_an_unknown_sink_is_refused_with_its_line(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(SINKS + '\n[groups.g]\nsinks = ["a", "nope"]\njournal = "j"\n')
+    with pytest.raises(ConfigError, match=r"publish.toml:\d+: groups.g.sinks: no sink named 'nope'"):
+        load_config(cfg).check_every_sink()
+
+
+@pytest.mark.parametrize(
+    ("group", "says"),
+    [('sinks = ["a"]\njournal = "j"', "at least 2"), ('sinks = ["a", "a"]\njournal = "j"', r"names \['a'\] twice")],
+)
+def test_a_group_of_fewer_than_two_sinks_or_one_twice_is_refused(tmp_path, group, says):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(SINKS + f"\n[groups.g]\n{group}\n")
+    with pytest.raises(ConfigError, match=says):
+        load_config(cfg).group("g")
+
+
+def test_the_journal_is_relative_to_the_configuration_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "conf" / "publish.toml"
+    cfg.parent.mkdir()
+    cfg.write_text(SINKS + '\n[groups.g]\nsinks = ["a", "b"]\njournal = "journal"\n')
+    monkeypatch.chdir(tmp_path)  # anywhere else
+    assert load_config(cfg).group("g").journal.root == tmp_path / "conf" / "journal"
+
+
+def test_a_missing_journal_directory_is_an_error_not_an_empty_journal(tmp_path):
+    journal = FileJournal(tmp_path / "not-mounted", "g")
+    run = Run.new("d", "2026-04-24")
+    with pytest.raises(DestinationUnavailable, match="does not exist"):
+        journal.read(run, "decision")
+    with pytest.raises(DestinationUnavailable, match="does not exist"):
+        journal.record(run, "decision", {"attempt": run.attempt})
+    assert not (tmp_path / "not-mounted").exists()
+
+
+def test_a_record_is_written_once(tmp_path):
+    journal = FileJournal(tmp_path, "g")
+    run = Run.new("d", "2026-04-24")
+    assert journal.record(run, "decision", {"attempt": "first"})
+    assert not journal.record(run, "decision", {"attempt": "second"})
+    assert journal.read(run, "decision") == {"attempt": "first"}
+    assert sorted(p.name for p in journal.path(run, "decision").parent.iterdir()) == ["2026-04-24.decision.json"]
