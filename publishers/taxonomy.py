@@ -183,7 +183,6 @@ class Diagnosis(_Verdict):
     # The attempt whose commit record the destination holds (None: not published).
     published_by: str | None = None
 
-
     def to_dict(self) -> dict[str, Any]:
         now = self.diagnosed_at
         return {
@@ -406,7 +405,6 @@ class GroupDiagnosis(_Verdict):
     order: tuple[str, ...]
     decision: dict[str, Any] | None = None
     completion: dict[str, Any] | None = None
-
 
     @property
     def committed(self) -> tuple[str, ...]:
