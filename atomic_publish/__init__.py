@@ -18,10 +18,12 @@ if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` ne
     from ._groups import (
         GroupRecovery,
         GroupResult,
+        GroupSweepReport,
         diagnose_group,
         publish_group,
         recover_group,
         refuse_if_rolling_forward,
+        sweep_group,
     )
     from .diagnostics.recovery import RecoveryOutcome, RecoveryPlan, SweepReport
     from .publishers._arrow import InputFiles, open_input, open_inputs
@@ -74,6 +76,7 @@ __all__ = [
     "GroupDiagnosis",
     "GroupRecovery",
     "GroupResult",
+    "GroupSweepReport",
     "InputError",
     "InputFiles",
     "LoadedConfig",
@@ -114,6 +117,7 @@ __all__ = [
     "refuse_if_rolling_forward",
     "stage_part",
     "sweep",
+    "sweep_group",
 ]
 __getattr__ = exports(__name__, __all__)
 

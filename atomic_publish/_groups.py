@@ -248,6 +248,73 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
         return GroupRecovery(before, steps, _diagnose(cfg, run))
 
 
+@dataclass
+class GroupSweepReport:
+    """What ``sweep_group`` found (and removed): each run date of the dataset with leftovers in any
+    sink of the group, its group state, and what was cleaned in which sink."""
+
+    group: str
+    dataset: str
+    older_than: dt.timedelta
+    applied: bool
+    runs: list[tuple[GroupDiagnosis, list[Any], str]] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(r.bytes_freed for _, reports, _ in self.runs for r in reports)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "dataset": self.dataset,
+            "older_than_seconds": self.older_than.total_seconds(),
+            "applied": self.applied,
+            "bytes_freed": self.bytes_freed,
+            "runs": [
+                {"diagnosis": d.to_dict(), "reports": [r.to_dict() for r in reports], "note": note}
+                for d, reports, note in self.runs
+            ],
+        }
+
+
+def sweep_group(
+    *, dataset: str, older_than: dt.timedelta, group: str, config: Any = None, apply: bool = False
+) -> GroupSweepReport:
+    """The daily orphan-cleaner for a group: every run date of ``dataset`` with leftovers in any of
+    its sinks. Only runs whose group state is ORPHANED (not decided: rolled back) or
+    PUBLISHED_WITH_ORPHANS (complete: other attempts' leftovers) are cleaned, under the group's lock,
+    each sink's orphans older than ``older_than``; a decided run that is not complete is never
+    touched (its staging is what the roll-forward commits), nor a RUNNING or UNKNOWN one."""
+    cfg = resolve_config(config).group(group)
+    report = GroupSweepReport(group, dataset, older_than, apply)
+    dates: set[dt.date] = set()
+    for _, definition, options in cfg.members:
+        dates.update(definition.make_diagnostic(options).runs_with_leftovers(dataset))
+    for run_date in sorted(dates):
+        run = Run.new(dataset, run_date)
+        d = _diagnose(cfg, run)
+        if d.state not in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
+            report.runs.append((d, [], f"left alone: {d.state.value}"))
+            continue
+        if not apply:
+            found = sum(len(d.sinks[n].orphans) for n in d.order)
+            report.runs.append((d, [], f"would clean the orphans ({found}) older than {older_than}"))
+            continue
+        with cfg.journal.lock(run):
+            d = _diagnose(cfg, run)  # again, under the lock
+            if d.state not in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
+                report.runs.append((d, [], f"left alone: {d.state.value}"))
+                continue
+            members = {name: (definition, options) for name, definition, options in cfg.members}
+            cleaned = [
+                members[name][0].make_diagnostic(members[name][1]).clean(d.sinks[name], older_than=older_than)
+                for name in d.order
+                if d.sinks[name].orphans
+            ]
+        report.runs.append((d, cleaned, f"removed {sum(len(c.removed) for c in cleaned)} orphan(s)"))
+    return report
+
+
 def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
     if d.state is State.ROLL_FORWARD:
         attempt = (d.decision or {}).get("attempt")

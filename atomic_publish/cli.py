@@ -635,15 +635,41 @@ def _recover_group(
     return (outcome.after or outcome.before).exit_code
 
 
+def _sweep_group(
+    config_path: str | None, sink: str | None, group: str, dataset: str, age: dt.timedelta, apply_: bool, as_json: bool
+) -> int:
+    from . import sweep_group
+
+    _only_one(sink, group)
+    report = sweep_group(dataset=dataset, older_than=age, group=group, config=load_config(config_path), apply=apply_)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        if not report.runs:
+            click.echo(f"no leftovers for {dataset} in group {group}")
+        for d, _, note in report.runs:
+            click.echo(f"{d.run_id:40} {d.state.value:24} {note}")
+        if apply_:
+            click.echo(f"freed {_human_size(report.bytes_freed)}")
+    return 0
+
+
 @cli.command()
 @config_option
 @sink_option
+@group_option
 @click.option("--dataset", required=True, callback=lambda c, p, v: _dataset(v), help="Dataset name.")
 @click.option("--older-than", required=True, help="Only orphans of attempts older than this (90s, 30m, 24h, 2d).")
 @click.option("--apply", "apply_", is_flag=True, help="Remove them (default: list only).")
 @json_option
 def sweep(
-    config_path: str | None, sink: str | None, dataset: str, older_than: str, apply_: bool, as_json: bool
+    config_path: str | None,
+    sink: str | None,
+    group: str | None,
+    dataset: str,
+    older_than: str,
+    apply_: bool,
+    as_json: bool,
 ) -> NoReturn:
     """The daily orphan-cleaner: every run date of DATASET, orphans older than --older-than."""
     age = parse_duration(older_than)
@@ -651,6 +677,8 @@ def sweep(
     def action() -> int:
         from . import sweep as sweep_runs
 
+        if group is not None:
+            return _sweep_group(config_path, sink, group, dataset, age, apply_, as_json)
         report = sweep_runs(dataset=dataset, older_than=age, sink=sink, config=load_config(config_path), apply=apply_)
         if as_json:
             _emit_json(report.to_dict())

@@ -54,3 +54,32 @@ def test_a_record_is_written_once(tmp_path):
     assert not journal.record(run, "decision", {"attempt": "second"})
     assert journal.read(run, "decision") == {"attempt": "first"}
     assert sorted(p.name for p in journal.path(run, "decision").parent.iterdir()) == ["2026-04-24.decision.json"]
+
+
+def test_sweep_cleans_what_a_group_rolls_back_and_never_what_it_rolls_forward(tmp_path, small_inputs):
+    """A group of two file sinks: day 1 killed before the decision (rolled back: its orphans are the
+    sweep's), day 2 killed after it (its staging is what recover --group commits: left alone, by
+    the group's sweep and by each sink's own)."""
+    from tests.helpers import cli_env, run_cli
+
+    (tmp_path / "journal").mkdir()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(SINKS + 'format = "parquet"\n\n[groups.g]\nsinks = ["a", "b"]\njournal = "journal"\n')
+    for day, point in (("2026-04-24", "group_staged"), ("2026-04-25", "group_decided")):
+        args = ("publish", "--group", "g", "--dataset", "d", "--run-date", day, str(small_inputs[0]))
+        assert run_cli(*args, env=cli_env(cfg, PUBLISH_CRASH_AT=point), cwd=tmp_path).code == -9
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        return run_cli(*args, config=cfg, cwd=tmp_path)
+
+    sweep = ("sweep", "--dataset", "d", "--older-than", "0s", "--apply", "--json")
+    doc = cli(*sweep, "--group", "g").json()
+    states = {r["diagnosis"]["run_date"]: (r["diagnosis"]["state"], r["note"]) for r in doc["runs"]}
+    assert states["2026-04-24"][0] == "ORPHANED" and states["2026-04-24"][1].startswith("removed")
+    assert states["2026-04-25"] == ("ROLL_FORWARD", "left alone: ROLL_FORWARD")
+    for alone in ("a", "b"):
+        notes = [r["note"] for r in cli(*sweep, "--sink", alone).json()["runs"]]
+        assert len(notes) == 1 and notes[0].startswith("left alone: sink"), notes
+    day = ("--group", "g", "--dataset", "d", "--run-date")
+    assert cli("diagnose", *day, "2026-04-24", "--json").json()["state"] == "NOTHING_IN_FLIGHT"
+    assert cli("recover", *day, "2026-04-25", "--apply").code == 0  # rolled forward: nothing was lost
