@@ -115,7 +115,7 @@ def _diagnose(group: GroupConfig, run: Run) -> GroupDiagnosis:
                 reason=f"the decision names sink(s) {', '.join(dropped)}, which the configuration no longer has",
             )
     sinks = {name: configured[name][0].make_diagnostic(configured[name][1]).diagnose(run) for name in order}
-    return decide_group(group.name, run, sinks, order, decision, completion)
+    return decide_group(group.name, run, sinks, order, decision, completion, group.journal.holder(run))
 
 
 def _stuck(before: GroupDiagnosis, reason: str) -> RecoveryNeeded:

@@ -439,11 +439,13 @@ def decide_group(
     order: Iterable[str],
     decision: dict[str, Any] | None,
     completion: dict[str, Any] | None,
+    holder: LockHolder | None = None,
 ) -> GroupDiagnosis:
     """The one verdict on a run published to a group of sinks, from each sink's diagnosis and the
     group's journal (the decision to commit, and the mark that every sink is committed). Rules:
 
-    1. a sink whose state is UNKNOWN makes the group UNKNOWN;
+    1. a sink whose state is UNKNOWN makes the group UNKNOWN; a live holder of the group's own lock
+       (a group publish or recover under way, not the asking attempt) makes an incomplete run RUNNING;
     2. without a decision nothing may be published: a live attempt is RUNNING; a sink that holds the
        run published (by a publish outside the group) is UNKNOWN; orphaned staging is ORPHANED (the
        run rolls back: each sink's orphans are cleaned, then a re-run); else NOTHING_IN_FLIGHT;
@@ -465,6 +467,11 @@ def decide_group(
     unknown = named([State.UNKNOWN])
     if unknown:
         return verdict(State.UNKNOWN, "; ".join(f"{n}: {sinks[n].reason}" for n in unknown))
+    if holder is not None and holder.attempt != run.attempt and completion is None:
+        return verdict(
+            State.RUNNING,
+            f"attempt {holder.attempt} (pid {holder.pid} on {holder.host}) holds the group's run ({holder.location})",
+        )
     if decision is None:
         if completion is not None:
             return verdict(State.UNKNOWN, "the journal marks the run complete but holds no decision to commit it")

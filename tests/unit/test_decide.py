@@ -145,6 +145,21 @@ GROUP = [
 ]
 
 
+def test_a_live_group_publish_is_running_until_complete():
+    """Between a publish's last commit and its completion mark, diagnose says RUNNING, not ROLL_FORWARD."""
+    named = {
+        "s0": dataclasses.replace(sink(State.DONE, A), sink="s0"),
+        "s1": dataclasses.replace(sink(State.DONE, A), sink="s1"),
+    }
+    live = holder(A)
+    assert decide_group("g", RUN, named, list(named), DECIDED, None, live).state is State.RUNNING
+    assert decide_group("g", RUN, named, list(named), DECIDED, COMPLETE, live).state is State.DONE
+    assert (
+        decide_group("g", Run(RUN.dataset, RUN.run_date, A), named, list(named), DECIDED, None, live).state
+        is State.ROLL_FORWARD
+    )
+
+
 @pytest.mark.parametrize(("why", "sinks", "decision", "completion", "state"), GROUP, ids=[g[0] for g in GROUP])
 def test_decide_group(why, sinks, decision, completion, state):
     named = {f"s{i}": dataclasses.replace(d, sink=f"s{i}") for i, d in enumerate(sinks)}
