@@ -96,26 +96,21 @@ def diagnose_group(*, dataset: str, run_date: Any, group: str, config: Any = Non
 
 def _diagnose(group: GroupConfig, run: Run) -> GroupDiagnosis:
     configured = {name: (definition, options) for name, definition, options in group.members}
-    order = [name for name, _, _ in group.members]
+    order, decision, completion, problem = list(configured), None, None, None
     try:
         decision, completion = group.journal.read(run, "decision"), group.journal.read(run, "complete")
     except DestinationUnavailable as exc:
-        sinks = {name: d.make_diagnostic(o).diagnose(run) for name, (d, o) in configured.items()}
-        unreadable = decide_group(group.name, run, sinks, order, None, None)
-        return dataclasses.replace(unreadable, state=State.UNKNOWN, reason=f"the group's journal cannot be read: {exc}")
-    if decision is not None:
-        order = list(decision.get("order") or order)  # a decided run is judged by what was decided
-        dropped = [name for name in order if name not in configured]
+        problem = f"the group's journal cannot be read: {exc}"
+    if decision is not None:  # a decided run is judged by what was decided
+        decided = list(decision.get("order") or order)
+        dropped = [name for name in decided if name not in configured]
         if dropped:
-            sinks = {name: d.make_diagnostic(o).diagnose(run) for name, (d, o) in configured.items()}
-            judged = decide_group(group.name, run, sinks, list(configured), decision, completion)
-            return dataclasses.replace(
-                judged,
-                state=State.UNKNOWN,
-                reason=f"the decision names sink(s) {', '.join(dropped)}, which the configuration no longer has",
-            )
+            problem = f"the decision names sink(s) {', '.join(dropped)}, which the configuration no longer has"
+        else:
+            order = decided
     sinks = {name: configured[name][0].make_diagnostic(configured[name][1]).diagnose(run) for name in order}
-    return decide_group(group.name, run, sinks, order, decision, completion, group.journal.holder(run))
+    judged = decide_group(group.name, run, sinks, order, decision, completion, group.journal.holder(run))
+    return judged if problem is None else dataclasses.replace(judged, state=State.UNKNOWN, reason=problem)
 
 
 def _stuck(before: GroupDiagnosis, reason: str) -> RecoveryNeeded:

@@ -642,11 +642,15 @@ def _sweep_group(
 
     _only_one(sink, group)
     report = sweep_group(dataset=dataset, older_than=age, group=group, config=load_config(config_path), apply=apply_)
+    return _report_sweep(report, f"{dataset} in group {group}", apply_, as_json)
+
+
+def _report_sweep(report: Any, what: str, apply_: bool, as_json: bool) -> int:
     if as_json:
         _emit_json(report.to_dict())
     else:
         if not report.runs:
-            click.echo(f"no leftovers for {dataset} in group {group}")
+            click.echo(f"no leftovers for {what}")
         for d, _, note in report.runs:
             click.echo(f"{d.run_id:40} {d.state.value:24} {note}")
         if apply_:
@@ -680,16 +684,7 @@ def sweep(
         if group is not None:
             return _sweep_group(config_path, sink, group, dataset, age, apply_, as_json)
         report = sweep_runs(dataset=dataset, older_than=age, sink=sink, config=load_config(config_path), apply=apply_)
-        if as_json:
-            _emit_json(report.to_dict())
-        else:
-            if not report.runs:
-                click.echo(f"no leftovers for {dataset}")
-            for d, _, note in report.runs:
-                click.echo(f"{d.run_id:40} {d.state.value:24} {note}")
-            if apply_:
-                click.echo(f"freed {_human_size(report.bytes_freed)}")
-        return 0
+        return _report_sweep(report, dataset, apply_, as_json)
 
     run_guarded(action)
 

@@ -118,10 +118,7 @@ def rolling_forward(config: Any, sink: str | None, run: Run) -> str | None:
     for group, settings in config.settings.groups.items():
         if name not in settings.sinks:
             continue
-        root = Path(settings.journal)
-        if not root.is_absolute() and config.path is not None:
-            root = config.path.parent / root
-        journal = FileJournal(root, group)
+        journal = config.journal(group)
         if journal.holder(run) is not None:
             return f"sink {name} belongs to group {group}, whose run {run.run_id} is being published or recovered"
         if journal.read(run, "decision") and not journal.read(run, "complete"):

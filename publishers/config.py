@@ -129,8 +129,6 @@ class LoadedConfig:
     def group(self, name: str) -> GroupConfig:
         """Resolve group ``name`` to its sinks (definitions and validated options, in commit order)
         and its journal."""
-        from ._journal import FileJournal
-
         settings = self.settings.groups.get(name)
         if settings is None:
             where = str(self.path) if self.path else "the configuration (no publish.toml found)"
@@ -140,10 +138,16 @@ class LoadedConfig:
         if twice:
             raise ConfigError(f"{self._source_of(('groups', name, 'sinks'))}: groups.{name}.sinks names {twice} twice")
         members = tuple((sink, *self.sink(sink)) for sink in settings.sinks)
-        journal = Path(settings.journal)
-        if not journal.is_absolute() and self.path is not None:
-            journal = self.path.parent / journal  # relative to the configuration file, not the cwd
-        return GroupConfig(name, members, FileJournal(journal, name), settings.durable_input)
+        return GroupConfig(name, members, self.journal(name), settings.durable_input)
+
+    def journal(self, group: str) -> Any:
+        """Group ``group``'s journal (a FileJournal), its directory relative to this file, not the cwd."""
+        from ._journal import FileJournal
+
+        root = Path(self.settings.groups[group].journal)
+        if not root.is_absolute() and self.path is not None:
+            root = self.path.parent / root
+        return FileJournal(root, group)
 
     def check_every_sink(self) -> None:
         """Validate every configured sink now, not only the one a command uses: a typo in a sink
