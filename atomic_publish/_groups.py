@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,7 @@ def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
     if d.state is State.ROLL_FORWARD:
         attempt = (d.decision or {}).get("attempt")
         readers = [n for n, definition, _ in cfg.members if definition.capabilities.reads_back]
+        durable = bool((d.decision or {}).get("inputs"))
         steps = []
         for name, definition, _ in cfg.members:
             if name in d.committed:
@@ -321,7 +323,13 @@ def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
             if definition.capabilities.staging_outlives_process:
                 steps.append(f"commit {name} as attempt {attempt} from its retained staging")
             else:
-                source = f"the run in {readers[0]}" if readers else "the durable input files"
+                source = (
+                    " or ".join(
+                        [f"the run in {r}" for r in readers if r != name]
+                        + (["the durable input files"] if durable else [])
+                    )
+                    or "nowhere (no sink of the group reads its run back; the input is not durable)"
+                )
                 steps.append(
                     f"stage {name} again from {source} (its staging does not outlive its process), then commit it "
                     f"as attempt {attempt}"
@@ -383,40 +391,46 @@ def _restage(
     decision: dict[str, Any],
     was: list[Staged],
 ) -> Staged:
-    """Stage ``name`` again from the run's data: a committed sink of the group that reads its run
-    back exactly (a Parquet file sink), or the input files when the group declares them durable
-    (unchanged since the decision). The new staging must have the decided one's checksum."""
+    """Stage ``name`` again from the run's data: each committed sink of the group that reads its run
+    back exactly (a Parquet file or S3 sink, an Iceberg table), in the group's order, then the input
+    files when the group declares them durable (unchanged since the decision). The first source whose
+    new staging has the decided staging's checksum is used; a staging that differs is discarded."""
     import pyarrow as pa
 
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(decision["schema"])))
-    tried: list[str] = []
-    for other, definition, options in cfg.members:
-        reader = definition.make_publisher(options) if definition.capabilities.reads_back else None
-        if other == name or other not in committed or not isinstance(reader, ReadsBack):
-            continue
-        try:
-            records, where = reader.read_published(run), f"the run published in {other}"
-            break
-        except (FileNotFoundError, AtomicPublishError) as exc:
-            tried.append(f"{other}: {exc}")
-    else:
-        if not decision.get("inputs"):
-            raise _stuck(
-                before,
-                f"group {cfg.name}: {name} must be staged again, and no committed sink of the group reads the run "
-                f"back exactly ({'; '.join(tried) or 'none can'}), and the input is not durable (durable_input)",
-            )
-        records, where = _Replayable.from_record(before, decision["inputs"]).reader(), "the run's input files"
-    staged: Staged = publisher.stage(run, conform(records, schema))
     expected = [s.checksum for s in was]
-    if [staged.checksum] != expected:
+    tried: list[str] = []
+
+    def sources() -> Iterator[tuple[str, Any]]:
+        for other, definition, options in cfg.members:
+            reader = definition.make_publisher(options) if definition.capabilities.reads_back else None
+            if other == name or other not in committed or not isinstance(reader, ReadsBack):
+                continue
+            try:
+                yield f"the run published in {other}", reader.read_published(run)
+            except (FileNotFoundError, AtomicPublishError) as exc:
+                tried.append(f"{other}: {exc}")
+        if decision.get("inputs"):
+            yield "the run's input files", _Replayable.from_record(before, decision["inputs"]).reader()
+
+    for where, records in sources():
+        try:
+            staged: Staged = publisher.stage(run, conform(records, schema))
+        except AtomicPublishError as exc:  # the source does not fit (stage removed what it wrote)
+            tried.append(f"{where}: {exc}")
+            continue
+        if [staged.checksum] == expected:
+            log.info("group %s: %s staged again from %s", cfg.name, name, where)
+            return staged
         publisher.discard(run, [staged])
-        raise _stuck(
-            before,
-            f"{name}: staged again from {where}, it is not what was decided (checksum {staged.checksum}, "
-            f"decided {', '.join(expected)}); nothing committed",
-        )
-    return staged
+        tried.append(f"{where}: checksum {staged.checksum}, decided {', '.join(expected)}")
+    raise _stuck(
+        before,
+        f"group {cfg.name}: {name} must be staged again, and no committed sink of the group gave back the decided "
+        f"data ({'; '.join(tried) or 'none reads its run back'})"
+        + ("" if decision.get("inputs") else ", and the input is not durable (durable_input)")
+        + "; nothing committed",
+    )
 
 
 def _complete(cfg: GroupConfig, run: Run, committed: list[str]) -> None:

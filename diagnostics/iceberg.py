@@ -29,6 +29,7 @@ from atomic_publish.publishers.layouts.iceberg import (
     IcebergLayout,
     IcebergSinkConfig,
     _bounded,
+    added_files,
     attempt_uuid,
     published_snapshot,
     run_lease,
@@ -91,7 +92,7 @@ class IcebergDiagnostic(SinkDiagnostic):
         publisher = snapshot.summary.additional_properties.get(SUMMARY_ATTEMPT)
         problems: list[str] = []
         try:
-            added = self._added_files(table, snapshot)
+            added = added_files(table, snapshot)
         except (FileNotFoundError, OSError) as exc:
             added = {}
             problems.append(
@@ -186,20 +187,6 @@ class IcebergDiagnostic(SinkDiagnostic):
             )
         return found
 
-    def _added_files(self, table: Any, snapshot: Any) -> dict[str, tuple[int, int]]:
-        """Data files the snapshot added (path -> (size, rows)), from its own manifests only."""
-        added: dict[str, tuple[int, int]] = {}
-        for manifest in snapshot.manifests(table.io):
-            if manifest.added_snapshot_id != snapshot.snapshot_id:
-                continue
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-                if entry.snapshot_id == snapshot.snapshot_id:
-                    added[entry.data_file.file_path] = (
-                        entry.data_file.file_size_in_bytes,
-                        entry.data_file.record_count,
-                    )
-        return added
-
     def _exists(self, location: str) -> bool:
         from pyarrow import fs as pafs
 
@@ -243,7 +230,7 @@ class IcebergDiagnostic(SinkDiagnostic):
 
         table = self.layout.load(diagnosis.dataset)
         published = published_snapshot(table, diagnosis.run_id) if table is not None else None
-        if published is not None and artifact.location in self._added_files(table, published):
+        if published is not None and artifact.location in added_files(table, published):
             return "referenced by the published snapshot"
         filesystem, path = self.layout.filesystem(artifact.location)
         info = filesystem.get_file_info(path)

@@ -52,6 +52,7 @@ from .layouts.iceberg import (
     IcebergSinkConfig,
     _bounded,
     _promotion,
+    added_files,
     attempt_uuid,
     log,
     normalize_schema,
@@ -359,6 +360,33 @@ class IcebergPublisher:
             for path in files:
                 append.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
         return tx
+
+    def read_published(self, run: Run) -> pa.RecordBatchReader:
+        """The published run read back exactly (``Capabilities.reads_back``): the data files its
+        snapshot added, in the order the commit listed them (by name: part, then file), one file at a
+        time. FileNotFoundError when the history holds no snapshot of ``run.attempt``."""
+        table = self.layout.load(run.dataset, create=False)
+        snapshot = None if table is None else published_snapshot(table, run.run_id)
+        if (
+            table is None
+            or snapshot is None
+            or snapshot.summary.additional_properties.get(SUMMARY_ATTEMPT) != run.attempt
+        ):
+            raise FileNotFoundError(
+                f"{self.layout.describe(run.dataset)} holds no snapshot of {run.run_id} by attempt {run.attempt}"
+            )
+        paths = sorted(added_files(table, snapshot))
+        fs, first = self.layout.filesystem(paths[0])
+        schema = pq.read_schema(first, filesystem=fs)
+
+        def batches() -> Any:
+            for path in paths:
+                filesystem, inside = self.layout.filesystem(path)
+                with filesystem.open_input_file(inside) as source:
+                    for batch in pq.ParquetFile(source).iter_batches():
+                        yield batch if batch.schema == schema else batch.cast(schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         table = self.layout.load(run.dataset)

@@ -377,6 +377,52 @@ class S3Publisher:
             details={"objects": len(objects)},
         )
 
+    def read_published(self, run: Run) -> pa.RecordBatchReader:
+        """The published run read back exactly (``Capabilities.reads_back``): the objects its manifest
+        lists, in order, each checked against its sha256 as it is read. FileNotFoundError when the
+        commit point holds no manifest of ``run.attempt``; only Parquet: a CSV run is refused
+        (InputError), as CSV cannot give back every value (a null string and an empty one)."""
+        import tempfile
+
+        s3, bucket = client(self.config), self.config.bucket
+        key = self.layout.manifest(run.dataset, run.run_date)
+        doc, _ = read_commit_point(s3, bucket, key)
+        if doc is None or is_fence(doc) or doc.get("attempt") != run.attempt:
+            raise FileNotFoundError(f"{self.layout.uri(key)} holds no manifest of attempt {run.attempt}")
+        if doc.get("format") != "parquet":
+            raise InputError(f"{self.layout.uri(key)} publishes CSV, which does not give back the run's exact values")
+
+        def opened(obj: dict[str, Any]) -> Any:
+            """The object downloaded into an anonymous temporary file (never whole in memory), hashed."""
+            spool, digest = tempfile.TemporaryFile(), hashlib.sha256()  # noqa: SIM115 (closed by its reader)
+            try:
+                body = s3.get_object(Bucket=bucket, Key=obj["key"])["Body"]
+                for chunk in iter(lambda: body.read(1 << 20), b""):
+                    digest.update(chunk)
+                    spool.write(chunk)
+                if digest.hexdigest() != obj["sha256"]:
+                    raise InputError(f"{self.layout.uri(obj['key'])} does not match the sha256 its manifest records")
+            except BaseException:
+                spool.close()
+                raise
+            spool.seek(0)
+            return spool
+
+        objects = list(doc["objects"])
+        first = opened(objects[0])
+        schema = pq.ParquetFile(first).schema_arrow
+
+        def batches() -> Any:
+            for index, obj in enumerate(objects):
+                spool = first if index == 0 else opened(obj)
+                try:
+                    for batch in pq.ParquetFile(spool).iter_batches():
+                        yield batch if batch.schema == schema else batch.cast(schema)
+                finally:
+                    spool.close()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         s3 = client(self.config)
         bucket = self.config.bucket

@@ -441,6 +441,18 @@ def published_snapshot(table: Any, run_id: str) -> Any | None:
     return None
 
 
+def added_files(table: Any, snapshot: Any) -> dict[str, tuple[int, int]]:
+    """Data files the snapshot added (path -> (size, rows)), from its own manifests only."""
+    added: dict[str, tuple[int, int]] = {}
+    for manifest in snapshot.manifests(table.io):
+        if manifest.added_snapshot_id != snapshot.snapshot_id:
+            continue
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            if entry.snapshot_id == snapshot.snapshot_id:
+                added[entry.data_file.file_path] = (entry.data_file.file_size_in_bytes, entry.data_file.record_count)
+    return added
+
+
 def run_lease(layout: IcebergLayout, run: Run) -> Lease:
     """The run's lease, a JSON file beside the warehouse (see publishers._lease)."""
     location = layout.lease_path(run.dataset, run.run_date)
@@ -489,4 +501,4 @@ def _bounded(call: Any, seconds: float) -> Any:
         raise TimeoutError(f"no answer within {seconds:g} s") from None
 
 
-CAPABILITIES = Capabilities(max_parts=None)
+CAPABILITIES = Capabilities(max_parts=None, reads_back=True)

@@ -360,4 +360,4 @@ def _is_client_failure(exc: Exception) -> bool:
     return isinstance(exc, BotoCoreError | ClientError)
 
 
-CAPABILITIES = Capabilities(max_parts=None, stages_files=True)
+CAPABILITIES = Capabilities(max_parts=None, stages_files=True, reads_back=True)

@@ -30,8 +30,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GROUPS = {
     "warehouse-events": (("file", "postgres", "kafka"), True),
     "lake": (("s3", "iceberg"), False),
-    # Kafka staged again from the run a Parquet file sink published (its input not durable).
+    # Kafka staged again from the run a Parquet file sink, a Parquet S3 sink or an Iceberg table
+    # published (the input not durable).
     "files-events": (("file-parquet", "kafka"), False),
+    "s3-events": (("s3-parquet", "kafka"), False),
+    "iceberg-events": (("iceberg", "kafka"), False),
 }
 BEFORE_DECISION = ("group_staged",)
 AFTER_DECISION = ("group_decided", "group_committed_1", "group_before_complete")
@@ -107,9 +110,21 @@ def _parquet_file() -> SinkHarness:
     return dataclasses.replace(FILE, name="file-parquet", make_config=make_config, gated_read=gated)
 
 
+def _parquet_s3(request: Any) -> SinkHarness:
+    harness = s3_harness(request.getfixturevalue("s3_service"))
+
+    def make_config(base: Path) -> Path:
+        cfg = harness.make_config(base)
+        cfg.write_text(cfg.read_text() + 'format = "parquet"\n')
+        return cfg
+
+    return dataclasses.replace(harness, name="s3-parquet", make_config=make_config)
+
+
 _FACTORIES = {
     "file": lambda request: FILE,
     "file-parquet": lambda request: _parquet_file(),
+    "s3-parquet": _parquet_s3,
     "postgres": lambda request: postgres_harness(request.getfixturevalue("postgres_service")),
     "kafka": lambda request: kafka_harness(request.getfixturevalue("kafka_service")),
     "s3": lambda request: s3_harness(request.getfixturevalue("s3_service")),
@@ -148,12 +163,14 @@ def clean(tmp_path_factory, request, data) -> dict[str, dict[str, bytes | None]]
     return found
 
 
-# Every step of every group, except the Parquet-file group (there for Kafka's read-back): the
-# steps after which Kafka is not committed yet.
+# Every step of every group, except the read-back groups (there for Kafka staged again from a
+# Parquet file, a Parquet S3 run or an Iceberg snapshot): the steps after which Kafka is not committed yet.
 CRASHES = [
     *[("warehouse-events", p) for p in ("after_lock", *BEFORE_DECISION, *AFTER_DECISION, "group_committed_2")],
     *[("lake", p) for p in ("after_lock", *BEFORE_DECISION, *AFTER_DECISION)],
     *[("files-events", p) for p in ("group_decided", "group_committed_1")],
+    ("s3-events", "group_committed_1"),
+    ("iceberg-events", "group_committed_1"),
 ]
 
 
@@ -237,7 +254,7 @@ def test_kafka_is_never_rolled_forward_from_a_csv_file(request, tmp_path, data):
     group = Group("csv-events", [FILE, _FACTORIES["kafka"](request)], tmp_path / "g")
     assert group.publish(data, PUBLISH_CRASH_AT="group_decided").code == -9
     stuck = group.recover()
-    assert stuck.code == 14 and "reads the run back exactly" in stuck.stderr, stuck.stderr
+    assert stuck.code == 14 and "gave back the decided data" in stuck.stderr and "CSV" in stuck.stderr, stuck.stderr
     doc = group.diagnose()
     assert doc["state"] == "ROLL_FORWARD" and doc["committed"] == ["out"], doc["reason"]
     assert group.contents()["kafka"] is None
