@@ -59,7 +59,14 @@ class GroupSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     sinks: list[str] = Field(min_length=2, description="the sinks, in the order they are committed")
-    journal: str = Field(min_length=1, description="a directory where the group's decisions are recorded")
+    journal: str | None = Field(
+        default=None, min_length=1, description="a directory where the group's decisions are recorded"
+    )
+    journal_sink: str | None = Field(
+        default=None,
+        min_length=1,
+        description="or: an S3 sink whose bucket holds the group's journal (under <prefix>/_journal/)",
+    )
     durable_input: bool = Field(
         default=False,
         description="the input files stay where they are until the run is complete: a roll-forward may re-read them",
@@ -70,7 +77,7 @@ class GroupSettings(BaseModel):
 class GroupConfig:
     name: str
     members: tuple[tuple[str, SinkDefinition, Any], ...]  # (sink name, definition, options), in commit order
-    journal: Any  # a FileJournal
+    journal: Any  # a FileJournal or an S3Journal: read, record, lock, holder, describe
     durable_input: bool = False
 
 
@@ -141,10 +148,27 @@ class LoadedConfig:
         return GroupConfig(name, members, self.journal(name), settings.durable_input)
 
     def journal(self, group: str) -> Any:
-        """Group ``group``'s journal (a FileJournal), its directory relative to this file, not the cwd."""
+        """Group ``group``'s journal: a FileJournal (its directory relative to this file, not the cwd)
+        or, with ``journal_sink``, an S3Journal in that S3 sink's bucket. Exactly one is named."""
         from ._journal import FileJournal
 
-        root = Path(self.settings.groups[group].journal)
+        settings = self.settings.groups[group]
+        if (settings.journal is None) == (settings.journal_sink is None):
+            raise ConfigError(
+                f"{self._source_of(('groups', group))}: groups.{group}: name the journal once: journal = "
+                f"<a directory> or journal_sink = <an S3 sink>"
+            )
+        if settings.journal_sink is not None:
+            definition, options = self.sink(settings.journal_sink)
+            if definition.name != "s3":
+                raise ConfigError(
+                    f"{self._source_of(('groups', group, 'journal_sink'))}: groups.{group}.journal_sink = "
+                    f"{settings.journal_sink!r} is a {definition.name} sink; a journal needs an S3 sink"
+                )
+            from .layouts.s3 import S3Journal
+
+            return S3Journal(options, group)
+        root = Path(str(settings.journal))
         if not root.is_absolute() and self.path is not None:
             root = self.path.parent / root
         return FileJournal(root, group)
@@ -178,6 +202,10 @@ class LoadedConfig:
                     f"{self._source_of(('groups', group, 'sinks'))}: groups.{group}.sinks: no sink named "
                     f"{', '.join(map(repr, unknown))}; configured sinks: {configured}"
                 )
+            try:
+                self.journal(group)
+            except ConfigError as exc:
+                problems.extend(line for line in str(exc).splitlines() if line not in problems)
         if problems:
             raise ConfigError("\n".join(problems))
 

@@ -10,7 +10,8 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from .._fs import WriteOnlySink
 from .._lease import Lease, LeaseTaken
 from .._protocol import Capabilities, SinkOptions
 from .._types import Run
+from ..taxonomy import LockHolder
 
 log = logging.getLogger("atomic_publish.s3")
 
@@ -303,10 +305,11 @@ def is_condition_failure(exc: Exception) -> bool:
     return status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-def run_lease(config: S3SinkConfig, run: Run) -> Lease:
-    """The run's lease object (see publishers._lease), taken and renewed by conditional writes."""
+def run_lease(config: S3SinkConfig, run: Run, key: str | None = None) -> Lease:
+    """The run's lease object (see publishers._lease), taken and renewed by conditional writes; at
+    ``key`` when given (a group's lock in an S3 journal), else at the sink's lease of the run."""
     s3, writer = client(config), conditional_client(config)
-    key = S3Layout(config).lease(run.dataset, run.run_date)
+    key = key or S3Layout(config).lease(run.dataset, run.run_date)
 
     def read_versioned() -> tuple[bytes, str] | None:
         try:
@@ -340,6 +343,89 @@ def run_lease(config: S3SinkConfig, run: Run) -> Lease:
         (read_versioned, swap),
         lambda: s3.delete_object(Bucket=config.bucket, Key=key),
     )
+
+
+class S3Journal:
+    """A group's journal in the bucket of an S3 sink (``journal_sink``), for groups whose publishers
+    and operators share no filesystem. The same records as the file journal, under the sink's prefix::
+
+        <prefix>/_journal/<group>/<dataset>/<run_date>.decision.json   written once: If-None-Match: *
+        <prefix>/_journal/<group>/<dataset>/<run_date>.complete.json   written once: If-None-Match: *
+        <prefix>/_journal/<group>/<dataset>/<run_date>.lock.json       the group's lock: a lease
+
+    A record whose PUT got no plain answer is read back until it settles (ours, another attempt's,
+    or nothing and the PUT is tried again), for at most ``commit_timeout_seconds``; then the outcome
+    is unknown (DestinationUnavailable). The lock is the S3 sink's lease (taken and renewed by
+    conditional writes), so it holds only while its holder renews it, unlike the file journal's flock.
+    """
+
+    def __init__(self, config: S3SinkConfig, group: str) -> None:
+        self.config, self.group = config, group
+        self.layout = S3Layout(config)
+
+    def key(self, run: Run, kind: str) -> str:
+        base = "/".join(p for p in (self.config.prefix, "_journal", self.group, run.dataset) if p)
+        return f"{base}/{run.run_date.isoformat()}.{kind}.json"
+
+    def read(self, run: Run, kind: str) -> dict[str, Any] | None:
+        s3, key = client(self.config), self.key(run, kind)
+        try:
+            raw = s3.get_object(Bucket=self.config.bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:
+            if _is_client_failure(exc):
+                raise unavailable(self.config, f"reading the group journal {self.layout.uri(key)}", exc) from exc
+            raise
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise DestinationUnavailable(f"the group journal {self.layout.uri(key)} is not a JSON object")
+        return doc
+
+    def record(self, run: Run, kind: str, doc: dict[str, Any]) -> bool:
+        """Record ``doc`` unless the run already has a record of this kind; True if this call did."""
+        writer, key = conditional_client(self.config), self.key(run, kind)
+        body = (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+        deadline = time.monotonic() + self.config.commit_timeout_seconds
+        while True:
+            try:
+                writer.put_object(
+                    Bucket=self.config.bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+                )
+                return True
+            except Exception as exc:
+                if not (is_condition_failure(exc) or is_unknown_outcome(exc) or _is_client_failure(exc)):
+                    raise
+                why = _first_line(exc)
+            # The PUT may or may not have landed, or another record was there: what is there decides.
+            with contextlib.suppress(DestinationUnavailable):
+                there = self.read(run, kind)
+                if there is not None:
+                    return bool(there == json.loads(body))
+            if time.monotonic() >= deadline:
+                raise DestinationUnavailable(
+                    f"the group journal {self.layout.uri(key)} did not answer for "
+                    f"{self.config.commit_timeout_seconds:g} s ({why})"
+                )
+            time.sleep(0.2)
+
+    @contextlib.contextmanager
+    def lock(self, run: Run) -> Iterator[None]:
+        """The group's run lock: one publish or recover of the group's run at a time."""
+        with run_lease(self.config, run, self.key(run, "lock")):
+            yield
+
+    def holder(self, run: Run) -> LockHolder | None:
+        """The live holder of the group's run lock, or None."""
+        key = self.key(run, "lock")
+        doc = run_lease(self.config, Run(run.dataset, run.run_date), key).live_holder()  # a fresh attempt: sees any
+        return None if doc is None else LockHolder.from_lease(doc, self.layout.uri(key))
+
+    def describe(self) -> str:
+        return self.layout.uri("/".join(p for p in (self.config.prefix, "_journal", self.group) if p))
 
 
 def incomplete_uploads(s3: Any, bucket: str, prefix: str, exact_keys: Sequence[str]) -> list[dict[str, Any]]:

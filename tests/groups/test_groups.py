@@ -26,7 +26,8 @@ from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # The group's order is the commit order, and whether its input is durable (Kafka, whose staging
-# dies with its process, is staged again from it); the crash points between its steps.
+# dies with its process, is staged again from it); the crash points between its steps. The groups
+# with an S3 sink keep their journal in its bucket (journal_sink); the others in a directory.
 GROUPS = {
     "warehouse-events": (("file", "postgres", "kafka"), True),
     "lake": (("s3", "iceberg"), False),
@@ -56,10 +57,12 @@ class Group:
             tables.append((sink, text[text.index("[sinks.") :]))
             env.update(h.extra_env)
         sinks = ", ".join(f'"{s}"' for s, _ in tables)
+        in_s3 = [sink for (sink, _), h in zip(tables, harnesses, strict=True) if h.name.startswith("s3")]
+        journal = f'journal_sink = "{in_s3[0]}"' if in_s3 else f'journal = "{base / "journal"}"'
         self.config = base / "publish.toml"
         self.config.write_text(
             "".join(t + "\n" for _, t in tables)
-            + f'\n[groups.{name}]\nsinks = [{sinks}]\njournal = "{base / "journal"}"\n'
+            + f"\n[groups.{name}]\nsinks = [{sinks}]\n{journal}\n"
             + ("durable_input = true\n" if durable else "")
         )
         (base / "journal").mkdir()  # a journal's directory exists: a missing one is an error

@@ -83,3 +83,21 @@ def test_sweep_cleans_what_a_group_rolls_back_and_never_what_it_rolls_forward(tm
     day = ("--group", "g", "--dataset", "d", "--run-date")
     assert cli("diagnose", *day, "2026-04-24", "--json").json()["state"] == "NOTHING_IN_FLIGHT"
     assert cli("recover", *day, "2026-04-25", "--apply").code == 0  # rolled forward: nothing was lost
+
+
+@pytest.mark.parametrize(
+    ("journal", "says"),
+    [
+        ("", r"groups.g: name the journal once"),
+        ('journal = "j"\njournal_sink = "a"', r"groups.g: name the journal once"),
+        ('journal_sink = "a"', r"groups.g.journal_sink = 'a' is a file sink; a journal needs an S3 sink"),
+    ],
+    ids=["none", "both", "not-s3"],
+)
+def test_a_group_names_its_journal_once_and_an_s3_journal_only_by_an_s3_sink(tmp_path, journal, says):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(SINKS + f'\n[groups.g]\nsinks = ["a", "b"]\n{journal}\n')
+    with pytest.raises(ConfigError, match=r"publish.toml:\d+: " + says):
+        load_config(cfg).check_every_sink()
+    with pytest.raises(ConfigError, match=says):
+        load_config(cfg).group("g")
