@@ -36,11 +36,14 @@ from .publishers._errors import (
     AtomicPublishError,
     CommitOutcomeUnknown,
     CommitRejected,
+    ConfigError,
     DestinationUnavailable,
+    InputError,
     LostRace,
     RecoveryNeeded,
     RollForwardNeeded,
     RunInProgress,
+    TransientError,
 )
 from .publishers._journal import rolling_forward
 from .publishers._protocol import ReadsBack
@@ -135,6 +138,7 @@ def publish_group(
     cfg = resolve_config(config).group(group)
     run = Run.new(dataset, run_date)
     data = _Replayable(records)
+    check_roll_forward(cfg, data.files is not None)  # before anything is written
     with cfg.journal.lock(run):  # one publish or recover of the group's run at a time
         return _publish_group(cfg, run, data, if_absent)
 
@@ -167,7 +171,9 @@ def _publish_group(cfg: GroupConfig, run: Run, data: _Replayable, if_absent: boo
         jobs = {name: stack.enter_context(begin_run(pub, diag, run)) for name, pub, diag in members}
         staged = {name: [job.stage(data.fresh())] for name, job in jobs.items()}
         if inputs is not None and data.input_record() != inputs:
-            raise RecoveryNeeded(f"group {group}: the input files changed while the sinks read them; nothing decided")
+            raise InputError(
+                f"group {group}: the input files changed while the sinks read them; nothing decided, nothing published"
+            )
         crash_point("group_staged")
         decision = {
             "version": 1,
@@ -237,9 +243,10 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
         if before.state is State.ROLL_FORWARD:
             _roll_forward(cfg, run, before)
         else:  # ORPHANED (not decided: roll back) or PUBLISHED_WITH_ORPHANS (complete: others' leftovers)
-            for name, definition, options in cfg.members:
+            members = {name: (definition, options) for name, definition, options in cfg.members}
+            for name in before.order:
                 if before.sinks[name].orphans:
-                    diagnostic = definition.make_diagnostic(options)
+                    diagnostic = members[name][0].make_diagnostic(members[name][1])
                     apply_recovery(diagnostic, plan_recovery(diagnostic, run))
         return GroupRecovery(before, steps, _diagnose(cfg, run))
 
@@ -314,30 +321,48 @@ def sweep_group(
 def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
     if d.state is State.ROLL_FORWARD:
         attempt = (d.decision or {}).get("attempt")
-        readers = [n for n, definition, _ in cfg.members if definition.capabilities.reads_back]
-        durable = bool((d.decision or {}).get("inputs"))
+        members = {name: (definition, options) for name, definition, options in cfg.members}
         steps = []
-        for name, definition, _ in cfg.members:
+        for name in d.order:  # the decided sinks, in the decided order
             if name in d.committed:
                 continue
-            if definition.capabilities.staging_outlives_process:
-                steps.append(f"commit {name} as attempt {attempt} from its retained staging")
+            publisher = members[name][0].make_publisher(members[name][1])
+            source = " or ".join(_sources(cfg, d.order, name, bool((d.decision or {}).get("inputs"))))
+            again = f"stage it again from {source or 'nowhere (nothing reads the run back; the input is not durable)'}"
+            if publisher.capabilities.staging_outlives_process:
+                steps.append(f"commit {name} as attempt {attempt} from its retained staging (if it is gone: {again})")
             else:
-                source = (
-                    " or ".join(
-                        [f"the run in {r}" for r in readers if r != name]
-                        + (["the durable input files"] if durable else [])
-                    )
-                    or "nowhere (no sink of the group reads its run back; the input is not durable)"
-                )
-                steps.append(
-                    f"stage {name} again from {source} (its staging does not outlive its process), then commit it "
-                    f"as attempt {attempt}"
-                )
+                steps.append(f"{again} (its staging does not outlive its process), then commit {name} as {attempt}")
         return [*steps, "mark the run complete in the journal"]
     if d.state in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
         return [f"clean {len(d.sinks[n].orphans)} orphan(s) in {n}" for n in d.order if d.sinks[n].orphans]
     return [d.safe_action]
+
+
+def _sources(cfg: GroupConfig, order: Any, name: str, durable: bool) -> list[str]:
+    """Where ``name`` can be staged again from: the sinks before it in ``order`` that read their run
+    back exactly (committed by the time its turn comes), then the durable input files."""
+    members = {n: (definition, options) for n, definition, options in cfg.members}
+    before = list(order)[: list(order).index(name)]
+    readers = [n for n in before if members[n][0].make_publisher(members[n][1]).capabilities.reads_back]
+    return [f"the run in {r}" for r in readers] + (["the durable input files"] if durable else [])
+
+
+def check_roll_forward(cfg: GroupConfig, durable_files: bool) -> None:
+    """Refuse, before anything is written, a group that could not roll a decided run forward: a sink
+    whose staging dies with its process (Kafka) with no sink before it that reads its run back and
+    no durable input files. Raised as ConfigError (exit 2)."""
+    order = [name for name, _, _ in cfg.members]
+    for name, definition, options in cfg.members:
+        if definition.make_publisher(options).capabilities.staging_outlives_process:
+            continue
+        if not _sources(cfg, order, name, cfg.durable_input and durable_files):
+            why = "the input is an Arrow stream, not files" if cfg.durable_input else "durable_input is false"
+            raise ConfigError(
+                f"group {cfg.name}: after a crash past the decision, {name} (its staging dies with its process) could "
+                f"not be staged again: no sink before it reads its run back (a Parquet file or S3 sink, an Iceberg "
+                f"table) and {why}. Put such a sink before {name}, or declare durable input files; nothing written"
+            )
 
 
 def _roll_forward(cfg: GroupConfig, run: Run, before: GroupDiagnosis) -> None:
@@ -368,9 +393,18 @@ def _roll_forward(cfg: GroupConfig, run: Run, before: GroupDiagnosis) -> None:
                     try:
                         publisher.commit(decided, staged)
                     except CommitRejected as exc:
-                        raise RollForwardNeeded(
-                            f"{name}: its decided staging was refused ({exc}); nothing else was tried: "
-                            f"recover --group {cfg.name} --apply again"
+                        if isinstance(exc, TransientError):  # proven not landed, for a passing reason
+                            raise RollForwardNeeded(
+                                f"{name}: the commit of its decided staging did not happen ({exc}); nothing else "
+                                f"was tried: recover --group {cfg.name} --apply again"
+                            ) from exc
+                        # Refused for good (the staging is incomplete, the destination will not take
+                        # it): a retry would get the same answer. Never replaced behind the operator's back.
+                        raise _stuck(
+                            before,
+                            f"{name}: the destination refused its decided staging ({exc}); nothing else was tried. "
+                            f"Read the evidence (diagnose --sink {name}), mend the cause, then recover --group "
+                            f"{cfg.name} --apply again",
                         ) from exc
                 else:
                     log.info("group %s: %s has no staging of attempt %s: staged again", cfg.name, name, decided.attempt)
@@ -403,8 +437,10 @@ def _restage(
 
     def sources() -> Iterator[tuple[str, Any]]:
         for other, definition, options in cfg.members:
-            reader = definition.make_publisher(options) if definition.capabilities.reads_back else None
-            if other == name or other not in committed or not isinstance(reader, ReadsBack):
+            reader = definition.make_publisher(options)
+            if other == name or other not in committed or not reader.capabilities.reads_back:
+                continue
+            if not isinstance(reader, ReadsBack):
                 continue
             try:
                 yield f"the run published in {other}", reader.read_published(run)

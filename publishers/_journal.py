@@ -113,10 +113,17 @@ class FileJournal:
 def rolling_forward(config: Any, sink: str | None, run: Run) -> str | None:
     """Why one sink's own publish, recover or sweep must not touch ``run`` (None: it may): the sink
     belongs to a group whose run is being published or recovered right now, or is decided and not
-    complete (its retained staging is what the group's roll-forward commits)."""
+    complete (its retained staging is what the group's roll-forward commits). A sink belongs to a
+    group when the group names it, or names another sink of the same type at the same destination
+    (an alias must not clean what the group commits)."""
     name = sink or config.settings.defaults.sink
+    if not config.settings.groups:
+        return None
+    mine = _destination(config, name, run)
     for group, settings in config.settings.groups.items():
-        if name not in settings.sinks:
+        if name not in settings.sinks and (
+            mine is None or all(_destination(config, m, run) != mine for m in settings.sinks)
+        ):
             continue
         journal = config.journal(group)
         if journal.holder(run) is not None:
@@ -127,3 +134,12 @@ def rolling_forward(config: Any, sink: str | None, run: Run) -> str | None:
                 f"recover --group {group} --apply (this sink on its own would touch what the group commits)"
             )
     return None
+
+
+def _destination(config: Any, name: str, run: Run) -> tuple[str, str] | None:
+    """(sink type, where its diagnostic looks for ``run``), or None when the sink cannot be resolved."""
+    try:
+        definition, options = config.sink(name)
+        return definition.name, definition.make_diagnostic(options).destination(run)
+    except Exception:  # an unknown or invalid sink: its own command reports that
+        return None

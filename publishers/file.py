@@ -32,6 +32,7 @@ shared one).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +83,8 @@ class FilePublisher:
     def __init__(self, config: FileSinkConfig) -> None:
         self.config = config
         self.layout = FileLayout(config.root, config.format)
+        # Only Parquet gives back every value exactly (CSV: a null string and an empty one are the same).
+        self.capabilities = dataclasses.replace(CAPABILITIES, reads_back=config.format == "parquet")
 
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
@@ -387,7 +390,10 @@ class FilePublisher:
             raise LostRace(f"run {run.run_id} is already published ({marker} exists)")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            rename_noreplace(data_path, final)
+            if self._renamed_by(owner, intent, data_path, final):
+                log.info("%s: the commit of attempt %s stopped after its rename; finishing it", final, part.attempt)
+            else:
+                rename_noreplace(data_path, final)
         except FileExistsError:
             if _appears(marker, min(self.config.timeout_seconds, 2.0)):
                 raise LostRace(
@@ -432,6 +438,18 @@ class FilePublisher:
             published_at=published_at,
             details={"manifest": str(marker), "format": intent["format"]},
         )
+
+    @staticmethod
+    def _renamed_by(owner: Run, intent: dict[str, Any], data_path: Path, final: Path) -> bool:
+        """Whether an earlier commit of this same attempt stopped after its rename (a group rolling a
+        decided run forward commits a dead process's staging): the staging is gone, and the file at
+        the final name is exactly the one the attempt's pending manifest describes (size and
+        sha256). Then the commit goes on from the marker; anything else is refused as before."""
+        if data_path.exists() or not final.is_file() or intent.get("attempt") != owner.attempt:
+            return False
+        if final.stat().st_size != intent.get("bytes"):
+            return False
+        return sha256_file(final)[0] == intent.get("sha256")
 
     def read_published(self, run: Run) -> Any:
         """The published run read back exactly (``Capabilities.reads_back``), only when its marker says

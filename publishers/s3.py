@@ -15,6 +15,7 @@ Data objects are immutable and referenced from the manifest by key, size, ETag a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -83,6 +84,8 @@ class S3Publisher:
     def __init__(self, config: S3SinkConfig) -> None:
         self.config = config
         self.layout = S3Layout(config)
+        # Only Parquet gives back every value exactly (CSV: a null string and an empty one are the same).
+        self.capabilities = dataclasses.replace(CAPABILITIES, reads_back=config.format == "parquet")
 
     def run_lock(self, run: Run) -> Lease:
         return run_lease(self.config, run)

@@ -39,6 +39,9 @@ GROUPS = {
 }
 BEFORE_DECISION = ("group_staged",)
 AFTER_DECISION = ("group_decided", "group_committed_1", "group_before_complete")
+# Inside a sink's own commit, after the decision: the file sink's data renamed, its marker not yet
+# written (the only sink whose commit has two steps). The roll-forward finishes that commit.
+IN_COMMIT = ("after_data_rename",)
 
 
 class Group:
@@ -171,7 +174,7 @@ def clean(tmp_path_factory, request, data) -> dict[str, dict[str, bytes | None]]
 CRASHES = [
     *[("warehouse-events", p) for p in ("after_lock", *BEFORE_DECISION, *AFTER_DECISION, "group_committed_2")],
     *[("lake", p) for p in ("after_lock", *BEFORE_DECISION, *AFTER_DECISION)],
-    *[("files-events", p) for p in ("group_decided", "group_committed_1")],
+    *[("files-events", p) for p in ("group_decided", "after_data_rename", "group_committed_1")],
     ("s3-events", "group_committed_1"),
     ("iceberg-events", "group_committed_1"),
 ]
@@ -183,7 +186,7 @@ def test_a_crash_at_every_step_ends_in_one_copy_per_sink(name, point, make_group
     crashed = group.publish(data, PUBLISH_CRASH_AT=point)
     assert crashed.code == -9, crashed.stderr
     doc = group.diagnose()
-    decided = point in AFTER_DECISION or point == "group_committed_2"
+    decided = point in (*AFTER_DECISION, *IN_COMMIT, "group_committed_2")
     if decided:
         assert doc["state"] == "ROLL_FORWARD" and doc["exit_code"] == 15, doc["reason"]
         assert set(doc["committed"]) < set(doc["order"]) or point == "group_before_complete", doc
@@ -251,13 +254,28 @@ def test_two_racing_group_publishes_give_one_copy_per_sink(name, make_group, dat
     assert group.contents() == clean[name]
 
 
-def test_kafka_is_never_rolled_forward_from_a_csv_file(request, tmp_path, data):
-    """A CSV file cannot give back the run's exact values, and the input is not durable: the
-    roll-forward refuses (exit 14) and commits nothing to Kafka, rather than different values."""
+def test_a_group_that_could_not_roll_kafka_forward_is_refused_before_anything_is_written(request, tmp_path, data):
+    """A CSV file cannot give back the run's exact values, and the input is not durable: a crash past
+    the decision would leave Kafka with no source to be staged again from, so the publish is refused
+    up front (exit 2), and no sink and no journal holds anything."""
     group = Group("csv-events", [FILE, _FACTORIES["kafka"](request)], tmp_path / "g")
-    assert group.publish(data, PUBLISH_CRASH_AT="group_decided").code == -9
+    refused = group.publish(data)
+    assert refused.code == 2 and "could not be staged again" in refused.stderr, refused.stderr
+    assert group.contents() == {"file": None, "kafka": None}
+    assert not list((tmp_path / "g" / "journal").rglob("*.json"))
+    assert group.diagnose()["state"] == "NOTHING_IN_FLIGHT"
+
+
+def test_kafka_is_never_rolled_forward_from_input_that_changed_since_the_decision(request, tmp_path, data):
+    """Durable input files hashed at the decision, changed before the roll-forward: recover stops
+    (exit 14) and commits nothing to Kafka, rather than publish different data."""
+    own = tmp_path / "input.csv"
+    own.write_bytes(data.read_bytes())
+    group = Group("csv-events", [FILE, _FACTORIES["kafka"](request)], tmp_path / "g", durable=True)
+    assert group.publish(own, PUBLISH_CRASH_AT="group_decided").code == -9
+    own.write_bytes(data.read_bytes().replace(b"\n", b"\r\n", 1))  # the same rows, other bytes
     stuck = group.recover()
-    assert stuck.code == 14 and "gave back the decided data" in stuck.stderr and "CSV" in stuck.stderr, stuck.stderr
+    assert stuck.code == 14 and "changed since the decision" in stuck.stderr, stuck.stderr
     doc = group.diagnose()
     assert doc["state"] == "ROLL_FORWARD" and doc["committed"] == ["out"], doc["reason"]
     assert group.contents()["kafka"] is None

@@ -101,3 +101,39 @@ def test_a_group_names_its_journal_once_and_an_s3_journal_only_by_an_s3_sink(tmp
         load_config(cfg).check_every_sink()
     with pytest.raises(ConfigError, match=says):
         load_config(cfg).group("g")
+
+
+def test_another_name_for_a_sink_of_a_group_cannot_clean_what_the_group_commits(tmp_path, small_inputs):
+    """[sinks.alias] is sink b again (same type, same root) under a name the group does not list:
+    its recover, publish and sweep of a decided run are refused like b's own, and the group then
+    rolls forward with nothing lost."""
+    from tests.helpers import cli_env, run_cli
+
+    (tmp_path / "journal").mkdir()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        SINKS + 'format = "parquet"\n\n[sinks.alias]\ntype = "file"\nroot = "b"\nformat = "parquet"\n\n'
+        '[groups.g]\nsinks = ["a", "b"]\njournal = "journal"\n'
+    )
+    day = ("--dataset", "d", "--run-date", "2026-04-24")
+    args = ("publish", "--group", "g", *day, str(small_inputs[0]))
+    assert run_cli(*args, env=cli_env(cfg, PUBLISH_CRASH_AT="group_decided"), cwd=tmp_path).code == -9
+    staged = sorted(p.relative_to(tmp_path) for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert staged, "the decided staging of b"
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        return run_cli(*args, config=cfg, cwd=tmp_path)
+
+    refused = cli("recover", "--sink", "alias", *day, "--apply")
+    assert refused.code == 15 and "belongs to group g" in refused.stderr, refused.stderr
+    assert cli("publish", "--sink", "alias", *day, str(small_inputs[0])).code == 15
+    notes = [
+        r["note"]
+        for r in cli("sweep", "--sink", "alias", "--dataset", "d", "--older-than", "0s", "--apply", "--json").json()[
+            "runs"
+        ]
+    ]
+    assert len(notes) == 1 and notes[0].startswith("left alone: sink"), notes
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "b").rglob("*") if p.is_file()) == staged
+    assert cli("recover", "--group", "g", *day, "--apply").code == 0
+    assert cli("diagnose", "--group", "g", *day, "--json").json()["state"] == "DONE"
