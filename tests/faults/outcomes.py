@@ -47,7 +47,7 @@ TABLES = [
     ("server", "The server killed (SIGKILL) under a publish", "when"),
     ("zombie", "A late (zombie) commit: the commit request held while its publisher is SIGKILLed", "case"),
     ("disk", "Disks: a real tmpfs under the file sink's root or the Iceberg warehouse", "fault"),
-    ("signal", "SIGTERM and SIGINT at every named step", "signal, when"),
+    ("signal", "SIGTERM at every named step, SIGINT where it can differ", "signal, when"),
 ]
 
 
