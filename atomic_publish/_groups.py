@@ -132,13 +132,17 @@ def publish_group(
     Raises AlreadyPublished (unless ``if_absent``), RunInProgress, RecoveryNeeded (leftovers, or a
     decided run that must roll forward: ``recover_group``), LostRace (another attempt decided first;
     this attempt's staging is removed), RollForwardNeeded (decided, and a sink's commit did not
-    complete: ``recover_group(apply=True)``), or CommitOutcomeUnknown (the journal could not be
-    written: whether the run was decided is for ``diagnose_group`` to say; nothing was removed).
+    complete: ``recover_group(apply=True)``), CommitOutcomeUnknown (the journal could not be
+    written: whether the run was decided is for ``diagnose_group`` to say; nothing was removed),
+    ConfigError (a group that could not roll a sink forward after a crash: ``check_roll_forward``),
+    or InputError (the input files changed while the sinks read them).
     """
     cfg = resolve_config(config).group(group)
     run = Run.new(dataset, run_date)
     data = _Replayable(records)
     check_roll_forward(cfg, data.files is not None)  # before anything is written
+    if cfg.durable_input and data.files is None:
+        log.warning("group %s: durable_input is set, but the input is an Arrow stream, not files: not durable", group)
     with cfg.journal.lock(run):  # one publish or recover of the group's run at a time
         return _publish_group(cfg, run, data, if_absent)
 
