@@ -160,19 +160,43 @@ class BackgroundSha256:
         self._thread.start()
         self._finished = False
 
+    # Every wait polls (0.1 s): a signal's exception raised in the main thread in the middle of a
+    # queue operation can leave the queue's condition variables with a lost wake-up (threading's
+    # primitives are not safe against such exceptions). Found under load: SIGTERM during staging
+    # hung the publish for good, the hashing thread waiting on a queue that held its end mark.
+    _POLL = 0.1
+
     def _hash_loop(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+        while True:
+            try:
+                chunk = self._queue.get(timeout=self._POLL)
+            except queue.Empty:
+                continue
+            if chunk is None:
+                return
             self._digest.update(chunk)
 
+    def _put(self, item: bytes | None) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=self._POLL)
+                return
+            except queue.Full:
+                continue
+
     def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+        self._put(chunk)
 
     def hexdigest(self) -> str:
-        """Wait for the hasher and return the hex digest (also stops the thread on error paths)."""
+        """Wait for the hasher and return the hex digest (also stops the thread on error paths).
+
+        A signal's exception (Terminated) can land anywhere in here; the error path then calls this
+        again. So the end mark counts as sent only once it is queued (a second mark after an
+        interrupted one is harmless: the thread stops at the first), and the join is always retried."""
         if not self._finished:
+            self._put(None)
             self._finished = True
-            self._queue.put(None)
-            self._thread.join()
+        self._thread.join()
         return self._digest.hexdigest()
 
 

@@ -94,8 +94,19 @@ def conditional_client(config: S3SinkConfig) -> Any:
     return _make_client(config, attempts=1)
 
 
+# Building clients on several threads at once (Ray runs a worker's tasks on threads) once failed
+# inside boto3's own first import ("module 'boto3' has no attribute 'utils'"): one at a time.
+_CLIENT_LOCK = threading.Lock()
+
+
 def _make_client(config: S3SinkConfig, *, attempts: int) -> Any:
+    with _CLIENT_LOCK:
+        return _build_client(config, attempts)
+
+
+def _build_client(config: S3SinkConfig, attempts: int) -> Any:
     import boto3
+    import boto3.session
     from botocore.config import Config
 
     session = boto3.session.Session(profile_name=config.profile) if config.profile else boto3.session.Session()
