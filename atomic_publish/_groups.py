@@ -99,8 +99,8 @@ def diagnose_group(*, dataset: str, run_date: Any, group: str, config: Any = Non
 
 
 def _diagnose(group: GroupConfig, run: Run) -> GroupDiagnosis:
-    configured = {name: (definition, options) for name, definition, options in group.members}
-    order, decision, completion, problem = list(configured), None, None, None
+    configured = [name for name, _, _ in group.members]
+    order, decision, completion, problem = configured, None, None, None
     try:
         decision, completion = group.journal.read(run, "decision"), group.journal.read(run, "complete")
     except DestinationUnavailable as exc:
@@ -112,7 +112,7 @@ def _diagnose(group: GroupConfig, run: Run) -> GroupDiagnosis:
             problem = f"the decision names sink(s) {', '.join(dropped)}, which the configuration no longer has"
         else:
             order = decided
-    sinks = {name: configured[name][0].make_diagnostic(configured[name][1]).diagnose(run) for name in order}
+    sinks = {name: group.diagnostic(name).diagnose(run) for name in order}
     judged = decide_group(group.name, run, sinks, order, decision, completion, group.journal.holder(run))
     return judged if problem is None else dataclasses.replace(judged, state=State.UNKNOWN, reason=problem)
 
@@ -247,10 +247,9 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
         if before.state is State.ROLL_FORWARD:
             _roll_forward(cfg, run, before)
         else:  # ORPHANED (not decided: roll back) or PUBLISHED_WITH_ORPHANS (complete: others' leftovers)
-            members = {name: (definition, options) for name, definition, options in cfg.members}
             for name in before.order:
                 if before.sinks[name].orphans:
-                    diagnostic = members[name][0].make_diagnostic(members[name][1])
+                    diagnostic = cfg.diagnostic(name)
                     apply_recovery(diagnostic, plan_recovery(diagnostic, run))
         return GroupRecovery(before, steps, _diagnose(cfg, run))
 
@@ -312,9 +311,8 @@ def sweep_group(
             if d.state not in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
                 report.runs.append((d, [], f"left alone: {d.state.value}"))
                 continue
-            members = {name: (definition, options) for name, definition, options in cfg.members}
             cleaned = [
-                members[name][0].make_diagnostic(members[name][1]).clean(d.sinks[name], older_than=older_than)
+                cfg.diagnostic(name).clean(d.sinks[name], older_than=older_than)
                 for name in d.order
                 if d.sinks[name].orphans
             ]
@@ -325,12 +323,11 @@ def sweep_group(
 def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
     if d.state is State.ROLL_FORWARD:
         attempt = (d.decision or {}).get("attempt")
-        members = {name: (definition, options) for name, definition, options in cfg.members}
         steps = []
         for name in d.order:  # the decided sinks, in the decided order
             if name in d.committed:
                 continue
-            publisher = members[name][0].make_publisher(members[name][1])
+            publisher = cfg.publisher(name)
             source = " or ".join(_sources(cfg, d.order, name, bool((d.decision or {}).get("inputs"))))
             again = f"stage it again from {source or 'nowhere (nothing reads the run back; the input is not durable)'}"
             if publisher.capabilities.staging_outlives_process:
@@ -346,9 +343,8 @@ def _plan(d: GroupDiagnosis, cfg: GroupConfig) -> list[str]:
 def _sources(cfg: GroupConfig, order: Any, name: str, durable: bool) -> list[str]:
     """Where ``name`` can be staged again from: the sinks before it in ``order`` that read their run
     back exactly (committed by the time its turn comes), then the durable input files."""
-    members = {n: (definition, options) for n, definition, options in cfg.members}
     before = list(order)[: list(order).index(name)]
-    readers = [n for n in before if members[n][0].make_publisher(members[n][1]).capabilities.reads_back]
+    readers = [n for n in before if cfg.publisher(n).capabilities.reads_back]
     return [f"the run in {r}" for r in readers] + (["the durable input files"] if durable else [])
 
 
@@ -357,8 +353,8 @@ def check_roll_forward(cfg: GroupConfig, durable_files: bool) -> None:
     whose staging dies with its process (Kafka) with no sink before it that reads its run back and
     no durable input files. Raised as ConfigError (exit 2)."""
     order = [name for name, _, _ in cfg.members]
-    for name, definition, options in cfg.members:
-        if definition.make_publisher(options).capabilities.staging_outlives_process:
+    for name in order:
+        if cfg.publisher(name).capabilities.staging_outlives_process:
             continue
         if not _sources(cfg, order, name, cfg.durable_input and durable_files):
             why = "the input is an Arrow stream, not files" if cfg.durable_input else "durable_input is false"
@@ -372,13 +368,11 @@ def check_roll_forward(cfg: GroupConfig, durable_files: bool) -> None:
 def _roll_forward(cfg: GroupConfig, run: Run, before: GroupDiagnosis) -> None:
     decision = before.decision or {}
     decided = Run(run.dataset, run.run_date, str(decision["attempt"]))
-    members = {name: (definition, options) for name, definition, options in cfg.members}
     committed = list(before.committed)  # grows as this roll-forward commits
     for name in before.order:
         if name in committed:
             continue
-        definition, options = members[name]
-        publisher, diagnostic = definition.make_publisher(options), definition.make_diagnostic(options)
+        publisher, diagnostic = cfg.publisher(name), cfg.diagnostic(name)
         staged = [Staged(**doc) for doc in decision["staged"][name]]
         with publisher.run_lock(decided):
             now = diagnostic.diagnose(decided)
@@ -389,7 +383,7 @@ def _roll_forward(cfg: GroupConfig, run: Run, before: GroupDiagnosis) -> None:
                 raise _stuck(before, f"{name}: published by attempt {now.published_by}, not {decided.attempt}")
             # The decided staging is committed if it is still there; staged again only when it
             # provably is not (never after a transient refusal: that is for a later recover).
-            kept = definition.capabilities.staging_outlives_process and any(
+            kept = publisher.capabilities.staging_outlives_process and any(
                 a.attempt == decided.attempt for a in now.evidence
             )
             with critical_section():
@@ -440,8 +434,9 @@ def _restage(
     tried: list[str] = []
 
     def sources() -> Iterator[tuple[str, Any]]:
-        for other, definition, options in cfg.members:
-            reader = definition.make_publisher(options)
+        for other, _, _ in cfg.members:
+            reader = cfg.publisher(other)
+            # reads_back is per format (a CSV file or S3 sink has the hook, but it refuses)
             if other == name or other not in committed or not reader.capabilities.reads_back:
                 continue
             if not isinstance(reader, ReadsBack):

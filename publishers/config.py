@@ -80,6 +80,19 @@ class GroupConfig:
     journal: Any  # a FileJournal or an S3Journal: read, record, lock, holder, describe
     durable_input: bool = False
 
+    def publisher(self, sink: str) -> Any:
+        """A publisher of member ``sink`` (built from its validated options)."""
+        definition, options = self._member(sink)
+        return definition.make_publisher(options)
+
+    def diagnostic(self, sink: str) -> Any:
+        """A diagnostic of member ``sink``."""
+        definition, options = self._member(sink)
+        return definition.make_diagnostic(options)
+
+    def _member(self, sink: str) -> tuple[SinkDefinition, Any]:
+        return next((definition, options) for name, definition, options in self.members if name == sink)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
