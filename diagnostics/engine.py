@@ -85,6 +85,12 @@ class SinkDiagnostic:
     def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
         raise NotImplementedError
 
+    def surely_unpublished(self, run: Run) -> bool:
+        """Optional, for speed: True only if one cheap read proves the run has no commit record (so
+        it cannot be published), letting publish skip its early check before the lock; the full
+        diagnosis under the lock still decides everything. False means "diagnose to know"."""
+        return False
+
     # -- written once -----------------------------------------------------------------------------
 
     def diagnose(self, run: Run) -> Diagnosis:

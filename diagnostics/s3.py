@@ -54,6 +54,12 @@ class S3Diagnostic(SinkDiagnostic):
     def destination(self, run: Run) -> str:
         return self.layout.uri(self.layout.base(run.dataset))
 
+    def surely_unpublished(self, run: Run) -> bool:
+        """One GET: no manifest at the run's commit point (nothing, or recover's fence)."""
+        key = self.layout.manifest(run.dataset, run.run_date)
+        doc, _ = read_commit_point(client(self.config), self.config.bucket, key)
+        return doc is None or is_fence(doc)
+
     # -- evidence -------------------------------------------------------------------------------
 
     def evidence(self, run: Run) -> Evidence:

@@ -159,7 +159,7 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
     # A published run is refused before the lock is even taken: a re-run of a published run_id
     # writes nothing at all at the destination (not even a lease), and --if-absent is read-only.
     # A sink whose lock writes nothing (Kafka: fencing is the lock) is checked under it only.
-    if publisher.capabilities.run_lock_writes:
+    if publisher.capabilities.run_lock_writes and not _surely_unpublished(diagnostic, run):
         early = _refuse_if_published(run, _readable(diagnostic.diagnose(run)), if_absent)
         if early is not None:
             yield RunJob(publisher, diagnostic, run, early.diagnosis, contextlib.ExitStack(), early)
@@ -345,6 +345,20 @@ def stage_part(
         if isinstance(records, InputFiles) and not any(str(path) in str(exc) for path in records.paths):
             raise type(exc)(f"{', '.join(map(str, records.paths))}: {exc}") from exc
         raise
+
+
+def _surely_unpublished(diagnostic: Diagnostic, run: Run) -> bool:
+    """True only when the sink's one cheap read (``SinkDiagnostic.surely_unpublished``) proves the
+    run has no commit record, so the early check before the lock can be skipped: the full diagnosis
+    under the lock still decides. Any failure, or a sink without the probe: False (diagnose)."""
+    probe = getattr(diagnostic, "surely_unpublished", None)
+    if probe is None:
+        return False
+    try:
+        return probe(run) is True
+    except Exception as exc:
+        log.debug("the commit-record probe of %s failed (%s); diagnosing instead", run.run_id, exc)
+        return False
 
 
 def _readable(diagnosis: Diagnosis) -> Diagnosis:

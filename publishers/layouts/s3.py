@@ -97,6 +97,25 @@ def conditional_client(config: S3SinkConfig) -> Any:
 # Building clients on several threads at once (Ray runs a worker's tasks on threads) once failed
 # inside boto3's own first import ("module 'boto3' has no attribute 'utils'"): one at a time.
 _CLIENT_LOCK = threading.Lock()
+_LOADER: Any = None  # botocore's Loader, shared by every session (see _session)
+
+
+@functools.lru_cache(maxsize=8)
+def _session(config: S3SinkConfig) -> Any:
+    """The boto3 session of a sink config (its two clients come from it, like the clients, one per
+    config and process), all sessions sharing one loader of botocore's service models: parsing them
+    is most of a client's cost (measured: 0.16-0.25 s a client with its own session, 0.05 s with a
+    new session on the shared loader, 0.02 s for a second client of the same session)."""
+    import boto3.session
+    import botocore.session
+
+    global _LOADER
+    core = botocore.session.get_session()
+    if _LOADER is None:
+        _LOADER = core.get_component("data_loader")
+    else:
+        core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core, profile_name=config.profile)
 
 
 def _make_client(config: S3SinkConfig, *, attempts: int) -> Any:
@@ -105,11 +124,9 @@ def _make_client(config: S3SinkConfig, *, attempts: int) -> Any:
 
 
 def _build_client(config: S3SinkConfig, attempts: int) -> Any:
-    import boto3
-    import boto3.session
     from botocore.config import Config
 
-    session = boto3.session.Session(profile_name=config.profile) if config.profile else boto3.session.Session()
+    session = _session(config)
     return session.client(
         "s3",
         endpoint_url=config.endpoint_url,

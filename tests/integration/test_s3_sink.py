@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from atomic_publish import (
+    AlreadyPublished,
     CommitOutcomeUnknown,
     ConfigError,
     InputError,
@@ -335,3 +336,44 @@ def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_all
     assert s3.object_keys() == keys  # nothing written, not even the lease
     allowing, _ = s3.make(allow_schema_change=True)
     assert publish(allowing, diagnostic, Run.new("items", DATE), drifted).receipt is not None
+
+
+def _writes_during(config, action):
+    """The S3 operations that write (PUT, POST, DELETE) sent by the sink's clients during ``action``."""
+    from atomic_publish.publishers.layouts.s3 import client, conditional_client
+
+    writes: list[str] = []
+
+    def record(model, **kwargs):
+        if model.http["method"] in ("PUT", "POST", "DELETE"):
+            writes.append(model.name)
+
+    clients = (client(config), conditional_client(config))
+    for c in clients:
+        c.meta.events.register("before-call.s3", record)
+    try:
+        action()
+    finally:
+        for c in clients:
+            c.meta.events.unregister("before-call.s3", record)
+    return writes
+
+
+def test_a_rerun_of_a_published_run_writes_nothing_not_even_a_lease(s3):
+    """The early check (a cheap look at the commit point, then the full diagnosis when there is a
+    manifest) refuses a published run before the lock: no request that writes is sent."""
+    publisher, diagnostic = s3.make()
+    publish(publisher, diagnostic, Run.new("items", DATE), table())
+    config = s3.config()
+
+    def again():
+        with pytest.raises(AlreadyPublished):
+            publish(publisher, diagnostic, Run.new("items", DATE), table())
+        assert publish(publisher, diagnostic, Run.new("items", DATE), table(), if_absent=True).skipped
+
+    assert _writes_during(config, again) == []
+    # The probe is what lets a first publish skip the early diagnosis; it must see the manifest.
+    assert diagnostic.surely_unpublished(Run.new("items", DATE)) is False
+    assert diagnostic.surely_unpublished(Run.new("items", "2026-04-25")) is True
+    first = _writes_during(config, lambda: publish(publisher, diagnostic, Run.new("items", "2026-04-25"), table()))
+    assert "PutObject" in first  # the lease, the intent, the manifest: the check can fail
