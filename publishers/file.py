@@ -319,7 +319,6 @@ class FilePublisher:
         return None, ""
 
     def _write(self, sink: HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
-        import pyarrow as pa
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
@@ -329,7 +328,7 @@ class FilePublisher:
         first = True
         if self.config.format == "csv":
             writer: Any = pacsv.CSVWriter(sink, batches.schema)
-            chunks: Iterator[pa.RecordBatch] = iter(batches)
+            chunks: Iterator[pa.RecordBatch | pa.Table] = iter(batches)
         else:
             compression = None if self.config.parquet_compression == "none" else self.config.parquet_compression
             writer = pq.ParquetWriter(sink, batches.schema, compression=compression)
@@ -340,7 +339,7 @@ class FilePublisher:
                 if self.config.format == "csv":
                     writer.write_batch(batch)
                 else:
-                    writer.write_table(pa.Table.from_batches([batch]), row_group_size=batch.num_rows)
+                    writer.write_table(batch, row_group_size=batch.num_rows)
                 rows += batch.num_rows
                 if progress:
                     progress(rows, sink.size)

@@ -410,8 +410,8 @@ class _DataFileWriter:
     def size(self) -> int:
         return self._sink.size
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_table(pa.Table.from_batches([batch]))
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table, row_group_size=table.num_rows)
 
     def finish(self) -> str:
         try:

@@ -43,7 +43,7 @@ _COMMIT_TRIES = 5
 EMBEDDED_CATALOG = {"type": "sql", "uri": "sqlite:///data/iceberg/catalog.db", "warehouse": "data/iceberg/warehouse"}
 # pyiceberg's own default (write.parquet.row-group-limit): what Iceberg readers expect; it also
 # bounds the memory a stage holds, whatever the input size.
-ROW_GROUP_ROWS = 1_048_576
+ROW_GROUP_ROWS = 262_144
 
 
 def attempt_uuid(attempt: str) -> uuid.UUID:
