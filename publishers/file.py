@@ -545,11 +545,11 @@ def _write_new(
 
 
 def _csv_header(schema: pa.Schema) -> bytes:
-    """The bytes pyarrow's CSV writer puts before the first row for ``schema``."""
-    import io
-
+    """The bytes pyarrow's CSV writer puts before the first row for ``schema``. (Not through
+    ``schema.empty_table()``, which imports pandas: 0.3 s and 40 MB for every CSV publish.)"""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    buf = io.BytesIO()
-    pacsv.write_csv(schema.empty_table(), buf)
-    return buf.getvalue()
+    out = pa.BufferOutputStream()
+    pacsv.CSVWriter(out, schema).close()
+    return bytes(out.getvalue().to_pybytes())
