@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -70,6 +71,8 @@ from .layouts.postgres import (
     target_columns,
 )
 
+log = logging.getLogger("atomic_publish.postgres")
+
 
 class PostgresPublisher:
     sink_name = "postgres"
@@ -113,9 +116,8 @@ class PostgresPublisher:
         name = staging_table_name(run, part, token)
         conn = self._connect(run)
         try:
-            check_schema(
-                batches.schema, target_columns(conn, layout.schema, table), self.config, layout.describe(run.dataset)
-            )
+            existing = target_columns(conn, layout.schema, table)
+            check_schema(batches.schema, existing, self.config, layout.describe(run.dataset))
             columns = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(pg_type(f.type))) for f in batches.schema
             )
@@ -137,8 +139,11 @@ class PostgresPublisher:
                         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.staging_schema))
                     )
                 # UNLOGGED: no WAL for data that is thrown away after the MERGE; a regular table (not
-                # TEMP) so it outlives this session, which lets separate workers stage parts.
-                conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(staging, columns))
+                # TEMP) so it outlives this session, which lets separate workers stage parts. When
+                # there is no target yet, the staging of a run in one part may become the target
+                # (see _adopt): then it is logged, like any table that keeps its data.
+                create = "CREATE TABLE {} ({})" if existing is None and not part and not token else None
+                conn.execute(sql.SQL(create or "CREATE UNLOGGED TABLE {} ({})").format(staging, columns))
                 conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(staging, sql.Literal(comment)))
         except psycopg.OperationalError as exc:
             raise DestinationUnavailable(
@@ -276,9 +281,10 @@ class PostgresPublisher:
                 cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", layout.lock_key(run.run_id))
                 self._refuse_if_in_ledger(cur, run)
                 source = self._source(parts, cur)
-                self._create_target(cur, run, like=layout.staged_table(parts[0]))
-                self._check_duplicates(cur, source)
-                self._merge(cur, target, source, parts[0])
+                adopted = self._adopt(cur, run, parts)
+                if not adopted:
+                    self._create_target(cur, run, like=layout.staged_table(parts[0]))
+                    self._merge(cur, target, source, parts)
                 ensure_ledger(cur, layout)
                 self._refuse_if_in_ledger(cur, run)  # a ledger created meanwhile by another run's commit
                 cur.execute(
@@ -291,7 +297,10 @@ class PostgresPublisher:
                 published_at = cur.fetchone()[0]
                 # What the run weighs in the database (its staging tables, as loaded), for the receipt.
                 stored = 0
-                for part in parts:
+                if adopted:
+                    cur.execute("SELECT pg_total_relation_size(%s::regclass)", (target.as_string(cur),))
+                    stored = int(cur.fetchone()[0])
+                for part in parts if not adopted else ():
                     table = layout.staged_table(part)
                     cur.execute("SELECT pg_total_relation_size(%s::regclass)", (table.as_string(cur),))
                     stored += int(cur.fetchone()[0])
@@ -400,6 +409,46 @@ class PostgresPublisher:
             sql.SQL(" UNION ALL ").join(sql.SQL("SELECT * FROM {}").format(self.layout.staged_table(p)) for p in parts)
         )
 
+    def _adopt(self, cur: Any, run: Run, parts: list[Staged]) -> bool:
+        """The first run into a table that does not exist yet: its staging table (logged, made so by
+        ``stage`` for this case) becomes the target, inside the commit transaction: moved into the
+        target's schema, renamed, its primary key built in one sorted pass. Measured against loading
+        the staging a second time with MERGE: about half the time of a first publish. A duplicate
+        key fails the primary key: refused as the MERGE path refuses it. False (the MERGE path) when
+        the target exists, or the run came in several parts, or the staging is unlogged."""
+        from psycopg import errors, sql
+
+        if len(parts) != 1 or parts[0].part or parts[0].token:
+            return False
+        layout = self.layout
+        if cur.execute("SELECT to_regclass(%s)", (layout.target(run.dataset).as_string(cur),)).fetchone()[0]:
+            return False
+        staged = layout.staged_table(parts[0])
+        persistence = cur.execute(
+            "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass", (staged.as_string(cur),)
+        )
+        if persistence.fetchone()[0] != "p":
+            return False
+        name = parts[0].details["staging_table"]
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema)))
+        if layout.staging_schema != layout.schema:
+            cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(staged, sql.Identifier(layout.schema)))
+        moved = sql.Identifier(layout.schema, name)
+        cur.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(moved, sql.Identifier(layout.table_name(run.dataset)))
+        )
+        target = layout.target(run.dataset)
+        cur.execute(sql.SQL("COMMENT ON TABLE {} IS NULL").format(target))
+        keys = sql.SQL(", ").join(map(sql.Identifier, self.config.key_columns))
+        cur.execute("SAVEPOINT ap_key")
+        try:
+            cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(target, keys))
+        except errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT ap_key")
+            self._check_duplicates(cur, target)  # names a few of them
+            raise  # not reached: the key failed, so there are duplicates
+        return True
+
     def _create_target(self, cur: Any, run: Run, like: Any) -> None:
         from psycopg import sql
 
@@ -429,39 +478,69 @@ class PostgresPublisher:
                 "a MERGE cannot apply two rows to one key"
             )
 
-    def _merge(self, cur: Any, target: Any, source: Any, first: Staged) -> None:
-        from psycopg import sql
+    def _merge(self, cur: Any, target: Any, source: Any, parts: list[Staged]) -> None:
+        """Apply the staged rows to an existing target, in one of two shapes chosen from what the
+        staging shows (``_rewrite_matched``): MERGE, or DELETE of the matched keys + INSERT of every
+        staged row when most matched rows change. Duplicate keys in the data are refused (InputError)
+        either way: by a GROUP BY before, or, when the target has a unique index on the key (it
+        always does when this sink made it), by that index, then named by the same GROUP BY."""
+        from psycopg import errors, sql
 
+        first = parts[0]
         # The staged columns (made from the Arrow schema) are what the run writes; a target that
         # has more columns keeps its other values.
-        cols = list(target_columns(cur, self.layout.staging_schema, first.details["staging_table"]) or {})
+        staged_cols = target_columns(cur, self.layout.staging_schema, first.details["staging_table"]) or {}
+        cols = list(staged_cols)
         keys = list(self.config.key_columns)
         on = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(k)) for k in keys)
         non_keys = [c for c in cols if c not in keys]
-        # Rows whose values did not change are not rewritten: no dead tuple, no WAL, no index churn
-        # for the (usual) re-publish where most rows are the same.
-        matched = (
-            sql.SQL("WHEN MATCHED AND ({tv}) IS DISTINCT FROM ({sv}) THEN UPDATE SET {sets}").format(
-                tv=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_keys),
-                sv=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_keys),
-                sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_keys),
-            )
-            if non_keys
-            else sql.SQL("WHEN MATCHED THEN DO NOTHING")
-        )
-        cur.execute(
-            sql.SQL(
-                "MERGE INTO {t} AS t USING {s} AS s ON {on} {matched}"
-                " WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals})"
-            ).format(
-                t=target,
-                s=source,
-                on=on,
-                matched=matched,
-                cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                vals=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-            )
-        )
+        unique_key = self._key_is_unique(cur, target, keys)
+        if not unique_key:
+            self._check_duplicates(cur, source)
+        column_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+        cur.execute("SAVEPOINT ap_merge")
+        try:
+            if len(parts) == 1 and self._rewrite_matched(cur, target, self.layout.staged_table(first), on, non_keys):
+                cur.execute(sql.SQL("DELETE FROM {t} AS t USING {s} AS s WHERE {on}").format(t=target, s=source, on=on))
+                cur.execute(
+                    sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} AS s").format(
+                        t=target, s=source, cols=column_list
+                    )
+                )
+            else:
+                # Rows whose values did not change are not rewritten: no dead tuple, no WAL, no index
+                # churn for the (usual) re-publish where most rows are the same.
+                matched = (
+                    sql.SQL("WHEN MATCHED AND ({tv}) IS DISTINCT FROM ({sv}) THEN UPDATE SET {sets}").format(
+                        tv=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_keys),
+                        sv=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_keys),
+                        sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_keys),
+                    )
+                    if non_keys
+                    else sql.SQL("WHEN MATCHED THEN DO NOTHING")
+                )
+                cur.execute(
+                    sql.SQL(
+                        "MERGE INTO {t} AS t USING {s} AS s ON {on} {matched}"
+                        " WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals})"
+                    ).format(
+                        t=target,
+                        s=source,
+                        on=on,
+                        matched=matched,
+                        cols=column_list,
+                        vals=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
+                    )
+                )
+        except (errors.UniqueViolation, errors.CardinalityViolation):
+            # Two staged rows with one key (MERGE: "cannot affect row a second time"; an insert:
+            # the unique index), or another transaction's insert of the same new key: the GROUP BY
+            # tells which, and names the duplicates.
+            if not unique_key:
+                raise
+            cur.execute("ROLLBACK TO SAVEPOINT ap_merge")
+            self._check_duplicates(cur, source)
+            raise
         part = self.config.replace_partition_column
         if part:
             cur.execute(
@@ -470,6 +549,53 @@ class PostgresPublisher:
                     " AND NOT EXISTS (SELECT 1 FROM {s} AS s WHERE {on})"
                 ).format(t=target, s=source, p=sql.Identifier(part), on=on)
             )
+
+    @staticmethod
+    def _key_is_unique(cur: Any, target: Any, keys: list[str]) -> bool:
+        """The target has a unique index (or primary key) on exactly the key columns."""
+        return bool(
+            cur.execute(
+                "SELECT 1 FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indpred IS NULL"
+                " AND i.indexprs IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
+                " WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = %s::text[]",
+                (target.as_string(cur), sorted(keys)),
+            ).fetchone()
+        )
+
+    def _rewrite_matched(self, cur: Any, target: Any, staged: Any, on: Any, non_keys: list[str]) -> bool:
+        """Whether DELETE + INSERT beats MERGE: when most of the staged rows that match a target row
+        change it (measured on the same server, 1M rows all changed: MERGE 5.0 s, DELETE + INSERT
+        3.5 s; with few changes MERGE rewrites only those, DELETE + INSERT all of them). Estimated
+        from a 1% sample of the staging's pages (a big staging only: below 100,000 rows either shape
+        is quick). Only where a DELETE does nothing but delete: the target has no column beyond the
+        staged ones (MERGE keeps their values), no trigger of its own, and no foreign key points at it."""
+        from psycopg import sql
+
+        rows = cur.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (staged.as_string(cur),))
+        if not non_keys or (rows.fetchone()[0] or 0) < 100_000:
+            return False
+        name = target.as_string(cur)
+        plain = cur.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal)"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = %s::regclass AND contype = 'f')"
+            " AND (SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND NOT attisdropped) = (SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass"
+            " AND attnum > 0 AND NOT attisdropped)",
+            (name, name, name, staged.as_string(cur)),
+        ).fetchone()[0]
+        if not plain:
+            return False
+        tv = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_keys)
+        sv = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_keys)
+        first_key = sql.Identifier(self.config.key_columns[0])
+        matched, changed = cur.execute(
+            sql.SQL(
+                "SELECT count(t.{k}), count(*) FILTER (WHERE ({tv}) IS DISTINCT FROM ({sv}))"
+                " FROM (SELECT * FROM {s} TABLESAMPLE SYSTEM (1) REPEATABLE (0)) AS s JOIN {t} AS t ON {on}"
+            ).format(k=first_key, tv=tv, sv=sv, s=staged, t=target, on=on)
+        ).fetchone()
+        log.debug("postgres: %s of %s sampled matched rows change", changed, matched)
+        return bool(matched) and changed * 2 > matched
 
     def discard(self, run: Run, staged: Sequence[Staged]) -> None:
         """Drop every staging table of this attempt (all its parts, found by name) and of the

@@ -238,9 +238,12 @@ def test_connection_lost_at_commit_is_unknown_and_settled_by_the_diagnosis(pg, s
     deadline = time.monotonic() + 30
     while True:  # the attempt's session, paused just before COMMIT
         rows = pg.query(
-            # The commit's session: idle inside its transaction right after dropping the staging table.
+            # The commit's session: idle inside its transaction right after its last statement
+            # (dropping the staging table; or, for a first run whose staging became the target,
+            # measuring the target).
             "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'atomic-publish %%'"
-            " AND state = 'idle in transaction' AND query LIKE 'DROP TABLE%%'"
+            " AND state = 'idle in transaction'"
+            " AND (query LIKE 'DROP TABLE%%' OR query LIKE 'SELECT pg_total_relation_size%%')"
         )
         if rows:
             break
@@ -271,3 +274,93 @@ def test_credentials_never_appear_in_errors_or_logs(pg, small_inputs):
     good = run_cli("-v", *args, env=cli_env(cfg, PGPASSWORD=pg.password))
     assert good.code == 0, good.stderr
     assert pg.password not in good.stderr + good.stdout
+
+
+def _tables(pg):
+    return pg.query(
+        "SELECT n.nspname, c.relname, c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+    )
+
+
+@pytest.mark.parametrize("staging_schema", [None, "elsewhere"])
+def test_a_first_publish_makes_its_staging_the_target_then_runs_merge(pg, staging_schema):
+    """With no target yet, the run's (logged) staging table becomes the target in the commit, its
+    primary key built then; the next run MERGEs from an unlogged staging. Either way: the rows, the
+    key, a logged target and no staging table left."""
+    extra = {"staging_schema": f"{pg.schema}_{staging_schema}"} if staging_schema else {}
+    publisher, diagnostic = pg.make(**extra)
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), table([1, 2, 3], ["a", "b", "c"]))
+    mine = [t for t in _tables(pg) if t[0].startswith(pg.schema)]
+    assert mine == [(pg.schema, "atomic_publish_ledger", "p"), (pg.schema, "items", "p")]
+    key = pg.query(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+        " WHERE i.indrelid = %s::regclass AND i.indisprimary",
+        (f'"{pg.schema}".items',),
+    )
+    assert key == [("id",)]
+    comment = pg.query("SELECT obj_description(%s::regclass, 'pg_class')", (f'"{pg.schema}".items',))
+    assert comment == [(None,)]  # the staging's comment (its run and pid) did not stay on the target
+    publish(publisher, diagnostic, Run.new("items", "2026-04-24"), table([3, 4], ["C", "d"]))
+    assert pg.query(f'SELECT id, v FROM "{pg.schema}".items ORDER BY id') == [(1, "a"), (2, "b"), (3, "C"), (4, "d")]
+    assert [t for t in _tables(pg) if t[0].startswith(pg.schema)] == mine
+    assert diagnostic.diagnose(Run.new("items", "2026-04-23")).state is State.DONE
+
+
+def _changes(pg, table="items"):
+    """(updated, deleted, inserted) rows of the target so far, from the server's statistics."""
+    pg.execute("SELECT pg_stat_force_next_flush()")
+    return pg.query(
+        "SELECT n_tup_upd, n_tup_del, n_tup_ins FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+        (pg.schema, table),
+    )[0]
+
+
+BIG = 120_000  # over the 100,000 rows below which the sink does not sample the staging
+
+
+def test_a_republish_that_changes_most_rows_deletes_and_inserts_and_one_that_changes_few_merges(pg):
+    publisher, diagnostic = pg.make()
+    ids = list(range(BIG))
+    publish(publisher, diagnostic, Run.new("items", "2026-04-20"), table(ids, ["a"] * BIG))
+    before = _changes(pg)
+    publish(publisher, diagnostic, Run.new("items", "2026-04-21"), table(ids, ["b"] * BIG))  # every row changes
+    after = _changes(pg)
+    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (0, BIG, BIG)
+    few = ["b"] * BIG
+    few[:10] = ["c"] * 10
+    publish(publisher, diagnostic, Run.new("items", "2026-04-22"), table(ids, few))  # 10 rows change
+    last = _changes(pg)
+    assert (last[0] - after[0], last[1] - after[1], last[2] - after[2]) == (10, 0, 0)
+    assert pg.query(f'SELECT v, count(*) FROM "{pg.schema}".items GROUP BY v ORDER BY v') == [
+        ("b", BIG - 10),
+        ("c", 10),
+    ]
+
+
+def test_a_target_with_columns_of_its_own_is_always_merged(pg):
+    """DELETE + INSERT would lose the values of columns the run does not write: MERGE keeps them."""
+    publisher, diagnostic = pg.make()
+    pg.execute(f'CREATE SCHEMA "{pg.schema}"')
+    pg.execute(f'CREATE TABLE "{pg.schema}".items (id bigint PRIMARY KEY, v text, part text, note text)')
+    pg.execute(f"INSERT INTO \"{pg.schema}\".items SELECT g, 'a', 'p1', 'keep' FROM generate_series(0, {BIG - 1}) g")
+    before = _changes(pg)
+    publish(publisher, diagnostic, Run.new("items", "2026-04-21"), table(list(range(BIG)), ["b"] * BIG))
+    after = _changes(pg)
+    assert (after[0] - before[0], after[1] - before[1]) == (BIG, 0)
+    assert pg.query(f'SELECT v, note, count(*) FROM "{pg.schema}".items GROUP BY 1, 2') == [("b", "keep", BIG)]
+
+
+@pytest.mark.parametrize("unique_key", [True, False])
+def test_duplicate_keys_into_an_existing_target_are_bad_input_and_change_nothing(pg, unique_key):
+    """With a unique index on the key the index finds them; without one, a GROUP BY first."""
+    publisher, diagnostic = pg.make()
+    pg.execute(f'CREATE SCHEMA "{pg.schema}"')
+    key = "PRIMARY KEY" if unique_key else ""
+    pg.execute(f'CREATE TABLE "{pg.schema}".items (id bigint {key}, v text, part text)')
+    pg.execute(f"INSERT INTO \"{pg.schema}\".items VALUES (1, 'old', 'p1')")
+    for ids in ([1, 1, 2], [5, 5, 6]):  # a duplicated key that matches a row, and a new one
+        with pytest.raises(InputError, match=r"duplicate values of the key \['id'\] \(e.g. [15]\)"):
+            publish(publisher, diagnostic, Run.new("items", DATE), table(ids, ["a", "b", "c"]))
+        assert pg.query(f'SELECT id, v FROM "{pg.schema}".items') == [(1, "old")]
+        assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
