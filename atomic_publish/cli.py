@@ -337,8 +337,11 @@ class _ConsoleStream:
         pass
 
 
-def _resolve(config_path: str | None, sink: str | None) -> tuple[LoadedConfig, Any, Any]:
-    config = load_config(config_path)
+def _resolve(config: str | LoadedConfig | None, sink: str | None) -> tuple[LoadedConfig, Any, Any]:
+    """The configuration (read once per command: an Iceberg sink's validation reads pyiceberg's own
+    configuration too), the sink's publisher and its diagnostic."""
+    if config is None or isinstance(config, str):
+        config = load_config(config)
     definition, options = config.sink(sink)
     return config, definition.make_publisher(options), definition.make_diagnostic(options)
 
@@ -456,8 +459,9 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
                 return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, as_json)
             from . import refuse_if_rolling_forward
 
-            refuse_if_rolling_forward(load_config(config_path), sink, Run.new(dataset, run_date))
-            _, publisher, diagnostic = _resolve(config_path, sink)
+            config = load_config(config_path)
+            refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))
+            _, publisher, diagnostic = _resolve(config, sink)
             records = open_inputs(inputs)
             with Progress(
                 f"staging {dataset}/{run_date}",
@@ -541,11 +545,12 @@ def recover(
 
         if group is not None:
             return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
+        config = load_config(config_path)
         if apply_:
             from . import refuse_if_rolling_forward
 
-            refuse_if_rolling_forward(load_config(config_path), sink, Run.new(dataset, run_date))
-        _, _, diagnostic = _resolve(config_path, sink)
+            refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))
+        _, _, diagnostic = _resolve(config, sink)
         plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
         if not apply_:
             if as_json:
