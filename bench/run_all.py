@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
 PEERS_VENV = REPO / "bench" / ".venv-peers"
 TABLE = REPO / "docs" / "performance-table.md"
+TOKEN = uuid.uuid4().hex[:8]  # this invocation's names at a server, which outlives it
 SINKS = ("file-parquet", "file-csv", "s3-minio", "s3-moto", "iceberg", "postgres-empty", "postgres-full")
 
 
@@ -152,14 +154,16 @@ def s3_case(server: Any, rows: int, source: Path) -> Case:
         base.mkdir(parents=True)
         config = base / "publish.toml"
         config.write_text(
-            f'[sinks.s]\ntype = "s3"\nbucket = "{server.bucket}"\nprefix = "ours-{rows}-{n}"\n'
+            f'[sinks.s]\ntype = "s3"\nbucket = "{server.bucket}"\nprefix = "ours-{TOKEN}-{rows}-{n}"\n'
             f'endpoint_url = "{server.endpoint}"\nregion = "us-east-1"\naddressing_style = "path"\n'
             'format = "parquet"\n'
         )
         env = server.env()
         return {
             "ours": ours(config, "s", source, **env),
-            "floor": floor("s3", str(source), server.endpoint, server.bucket, f"floor-{rows}-{n}.parquet", env=env),
+            "floor": floor(
+                "s3", str(source), server.endpoint, server.bucket, f"floor-{TOKEN}-{rows}-{n}.parquet", env=env
+            ),
         }
 
     return Case(f"s3 ({server.server}, Parquet as is)", rows, source.stat().st_size, sides)
@@ -259,11 +263,13 @@ def servers(wanted: set[str]) -> Iterator[dict[str, Any]]:
         if "s3-minio" in wanted:
             from tests.services.minio import start_local_minio
 
+            shutil.rmtree(OUT / "minio", ignore_errors=True)
             found["s3-minio"] = start_local_minio(OUT / "minio")
             stops.append(found["s3-minio"].stop)
         if "s3-moto" in wanted:
             from tests.services.s3 import start_local_s3
 
+            shutil.rmtree(OUT / "moto", ignore_errors=True)
             found["s3-moto"] = start_local_s3(OUT / "moto")
             stops.append(found["s3-moto"].stop)
         if wanted & {"postgres-empty", "postgres-full"}:
