@@ -181,9 +181,16 @@ class PostgresPublisher:
 
         try:
             self._bulk_load(run, name, pa.RecordBatchReader.from_batches(batches.schema, counted()), source_error)
-            # Fresh statistics let the MERGE plan a hash join instead of guessing the staging size.
+            # Fresh statistics let the MERGE plan a hash join instead of guessing the staging size:
+            # the row count and the key columns are what the join needs (the other columns' were
+            # 60-70% of the ANALYZE's time). A staging that may become the target gets them all.
+            only = (
+                sql.SQL("")
+                if create
+                else sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, self.config.key_columns)))
+            )
             with self._connect(run) as conn:
-                conn.execute(sql.SQL("ANALYZE {}").format(staging))
+                conn.execute(sql.SQL("ANALYZE {}{}").format(staging, only))
         except psycopg.OperationalError as exc:
             self._drop_tables(run, [name])
             raise DestinationUnavailable(
