@@ -14,7 +14,7 @@ The input is the refunds pipeline's output as zstd Parquet at each size (generat
 ``bench/out``). The smallest size (1,000 rows) measures the fixed cost of a publish: ours minus the
 floor. Servers are the test harness's own (Postgres, MinIO, moto's server), started here.
 
-    .venv/bin/python bench/run_all.py                       # sizes 1k, 500k, 10M rows; 3 rounds
+    .venv/bin/python bench/run_all.py                       # sizes 1k, 500k, 10M rows; 3 rounds; ~25 min
     .venv/bin/python bench/run_all.py --sizes 1000,500000 --only file,s3-minio --rounds 5
     .venv/bin/python bench/run_all.py --peers               # with dlt (first time: a venv, ~1 min)
 """
@@ -132,13 +132,20 @@ def ensure_peers() -> None:
 # -- the cases of each sink ------------------------------------------------------------------------
 
 
+def fresh(name: str, sink_toml: str) -> tuple[Path, Path]:
+    """An empty work directory for one round of one case, and its publish.toml holding ``sink_toml``."""
+    base = OUT / name
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    config = base / "publish.toml"
+    config.write_text(sink_toml)
+    return base, config
+
+
 def file_cases(fmt: str, rows: int, source: Path, peers: bool) -> Case:
     def sides(n: int) -> dict[str, Side]:
-        base = OUT / f"file-{fmt}-{rows}-{n}"
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
-        config = base / "publish.toml"
-        config.write_text(f'[sinks.f]\ntype = "file"\nroot = "{base}/ours"\nformat = "{fmt}"\n')
+        name = f"file-{fmt}-{rows}-{n}"
+        base, config = fresh(name, f'[sinks.f]\ntype = "file"\nroot = "{OUT / name}/ours"\nformat = "{fmt}"\n')
         found = {"ours": ours(config, "f", source), "floor": floor(f"file-{fmt}", str(source), str(base / "floor"))}
         if peers and fmt == "parquet":
             found["peer (dlt)"] = peer("file-parquet", str(source), str(base / "peer"), str(base / "dlt"))
@@ -149,14 +156,11 @@ def file_cases(fmt: str, rows: int, source: Path, peers: bool) -> Case:
 
 def s3_case(server: Any, rows: int, source: Path) -> Case:
     def sides(n: int) -> dict[str, Side]:
-        base = OUT / f"s3-{server.server}-{rows}-{n}"
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
-        config = base / "publish.toml"
-        config.write_text(
+        _, config = fresh(
+            f"s3-{server.server}-{rows}-{n}",
             f'[sinks.s]\ntype = "s3"\nbucket = "{server.bucket}"\nprefix = "ours-{TOKEN}-{rows}-{n}"\n'
             f'endpoint_url = "{server.endpoint}"\nregion = "us-east-1"\naddressing_style = "path"\n'
-            'format = "parquet"\n'
+            'format = "parquet"\n',
         )
         env = server.env()
         return {
@@ -172,14 +176,13 @@ def s3_case(server: Any, rows: int, source: Path) -> Case:
 def iceberg_case(rows: int, source: Path) -> Case:
     def sides(n: int) -> dict[str, Side]:
         base = OUT / f"iceberg-{rows}-{n}"
-        shutil.rmtree(base, ignore_errors=True)
-        (base / "ours").mkdir(parents=True)
-        (base / "floor").mkdir()
-        config = base / "publish.toml"
-        config.write_text(
+        _, config = fresh(
+            base.name,
             f'[sinks.i]\ntype = "iceberg"\nnamespace = "bench"\n[sinks.i.catalog]\ntype = "sql"\n'
-            f'uri = "sqlite:///{base}/ours/catalog.db"\nwarehouse = "file://{base}/ours/wh"\n'
+            f'uri = "sqlite:///{base}/ours/catalog.db"\nwarehouse = "file://{base}/ours/wh"\n',
         )
+        (base / "ours").mkdir()
+        (base / "floor").mkdir()
         return {
             "ours": ours(config, "i", source),
             "floor": floor("iceberg", str(source), f"sqlite:///{base}/floor/catalog.db", f"file://{base}/floor/wh"),
@@ -200,13 +203,10 @@ def postgres_case(pg: dict[str, str], rows: int, source: Path, updated: Path, fu
         tag = f"{'full' if full else 'empty'}_{rows}_{n}"
         for schema in (f"ours_{tag}", f"floor_{tag}", f"peer_{tag}"):
             drop(schema)
-        base = OUT / f"pg-{tag}"
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
-        config = base / "publish.toml"
-        config.write_text(
+        base, config = fresh(
+            f"pg-{tag}",
             f'[sinks.p]\ntype = "postgres"\nconninfo = "{pg["conninfo"]}"\nschema = "ours_{tag}"\n'
-            'key_columns = ["refund_id"]\n'
+            'key_columns = ["refund_id"]\n',
         )
         env = {"PGPASSWORD": pg["password"]}
         if not full:
@@ -310,7 +310,7 @@ def summary(case: Case) -> dict[str, Any]:
     return row
 
 
-def write_table(results: list[dict[str, Any]], argv: list[str], rounds: int) -> None:
+def write_table(results: list[dict[str, Any]], argv: list[str], rounds: int, table: Path) -> None:
     lines = [
         "# Performance table",
         "",
@@ -339,7 +339,7 @@ def write_table(results: list[dict[str, Any]], argv: list[str], rounds: int) -> 
     for r in results:
         rounds_text = "; ".join(f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in r["rounds"].items())
         lines.append(f"- {r['sink']}, {r['rows']:,} rows: {rounds_text}")
-    TABLE.write_text("\n".join(lines) + "\n")
+    table.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -348,6 +348,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(SINKS), help=f"a subset of: {', '.join(SINKS)}")
     parser.add_argument("--peers", action="store_true", help="also dlt (Postgres, file), from bench/.venv-peers")
+    parser.add_argument("--table", type=Path, default=TABLE, help="where the table goes (default: %(default)s)")
     parser.add_argument("--peer-max-rows", type=int, default=1_000_000, help="dlt only up to this size (it is slow)")
     args = parser.parse_args()
     wanted = {s.strip() for s in args.only.split(",")}
@@ -379,7 +380,7 @@ def main() -> None:
             for case in cases:
                 run_case(case, args.rounds)
                 results.append(summary(case))
-                write_table(results, sys.argv[1:], args.rounds)
+                write_table(results, sys.argv[1:], args.rounds, args.table)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
