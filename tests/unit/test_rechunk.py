@@ -51,10 +51,13 @@ def test_the_layout_and_the_bytes_do_not_depend_on_the_input_batching(cuts: list
     assert parquet_bytes(batched(cuts), 1_000, 250) == parquet_bytes(batched([]), 1_000, 250)
 
 
-def test_a_piece_that_does_not_divide_the_group_is_made_to() -> None:
-    tables = list(rechunk(batched([7, 400, 1_999]), 1_000, 300))  # gcd(1000, 300) = 100
-    assert {len(c) for t in tables for c in t.column(0).chunks} == {100}
+@settings(max_examples=20, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=ROWS), max_size=30))
+def test_a_piece_that_does_not_divide_the_group_ends_each_group_short(cuts: list[int]) -> None:
+    tables = list(rechunk(batched(cuts), 1_000, 300))
+    assert [[len(c) for c in t.column(0).chunks] for t in tables] == [[300, 300, 300, 100]] * 2 + [[300, 200]]
     assert pa.concat_tables(tables).equals(DATA)
+    assert parquet_bytes(batched(cuts), 1_000, 300) == parquet_bytes(batched([]), 1_000, 300)
 
 
 def test_an_empty_stream_yields_nothing() -> None:
