@@ -428,3 +428,35 @@ def test_parts_whose_column_is_all_null_in_one_take_the_type_the_others_give(tmp
         ints = pa.table({"id": [5], "note": [7]})
         job.commit([stage_part(publisher, other, t, part=i, token=f"u{i}") for i, t in enumerate([typed, ints])])
     assert diagnostic.diagnose(Run.new("other_dataset", "2026-04-25")).state is State.NOTHING_IN_FLIGHT
+
+
+class _Probed(FileDiagnostic):
+    """A diagnostic whose cheap probe (``surely_unpublished``) is wrong or fails, as a sink's might."""
+
+    def __init__(self, config, answer):
+        super().__init__(config)
+        self.answer, self.probed = answer, 0
+
+    def surely_unpublished(self, r):
+        self.probed += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [True, OSError("the probe failed")], ids=["a-wrong-probe", "a-failing-probe"])
+def test_the_probe_before_the_lock_only_saves_time_the_check_under_the_lock_decides(tmp_path, answer):
+    """``surely_unpublished`` lets a publish skip its early diagnosis; a wrong "unpublished" still
+    meets the diagnosis under the lock (refused, nothing changed), and a probe that fails means
+    "diagnose" (refused before the lock)."""
+    publisher, diagnostic = make(tmp_path)
+    publish(publisher, diagnostic, run(), TABLE)
+    final = tmp_path / "out" / "refunds_settled" / "2026-04-24.csv"
+    before = (final.stat().st_mtime_ns, final.read_bytes())
+    probed = _Probed(diagnostic.config, answer)
+    with pytest.raises(AlreadyPublished, match="DONE"):
+        publish(publisher, probed, run(), TABLE.slice(0, 10))
+    assert publish(publisher, probed, run(), TABLE.slice(0, 10), if_absent=True).skipped
+    assert probed.probed == 2
+    assert (final.stat().st_mtime_ns, final.read_bytes()) == before
+    assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
