@@ -23,8 +23,9 @@ Commit sequence and what a crash between steps leaves (the diagnostic names each
 A run staged in parts by several workers (Spark tasks; ``stage(..., part=, token=)``) is still
 published as one file: ``commit`` first assembles the parts it is given, in part order, into the
 attempt's staging file (each part's size and sha256 checked as it is read; CSV bytes copied with
-one header, Parquet row groups rewritten at the fixed size), writes the pending manifest, removes
-the parts, and then goes on with step 2. A crash while assembling leaves only staging of the
+one header; Parquet column chunks copied as they are under one footer, the parts' row groups kept,
+or re-encoded when the parts' schemas or writers differ: ``_parquet``), writes the pending manifest,
+removes the parts, and then goes on with step 2. A crash while assembling leaves only staging of the
 attempt (ORPHANED). The parts must be on a filesystem the committing process sees (on a cluster: a
 shared one).
 """
@@ -206,7 +207,7 @@ class FilePublisher:
         data_path, pending_path = self.layout.staging_data(owner), self.layout.pending(owner)
         assembling = self.layout.staging_part(owner, 0, "all")
         created: list[Path] = []
-        concat = self._concat_csv if self.config.format == "csv" else self._rewrite_parquet
+        concat = self._concat_csv if self.config.format == "csv" else self._join_parquet
         try:
             rows, size, checksum = _write_new(assembling, lambda sink: concat(sink, ordered, paths), created)
             # Assembled and durable: the parts go, then the whole takes the attempt's staging name.
@@ -269,6 +270,20 @@ class FilePublisher:
             self._checked(staged, path, digest.hexdigest(), size)
             rows += staged.rows
         return rows
+
+    def _join_parquet(self, sink: HashingWriter, ordered: Sequence[Staged], paths: Sequence[Path]) -> int:
+        """The parts' column chunks copied as they are, one after the other, under one footer (no
+        decoding, no re-compression: as parquet-mr's appendFile); row groups are the parts' own. Parts
+        that cannot be joined so (another schema, as an all-null column gives; another writer; a page
+        index) are re-encoded instead, which nothing was written for yet."""
+        from . import _parquet
+
+        try:
+            joined = _parquet.plan(paths)
+        except _parquet.NotConcatenable as exc:
+            log.info("re-encoding the %d parts (they cannot be joined byte for byte: %s)", len(paths), exc)
+            return self._rewrite_parquet(sink, ordered, paths)
+        return joined.write(sink, lambda i, path, digest, size: self._checked(ordered[i], path, digest, size))
 
     def _rewrite_parquet(self, sink: HashingWriter, ordered: Sequence[Staged], paths: Sequence[Path]) -> int:
         """The parts' rows in one Parquet file, row groups at the configured size (as one stage)."""

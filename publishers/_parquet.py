@@ -1,0 +1,433 @@
+"""Byte-level concatenation of Parquet files written alike, as parquet-mr's
+``ParquetFileWriter.appendFile`` does: the parts' column chunks are copied as they are (no decoding,
+no re-compression), and one footer lists every part's row groups with their offsets shifted to where
+the bytes now sit.
+
+A Parquet file is ``PAR1``, column chunks, a footer (a Thrift ``FileMetaData`` in the compact
+protocol), the footer's length (4 bytes, little endian) and ``PAR1``. Nothing inside a column chunk
+refers to an absolute position: only the footer does (``RowGroup.file_offset``,
+``ColumnChunk.file_offset``, ``ColumnMetaData.data_page_offset``, ``index_page_offset``,
+``dictionary_page_offset``). So a file whose parts were written with one schema is the parts' bytes
+between their magic and their footer, one after the other, and a footer built from theirs.
+
+Only what this module understands is merged: a part with anything that also points into the file
+(a page index, a bloom filter, encrypted metadata, column chunks in another file) or a field the
+Parquet spec this was written against does not define, or parts whose schemas, key-value metadata
+(pyarrow's ``ARROW:schema``) or writer differ, are :class:`NotConcatenable` and the caller
+re-encodes instead. The Thrift codec keeps every field it decodes, known or not, and encodes
+canonically (as Apache Thrift's C++ library, which pyarrow uses): decoding a pyarrow footer and
+encoding it again gives the same bytes (tests/unit/test_parquet_concat.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+MAGIC = b"PAR1"
+_TAIL = 8  # footer length (4) + magic (4)
+
+# The compact protocol's type codes.
+_TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(1, 13)
+
+
+class NotConcatenable(Exception):
+    """These files cannot be joined byte by byte (the reason says why); re-encode them instead."""
+
+
+@dataclass
+class TList:
+    etype: int
+    items: list[Any]
+
+
+@dataclass
+class TMap:
+    ktype: int
+    vtype: int
+    items: list[tuple[Any, Any]]
+
+
+@dataclass
+class TStruct:
+    """A Thrift struct as it was decoded: ``[field id, type, value]`` in wire order."""
+
+    fields: list[list[Any]] = field(default_factory=list)
+
+    def ids(self) -> set[int]:
+        return {f[0] for f in self.fields}
+
+    def get(self, fid: int, default: Any = None) -> Any:
+        return next((f[2] for f in self.fields if f[0] == fid), default)
+
+    def set(self, fid: int, value: Any) -> None:
+        for f in self.fields:
+            if f[0] == fid:
+                f[2] = value
+                return
+        raise KeyError(fid)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise NotConcatenable("the Parquet footer ends early")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise NotConcatenable("the Parquet footer ends early")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def varint(self) -> int:
+        shift = result = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+            if shift > 70:
+                raise NotConcatenable("a varint in the Parquet footer is too long")
+
+    def zigzag(self) -> int:
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def value(self, ttype: int, depth: int) -> Any:
+        if depth > 64:
+            raise NotConcatenable("the Parquet footer nests too deep")
+        if ttype in (_TRUE, _FALSE):  # an element of a container: one byte
+            return self.byte() == _TRUE
+        if ttype == _BYTE:
+            return struct.unpack("<b", self.take(1))[0]
+        if ttype in (_I16, _I32, _I64):
+            return self.zigzag()
+        if ttype == _DOUBLE:
+            return struct.unpack("<d", self.take(8))[0]
+        if ttype == _BINARY:
+            return self.take(self.varint())
+        if ttype in (_LIST, _SET):
+            head = self.byte()
+            size, etype = head >> 4, head & 0x0F
+            if size == 15:
+                size = self.varint()
+            return TList(etype, [self.value(etype, depth + 1) for _ in range(size)])
+        if ttype == _MAP:
+            size = self.varint()
+            if not size:
+                return TMap(0, 0, [])
+            kv = self.byte()
+            ktype, vtype = kv >> 4, kv & 0x0F
+            pairs = [(self.value(ktype, depth + 1), self.value(vtype, depth + 1)) for _ in range(size)]
+            return TMap(ktype, vtype, pairs)
+        if ttype == _STRUCT:
+            return self.struct(depth + 1)
+        raise NotConcatenable(f"unknown Thrift type {ttype} in the Parquet footer")
+
+    def struct(self, depth: int = 0) -> TStruct:
+        out, last = TStruct(), 0
+        while True:
+            head = self.byte()
+            if head == 0:
+                return out
+            ttype, delta = head & 0x0F, head >> 4
+            fid = last + delta if delta else self.zigzag()
+            last = fid
+            value = ttype == _TRUE if ttype in (_TRUE, _FALSE) else self.value(ttype, depth)
+            out.fields.append([fid, ttype, value])
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def varint(self, n: int) -> None:
+        while n > 0x7F:
+            self.out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        self.out.append(n)
+
+    def zigzag(self, n: int, bits: int) -> None:
+        self.varint(((n << 1) ^ (n >> (bits - 1))) & ((1 << bits) - 1))
+
+    def value(self, ttype: int, value: Any) -> None:
+        if ttype in (_TRUE, _FALSE):
+            self.out.append(_TRUE if value else _FALSE)
+        elif ttype == _BYTE:
+            self.out += struct.pack("<b", value)
+        elif ttype in (_I16, _I32, _I64):
+            self.zigzag(value, {_I16: 16, _I32: 32, _I64: 64}[ttype])
+        elif ttype == _DOUBLE:
+            self.out += struct.pack("<d", value)
+        elif ttype == _BINARY:
+            self.varint(len(value))
+            self.out += value
+        elif ttype in (_LIST, _SET):
+            size = len(value.items)
+            if size < 15:
+                self.out.append(size << 4 | value.etype)
+            else:
+                self.out.append(0xF0 | value.etype)
+                self.varint(size)
+            for item in value.items:
+                self.value(value.etype, item)
+        elif ttype == _MAP:
+            self.varint(len(value.items))
+            if value.items:
+                self.out.append(value.ktype << 4 | value.vtype)
+                for k, v in value.items:
+                    self.value(value.ktype, k)
+                    self.value(value.vtype, v)
+        elif ttype == _STRUCT:
+            self.struct(value)
+        else:
+            raise ValueError(f"unknown Thrift type {ttype}")
+
+    def struct(self, value: TStruct) -> None:
+        last = 0
+        for fid, ttype, v in value.fields:
+            wire = (_TRUE if v else _FALSE) if ttype in (_TRUE, _FALSE) else ttype
+            if last < fid <= last + 15:
+                self.out.append((fid - last) << 4 | wire)
+            else:
+                self.out.append(wire)
+                self.zigzag(fid, 16)
+            last = fid
+            if ttype not in (_TRUE, _FALSE):
+                self.value(ttype, v)
+        self.out.append(0)
+
+
+def decode(data: bytes) -> TStruct:
+    """A compact-protocol struct (a whole Parquet footer) from its bytes."""
+    reader = _Reader(data)
+    out = reader.struct()
+    if reader.pos != len(data):
+        raise NotConcatenable(f"{len(data) - reader.pos} bytes after the Parquet footer's struct")
+    return out
+
+
+def encode(value: TStruct) -> bytes:
+    writer = _Writer()
+    writer.struct(value)
+    return bytes(writer.out)
+
+
+# What each struct of the footer may hold to be merged (parquet.thrift, format 2.10). Absent here:
+# FileMetaData 8-9 (encryption), ColumnChunk 1 (another file), 4-7 (page index offsets) and 8-9
+# (encryption), ColumnMetaData 14-15 (bloom filter): each points somewhere this module does not move.
+_FILE_FIELDS = {1, 2, 3, 4, 5, 6, 7}
+_ROW_GROUP_FIELDS = {1, 2, 3, 4, 5, 6, 7}
+_CHUNK_FIELDS = {2, 3}
+_COLUMN_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17}
+_SAME_IN_EVERY_PART = (1, 2, 5, 6, 7)  # version, schema, key-value metadata, created_by, column orders
+
+
+@dataclass
+class Footer:
+    """A part's footer: its metadata and where its column chunks end (where the footer starts)."""
+
+    meta: TStruct
+    raw: bytes  # the last bytes of the file: the footer, its length and the magic
+    data_end: int
+
+
+def read_footer(path: Path) -> Footer:
+    """The footer of the Parquet file at ``path``, checked to be one this module can merge."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(MAGIC))
+        size = fh.seek(0, 2)
+        if size < len(MAGIC) + _TAIL or head != MAGIC:
+            raise NotConcatenable(f"{path} is not a Parquet file ({size} bytes, starting {head!r})")
+        fh.seek(size - _TAIL)
+        tail = fh.read(_TAIL)
+        length = int.from_bytes(tail[:4], "little")
+        if tail[4:] != MAGIC:
+            raise NotConcatenable(f"{path} does not end in {MAGIC!r} (an encrypted footer, or not Parquet)")
+        data_end = size - _TAIL - length
+        if data_end < len(MAGIC):
+            raise NotConcatenable(f"{path}'s footer length {length} is larger than the file")
+        fh.seek(data_end)
+        raw = fh.read(length + _TAIL)
+    meta = decode(raw[:length])
+    _check(meta, path, data_end)
+    return Footer(meta, raw, data_end)
+
+
+def _only(value: TStruct, allowed: set[int], what: str, path: Path) -> None:
+    extra = value.ids() - allowed
+    if extra:
+        raise NotConcatenable(f"{path}: {what} has fields {sorted(extra)} this merge does not move")
+
+
+def _check(meta: TStruct, path: Path, data_end: int) -> None:
+    _only(meta, _FILE_FIELDS, "the file metadata", path)
+
+    def within(value: Any, name: str) -> None:
+        if value is not None and not (isinstance(value, int) and len(MAGIC) <= value <= data_end):
+            raise NotConcatenable(f"{path}: {name} {value!r} is not within its column chunks [4, {data_end}]")
+
+    if not isinstance(meta.get(3, 0), int):
+        raise NotConcatenable(f"{path}: num_rows is not an integer")
+    for group in _structs(meta.get(4), path):
+        _only(group, _ROW_GROUP_FIELDS, "a row group", path)
+        within(group.get(5), "a row group's file_offset")
+        for chunk in _structs(group.get(1), path):
+            _only(chunk, _CHUNK_FIELDS, "a column chunk", path)
+            if chunk.get(2) != 0:  # 0: not set (parquet-mr); else where the chunk ends
+                within(chunk.get(2), "a column chunk's file_offset")
+            column = chunk.get(3)
+            if not isinstance(column, TStruct):
+                raise NotConcatenable(f"{path}: a column chunk has no metadata in the footer")
+            _only(column, _COLUMN_FIELDS, "a column's metadata", path)
+            for fid, name in ((9, "data_page_offset"), (10, "index_page_offset"), (11, "dictionary_page_offset")):
+                within(column.get(fid), name)
+
+
+def _structs(value: Any, path: Path) -> list[TStruct]:
+    if value is None:
+        return []
+    if not isinstance(value, TList) or not all(isinstance(v, TStruct) for v in value.items):
+        raise NotConcatenable(f"{path}: the footer has a list of something else where structs belong")
+    return value.items
+
+
+def _items(value: Any) -> list[Any]:
+    return value.items if isinstance(value, TList) else []
+
+
+def merged_footer(footers: Sequence[Footer], starts: Sequence[int]) -> bytes:
+    """The footer of the file that holds each part's column chunks from ``starts[i]`` on (where its
+    byte 4 now sits), with its length and the magic: what follows the chunks."""
+    first = footers[0].meta
+    fields = {f[0]: f for f in first.fields}
+    for footer in footers[1:]:
+        other = {f[0]: f for f in footer.meta.fields}
+        for fid in _SAME_IN_EVERY_PART:
+            if encode(TStruct([fields[fid]] if fid in fields else [])) != encode(
+                TStruct([other[fid]] if fid in other else [])
+            ):
+                raise NotConcatenable(f"the parts differ in their footer's field {fid} (schema, metadata or writer)")
+    groups: list[TStruct] = []
+    for footer, start in zip(footers, starts, strict=True):
+        shift = start - len(MAGIC)
+        for group in _items(footer.meta.get(4)):
+            g = _copy(group)
+            if 5 in g.ids():
+                g.set(5, g.get(5) + shift)
+            if 7 in g.ids():
+                g.set(7, len(groups))
+            for chunk in _items(g.get(1)):
+                if chunk.get(2):
+                    chunk.set(2, chunk.get(2) + shift)
+                column = chunk.get(3)
+                for fid in (9, 10, 11):
+                    if fid in column.ids():
+                        column.set(fid, column.get(fid) + shift)
+            groups.append(g)
+    if len(groups) > 32_767 and any(7 in g.ids() for g in groups):
+        raise NotConcatenable(f"{len(groups)} row groups: more than a row group's ordinal (i16) can number")
+    meta = _copy(first)
+    meta.set(3, sum(f.meta.get(3, 0) for f in footers))
+    if 4 in meta.ids():
+        meta.set(4, TList(_STRUCT, groups))
+    body = encode(meta)
+    return body + len(body).to_bytes(4, "little") + MAGIC
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, TStruct):
+        return TStruct([[f[0], f[1], _copy(f[2])] for f in value.fields])
+    if isinstance(value, TList):
+        return TList(value.etype, [_copy(v) for v in value.items])
+    return value
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes | memoryview, /) -> Any: ...
+
+
+@dataclass
+class Concat:
+    """Parquet files checked to be joinable, and the footer of the file they make."""
+
+    paths: Sequence[Path]
+    footers: list[Footer]
+    footer: bytes  # the merged footer, its length and the magic
+
+    @property
+    def rows(self) -> int:
+        return int(sum(f.meta.get(3, 0) for f in self.footers))
+
+    def write(self, sink: _Sink, check: Callable[[int, Path, str, int], None], chunk: int = 4 << 20) -> int:
+        """Write the files as one into ``sink``; the rows. Each part's bytes are hashed as they are
+        copied, and ``check(i, path, sha256 hex, size)`` is called once a part is read; a part whose
+        bytes are not those planned from (it changed since) is a ValueError."""
+        sink.write(MAGIC)
+        for i, (path, footer) in enumerate(zip(self.paths, self.footers, strict=True)):
+            digest, size, tail = hashlib.sha256(), 0, bytearray()
+            with open(path, "rb", buffering=0) as fh:
+                while block := fh.read(chunk):
+                    if size == 0 and block[: len(MAGIC)] != MAGIC:
+                        raise ValueError(f"{path} does not start with {MAGIC!r}")
+                    digest.update(block)
+                    lo, hi = size, size + len(block)
+                    size = hi
+                    # bytes [4, data_end) go to the sink; [data_end, end) are the footer, compared below
+                    a, b = max(lo, len(MAGIC)), min(hi, footer.data_end)
+                    if a < b:
+                        sink.write(memoryview(block)[a - lo : b - lo])
+                    if hi > footer.data_end:
+                        tail += block[max(footer.data_end, lo) - lo :]
+            check(i, path, digest.hexdigest(), size)
+            if bytes(tail) != footer.raw:
+                raise ValueError(f"{path} changed while it was being copied")
+        sink.write(self.footer)
+        return self.rows
+
+
+def plan(paths: Sequence[Path]) -> Concat:
+    """Read and check every part's footer and build the merged one; :class:`NotConcatenable` when
+    the parts cannot be joined byte by byte (before anything is written anywhere)."""
+    footers = []
+    for path in paths:
+        footers.append(read_footer(path))
+    starts, at = [], len(MAGIC)
+    for footer in footers:
+        starts.append(at)
+        at += footer.data_end - len(MAGIC)
+    joined = Concat(paths, footers, merged_footer(footers, starts))
+    _parsed_by_pyarrow(joined)
+    return joined
+
+
+def _parsed_by_pyarrow(joined: Concat) -> None:
+    """The merged footer as Parquet's own reader (pyarrow's C++ Thrift) parses it: every field of
+    the type the spec gives, the rows and row groups the parts add up to. A footer this module
+    decoded but the reader would not (a damaged part) is refused here, not published."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(io.BytesIO(MAGIC + joined.footer))
+    except Exception as exc:  # pyarrow raises OSError or ArrowException; either is a refusal
+        raise NotConcatenable(f"the joined footer does not parse: {exc}") from None
+    groups = sum(len(_items(f.meta.get(4))) for f in joined.footers)
+    if (meta.num_rows, meta.num_row_groups) != (joined.rows, groups):
+        raise NotConcatenable(
+            f"the joined footer reads as {meta.num_rows} rows in {meta.num_row_groups} row groups, "
+            f"not {joined.rows} in {groups}"
+        )
