@@ -7,8 +7,8 @@ same Spark session (local[2]), same rows, same disk. Rounds alternate; medians.
   default (SQLite catalog, local warehouse): tasks send Arrow batches to Python workers, which write
   Parquet files as parts; the driver's holder commits one snapshot;
 - ``atomic-file``: the same into the file sink (Parquet, same compression): tasks write their parts,
-  the driver's holder assembles them into the run's one file (a second pass over the data) and
-  renames it into place under its manifest.
+  the driver's holder assembles them into the run's one file (the parts' bytes copied under one
+  footer: a second pass over the bytes, no re-encoding) and renames it into place under its manifest.
 
 - ``python-noop``: a Python data source whose tasks only receive the Arrow batches and count the
   rows (``bench_noop``, defined here): what Spark's Python data source API costs by itself, before

@@ -105,6 +105,25 @@ def test_a_failed_job_publishes_nothing_and_leaves_nothing(spark, harness, tmp_p
     assert _published_rows(harness, cfg) == rows(reference(harness))
 
 
+def test_a_parquet_run_of_the_file_sink_is_read_back_by_sparks_own_reader(spark, tmp_path, refunds_parquet):
+    """The file sink joins the tasks' Parquet parts byte for byte under one footer it writes itself
+    (publishers/_parquet.py): Spark's JVM reader (parquet-mr, no pyarrow, none of this project's
+    code) reads the published file as exactly the DataFrame's rows, one row group per part at least."""
+    import pyarrow.parquet as pq
+
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.files]\ntype = "file"\nroot = "{tmp_path / "out"}"\nformat = "parquet"\n')
+    df = spark.read.parquet(str(refunds_parquet)).repartition(4)
+    w = df.write.format("atomic_publish").option("config", str(cfg)).option("sink", "files")
+    w.option("dataset", DATASET).option("run_date", DATE).mode("append").save()
+    published = tmp_path / "out" / DATASET / f"{DATE}.parquet"
+    assert pq.ParquetFile(published).metadata.num_row_groups >= 4  # the parts' groups, not re-cut
+    back = spark.read.parquet(str(published))
+    assert back.schema == df.schema
+    assert back.count() == df.count()
+    assert back.exceptAll(df).count() == 0 and df.exceptAll(back).count() == 0
+
+
 def test_sinks_that_take_one_piece_are_refused_before_any_task(spark, tmp_path, refunds_parquet):
     """Kafka: a transaction belongs to one producer. Refused on the driver, before any task runs
     and before anything reaches the broker (there is none at this address)."""
