@@ -379,19 +379,26 @@ def test_a_run_staged_in_parts_is_published_as_one_file_of_the_same_rows(tmp_pat
     assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
 @pytest.mark.parametrize("damage", ["changed", "missing", "on-another-host"])
-def test_a_part_that_is_not_what_its_worker_staged_is_refused_and_nothing_is_published(tmp_path, damage):
+def test_a_part_that_is_not_what_its_worker_staged_is_refused_and_nothing_is_published(tmp_path, damage, fmt):
     from atomic_publish import CommitRejected, begin_run
 
-    publisher, diagnostic = make(tmp_path)
+    publisher, diagnostic = make(tmp_path, fmt)
     r = run()
     with pytest.raises(CommitRejected) as refused, begin_run(publisher, diagnostic, r) as job:
         staged = _parts(publisher, r, TABLE, 3)
         path = staged[1].location
-        if damage == "changed":
+        if damage == "changed" and fmt == "csv":  # the last row
             with open(path, "r+b") as fh:
                 fh.seek(-2, os.SEEK_END)
                 fh.write(b"9\n")
+        elif damage == "changed":  # a byte of a page: the footer intact, so the parts join, unchecked
+            with open(path, "r+b") as fh:
+                fh.seek(40)
+                byte = fh.read(1)[0]
+                fh.seek(40)
+                fh.write(bytes([byte ^ 0xFF]))
         else:
             os.unlink(path)
         if damage == "on-another-host":  # staged by an executor whose disk the driver does not see
@@ -403,7 +410,7 @@ def test_a_part_that_is_not_what_its_worker_staged_is_refused_and_nothing_is_pub
         "on-another-host": "on executor-7, is not on this host's filesystem",
     }
     assert expected[damage] in str(refused.value)
-    assert not (tmp_path / "out" / "refunds_settled" / "2026-04-24.csv").exists()
+    assert not (tmp_path / "out" / "refunds_settled" / f"2026-04-24.{fmt}").exists()
     # The refused attempt removed all of its staging: nothing to recover, a re-run publishes.
     assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
     assert diagnostic.diagnose(run()).state is State.NOTHING_IN_FLIGHT
