@@ -187,14 +187,23 @@ class ServiceProcess:
         the same command line again on the same data."""
         if self.proc is None:
             return
+        # Stopped first, so that nothing forks while its descendants are listed: Postgres's backends
+        # call setsid(), so they are in no group of ours and a killpg alone would leave them running
+        # (they exit when they next notice the postmaster gone, which may be after the next start).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+        doomed = _descendants(self.proc.pid)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=timeout)
-        # The other members (Postgres' backends, say) are reaped by init, not by us: wait until none
-        # is left running, so the next start finds no process holding the port or shared memory.
+        # The other processes are reaped by init, not by us: wait until none is left running, so the
+        # next start finds no process holding the port or shared memory.
         deadline = time.monotonic() + timeout
-        while _group_members(self.proc.pid) and time.monotonic() < deadline:
+        while (_group_members(self.proc.pid) or _running_of(doomed)) and time.monotonic() < deadline:
             time.sleep(0.02)
         with contextlib.suppress(Exception):
             self._log.close()
@@ -203,9 +212,27 @@ class ServiceProcess:
                 _running.remove(self)
 
 
-def _group_members(pgid: int) -> list[int]:
-    """The processes of a process group that are not yet dead (zombies do not count)."""
-    found = []
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (children, their children, ...), whatever their group."""
+    children: dict[int, list[int]] = {}
+    for pid, stat in _stats():
+        children.setdefault(int(stat[1]), []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _running_of(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are not yet dead (zombies do not count)."""
+    wanted = set(pids)
+    return [pid for pid, stat in _stats() if pid in wanted and stat[0] not in ("Z", "X")]
+
+
+def _stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, [state, ppid, pgrp, ...]) of every process, from /proc/<pid>/stat."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -215,10 +242,12 @@ def _group_members(pgid: int) -> list[int]:
         except OSError:
             continue
         # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ")"
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
+        yield int(entry), stat[stat.rfind(")") + 2 :].split()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The processes of a process group that are not yet dead (zombies do not count)."""
+    return [pid for pid, stat in _stats() if len(stat) > 2 and stat[0] not in ("Z", "X") and int(stat[2]) == pgid]
 
 
 def stop_all() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.proxy import RESET_BEFORE_REQUEST, Contains, Delay, KafkaApiKey
-from tests.services._process import ServiceError, ServiceProcess, _group_members
+from tests.services._process import ServiceError, ServiceProcess, _descendants, _group_members, _running_of
 from tests.services.kafka import KafkaService
 from tests.services.postgres import PostgresService
 
@@ -24,7 +24,7 @@ def test_kill_leaves_the_directory_that_stop_removes(tmp_path):
     base = tmp_path / "service"
     base.mkdir()
     (base / "data").write_text("kept")
-    # A child in the same process group, as Postgres' backends are.
+    # A child in the same process group.
     process = ServiceProcess("sleeper", ["bash", "-c", "sleep 60 & sleep 60"], base / "log", remove_after=base).start()
     time.sleep(0.2)
     assert len(_group_members(process.pid)) >= 2
@@ -35,6 +35,23 @@ def test_kill_leaves_the_directory_that_stop_removes(tmp_path):
     assert process.alive()
     process.stop()
     assert not base.exists()
+
+
+def test_kill_also_kills_children_that_left_the_process_group(tmp_path):
+    """Postgres's backends call setsid(): a killpg of the postmaster's group does not reach them, and
+    one still running holds the shared memory that makes the next start fail (seen under load: a
+    backend busy in COPY outlived the kill)."""
+    process = ServiceProcess(
+        "sleeper", ["bash", "-c", "setsid sleep 61 & sleep 60"], tmp_path / "log", remove_after=tmp_path / "x"
+    ).start()
+    deadline = time.monotonic() + 10
+    while not set(_descendants(process.pid)) - set(_group_members(process.pid)):
+        assert time.monotonic() < deadline, "the child never called setsid()"
+        time.sleep(0.02)
+    children = _descendants(process.pid)
+    process.kill()
+    assert _running_of(children) == [], "a child that called setsid() outlived kill()"
+    process.stop()
 
 
 @pytest.mark.parametrize(
