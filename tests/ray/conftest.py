@@ -17,7 +17,10 @@ from tests.engines import engine_environment
 def ray_local(engine_env):  # type: ignore[no-untyped-def]
     import ray
 
-    with engine_environment(engine_env):
+    # Ray runs its workers at nice 15 by default. Beside the other pytest workers on two cores they
+    # then get a few percent of a CPU: one test took 192 s under three busy loops, 32 s at nice 0
+    # (11 s on an idle machine), and the Ray module 550 s of a CI run. The raylet reads this variable.
+    with engine_environment({**engine_env, "RAY_worker_niceness": "0"}):
         ray.init(
             num_cpus=2,
             include_dashboard=False,
