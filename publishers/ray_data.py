@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -119,6 +120,7 @@ class AtomicPublishDatasink(Datasink):
     # -- the tasks ----------------------------------------------------------------------------------
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> str | None:
+        forget_interrupted_imports()
         import pyarrow as pa
 
         from . import registry
@@ -161,3 +163,26 @@ class AtomicPublishDatasink(Datasink):
                 "serializes a datasink before starting it (atomic-publish[ray] needs ray[data] >= 2.60)"
             )
         return self.held
+
+
+def forget_interrupted_imports() -> list[str]:
+    """Drop from ``sys.modules`` the submodules a cancelled import left behind, so that the next
+    import of their package runs from the start; return their names.
+
+    Ray reuses a worker process for later tasks, and cancels a task (when another task of the write
+    failed) by raising KeyboardInterrupt in it, also in the middle of an import. Python then removes
+    the package that was being imported but keeps the submodules it had finished, and the next
+    import of the package does not attach them again: seen in CI as "module 'boto3' has no attribute
+    'utils'" in the next write's task on the same worker. A submodule whose package is not imported
+    exists only after such a failure (an import puts the package into ``sys.modules`` first)."""
+    orphans = [
+        name
+        for name, module in list(sys.modules.items())
+        if (spec := getattr(module, "__spec__", None)) is not None
+        and spec.parent
+        and spec.parent != name
+        and spec.parent not in sys.modules
+    ]
+    for name in orphans:
+        sys.modules.pop(name, None)
+    return orphans

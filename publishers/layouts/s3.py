@@ -94,8 +94,9 @@ def conditional_client(config: S3SinkConfig) -> Any:
     return _make_client(config, attempts=1)
 
 
-# Building clients on several threads at once (Ray runs a worker's tasks on threads) once failed
-# inside boto3's own first import ("module 'boto3' has no attribute 'utils'"): one at a time.
+# Clients are built one at a time: two threads in boto3's first import at once can each get the
+# other's half-imported modules. (The "module 'boto3' has no attribute 'utils'" seen under Ray came
+# from an import a cancelled task interrupted: see ray_data.forget_interrupted_imports.)
 _CLIENT_LOCK = threading.Lock()
 _LOADER: Any = None  # botocore's Loader, shared by every session (see _session)
 

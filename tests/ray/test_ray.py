@@ -228,3 +228,57 @@ def test_a_block_whose_column_is_all_null_publishes_with_the_others_type(ray_loc
     published = pq.read_table(next((tmp_path / "out").rglob(f"{DATE}.parquet")))
     assert sorted(published.column("id").to_pylist()) == list(range(400))
     assert published.schema.field("v").type == pa.string()
+
+
+def _interrupt_an_import(root: Path, package: str) -> None:
+    """Import ``package`` (written under ``root``) the way a task Ray cancels does: KeyboardInterrupt
+    raised in the middle, after its submodule ``a`` is finished. Checks that this leaves the package
+    broken for the next import, as boto3 was ("module 'boto3' has no attribute 'utils'")."""
+    pkg = root / package
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"import {package}.a\nimport {package}.b\nVALUE = {package}.a.VALUE\n")
+    (pkg / "a.py").write_text("VALUE = 42\n")
+    (pkg / "b.py").write_text(f"import os\nif os.path.exists({str(root / 'cancel')!r}):\n    raise KeyboardInterrupt\n")
+    (root / "cancel").touch()
+    with pytest.raises(KeyboardInterrupt):
+        __import__(package)
+    (root / "cancel").unlink()
+    assert package not in sys.modules and f"{package}.a" in sys.modules
+
+
+def test_an_import_a_cancelled_task_interrupted_works_in_the_next_task(tmp_path, monkeypatch):
+    from atomic_publish.publishers.ray_data import forget_interrupted_imports
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _interrupt_an_import(tmp_path, "cancelled_pkg_one")
+    with pytest.raises(AttributeError, match="has no attribute 'a'"):
+        __import__("cancelled_pkg_one")  # the failure mode, without the repair
+    _interrupt_an_import(tmp_path, "cancelled_pkg_two")
+    # pkg_one's second import failed too (on the missing attribute), after finishing its b
+    assert sorted(forget_interrupted_imports()) == ["cancelled_pkg_one.a", "cancelled_pkg_one.b", "cancelled_pkg_two.a"]
+    assert __import__("cancelled_pkg_two").VALUE == 42
+    assert forget_interrupted_imports() == []
+
+
+def test_a_write_task_repairs_an_import_an_earlier_task_interrupted(tmp_path, monkeypatch):
+    """The write task itself runs the repair first (in-process here: a worker Ray reuses after
+    cancelling a task in it is the same Python)."""
+    import pyarrow as pa
+
+    from atomic_publish.publishers.ray_data import AtomicPublishDatasink
+
+    monkeypatch.syspath_prepend(str(tmp_path / "modules"))
+    (tmp_path / "modules").mkdir()
+    _interrupt_an_import(tmp_path / "modules", "cancelled_pkg_three")
+    harness = HARNESSES["file"][1]()
+    cfg = harness.make_config(tmp_path)
+    sink = AtomicPublishDatasink(
+        sink=loaded(cfg).settings.defaults.sink, dataset=DATASET, run_date=DATE, config=str(cfg)
+    )
+    sink.on_write_start(None)
+    try:
+        ctx = type("TaskContext", (), {"task_idx": 0})()
+        assert sink.write([pa.table({"id": [1, 2]})], ctx) is not None
+        assert __import__("cancelled_pkg_three").VALUE == 42
+    finally:
+        sink.abort()
