@@ -1,5 +1,5 @@
 """``python -m atomic_publish`` is ``atomic-publish``."""
 
-from .cli import main
+from .cli import run
 
-main()
+run()

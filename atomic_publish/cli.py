@@ -4,6 +4,7 @@ the table is ``atomic_publish.EXIT_CODES`` and ``atomic-publish --help`` prints 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -731,6 +732,51 @@ for _command in cli.commands.values():
 def main() -> None:
     _prefer_jemalloc()
     _run_click(cli, "atomic-publish")
+
+
+def run() -> NoReturn:
+    """The ``atomic-publish`` program (console script, ``python -m atomic_publish``): ``main()``,
+    then a quick exit. ``main()`` itself ends with ``sys.exit`` like any click program."""
+    _exit_quickly(main)
+
+
+def publish_run() -> NoReturn:
+    """The ``publish`` program: ``publish_main()``, then a quick exit."""
+    _exit_quickly(publish_main)
+
+
+def _exit_quickly(program: Callable[[], None]) -> NoReturn:
+    """Run ``program``, then end the process without Python's teardown of every object of every
+    imported module, which is all that is left to do and took 0.26 s of CPU after a 1,000-row S3
+    publish (boto3's service models, pyarrow, pydantic; the whole command took 1.0-1.2 s). mypy ends
+    the same way. What an exit does for correctness is done first, in the interpreter's order:
+    non-daemon threads are joined, the atexit callbacks run (logging's flush, Ray's and Spark's
+    shutdown), stdout and stderr are flushed. Nothing the guarantees rely on waits for the teardown:
+    every file the sinks write is fsynced and closed before the command returns. On an interpreter
+    without CPython's ``threading._shutdown`` and ``atexit._run_exitfuncs``: the usual exit."""
+    import atexit
+    import threading
+
+    try:
+        program()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    join_threads = getattr(threading, "_shutdown", None)
+    run_atexit = getattr(atexit, "_run_exitfuncs", None)
+    if join_threads is None or run_atexit is None:
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)  # what sys.exit("message") does
+        code = 1
+    join_threads()
+    run_atexit()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _prefer_jemalloc() -> None:
