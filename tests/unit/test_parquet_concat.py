@@ -94,16 +94,15 @@ def test_joined_parts_read_back_as_the_parts_one_after_the_other(tmp_path_factor
     assert back.read().equals(pa.concat_tables(tables))
     # Row group by row group (each found through the shifted offsets): the parts' own, in order.
     # (Each file and footer opened once: up to 2,800 groups here.)
-    opened = {p: pq.ParquetFile(p) for p in paths}
-    groups = [(opened[p], g) for p in paths for g in range(opened[p].metadata.num_row_groups)]
+    opened = [(part, part.metadata) for part in map(pq.ParquetFile, paths)]
+    groups = [(part, footer, g) for part, footer in opened for g in range(footer.num_row_groups)]
     joined_footer = back.metadata
     assert joined_footer.num_row_groups == len(groups)
-    part_footers = {id(part): part.metadata for part in opened.values()}
-    for i, (part, g) in enumerate(groups):
+    for i, (part, footer, g) in enumerate(groups):
         assert back.read_row_group(i).equals(part.read_row_group(g))
         assert (
             joined_footer.row_group(i).column(0).statistics.to_dict()
-            == part_footers[id(part)].row_group(g).column(0).statistics.to_dict()
+            == footer.row_group(g).column(0).statistics.to_dict()
         )
 
 
