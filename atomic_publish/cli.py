@@ -700,10 +700,11 @@ def sweep(
 @config_option
 @json_option
 def list_sinks(config_path: str | None, as_json: bool) -> NoReturn:
-    """List sink types and the sinks the configuration names."""
+    """List sink types and the sinks the configuration names, each checked in full."""
 
     def action() -> int:
         config = load_config(config_path)
+        config.check_every_sink(deep=True)  # also what needs each sink's client library
         configured = {name: raw.get("type", name) for name, raw in config.settings.sinks.items()}
         from .sdk import available
 

@@ -12,11 +12,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
-from pyarrow.fs import LocalFileSystem
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from .._errors import (
     DestinationUnavailable,
@@ -28,6 +26,9 @@ from .._errors import (
 from .._lease import Lease, local_conditional, unconditional
 from .._protocol import Capabilities, SinkOptions
 from .._types import Run
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger("atomic_publish.iceberg")
 
@@ -147,7 +148,11 @@ class IcebergSinkConfig(SinkOptions):
         return {**own, **reveal(self.catalog or {})}
 
     @model_validator(mode="after")
-    def _catalog_is_complete(self) -> IcebergSinkConfig:
+    def _catalog_is_complete(self, info: ValidationInfo) -> IcebergSinkConfig:
+        if info.context and info.context.get("without_client_library"):
+            # A sink the command does not use (LoadedConfig.check_every_sink): its catalog is checked
+            # when it is used, since that needs pyiceberg's configuration and SQLAlchemy (0.15 s).
+            return self
         props = self.merged_catalog()
         uri = props.get("uri", "")
         if props.get("type", "sql") == "sql" and uri:
@@ -208,6 +213,7 @@ def normalize_schema(schema: pa.Schema) -> pa.Schema:
     (Arrow keeps UTC epoch values whatever the zone's name): timestamptz, labelled UTC (Spark sends
     its session zone, e.g. Etc/UTC). A type Iceberg cannot keep is refused here, naming the column,
     before any table is created."""
+    import pyarrow as pa
     from pyiceberg.io.pyarrow import (
         _pyarrow_schema_ensure_small_types,
         _pyarrow_to_schema_without_ids,
@@ -230,6 +236,8 @@ def normalize_schema(schema: pa.Schema) -> pa.Schema:
 
 
 def _widened(name: str, typ: pa.DataType) -> pa.DataType:
+    import pyarrow as pa
+
     if pa.types.is_dictionary(typ):
         return _widened(name, typ.value_type)
     if pa.types.is_timestamp(typ):
@@ -255,6 +263,8 @@ def _widened(name: str, typ: pa.DataType) -> pa.DataType:
 
 def _promotion(data: pa.DataType, table: pa.DataType) -> bool:
     """The lossless promotions Iceberg allows from the data's type to the table's."""
+    import pyarrow as pa
+
     return (pa.types.is_int32(data) and pa.types.is_int64(table)) or (
         pa.types.is_float32(data) and pa.types.is_float64(table)
     )
@@ -476,6 +486,8 @@ def run_lease(layout: IcebergLayout, run: Run) -> Lease:
 
     # On a local warehouse the lease is taken by compare-and-swap (two attempts never both hold
     # it); on an object store through pyarrow there is no conditional write, so it is evidence only.
+    from pyarrow.fs import LocalFileSystem
+
     access = local_conditional(Path(path)) if isinstance(fs, LocalFileSystem) else unconditional(read, write)
     return Lease(run, layout.config.lease_seconds, location, access, lambda: fs.delete_file(path))
 

@@ -288,6 +288,46 @@ def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
     assert lines[-2] == "exit 12" and lines[-1] == "[]", proc.stderr
 
 
+def test_an_unused_iceberg_sink_costs_no_imports_and_is_still_checked_in_full_when_listed_or_used(tmp_path):
+    """A publish.toml with an Iceberg sink next to the one a command uses: the command does not
+    import pyiceberg, SQLAlchemy or pyarrow to check the unused sink's catalog (0.15 s, most of a
+    diagnosis); ``atomic-publish sinks`` and a command that uses that sink still refuse its bad
+    catalog URL, naming it."""
+    import subprocess
+    import sys
+
+    from tests.helpers import cli_env, run_cli
+
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[defaults]\nsink = "f"\n[sinks.f]\ntype = "file"\nroot = "{tmp_path / "out"}"\n'
+        '[sinks.lake]\ntype = "iceberg"\n[sinks.lake.catalog]\ntype = "sql"\nuri = "no url at all"\n'
+        f'warehouse = "{tmp_path / "wh"}"\n'
+    )
+    args = ["--dataset", "refunds", "--run-date", "2026-05-16"]
+    (tmp_path / "out").mkdir()
+    code = (
+        "import sys\n"
+        "from atomic_publish.cli import cli\n"
+        "try:\n"
+        f"    cli.main(['diagnose', *{args!r}])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code, file=sys.stderr)\n"
+        "print(sorted(m for m in ('pyarrow', 'pyiceberg', 'sqlalchemy') if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(cfg), capture_output=True, text=True, check=False, timeout=60
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert "NOTHING_IN_FLIGHT" in proc.stdout, proc.stdout + proc.stderr
+    assert lines[-1] == "[]", proc.stderr
+    for command in (["sinks"], ["diagnose", "--sink", "lake", *args]):
+        result = run_cli(*command, env=cli_env(cfg))
+        assert result.code == 2, (command, result.code, result.stderr)
+        assert "catalog.uri = 'no url at all' is not a database URL" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_a_publish_to_the_file_sink_imports_no_pandas(tmp_path, fmt):
     """pandas costs 0.3 s and 40 MB at start-up; nothing on the publish path needs it (it came in
