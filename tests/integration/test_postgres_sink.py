@@ -364,3 +364,40 @@ def test_duplicate_keys_into_an_existing_target_are_bad_input_and_change_nothing
             publish(publisher, diagnostic, Run.new("items", DATE), table(ids, ["a", "b", "c"]))
         assert pg.query(f'SELECT id, v FROM "{pg.schema}".items') == [(1, "old")]
         assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_a_publish_imports_no_pandas(pg, tmp_path):
+    """ADBC's DB-API module imports pyarrow.dataset, which imports pandas: 0.3 s and ~40 MB of every
+    Postgres publish, for nothing the load uses. The bulk load goes through ADBC's own API; a first
+    publish (the staging becomes the target) and a second (a MERGE into it) both land every row."""
+    import subprocess
+    import sys
+
+    cfg = pg.write_config()
+    data = tmp_path / "in.csv"
+    code = (
+        "import sys\n"
+        "from atomic_publish.cli import cli\n"
+        "try:\n"
+        "    cli.main(['-q', 'publish', '--sink', 'pg', '--dataset', 'refunds', '--run-date', sys.argv[2],\n"
+        "              sys.argv[1]])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code, file=sys.stderr)\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules), file=sys.stderr)\n"
+    )
+    for date, rows in (("2026-05-16", "r1,10,a\nr2,20,a\n"), ("2026-05-17", "r2,21,b\nr3,30,b\n")):
+        data.write_text("refund_id,amount_paise,_run_id\n" + rows)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(data), date],
+            env=cli_env(cfg),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert proc.stderr.strip().splitlines()[-2:] == ["exit 0", "[]"], proc.stderr
+    assert pg.query(f"SELECT refund_id, amount_paise FROM {pg.schema}.refunds ORDER BY 1") == [
+        ("r1", 10),
+        ("r2", 21),
+        ("r3", 30),
+    ]
