@@ -115,3 +115,34 @@ def csv_rows(csv_bytes: bytes) -> list[tuple]:  # type: ignore[type-arg]
             column = column.cast(pa.timestamp("us", tz="UTC"))
         columns.append(column.to_pylist())
     return sorted(zip(*columns, strict=True))
+
+
+def cli_imports(*args: str, env: dict[str, str], watch: tuple[str, ...]) -> tuple[int | None, str, str, list[str]]:
+    """Run ``atomic-publish ARGS`` through ``cli.main`` in a fresh interpreter; return its exit code,
+    stdout, stderr and which of the modules named in ``watch`` it had imported by the end."""
+    import json
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from atomic_publish.cli import cli\n"
+        "code = 0\n"
+        "try:\n"
+        "    cli.main(json.loads(sys.argv[1]))\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print('\\nimported:', json.dumps([code, sorted(m for m in json.loads(sys.argv[2]) if m in sys.modules)]),"
+        " file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(list(args)), json.dumps(list(watch))],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    head, _, tail = proc.stderr.rpartition("\nimported: ")
+    assert tail, f"the CLI did not finish: {proc.stderr}"
+    exit_code, imported = json.loads(tail)
+    return exit_code, proc.stdout, head, imported

@@ -16,7 +16,7 @@ from atomic_publish import CommitAborted, InputError, LostRace, Run, SchemaMisma
 from atomic_publish.diagnostics.postgres import PostgresDiagnostic
 from atomic_publish.publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
 from atomic_publish.publishers.taxonomy import State
-from tests.helpers import cli_env, refunds_run_args, run_cli, start_cli
+from tests.helpers import cli_env, cli_imports, refunds_run_args, run_cli, start_cli
 
 pytestmark = pytest.mark.integration
 DATE = "2026-04-24"
@@ -370,32 +370,24 @@ def test_a_publish_imports_no_pandas(pg, tmp_path):
     """ADBC's DB-API module imports pyarrow.dataset, which imports pandas: 0.3 s and ~40 MB of every
     Postgres publish, for nothing the load uses. The bulk load goes through ADBC's own API; a first
     publish (the staging becomes the target) and a second (a MERGE into it) both land every row."""
-    import subprocess
-    import sys
-
     cfg = pg.write_config()
     data = tmp_path / "in.csv"
-    code = (
-        "import sys\n"
-        "from atomic_publish.cli import cli\n"
-        "try:\n"
-        "    cli.main(['-q', 'publish', '--sink', 'pg', '--dataset', 'refunds', '--run-date', sys.argv[2],\n"
-        "              sys.argv[1]])\n"
-        "except SystemExit as exc:\n"
-        "    print('exit', exc.code, file=sys.stderr)\n"
-        "print(sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules), file=sys.stderr)\n"
-    )
     for date, rows in (("2026-05-16", "r1,10,a\nr2,20,a\n"), ("2026-05-17", "r2,21,b\nr3,30,b\n")):
         data.write_text("refund_id,amount_paise,_run_id\n" + rows)
-        proc = subprocess.run(
-            [sys.executable, "-c", code, str(data), date],
+        code, out, err, imported = cli_imports(
+            "-q",
+            "publish",
+            "--sink",
+            "pg",
+            "--dataset",
+            "refunds",
+            "--run-date",
+            date,
+            str(data),
             env=cli_env(cfg),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
+            watch=("pandas", "pyarrow.dataset"),
         )
-        assert proc.stderr.strip().splitlines()[-2:] == ["exit 0", "[]"], proc.stderr
+        assert (code, imported) == (0, []), out + err
     assert pg.query(f"SELECT refund_id, amount_paise FROM {pg.schema}.refunds ORDER BY 1") == [
         ("r1", 10),
         ("r2", 21),

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import cli_env, refunds_run_args, run_cli, tree, write_config
+from tests.helpers import cli_env, cli_imports, refunds_run_args, run_cli, tree, write_config
 
 DATE = "2026-04-24"
 RUN = ("--dataset", "refunds_settled", "--run-date", DATE)
@@ -259,11 +259,6 @@ def test_help_imports_nothing_heavy():
 def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
     """diagnose reads the disk: the file sink's diagnosis of a run with a published output and an
     orphan (a dead attempt's staging, its checksum verified) needs neither pyarrow nor numpy."""
-    import subprocess
-    import sys
-
-    from tests.helpers import cli_env, run_cli, write_config
-
     cfg = write_config(tmp_path / "publish.toml", tmp_path / "out")
     data = tmp_path / "in.csv"
     data.write_text("id,amount\n1,2\n")
@@ -271,21 +266,9 @@ def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
     assert run_cli("publish", *args, str(data), env=cli_env(cfg)).code == 0
     orphan = tmp_path / "out" / "_staging" / "refunds" / "2026-05-16.20260516T000000Z-abcdef.csv"
     orphan.write_text("id,amount\n")
-    code = (
-        "import sys\n"
-        "from atomic_publish.cli import cli\n"
-        "try:\n"
-        f"    cli.main(['diagnose', *{list(args)!r}])\n"
-        "except SystemExit as exc:\n"
-        "    print('exit', exc.code, file=sys.stderr)\n"
-        "print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules), file=sys.stderr)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=cli_env(cfg), capture_output=True, text=True, check=False, timeout=60
-    )
-    lines = proc.stderr.strip().splitlines()
-    assert "PUBLISHED_WITH_ORPHANS" in proc.stdout, proc.stdout + proc.stderr
-    assert lines[-2] == "exit 12" and lines[-1] == "[]", proc.stderr
+    code, out, err, imported = cli_imports("diagnose", *args, env=cli_env(cfg), watch=("pyarrow", "numpy"))
+    assert "PUBLISHED_WITH_ORPHANS" in out, out + err
+    assert (code, imported) == (12, []), err
 
 
 def test_an_unused_iceberg_sink_costs_no_imports_and_is_still_checked_in_full_when_listed_or_used(tmp_path):
@@ -293,11 +276,6 @@ def test_an_unused_iceberg_sink_costs_no_imports_and_is_still_checked_in_full_wh
     import pyiceberg, SQLAlchemy or pyarrow to check the unused sink's catalog (0.15 s, most of a
     diagnosis); ``atomic-publish sinks`` and a command that uses that sink still refuse its bad
     catalog URL, naming it."""
-    import subprocess
-    import sys
-
-    from tests.helpers import cli_env, run_cli
-
     cfg = tmp_path / "publish.toml"
     cfg.write_text(
         f'[defaults]\nsink = "f"\n[sinks.f]\ntype = "file"\nroot = "{tmp_path / "out"}"\n'
@@ -306,21 +284,11 @@ def test_an_unused_iceberg_sink_costs_no_imports_and_is_still_checked_in_full_wh
     )
     args = ["--dataset", "refunds", "--run-date", "2026-05-16"]
     (tmp_path / "out").mkdir()
-    code = (
-        "import sys\n"
-        "from atomic_publish.cli import cli\n"
-        "try:\n"
-        f"    cli.main(['diagnose', *{args!r}])\n"
-        "except SystemExit as exc:\n"
-        "    print('exit', exc.code, file=sys.stderr)\n"
-        "print(sorted(m for m in ('pyarrow', 'pyiceberg', 'sqlalchemy') if m in sys.modules), file=sys.stderr)\n"
+    code, out, err, imported = cli_imports(
+        "diagnose", *args, env=cli_env(cfg), watch=("pyarrow", "pyiceberg", "sqlalchemy")
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=cli_env(cfg), capture_output=True, text=True, check=False, timeout=60
-    )
-    lines = proc.stderr.strip().splitlines()
-    assert "NOTHING_IN_FLIGHT" in proc.stdout, proc.stdout + proc.stderr
-    assert lines[-1] == "[]", proc.stderr
+    assert "NOTHING_IN_FLIGHT" in out, out + err
+    assert (code, imported) == (10, []), err
     for command in (["sinks"], ["diagnose", "--sink", "lake", *args]):
         result = run_cli(*command, env=cli_env(cfg))
         assert result.code == 2, (command, result.code, result.stderr)
@@ -332,32 +300,21 @@ def test_an_unused_iceberg_sink_costs_no_imports_and_is_still_checked_in_full_wh
 def test_a_publish_to_the_file_sink_imports_no_pandas(tmp_path, fmt):
     """pandas costs 0.3 s and 40 MB at start-up; nothing on the publish path needs it (it came in
     once through ``Schema.empty_table()``, for the CSV header)."""
-    import subprocess
-    import sys
-
-    from tests.helpers import cli_env
-
     cfg = tmp_path / "publish.toml"
     cfg.write_text(f'[sinks.f]\ntype = "file"\nroot = "{tmp_path / "out"}"\nformat = "{fmt}"\n')
     data = tmp_path / "in.csv"
     data.write_text("id,amount\n1,2\n3,4\n")
-    code = (
-        "import sys\n"
-        "from atomic_publish.cli import cli\n"
-        "try:\n"
-        "    cli.main(['-q', 'publish', '--sink', 'f', '--dataset', 'refunds', '--run-date', '2026-05-16',\n"
-        "              sys.argv[1]])\n"
-        "except SystemExit as exc:\n"
-        "    print('exit', exc.code, file=sys.stderr)\n"
-        "print('pandas' in sys.modules, file=sys.stderr)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(data)],
+    code, out, err, imported = cli_imports(
+        "-q",
+        "publish",
+        "--sink",
+        "f",
+        "--dataset",
+        "refunds",
+        "--run-date",
+        "2026-05-16",
+        str(data),
         env=cli_env(cfg),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+        watch=("pandas",),
     )
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-2] == "exit 0" and lines[-1] == "False", proc.stdout + proc.stderr
+    assert (code, imported) == (0, []), out + err
