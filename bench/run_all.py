@@ -256,7 +256,6 @@ def run_case(case: Case, rounds: int) -> None:
 
 @contextlib.contextmanager
 def servers(wanted: set[str]) -> Iterator[dict[str, Any]]:
-    sys.path.insert(0, str(REPO))
     found: dict[str, Any] = {}
     stops: list[Callable[[], None]] = []
     try:
@@ -356,22 +355,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown sink(s) {', '.join(sorted(unknown))}; choose from {', '.join(SINKS)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    # Measure the package as an installed wheel runs it, byte-compiled: with PYTHONDONTWRITEBYTECODE
-    # set, an editable install would otherwise compile our modules from source in every process.
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compileall",
-            "-q",
-            "-j",
-            "0",
-            *("atomic_publish", "publishers", "diagnostics", "pipelines", "bench"),
-        ],
-        cwd=REPO,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    sys.path.insert(0, str(REPO))
+    from bench.peak_rss import byte_compile
+
+    byte_compile()  # measured as an installed wheel runs: byte-compiled
     if args.peers:
         ensure_peers()
     sizes = [int(s) for s in args.sizes.split(",")]
