@@ -650,8 +650,8 @@ class _AdbcLoad:
         finally:
             self._db.close()
 
-    def append(self, schema: str, table: str, reader: pa.RecordBatchReader) -> int:
-        """Binary COPY of ``reader`` into the existing ``schema.table``; the rows loaded. While it
+    def append(self, schema: str, table: str, reader: pa.RecordBatchReader) -> None:
+        """Binary COPY of ``reader`` into the existing ``schema.table``. While it
         runs, Ctrl-C cancels the COPY (ADBC's own handling, as its DB-API does)."""
         import adbc_driver_manager as adbc
         from adbc_driver_manager._lib import _blocking_call
@@ -667,4 +667,4 @@ class _AdbcLoad:
             stream = adbc.ArrowArrayStreamHandle()
             reader._export_to_c(stream.address)
             statement.bind_stream(stream)
-            return int(_blocking_call(statement.execute_update, (), {}, statement.cancel))
+            _blocking_call(statement.execute_update, (), {}, statement.cancel)
