@@ -485,6 +485,16 @@ def rechunk(reader: pa.RecordBatchReader, rows: int, piece: int = PARQUET_BATCH_
         yield pa.Table.from_batches(group)
 
 
+def release_freed_memory() -> None:
+    """Give the pages of freed Arrow buffers back to the system now (jemalloc's purge, or
+    ``malloc_trim`` under the system allocator). Called by the Parquet writers once a row group is
+    written and dropped: jemalloc otherwise keeps those pages for reuse, and over many row groups of
+    a big run they added ~40 MB to the peak (Parquet file sink, 10M input rows: 239 -> 196 MB, the
+    same time; docs/performance.md). Once per row group costs nothing measurable; after every free
+    (``dirty_decay_ms:0``) made the publish 60% slower."""
+    pa.default_memory_pool().release_unused()
+
+
 def _one_chunk(slices: list[pa.RecordBatch]) -> pa.RecordBatch:
     if len(slices) == 1:
         return slices[0]

@@ -337,7 +337,7 @@ class FilePublisher:
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        from ._arrow import rechunk
+        from ._arrow import rechunk, release_freed_memory
 
         rows = 0
         first = True
@@ -351,11 +351,13 @@ class FilePublisher:
             chunks = rechunk(batches, self.config.parquet_row_group_rows)
         try:
             for batch in chunks:
+                rows += batch.num_rows
                 if self.config.format == "csv":
                     writer.write_batch(batch)
                 else:
                     writer.write_table(batch, row_group_size=batch.num_rows)
-                rows += batch.num_rows
+                    del batch  # the row group's buffers are free now: their pages go back too
+                    release_freed_memory()
                 if progress:
                     progress(rows, sink.size)
                 if first:
