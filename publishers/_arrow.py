@@ -254,12 +254,14 @@ def _first_line(exc: BaseException) -> str:
 
 def _open_parquet(path: Path) -> pa.RecordBatchReader:
     try:
-        # No pre-buffering and no parallel row-group reads: measured on a 1.4M-row file, 111 MB of
-        # extra RSS with them and 60 MB without, for 0.26 s vs 0.40 s. Bounded memory wins.
+        # No pre-buffering: measured on a 1.4M-row file, pre-buffering with threads took 111 MB of
+        # extra RSS, 60 MB without, for 0.26 s vs 0.40 s. Threads alone (the columns of a row group
+        # decoded in parallel) cost 3-8 MB and save 7-8%: the file sink at 10M rows 5.0 -> 4.66 s
+        # (Parquet), Iceberg 5.72 -> 5.26 s, CSV unchanged (measured 2026-12-04, alternating rounds).
         pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file: {_first_line(exc)}") from None
-    batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False)
+    batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=True)
 
     def checked() -> Iterator[pa.RecordBatch]:
         rows = 0
