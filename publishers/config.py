@@ -8,22 +8,23 @@
     root = "data/out"
 
 Every value can be overridden from the environment with ``ATOMIC_PUBLISH_`` and ``__`` between
-levels, e.g. ``ATOMIC_PUBLISH_SINKS__FILE__ROOT=/mnt/out``. Secrets (passwords, keys, tokens) are
-refused in the file: they come only from the environment, or from each library's own native
-mechanism (libpq variables and service files, AWS profiles, librdkafka properties).
+levels, e.g. ``ATOMIC_PUBLISH_SINKS__FILE__ROOT=/mnt/out`` (``environment_overrides``). Secrets
+(passwords, keys, tokens) are refused in the file: they come only from the environment, or from each
+library's own native mechanism (libpq variables and service files, AWS profiles, librdkafka properties).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import registry
 from ._errors import ConfigError, SinkUnavailable
@@ -94,27 +95,76 @@ class GroupConfig:
         return next((definition, options) for name, definition, options in self.members if name == sink)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
-    )
+class Settings(BaseModel):
+    """The whole configuration: the file's values with the environment's over them (``load_config``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     defaults: Defaults = Defaults()
     sinks: dict[str, dict[str, Any]] = {}
     groups: dict[str, GroupSettings] = {}
     pipeline: PipelineSettings = PipelineSettings()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file (which arrives as init values).
-        return (env_settings, init_settings)
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration the environment sets, as nested tables to lay over the file's.
+
+    A variable ``ATOMIC_PUBLISH_<SECTION>__<KEY>__...`` (any case; the keys are read in lower case)
+    sets that key of a section (``defaults``, ``sinks``, ``groups``, ``pipeline``); other variables
+    with the prefix (``ATOMIC_PUBLISH_CONFIG``, a harness's own) are not configuration. A value is
+    the string itself, converted by its field's type (``"5"`` for an integer, ``"true"`` for a
+    flag), except a JSON array or object (``["refund_id"]`` for a list of key columns), which is
+    decoded; a secret's value is never decoded. An empty key (``A____B``), two variables that set
+    the same key, or a value that starts like JSON and is not, are refused with the variables' names,
+    never their values."""
+    found: list[tuple[list[str], str, str]] = []
+    for name, value in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in Settings.model_fields:
+            continue
+        if "" in path:
+            raise ConfigError(f"environment variable {name}: an empty key (two '__' in a row, or one at the end)")
+        found.append((path, name, value))
+    result: dict[str, Any] = {}
+    setters: dict[tuple[str, ...], str] = {}
+    for path, name, value in sorted(found, key=lambda item: (len(item[0]), item[1])):
+        node = result
+        for depth, key in enumerate(path[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"environment variables {setters[tuple(path[: depth + 1])]} and {name}: the first sets "
+                    f"{'.'.join(path[: depth + 1])} to a value, the second a key inside it"
+                )
+            node = child
+        here = tuple(path)
+        if here in setters:
+            raise ConfigError(f"environment variables {setters[here]} and {name} both set {'.'.join(path)}")
+        setters[here] = name
+        node[path[-1]] = _environment_value(name, value, path[-1])
+    return result
+
+
+def _environment_value(name: str, value: str, key: str) -> Any:
+    if is_secret_key(key) or not value.lstrip().startswith(("[", "{")):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:  # the value itself may hold a secret: never echoed
+        raise ConfigError(
+            f"environment variable {name}: starts like JSON but is not JSON ({exc.msg}, column {exc.colno})"
+        ) from None
+
+
+def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s values in place of its own, table by table."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = _overlay(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
 
 
 @dataclass(frozen=True)
@@ -310,7 +360,7 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
             raise ConfigError(f"{config_path}: not a usable TOML file: its values are nested too deeply") from None
         _refuse_secrets(data, config_path, text, ())
     try:
-        settings = Settings(**data)
+        settings = Settings.model_validate(_overlay(data, environment_overrides(os.environ)))
     except ValidationError as exc:
         # Every problem at once: the file's own errors, and those of each sink that can be read.
         problems = str(LoadedConfig(Settings.model_construct(), config_path, text)._explain(exc, ()))

@@ -258,7 +258,8 @@ def test_help_imports_nothing_heavy():
 
 def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
     """diagnose reads the disk: the file sink's diagnosis of a run with a published output and an
-    orphan (a dead attempt's staging, its checksum verified) needs neither pyarrow nor numpy."""
+    orphan (a dead attempt's staging, its checksum verified) needs neither pyarrow nor numpy, and no
+    command imports pydantic-settings (the environment is read by ``environment_overrides``)."""
     cfg = write_config(tmp_path / "publish.toml", tmp_path / "out")
     data = tmp_path / "in.csv"
     data.write_text("id,amount\n1,2\n")
@@ -266,7 +267,9 @@ def test_diagnose_on_the_file_sink_imports_no_pyarrow(tmp_path):
     assert run_cli("publish", *args, str(data), env=cli_env(cfg)).code == 0
     orphan = tmp_path / "out" / "_staging" / "refunds" / "2026-05-16.20260516T000000Z-abcdef.csv"
     orphan.write_text("id,amount\n")
-    code, out, err, imported = cli_imports("diagnose", *args, env=cli_env(cfg), watch=("pyarrow", "numpy"))
+    code, out, err, imported = cli_imports(
+        "diagnose", *args, env=cli_env(cfg), watch=("pyarrow", "numpy", "pydantic_settings")
+    )
     assert "PUBLISHED_WITH_ORPHANS" in out, out + err
     assert (code, imported) == (12, []), err
 

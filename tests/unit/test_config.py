@@ -181,3 +181,84 @@ def test_every_problem_of_the_file_is_reported_at_once(tmp_path):
     assert any(line.startswith(f"{cfg}:3: defaults.bogus") for line in lines), lines
     assert any(line.startswith(f"{cfg}:7: sinks.f.format = 'xlsx'") for line in lines), lines
     assert any(line.startswith(f"{cfg}:10: sinks.g.type = 'carrier-pigeon'") for line in lines), lines
+
+
+def test_environment_values_are_converted_by_their_fields_and_json_arrays_and_objects_are_decoded(
+    tmp_path, monkeypatch
+):
+    """The rules of ``environment_overrides``: any case; a plain value is the string, converted by
+    its field (an integer, a flag); a JSON array or object is decoded (a list of key columns, a whole
+    sink); variables with the prefix that name no section are not configuration."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATOMIC_PUBLISH_CONFIG", raising=False)
+    monkeypatch.setenv("ATOMIC_PUBLISH_PIPELINE__RETRIES", "5")
+    monkeypatch.setenv("atomic_publish_defaults__sink", "pg")
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__PG__TYPE", "postgres")
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__PG__CONNINFO", "host=127.0.0.1 dbname=x")
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__PG__KEY_COLUMNS", ' ["refund_id", "line"]')
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__LAKE", f'{{"type": "file", "root": "{tmp_path / "lake"}"}}')
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__LAKE__FORMAT", "parquet")
+    monkeypatch.setenv("ATOMIC_PUBLISH_TEST_ANYTHING", "[not json")  # a harness's own variable
+    config = load_config()
+    assert config.settings.pipeline.retries == 5
+    assert config.settings.defaults.sink == "pg"  # a variable in any case
+    _, pg = config.sink()
+    assert list(pg.key_columns) == ["refund_id", "line"]
+    _, lake = config.sink("lake")
+    assert (lake.root, lake.format) == (tmp_path / "lake", "parquet")
+
+
+def test_a_secret_from_the_environment_is_never_decoded(tmp_path, monkeypatch):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.k]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\n')
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__K__PROPERTIES__SASL.PASSWORD", '["pw-kafka-1"]')
+    _, options = load_config(cfg).sink("k")
+    assert options.client_properties()["sasl.password"] == '["pw-kafka-1"]'
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (
+            {"ATOMIC_PUBLISH_GROUPS__G__SINKS": "[pw-777"},
+            "environment variable ATOMIC_PUBLISH_GROUPS__G__SINKS: starts like JSON but is not JSON "
+            "(Expecting value, column 2)",
+        ),
+        (
+            {"ATOMIC_PUBLISH_SINKS__F____ROOT": "/x"},
+            "environment variable ATOMIC_PUBLISH_SINKS__F____ROOT: an empty key (two '__' in a row, or one at the end)",
+        ),
+        (
+            {"ATOMIC_PUBLISH_SINKS__F__ROOT": "/x", "atomic_publish_sinks__f__root": "/y"},
+            "environment variables ATOMIC_PUBLISH_SINKS__F__ROOT and atomic_publish_sinks__f__root "
+            "both set sinks.f.root",
+        ),
+        (
+            {"ATOMIC_PUBLISH_SINKS__F": "pw-777", "ATOMIC_PUBLISH_SINKS__F__ROOT": "/x"},
+            "environment variables ATOMIC_PUBLISH_SINKS__F and ATOMIC_PUBLISH_SINKS__F__ROOT: the first sets "
+            "sinks.f to a value, the second a key inside it",
+        ),
+    ],
+)
+def test_a_bad_environment_override_is_one_line_naming_the_variable_and_exit_2(tmp_path, variables, expected):
+    """It was an 'unexpected SettingsError' (exit 1) for a group's sinks that were not JSON; the value
+    (it may be a secret) is never shown, and nothing is written."""
+    from tests.helpers import cli_env, run_cli
+
+    out = tmp_path / "out"
+    args = ("publish", "--dataset", "refunds", "--run-date", "2026-04-24", str(tmp_path / "missing.csv"))
+    result = run_cli(*args, env=cli_env(ATOMIC_PUBLISH_SINKS__FILE__ROOT=str(out), **variables), cwd=tmp_path)
+    assert (result.code, result.stderr.strip()) == (2, f"error: {expected}")
+    assert "pw-777" not in result.stdout + result.stderr
+    assert not out.exists()
+
+
+def test_a_group_s_sinks_given_as_a_plain_word_are_refused_as_not_a_list(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATOMIC_PUBLISH_CONFIG", raising=False)
+    monkeypatch.setenv("ATOMIC_PUBLISH_GROUPS__G__SINKS", "abc")
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert str(info.value) == (
+        "environment variable ATOMIC_PUBLISH_GROUPS__G__SINKS: groups.g.sinks = 'abc': Input should be a valid list"
+    )
