@@ -180,7 +180,7 @@ class LoadedConfig:
         name = name or self.settings.defaults.sink
         raw = self.settings.sinks.get(name)
         if raw is None:
-            if name in registry.available():
+            if registry.is_known(name):
                 # A sink type named directly uses its defaults: `--sink file` and `--sink iceberg`
                 # (SQLite catalog, local warehouse) work with no config file at all.
                 raw = {"type": name}
@@ -249,7 +249,7 @@ class LoadedConfig:
         problems: list[str] = []
         for name, raw in self.settings.sinks.items():
             sink_type = str(raw.get("type", name))
-            if not registry.is_import_path(sink_type) and sink_type not in registry.available():
+            if not registry.is_import_path(sink_type) and not registry.is_known(sink_type):
                 problems.append(
                     f"{self._source_of(('sinks', name, 'type'))}: sinks.{name}.type = {sink_type!r}: unknown sink "
                     f"type; known types: {', '.join(registry.available())}"
@@ -264,7 +264,7 @@ class LoadedConfig:
             except ConfigError as exc:
                 problems.extend(str(exc).splitlines())
         for group, settings in self.settings.groups.items():
-            unknown = [s for s in settings.sinks if s not in self.settings.sinks and s not in registry.available()]
+            unknown = [s for s in settings.sinks if s not in self.settings.sinks and not registry.is_known(s)]
             if unknown:
                 configured = ", ".join(sorted(self.settings.sinks)) or "none"
                 problems.append(

@@ -52,6 +52,12 @@ def available() -> list[str]:
     return sorted(names)
 
 
+def is_known(name: str) -> bool:
+    """``name in available()``, without reading every installed distribution's entry points for a
+    built-in or registered name (that scan took ~11 ms of every command in a 200-package environment)."""
+    return name in _BUILTIN or name in _loaded or name in available()
+
+
 def is_import_path(name: str) -> bool:
     """``module:attribute`` (a sink that is not installed, named where it lives), not a type name."""
     module, sep, attribute = name.partition(":")
