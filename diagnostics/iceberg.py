@@ -24,6 +24,7 @@ from atomic_publish.publishers._errors import RecoveryNeeded, RunInProgress
 from atomic_publish.publishers._lease import Lease
 from atomic_publish.publishers._types import Run
 from atomic_publish.publishers.layouts.iceberg import (
+    FENCE_PROPERTY,
     SUMMARY_ATTEMPT,
     CatalogMissing,
     IcebergLayout,
@@ -37,8 +38,6 @@ from atomic_publish.publishers.layouts.iceberg import (
 from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
 from .engine import Gone, SinkDiagnostic
-
-FENCE_PROPERTY = "atomic-publish.fence"
 
 
 class IcebergDiagnostic(SinkDiagnostic):

@@ -32,6 +32,7 @@ from ._errors import (
     CommitOutcomeUnknown,
     CommitRejected,
     DestinationUnavailable,
+    Fenced,
     LostRace,
     SchemaMismatch,
     first_line,
@@ -54,6 +55,7 @@ from .layouts.iceberg import (
     _promotion,
     added_files,
     attempt_uuid,
+    fences,
     log,
     normalize_schema,
     published_snapshot,
@@ -265,7 +267,8 @@ class IcebergPublisher:
         for _ in range(_COMMIT_TRIES):
             try:
                 loaded = self.layout.load(run.dataset)
-                if loaded is not None and published_snapshot(loaded, run.run_id) is None:
+                fenced = loaded is not None and fences(loaded, run)
+                if loaded is not None and not fenced and published_snapshot(loaded, run.run_id) is None:
                     tx = self._transaction(loaded, run, staged, files, props)
             except Exception as exc:
                 # Nothing was sent to the catalog yet: proven not to have landed.
@@ -280,6 +283,11 @@ class IcebergPublisher:
                 raise LostRace(
                     f"run {run.run_id} is already in the history of {self.layout.describe(run.dataset)} "
                     f"(snapshot {existing.snapshot_id}, attempt {winner})"
+                )
+            if fenced:
+                raise Fenced(
+                    f"recover fenced attempt {run.attempt} of {run.run_id} ({self.layout.describe(run.dataset)}): it "
+                    "did not publish, and its staged files may be gone; run `atomic-publish diagnose`"
                 )
             try:
                 result = _bounded(tx.commit_transaction, self.config.commit_timeout_seconds)

@@ -318,12 +318,14 @@ class S3Publisher:
         last_error: str | None = None
 
         def settle() -> tuple[str, str | None]:
-            """What is at the commit point now: ("ours"|"other"|"fence"|"none", ETag)."""
+            """What is at the commit point now: ("ours"|"other"|"fence"|"fenced"|"none", ETag). A
+            fence that names this attempt ("fenced") is recover's word that it removed the attempt's
+            staging: this attempt was stalled past its lease, never to commit again."""
             doc, etag = read_commit_point(s3, bucket, key)
             if doc is None:
                 return "none", None
             if is_fence(doc):
-                return "fence", etag
+                return ("fenced" if run.attempt in doc.get("fenced_attempts", ()) else "fence"), etag
             if doc.get("attempt") == run.attempt:
                 return "ours", etag
             return "other", str(doc.get("attempt"))
@@ -334,6 +336,8 @@ class S3Publisher:
             raise CommitAborted(f"cannot read the commit point {uri} before the commit: {_first_line(exc)}") from exc
         if seen in ("other", "ours"):
             raise LostRace(f"run {run.run_id} is already published ({uri}, attempt {fence_etag})")
+        if seen == "fenced":
+            raise Fenced(_fenced_message(run, uri))
         expected = fence_etag if seen == "fence" else None
         while True:
             condition = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
@@ -359,8 +363,8 @@ class S3Publisher:
                 break
             if now_seen == "other":
                 raise LostRace(f"run {run.run_id} was published by attempt {detail} ({uri})")
-            if now_seen == "fence" and detail != expected:
-                raise Fenced(f"recover fenced attempt {run.attempt} of {run.run_id} ({uri}); it did not publish")
+            if now_seen == "fenced" or (now_seen == "fence" and detail != expected):
+                raise Fenced(_fenced_message(run, uri))
             if time.monotonic() >= deadline:
                 raise CommitOutcomeUnknown(
                     f"the manifest PUT of {run.run_id} to {uri} ended without an answer ({last_error}) for "
@@ -452,3 +456,10 @@ def combined_checksum(objects: Sequence[dict[str, Any]]) -> str:
         return f"sha256:{objects[0]['sha256']}"
     joined = "\n".join(o["sha256"] for o in objects).encode()
     return f"sha256-of-objects:{hashlib.sha256(joined).hexdigest()}"
+
+
+def _fenced_message(run: Run, uri: str) -> str:
+    return (
+        f"recover fenced attempt {run.attempt} of {run.run_id} ({uri}): it did not publish, and its staging may "
+        "be gone; run `atomic-publish diagnose`"
+    )

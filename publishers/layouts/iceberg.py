@@ -444,6 +444,20 @@ def history(table: Any) -> list[Any]:
     return out
 
 
+FENCE_PROPERTY = "atomic-publish.fence"  # recover's empty snapshot: the run_id; ".attempts": whom it fenced
+
+
+def fences(table: Any, run: Run) -> bool:
+    """Whether recover fenced this attempt of the run: it removed the attempt's staged files, so a
+    commit of the attempt (stalled past its lease, then resumed) must never be made."""
+    for snapshot in history(table):
+        props = snapshot.summary.additional_properties if snapshot.summary is not None else {}
+        fenced = props.get(f"{FENCE_PROPERTY}.attempts", "").split(",")
+        if props.get(FENCE_PROPERTY) == run.run_id and run.attempt in fenced:
+            return True
+    return False
+
+
 def published_snapshot(table: Any, run_id: str) -> Any | None:
     for snapshot in history(table):
         summary = snapshot.summary

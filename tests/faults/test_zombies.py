@@ -15,6 +15,9 @@ arrive late once the process is dead (tests/unit/test_file_sink.py covers its cr
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
 import pytest
@@ -24,7 +27,8 @@ from tests.services import s3
 
 from .proxy import FaultProxy, Stall
 from .sinks import DATASET, DATE, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
-from .test_commit_faults import _advice_ends_in_the_input
+from .test_commit_faults import _advice_ends_in_the_input, _reference
+from .test_signals import wait_for_pause
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -110,3 +114,54 @@ def test_iceberg_a_commit_held_after_its_update_blocks_recover_and_then_lands_wh
     _advice_ends_in_the_input(
         sink, tmp_path, direct, inputs, "zombie", what, "SIGKILLed", None, "ORPHANED", before=steps
     )
+
+
+# The sinks whose run is held by a lease that lapses (a stopped process cannot renew it): the
+# publisher is stopped (SIGSTOP: a GC pause, a frozen VM), not killed, and resumes after recover.
+@pytest.fixture(params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "iceberg-pg"])
+def leased_sink(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[FaultySink, dict[str, str]]:
+    if request.param.startswith("s3-"):
+        made = s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
+        name = "bucket"
+    else:
+        made = iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")
+        name = "lake"
+    return made, {f"ATOMIC_PUBLISH_SINKS__{name.upper()}__LEASE_SECONDS": "5"}
+
+
+def test_a_stalled_publisher_resumed_after_recover_never_publishes(leased_sink, tmp_path, small_inputs):
+    """The publisher is stopped after staging, long enough for its lease to lapse; the operator
+    diagnoses ORPHANED and recovers (the staging removed, the attempt fenced); then the publisher
+    resumes and goes on to its commit. recover's fence names the attempt, so the commit is never
+    made: the publish exits 13 (fenced, as when a newer attempt fences it; not published), nothing
+    is published over the removed staging, and the advice then ends in the input, once."""
+    sink, lease = leased_sink
+    inputs = parquet_input(small_inputs[0])
+    cfg = sink.config(tmp_path / "direct")
+    proc = start_cli(
+        "publish", "--dataset", DATASET, "--run-date", DATE, str(inputs),
+        env=cli_env(cfg, PUBLISH_PAUSE_AT="after_stage:5", **sink.env, **lease),
+    )  # fmt: skip
+    try:
+        wait_for_pause(proc, "after_stage")
+        os.kill(proc.pid, signal.SIGSTOP)
+
+        def diagnosed() -> dict[str, Any]:
+            result = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", **lease)
+            return result.json()  # type: ignore[no-any-return]
+
+        deadline = time.monotonic() + 60
+        while (doc := diagnosed())["state"] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(1)
+        assert doc["state"] == "ORPHANED", doc
+        recovered = sink.cli(cfg, "recover", "--dataset", DATASET, "--run-date", DATE, "--apply", **lease)
+        assert recovered.code == 10, recovered.stderr + recovered.stdout
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 13 and "recover fenced attempt" in stderr, (proc.returncode, stderr)
+    assert "Traceback" not in stderr
+    assert sink.read(cfg) is None, "a stalled attempt published over the staging recover removed"
+    assert diagnosed()["state"] == "NOTHING_IN_FLIGHT"
+    assert sink.follow_the_advice(cfg, inputs)[-1] == "DONE"
+    assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
