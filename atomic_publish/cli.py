@@ -22,10 +22,12 @@ from .sdk import (
     AtomicPublishError,
     InputError,
     Run,
+    Terminated,
     exit_code_for,
     first_line,
     parse_run_date,
     pending_signal,
+    received_signal,
     terminate_on_signals,
     validate_dataset,
 )
@@ -108,6 +110,7 @@ def run_guarded(action: Callable[[], int]) -> NoReturn:
             code = action()
     except AtomicPublishError as exc:
         log.debug("failed", exc_info=True)
+        _stopped_by_a_signal(exc, exit_code_for(exc))
         _fail(_one_line(exc), exit_code_for(exc), exc)
     except BrokenPipeError:
         sys.stderr.close()  # nothing more can be said; keep the code the command had
@@ -115,6 +118,7 @@ def run_guarded(action: Callable[[], int]) -> NoReturn:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:
+        _stopped_by_a_signal(exc, EXIT_ERROR)
         if _verbose["on"]:
             import traceback
 
@@ -124,6 +128,25 @@ def run_guarded(action: Callable[[], int]) -> NoReturn:
         _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", EXIT_ERROR, exc)
     _close_stdout()
     sys.exit(code)
+
+
+# What a signal's stop can turn into when its exception is caught and wrapped on the way up (a
+# driver's callback, an import cut in half): a failure that says nothing about the destination.
+_WRAPPED_STOP = (EXIT_ERROR, 2, 5)  # a bug, bad input, "the destination failed before the commit point"
+
+
+def _stopped_by_a_signal(exc: BaseException, code: int) -> None:
+    """SIGTERM/SIGINT arrived before the commit point and the command failed with something else:
+    the stop is what happened (exit 143/130, as documented), with the failure it caused named. A
+    code that tells the destination's state (already published, a verdict, an unknown outcome)
+    is kept."""
+    signum = received_signal()
+    if not signum or isinstance(exc, Terminated) or code not in _WRAPPED_STOP:
+        return
+    import signal
+
+    what = f"received {signal.Signals(signum).name}; stopped before the commit point ({_one_line(exc)})"
+    _fail(what, 128 + signum, exc)
 
 
 def _wants_json() -> bool:

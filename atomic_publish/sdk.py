@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # imported on first use (PEP 562): `atomic-publish --help` ne
         StagesFiles,
     )
     from .publishers._secrets import redact
-    from .publishers._signals import critical_section, pending_signal, terminate_on_signals
+    from .publishers._signals import critical_section, pending_signal, received_signal, terminate_on_signals
     from .publishers._types import (
         AttemptInfo,
         Receipt,
@@ -132,6 +132,7 @@ __all__ = [
     "part_suffix",
     "pending_signal",
     "probe_flock",
+    "received_signal",
     "redact",
     "register",
     "terminate_on_signals",

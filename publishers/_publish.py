@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from ._errors import (
     first_line,
 )
 from ._protocol import AssemblesParts, Diagnostic, ProgressCallback, Publisher, StagesFiles, check_hooks
-from ._signals import critical_section
+from ._signals import critical_section, received, stop_if_received
 from ._types import Receipt, Run, Staged, new_part_token
 from .taxonomy import Diagnosis, State
 
@@ -188,6 +189,13 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
                 _discard(publisher, run, job.staged)
                 if isinstance(exc, Terminated):
                     raise Terminated(f"{exc}; this attempt removed its own staging", exc.signum) from None
+                if received():  # the signal's exception was caught and wrapped (or lost) on its way
+                    name = signal.Signals(received()).name
+                    raise Terminated(
+                        f"received {name}; stopped before the commit point ({type(exc).__name__}: "
+                        f"{first_line(exc)}); this attempt removed its own staging",
+                        received(),
+                    ) from exc
             raise
         if job.state == "open" and not job.retained:  # ended without a commit: nothing of it may stay
             _discard(publisher, run, job.staged)
@@ -270,6 +278,7 @@ class RunJob:
                 self.state = "rejected"
                 _discard(self.publisher, self.run, [*self.staged, *staged])
                 raise
+        stop_if_received()  # a stop caught and lost on its way up still stops the attempt here
         self._held.enter_context(critical_section())
         try:
             receipt = self.publisher.commit(self.run, staged)
@@ -356,6 +365,8 @@ def _surely_unpublished(diagnostic: Diagnostic, run: Run) -> bool:
         return False
     try:
         return probe(run) is True
+    except Terminated:
+        raise
     except Exception as exc:
         log.debug("the commit-record probe of %s failed (%s); diagnosing instead", run.run_id, exc)
         return False

@@ -15,7 +15,7 @@ from types import FrameType
 
 from ._errors import Terminated
 
-_state: dict[str, int] = {"depth": 0, "pending": 0}
+_state: dict[str, int] = {"depth": 0, "pending": 0, "received": 0, "scopes": 0}
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -23,8 +23,25 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _state["depth"]:
         _state["pending"] = _state["pending"] or signum
         return
-    name = signal.Signals(signum).name
-    raise Terminated(f"received {name}; stopped before the commit point", signum)
+    _state["received"] = _state["received"] or signum
+    raise Terminated(f"received {signal.Signals(signum).name}; stopped before the commit point", signum)
+
+
+def received() -> int:
+    """The signal that was turned into Terminated in this block (0 if none). It stays set: the
+    exception can be caught and lost on its way up (by a library's ``except Exception``, inside an
+    import, in a callback from C), and the stop must still be obeyed and reported as one."""
+    return _state["received"]
+
+
+def stop_if_received() -> None:
+    """Raise Terminated again if a signal arrived before this point, whatever became of the first
+    one: called before a commit starts, so a stop that someone swallowed never ends in a commit.
+    Inside a critical section (a group's commits after its decision) it does nothing: from there
+    on, a signal waits for the end."""
+    if _state["received"] and not _state["depth"]:
+        signum = _state["received"]
+        raise Terminated(f"received {signal.Signals(signum).name}; stopped before the commit point", signum)
 
 
 @contextlib.contextmanager
@@ -34,10 +51,14 @@ def terminate_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if not _state["scopes"]:
+        _state["received"] = 0
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    _state["scopes"] += 1
     try:
         yield
     finally:
+        _state["scopes"] -= 1
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -62,4 +83,5 @@ def clear_pending() -> None:
     _state["pending"] = 0
 
 
-pending_signal = pending  # the SDK's name for it
+pending_signal = pending  # the SDK's names for them
+received_signal = received
