@@ -62,23 +62,33 @@ class FileDiagnostic(SinkDiagnostic):
             return Evidence(destination=str(layout.root), missing=f"the root {layout.root} does not exist")
         holder = probe_flock(layout.lock(run.dataset, run.run_date))
         staging = self._staging_artifacts(run.dataset, run.run_date)
-        final, marker = layout.final(run), layout.marker(run)
-        if marker.exists():
-            return self._published(run, final, marker, staging, holder)
+        # The run's output in any format (the config's format may have changed since it was written).
+        published = [fmt for fmt in layout.formats() if layout.marker(run, fmt).exists()]
+        if published:
+            fmt = published[0]
+            twice = [
+                f"the run is published twice: as {layout.final(run, fmt).name} and as {layout.final(run, other).name}"
+                for other in published[1:]
+            ]
+            return self._published(run, layout.final(run, fmt), layout.marker(run, fmt), staging, holder, twice)
         problems: list[str] = []
         context: list[Artifact] = []
-        # A recover running meanwhile may remove the output as we look at it: then it is simply gone.
-        with contextlib.suppress(FileNotFoundError):
-            if final.exists():
-                explained = self._explain_unmarked(run, final, staging)
-                if explained is None:
-                    context.append(_artifact(final, "unexplained-output", detail="data without its .success manifest"))
-                    problems.append(
-                        f"{final} exists without its success manifest and no attempt's pending manifest matches "
-                        "its checksum: data that no evidence explains"
-                    )
-                else:
-                    staging.insert(0, explained)
+        for fmt in layout.formats():
+            final = layout.final(run, fmt)
+            # A recover running meanwhile may remove the output as we look at it: then it is simply gone.
+            with contextlib.suppress(FileNotFoundError):
+                if final.exists():
+                    explained = self._explain_unmarked(run, final, staging)
+                    if explained is None:
+                        context.append(
+                            _artifact(final, "unexplained-output", detail="data without its .success manifest")
+                        )
+                        problems.append(
+                            f"{final} exists without its success manifest and no attempt's pending manifest matches "
+                            "its checksum: data that no evidence explains"
+                        )
+                    else:
+                        staging.insert(0, explained)
         return Evidence(
             destination=str(layout.root),
             holder=holder,
@@ -88,7 +98,13 @@ class FileDiagnostic(SinkDiagnostic):
         )
 
     def _published(
-        self, run: Run, final: Path, marker: Path, staging: list[Artifact], holder: LockHolder | None
+        self,
+        run: Run,
+        final: Path,
+        marker: Path,
+        staging: list[Artifact],
+        holder: LockHolder | None,
+        problems_found: list[str],
     ) -> Evidence:
         destination = str(self.layout.root)
         try:
@@ -100,9 +116,9 @@ class FileDiagnostic(SinkDiagnostic):
                 record=record,
                 holder=holder,
                 leftovers=tuple(staging),
-                problems=(f"success manifest {marker} is unreadable: {exc}",),
+                problems=(f"success manifest {marker} is unreadable: {exc}", *problems_found),
             )
-        problems: list[str] = []
+        problems = list(problems_found)
         if doc.get("run_id") != run.run_id:
             problems.append(f"manifest names run {doc.get('run_id')!r}, not {run.run_id!r}")
         if doc.get("data_file") != final.name:
@@ -201,9 +217,10 @@ class FileDiagnostic(SinkDiagnostic):
         path = Path(artifact.location)
         run = Run(diagnosis.dataset, diagnosis.run_date)
         if artifact.kind == "unmarked-output":
-            if path != self.layout.final(run):
+            formats = [fmt for fmt in self.layout.formats() if path == self.layout.final(run, fmt)]
+            if not formats:
                 return "not this run's output path"
-            if self.layout.marker(run).exists():
+            if any(self.layout.marker(run, fmt).exists() for fmt in self.layout.formats()):
                 return "a success manifest appeared since the diagnosis"
         elif path.parent != self.layout.staging_dir(run.dataset):
             return "not inside this dataset's staging directory"
@@ -231,7 +248,7 @@ class FileDiagnostic(SinkDiagnostic):
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(out_dir):
                 stem, _, ext = name.partition(".")
-                if ext == self.layout.ext and not (out_dir / (name + ".success")).exists():
+                if ext in self.layout.formats() and not (out_dir / (name + ".success")).exists():
                     with contextlib.suppress(ValueError):
                         dates.add(dt.date.fromisoformat(stem))
         return sorted(dates)

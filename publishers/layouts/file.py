@@ -32,6 +32,7 @@ MANIFEST_VERSION = 1
 STAGING_DIR = "_staging"
 LOCKS_DIR = "_locks"
 MARKER_SUFFIX = ".success"
+FORMATS = ("csv", "parquet")  # FileSinkConfig.format's values
 PENDING_SUFFIX = ".pending.json"
 MARKER_TMP_SUFFIX = ".success.tmp"
 
@@ -90,11 +91,19 @@ class FileLayout:
     def dataset_dir(self, dataset: str) -> Path:
         return self._inside(self.root / dataset)
 
-    def final(self, run: Run) -> Path:
-        return self.dataset_dir(run.dataset) / f"{run.run_date.isoformat()}.{self.ext}"
+    def final(self, run: Run, fmt: str | None = None) -> Path:
+        """The run's published file, in the configured format or in ``fmt``."""
+        return self.dataset_dir(run.dataset) / f"{run.run_date.isoformat()}.{fmt or self.ext}"
 
-    def marker(self, run: Run) -> Path:
-        return self.final(run).with_name(self.final(run).name + MARKER_SUFFIX)
+    def marker(self, run: Run, fmt: str | None = None) -> Path:
+        final = self.final(run, fmt)
+        return final.with_name(final.name + MARKER_SUFFIX)
+
+    def formats(self) -> tuple[str, ...]:
+        """Every format a run can have been published in, the configured one first: the config's
+        ``format`` may have changed since (a run published as CSV is published, whatever the sink
+        writes now)."""
+        return (self.ext, *(f for f in FORMATS if f != self.ext))
 
     def staging_dir(self, dataset: str) -> Path:
         return self._inside(self.root / STAGING_DIR / dataset)

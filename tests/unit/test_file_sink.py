@@ -28,6 +28,7 @@ from atomic_publish import (
 from atomic_publish.diagnostics.file import FileDiagnostic
 from atomic_publish.publishers.file import FilePublisher, FileSinkConfig
 from atomic_publish.publishers.taxonomy import State
+from tests.helpers import cli_env, run_cli
 
 TABLE = pa.table({"id": list(range(1000)), "amount": [i * 7 for i in range(1000)], "note": ["x"] * 1000})
 
@@ -478,3 +479,54 @@ def test_the_probe_before_the_lock_only_saves_time_the_check_under_the_lock_deci
     assert probed.probed == 2
     assert (final.stat().st_mtime_ns, final.read_bytes()) == before
     assert os.listdir(tmp_path / "out" / "_staging" / "refunds_settled") == []
+
+
+def test_a_run_published_in_one_format_stays_published_when_the_format_changes(tmp_path):
+    """Found from outside: after `format` went from csv to parquet, diagnose said NOTHING_IN_FLIGHT
+    and a publish made a second copy of the run (2026-04-24.parquet next to 2026-04-24.csv)."""
+    publish(*make(tmp_path, "csv"), run(), TABLE)
+    publisher, diagnostic = make(tmp_path, "parquet")
+    diagnosis = diagnostic.diagnose(run())
+    assert diagnosis.state is State.DONE, diagnosis.reason
+    with pytest.raises(AlreadyPublished, match="DONE"):
+        publish(publisher, diagnostic, run(), TABLE)
+    assert sorted(os.listdir(tmp_path / "out" / "refunds_settled")) == ["2026-04-24.csv", "2026-04-24.csv.success"]
+
+
+def test_a_run_published_in_two_formats_is_unknown(tmp_path):
+    """Two copies (what the bug above left behind) are for a human to settle: UNKNOWN, naming both."""
+    publish(*make(tmp_path, "csv"), run(), TABLE)
+    out = tmp_path / "out" / "refunds_settled"
+    (tmp_path / "aside").mkdir()
+    for name in ("2026-04-24.csv", "2026-04-24.csv.success"):  # out of sight of the parquet publish
+        (out / name).rename(tmp_path / "aside" / name)
+    publish(*make(tmp_path, "parquet"), run(), TABLE)
+    for name in ("2026-04-24.csv", "2026-04-24.csv.success"):
+        (tmp_path / "aside" / name).rename(out / name)
+    for fmt in ("csv", "parquet"):
+        diagnosis = make(tmp_path, fmt)[1].diagnose(run())
+        assert diagnosis.state is State.UNKNOWN and "published twice" in diagnosis.reason, diagnosis.reason
+
+
+def test_a_commit_cut_after_its_rename_is_recovered_after_the_format_changes(tmp_path):
+    """A CSV attempt killed between its rename and its marker, then the config says parquet: the
+    CSV output is still the dead attempt's (ORPHANED), recover removes it, and the re-run publishes
+    the one copy, as parquet. Before, recover left the CSV file and said NOTHING_IN_FLIGHT."""
+    source = tmp_path / "in.parquet"
+    pq.write_table(TABLE, source)
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[defaults]\nsink = "local"\n[sinks.local]\ntype = "file"\nroot = "{tmp_path / "out"}"\n')
+    args = ("--dataset", "refunds_settled", "--run-date", "2026-04-24")
+    crashed = run_cli("publish", *args, str(source), env=cli_env(cfg, PUBLISH_CRASH_AT="after_data_rename"))
+    assert crashed.code == -9, crashed.stderr
+    parquet = cli_env(cfg, ATOMIC_PUBLISH_SINKS__LOCAL__FORMAT="parquet")
+    diagnosed = run_cli("diagnose", *args, "--json", env=parquet)
+    assert diagnosed.code == 11, diagnosed.stdout + diagnosed.stderr
+    assert str(tmp_path / "out" / "refunds_settled" / "2026-04-24.csv") in [
+        o["location"] for o in diagnosed.json()["orphans"]
+    ]
+    assert run_cli("recover", *args, "--apply", env=parquet).code == 10
+    assert run_cli("publish", *args, str(source), env=parquet).code == 0
+    out = tmp_path / "out" / "refunds_settled"
+    assert sorted(os.listdir(out)) == ["2026-04-24.parquet", "2026-04-24.parquet.success"]
+    assert pq.read_table(out / "2026-04-24.parquet").column("amount").to_pylist() == TABLE.column("amount").to_pylist()
