@@ -117,6 +117,8 @@ def run_guarded(action: Callable[[], int]) -> NoReturn:
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except click.UsageError:
+        raise  # a usage error found by the action (--sink with --group): exit 2, as click's own
     except Exception as exc:
         _stopped_by_a_signal(exc, EXIT_ERROR)
         if _verbose["on"]:
@@ -231,7 +233,10 @@ def parse_duration(text: str) -> dt.timedelta:
     if not parts or "".join(n + u for n, u in parts) != cleaned:
         raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 24h or 2d")
     unit_seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return dt.timedelta(seconds=sum(int(n) * unit_seconds[u] for n, u in parts))
+    try:
+        return dt.timedelta(seconds=sum(int(n) * unit_seconds[u] for n, u in parts))
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} is longer than any age an attempt can have") from None
 
 
 def _print_diagnosis(d: Diagnosis) -> None:

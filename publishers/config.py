@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import registry
 from ._errors import ConfigError, SinkUnavailable
@@ -52,6 +52,25 @@ class PipelineSettings(BaseModel):
     retries: int = Field(default=3, ge=1, le=10)
     backoff_seconds: float = Field(default=1.0, ge=0)
     memory_budget_mb: int | None = Field(default=None, gt=0)
+
+    @field_validator("schedule_time")
+    @classmethod
+    def _a_time_of_day(cls, value: str) -> str:
+        hour, minute = (int(p) for p in value.split(":"))
+        if hour > 23 or minute > 59:
+            raise ValueError("is not a time of day (HH:MM, 00:00 to 23:59)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _a_known_timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a timezone of the IANA database (e.g. Asia/Kolkata, UTC)") from None
+        return value
 
 
 class GroupSettings(BaseModel):
@@ -134,8 +153,10 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         for depth, key in enumerate(path[:-1]):
             child = node.setdefault(key, {})
             if not isinstance(child, dict):
+                # Set by a variable of this path, or inside a JSON table that a shorter one set.
+                setter = next(setters[p] for n in range(depth + 1, 0, -1) if (p := tuple(path[:n])) in setters)
                 raise ConfigError(
-                    f"environment variables {setters[tuple(path[: depth + 1])]} and {name}: the first sets "
+                    f"environment variables {setter} and {name}: the first sets "
                     f"{'.'.join(path[: depth + 1])} to a value, the second a key inside it"
                 )
             node = child

@@ -321,3 +321,40 @@ def test_a_publish_to_the_file_sink_imports_no_pandas(tmp_path, fmt):
         watch=("pandas",),
     )
     assert (code, imported) == (0, []), out + err
+
+
+@pytest.mark.parametrize(
+    ("args", "config_text", "expected"),
+    [
+        (
+            ("sweep", "--dataset", "kk", "--older-than=99999999999d"),
+            "",
+            "error: Invalid value: '99999999999d' is longer than any age an attempt can have",
+        ),
+        (
+            ("diagnose", "--dataset", "kk", "--run-date", "2026-01-01", "--sink", "file", "--group", "g"),
+            "",
+            "error: --sink and --group: give one (a group names its sinks in the config)",
+        ),
+        (
+            ("sinks",),
+            '[pipeline]\nschedule_time = "25:99"\n',
+            "pipeline.schedule_time = '25:99': is not a time of day (HH:MM, 00:00 to 23:59)",
+        ),
+        (
+            ("sinks",),
+            '[pipeline]\ntimezone = "Mars/Olympus"\n',
+            "pipeline.timezone = 'Mars/Olympus': is not a timezone of the IANA database",
+        ),
+    ],
+    ids=["huge-age", "sink-and-group", "hour-25", "unknown-timezone"],
+)
+def test_bad_input_found_from_outside_is_one_line_and_exit_2(tmp_path, args, config_text, expected):
+    """Each was a traceback or 'unexpected ...' with exit 1 (or, for the timezone, a message naming
+    no file, line or field)."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(config_text + f'[sinks.file]\ntype = "file"\nroot = "{tmp_path / "out"}"\n')
+    result = run_cli(*args, config=cfg)
+    assert result.code == 2, result.stderr
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

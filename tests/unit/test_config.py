@@ -238,6 +238,11 @@ def test_a_secret_from_the_environment_is_never_decoded(tmp_path, monkeypatch):
             "environment variables ATOMIC_PUBLISH_SINKS__F and ATOMIC_PUBLISH_SINKS__F__ROOT: the first sets "
             "sinks.f to a value, the second a key inside it",
         ),
+        (  # a key inside a value of a JSON table (it was "unexpected KeyError", exit 1)
+            {"ATOMIC_PUBLISH_SINKS__F": '{"type": "file", "root": "/pw-777"}', "ATOMIC_PUBLISH_SINKS__F__ROOT__X": "1"},
+            "environment variables ATOMIC_PUBLISH_SINKS__F and ATOMIC_PUBLISH_SINKS__F__ROOT__X: the first sets "
+            "sinks.f.root to a value, the second a key inside it",
+        ),
     ],
 )
 def test_a_bad_environment_override_is_one_line_naming_the_variable_and_exit_2(tmp_path, variables, expected):
