@@ -409,7 +409,11 @@ def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str,
             continue
         if is_secret_key(str(key)):
             env_name = ENV_PREFIX + "__".join(p.upper() for p in here)
-            if re.fullmatch(r"[A-Z0-9_]+", env_name):
+            # Only a sink's table of client properties (Kafka's properties, Iceberg's catalog) takes
+            # a secret from the environment; a sink's own keys have none to take.
+            if len(here) < 4 or here[0] != "sinks":
+                instead = "Use"
+            elif re.fullmatch(r"[A-Z0-9_]+", env_name):
                 instead = f"Set {env_name} in the environment, or use"
             elif re.fullmatch(r"[A-Z0-9_.]+", env_name):
                 instead = (
