@@ -58,8 +58,11 @@ class FileDiagnostic(SinkDiagnostic):
 
     def evidence(self, run: Run) -> Evidence:
         layout = self.layout
+        if layout.root.exists() and not layout.root.is_dir():
+            return Evidence(str(layout.root), problems=(f"the root {layout.root} is not a directory: fix `root`",))
         if not layout.root.is_dir():
-            return Evidence(destination=str(layout.root), missing=f"the root {layout.root} does not exist")
+            missing = f"the root {layout.root} does not exist (a first publish creates it)"
+            return Evidence(destination=str(layout.root), missing=missing)
         holder = probe_flock(layout.lock(run.dataset, run.run_date))
         staging = self._staging_artifacts(run.dataset, run.run_date)
         # The run's output in any format (the config's format may have changed since it was written).

@@ -67,7 +67,8 @@ class S3Diagnostic(SinkDiagnostic):
         bucket = self.config.bucket
         destination = self.destination(run)
         if not self._bucket_exists(s3):
-            return Evidence(destination, missing=f"the bucket {bucket} does not exist")
+            missing = f"the bucket {bucket} does not exist (a publish never creates one: create it, or fix `bucket`)"
+            return Evidence(destination, missing=missing)
         lease = run_lease(self.config, run).live_holder()
         holder = None
         if lease is not None:

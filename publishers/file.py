@@ -44,6 +44,7 @@ from ._crash import crash_point
 from ._errors import (
     CommitOutcomeUnknown,
     CommitRejected,
+    ConfigError,
     DestinationUnavailable,
     InputError,
     LostRace,
@@ -89,6 +90,8 @@ class FilePublisher:
 
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
+        if self.layout.root.exists() and not self.layout.root.is_dir():
+            raise ConfigError(f"the root {self.layout.root} is not a directory: fix `root` in the sink's config")
         try:
             self.layout.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

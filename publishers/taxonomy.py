@@ -370,7 +370,7 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
         return verdict(
             State.UNKNOWN,
             f"{evidence.missing}: nothing of this run can be there, but nothing shows this is where it would "
-            "be; check the configuration (a first publish creates it)",
+            "be; check the configuration",
             everything,
             missing=evidence.missing,
         )

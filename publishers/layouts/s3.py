@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from .._errors import (
+    ConfigError,
     DestinationUnavailable,
 )
 from .._fs import WriteOnlySink
@@ -149,9 +150,15 @@ def describe_endpoint(config: S3SinkConfig) -> str:
     return f"s3://{config.bucket}" + (f" at {config.endpoint_url}" if config.endpoint_url else "")
 
 
-def unavailable(config: S3SinkConfig, doing: str, exc: BaseException) -> DestinationUnavailable:
-    """A one-line error naming the bucket and endpoint for a client or network failure."""
+def unavailable(config: S3SinkConfig, doing: str, exc: BaseException) -> DestinationUnavailable | ConfigError:
+    """A one-line error naming the bucket and endpoint for a client or network failure; a bucket
+    that does not exist is the configuration's to fix (exit 2), not the destination's to come back."""
     code, status = error_code(exc) if isinstance(exc, Exception) else ("", 0)
+    if code == "NoSuchBucket":
+        return ConfigError(
+            f"{describe_endpoint(config)}: the bucket does not exist ({doing}); a publish never creates a bucket: "
+            "create it, or fix `bucket`"
+        )
     what = f"{code} ({status})" if code else f"{type(exc).__name__}: {_first_line(exc)}"
     return DestinationUnavailable(f"{describe_endpoint(config)}: {doing} failed: {what}")
 

@@ -377,3 +377,25 @@ def test_a_rerun_of_a_published_run_writes_nothing_not_even_a_lease(s3):
     assert diagnostic.surely_unpublished(Run.new("items", "2026-04-25")) is True
     first = _writes_during(config, lambda: publish(publisher, diagnostic, Run.new("items", "2026-04-25"), table()))
     assert "PutObject" in first  # the lease, the intent, the manifest: the check can fail
+
+
+def test_a_bucket_that_does_not_exist_is_the_configuration_s_to_fix(s3, tmp_path, small_inputs):
+    """Found from outside: diagnose said a first publish creates the bucket, and publish then
+    failed with exit 5 ('reading the run's lease failed: NoSuchBucket'), whose advice (diagnose,
+    re-run when it is back) goes round in a loop. A publish never creates a bucket: exit 2, saying so."""
+    missing = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.b]\ntype = "s3"\nbucket = "{missing}"\nprefix = "p"\nendpoint_url = "{s3.service.endpoint}"\n'
+        'region = "us-east-1"\naddressing_style = "path"\n'
+    )
+    env = cli_env(cfg, **s3.service.env())
+    args = ("--sink", "b", "--dataset", "items", "--run-date", DATE)
+    diagnosed = run_cli("diagnose", *args, "--json", env=env)
+    assert diagnosed.code == 14 and "a publish never creates one" in diagnosed.json()["reason"], diagnosed.stdout
+    published = run_cli("publish", *args, str(small_inputs[0]), env=env)
+    assert published.code == 2, published.stderr
+    assert f"{missing}" in published.stderr and "a publish never creates a bucket" in published.stderr
+    assert len(published.stderr.strip().splitlines()) == 1
+    buckets = [b["Name"] for b in s3.client.list_buckets()["Buckets"]]
+    assert missing not in buckets

@@ -530,3 +530,20 @@ def test_a_commit_cut_after_its_rename_is_recovered_after_the_format_changes(tmp
     out = tmp_path / "out" / "refunds_settled"
     assert sorted(os.listdir(out)) == ["2026-04-24.parquet", "2026-04-24.parquet.success"]
     assert pq.read_table(out / "2026-04-24.parquet").column("amount").to_pylist() == TABLE.column("amount").to_pylist()
+
+
+def test_a_root_that_is_a_file_is_the_configuration_s_to_fix(tmp_path):
+    """Found from outside: diagnose said the root does not exist (a first publish creates it) and
+    publish exited 5 ('cannot create the root: File exists')."""
+    source = tmp_path / "in.parquet"
+    pq.write_table(TABLE, source)
+    root = tmp_path / "a-file"
+    root.write_text("not a directory\n")
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[defaults]\nsink = "local"\n[sinks.local]\ntype = "file"\nroot = "{root}"\n')
+    args = ("--dataset", "refunds_settled", "--run-date", "2026-04-24")
+    diagnosed = run_cli("diagnose", *args, "--json", env=cli_env(cfg))
+    assert diagnosed.code == 14 and "is not a directory" in diagnosed.json()["reason"], diagnosed.stdout
+    published = run_cli("publish", *args, str(source), env=cli_env(cfg))
+    assert published.code == 2 and "is not a directory: fix `root`" in published.stderr, published.stderr
+    assert root.read_text() == "not a directory\n"
