@@ -405,7 +405,7 @@ config_option = click.option(
 )
 sink_option = click.option("--sink", help="Sink name from the config (default: [defaults].sink, else 'file').")
 group_option = click.option(
-    "--group", help="A group of sinks from the config ([groups.NAME]): the run goes to every one (see docs/groups.md)."
+    "--group", help="A group of sinks from the config ([groups.NAME]): the run in every one (see docs/groups.md)."
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document on stdout.")
 

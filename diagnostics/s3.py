@@ -101,7 +101,7 @@ class S3Diagnostic(SinkDiagnostic):
             )
         if "unreadable" in doc:
             problems.append(f"the manifest {self.layout.uri(key)} is not JSON")
-        if doc.get("run_id") != run.run_id:
+        elif doc.get("run_id") != run.run_id:
             problems.append(f"the manifest names run {doc.get('run_id')!r}")
         referenced = {o["key"]: o for o in doc.get("objects", []) if isinstance(o, dict) and "key" in o}
         for obj_key, expected in referenced.items():

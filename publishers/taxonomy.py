@@ -70,7 +70,8 @@ _MEANINGS = {
     State.DONE: "published, verified against its evidence, no leftovers",
     State.NOTHING_IN_FLIGHT: "not published and nothing left behind (a crash before staging, or no run yet)",
     State.ORPHANED: "not published; a dead attempt left staging behind",
-    State.PUBLISHED_WITH_ORPHANS: "published, plus leftovers of another attempt (e.g. a race or a retry)",
+    State.PUBLISHED_WITH_ORPHANS: "published, plus leftovers (of another attempt, e.g. a race or a retry, "
+    "or of the publishing attempt's own unfinished cleanup)",
     State.RUNNING: "a live attempt holds the run",
     State.UNKNOWN: "the evidence contradicts itself, cannot be read, or a commit's outcome is unknown",
     State.ROLL_FORWARD: "a group's decision to commit is recorded; some of its sinks are not committed yet",
