@@ -312,21 +312,48 @@ class LoadedConfig:
     def _source_of(self, loc: tuple[str, ...]) -> str:
         """Where a value (or the table it is missing from) comes from: file:line, the environment
         variable that set it, the environment variables that define the table, or the defaults."""
-        env_name = ENV_PREFIX + "__".join(p.upper() for p in loc)
-        if env_name in os.environ:
-            return f"environment variable {env_name}"
+        names = {k.upper(): k for k in os.environ if k.upper().startswith(ENV_PREFIX)}
+
+        def variable(parts: tuple[str, ...]) -> str:
+            return ENV_PREFIX + "__".join(p.upper() for p in parts)
+
+        if (exact := names.get(variable(loc))) is not None:
+            return f"environment variable {exact}"
+        inside = sorted(n for u, n in names.items() if u.startswith(variable(loc) + "__"))
+        if inside:  # variables that set keys inside this value (which then is no longer a scalar)
+            return "environment variable" + ("s " if len(inside) > 1 else " ") + ", ".join(inside)
+        for depth in range(len(loc) - 1, 0, -1):  # a JSON table set by an enclosing key's variable
+            table = names.get(variable(loc[:depth]))
+            if table is not None and _holds(os.environ[table], loc[depth:]):
+                return f"environment variable {table}"
         if self.path:
             # A missing key has no line of its own: the line of the table it belongs in.
             line = _line_of(self.text, loc) or (_line_of(self.text, loc[:-1]) if len(loc) > 1 else None)
             if line:
                 return f"{self.path}:{line}"
         for depth in range(len(loc) - 1, 0, -1):
-            prefix = ENV_PREFIX + "__".join(p.upper() for p in loc[:depth]) + "__"
-            names = sorted(k for k in os.environ if k.upper().startswith(prefix))
-            if names:
-                return "environment variable" + ("s " if len(names) > 1 else " ") + ", ".join(names)
+            defining = sorted(n for u, n in names.items() if u.startswith(variable(loc[:depth]) + "__"))
+            if defining:
+                return "environment variable" + ("s " if len(defining) > 1 else " ") + ", ".join(defining)
         return str(self.path) if self.path else "defaults"
 
+
+def _holds(value: str, path: tuple[str, ...]) -> bool:
+    """Whether a variable's JSON table has a value at ``path`` (keys read in lower case)."""
+    try:
+        node: Any = json.loads(value)
+    except ValueError:
+        return False
+    for key in path:
+        if not isinstance(node, dict):
+            return False
+        node = {str(k).lower(): v for k, v in node.items()}.get(key.lower(), _MISSING)
+        if node is _MISSING:
+            return False
+    return True
+
+
+_MISSING = object()
 
 # Fields whose values may carry credentials or are connection strings: never echoed in errors.
 _NEVER_ECHOED = {"conninfo", "uri", "endpoint_url", "bootstrap_servers", "properties", "catalog", "work_location"}

@@ -286,3 +286,24 @@ def test_a_group_s_sinks_given_as_a_plain_word_are_refused_as_not_a_list(tmp_pat
     assert str(info.value) == (
         "environment variable ATOMIC_PUBLISH_GROUPS__G__SINKS: groups.g.sinks = 'abc': Input should be a valid list"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ATOMIC_PUBLISH_SINKS__PG__KEY_COLUMNS__X", "1"),
+        ("ATOMIC_PUBLISH_SINKS", '{"x": 1}'),
+        ("atomic_publish_sinks__pg__timeout_seconds", "abc"),
+    ],
+    ids=["a-key-inside-the-field", "a-json-table", "any-case"],
+)
+def test_an_error_in_a_value_an_environment_variable_set_names_the_variable_not_the_file(
+    tmp_path, monkeypatch, variable, value
+):
+    """Found from outside: these were blamed on the file's line of the field (or on the file)."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.pg]\ntype = "postgres"\nconninfo = "host=127.0.0.1"\nkey_columns = ["id"]\n')
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(info.value).startswith(f"environment variable {variable}: sinks."), str(info.value)
