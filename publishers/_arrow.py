@@ -90,11 +90,20 @@ def _unchanged(reader: pa.RecordBatchReader, path: Path, before: os.stat_result)
     """The same batches, and at the end a check that the file was not rewritten while it was read
     (a stale publish of a file that changed under it would pass every checksum)."""
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        yield from reader
+    def changed() -> InputError | None:
         after = path.stat()
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
-            raise InputError(f"{path}: the file changed while it was read ({before.st_size} -> {after.st_size} bytes)")
+        if (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino):
+            return None
+        return InputError(f"{path}: the file changed while it was read ({before.st_size} -> {after.st_size} bytes)")
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except InputError as exc:
+            # A row cut by a writer still appending reads as malformed: the change is the cause.
+            raise (changed() or exc) from None
+        if (error := changed()) is not None:
+            raise error
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
