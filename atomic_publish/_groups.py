@@ -48,7 +48,7 @@ from .publishers._errors import (
 from .publishers._journal import rolling_forward
 from .publishers._protocol import ReadsBack
 from .publishers._publish import begin_run, resolve_config
-from .publishers._signals import critical_section
+from .publishers._signals import critical_section, stop_if_received
 from .publishers._types import Receipt, Run, Staged
 from .publishers.config import GroupConfig
 from .publishers.taxonomy import GroupDiagnosis, State, decide_group
@@ -190,6 +190,7 @@ def _publish_group(cfg: GroupConfig, run: Run, data: _Replayable, if_absent: boo
             "inputs": inputs,
             "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
+        stop_if_received()  # a stop caught and lost on its way up stops the group before its decision
         stack.enter_context(critical_section())  # from the decision on, a signal waits for the end
         try:
             won = cfg.journal.record(run, "decision", decision)

@@ -108,3 +108,21 @@ def test_the_cli_keeps_a_code_that_tells_the_state(capsys):
     with pytest.raises(SystemExit) as ended:
         run_guarded(action)
     assert ended.value.code == 3
+
+
+def test_a_group_stopped_before_its_decision_decides_nothing(tmp_path):
+    """The same for a group of sinks: a stop that was swallowed stops the group before its
+    decision is recorded; every sink's staging is removed and nothing is published anywhere."""
+    (tmp_path / "journal").mkdir()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\nformat = "parquet"\n'
+        f'[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\nformat = "parquet"\n'
+        f'[groups.both]\nsinks = ["a", "b"]\njournal = "{tmp_path / "journal"}"\n'
+    )
+    with terminate_on_signals(), pytest.raises(Terminated):
+        ap.publish_group(_batches(_swallow), group="both", config=cfg, **RUN)
+    for root in ("a", "b"):
+        assert [f for f in _files(tmp_path / root) if not f.startswith("_locks/")] == []
+    assert [f for f in _files(tmp_path / "journal") if "decision" in f] == []
+    assert ap.diagnose_group(group="both", config=cfg, **RUN).state.value == "NOTHING_IN_FLIGHT"
