@@ -18,6 +18,7 @@ from atomic_publish.sdk import (
     Run,
     crash_point,
     parse_run_date,
+    received_signal,
     terminate_on_signals,
     validate_dataset,
 )
@@ -68,7 +69,8 @@ def run_refunds(
                 )
                 return publish(publisher, diagnostic, run, records, if_absent=if_absent, progress=progress)
             except Exception as exc:
-                if not is_transient(exc) or attempt_number == settings.retries:
+                # A stop (SIGTERM/SIGINT) is never retried, even one that came back as another error.
+                if not is_transient(exc) or attempt_number == settings.retries or received_signal():
                     raise
                 delay = backoff * 2 ** (attempt_number - 1)
                 log.warning(
