@@ -220,8 +220,7 @@ class FileDiagnostic(SinkDiagnostic):
         path = Path(artifact.location)
         run = Run(diagnosis.dataset, diagnosis.run_date)
         if artifact.kind == "unmarked-output":
-            formats = [fmt for fmt in self.layout.formats() if path == self.layout.final(run, fmt)]
-            if not formats:
+            if not any(path == self.layout.final(run, fmt) for fmt in self.layout.formats()):
                 return "not this run's output path"
             if any(self.layout.marker(run, fmt).exists() for fmt in self.layout.formats()):
                 return "a success manifest appeared since the diagnosis"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from ._errors import (
     first_line,
 )
 from ._protocol import AssemblesParts, Diagnostic, ProgressCallback, Publisher, StagesFiles, check_hooks
-from ._signals import critical_section, received, stop_if_received
+from ._signals import critical_section, received, stop_if_received, stopped
 from ._types import Receipt, Run, Staged, new_part_token
 from .taxonomy import Diagnosis, State
 
@@ -189,13 +188,9 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
                 _discard(publisher, run, job.staged)
                 if isinstance(exc, Terminated):
                     raise Terminated(f"{exc}; this attempt removed its own staging", exc.signum) from None
-                if received():  # the signal's exception was caught and wrapped (or lost) on its way
-                    name = signal.Signals(received()).name
-                    raise Terminated(
-                        f"received {name}; stopped before the commit point ({type(exc).__name__}: "
-                        f"{first_line(exc)}); this attempt removed its own staging",
-                        received(),
-                    ) from exc
+                if signum := received():  # the signal's exception was caught and wrapped (or lost) on its way
+                    cause = stopped(signum, f"{type(exc).__name__}: {first_line(exc)}")
+                    raise Terminated(f"{cause}; this attempt removed its own staging", signum) from exc
             raise
         if job.state == "open" and not job.retained:  # ended without a commit: nothing of it may stay
             _discard(publisher, run, job.staged)

@@ -24,7 +24,13 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         _state["pending"] = _state["pending"] or signum
         return
     _state["received"] = _state["received"] or signum
-    raise Terminated(f"received {signal.Signals(signum).name}; stopped before the commit point", signum)
+    raise stopped(signum)
+
+
+def stopped(signum: int, cause: str = "") -> Terminated:
+    """The Terminated of a stop by ``signum`` before the commit point (``cause``: what it cut)."""
+    name = signal.Signals(signum).name
+    return Terminated(f"received {name}; stopped before the commit point" + (f" ({cause})" if cause else ""), signum)
 
 
 def received() -> int:
@@ -40,8 +46,7 @@ def stop_if_received() -> None:
     Inside a critical section (a group's commits after its decision) it does nothing: from there
     on, a signal waits for the end."""
     if _state["received"] and not _state["depth"]:
-        signum = _state["received"]
-        raise Terminated(f"received {signal.Signals(signum).name}; stopped before the commit point", signum)
+        raise stopped(_state["received"])
 
 
 @contextlib.contextmanager
