@@ -102,7 +102,7 @@ class S3Publisher:
                 s3, self.config.bucket, key, self.config.part_size_mb << 20, self.config.max_concurrency
             )
         except Exception as exc:
-            raise unavailable(self.config, f"starting the upload of {self.layout.uri(key)}", exc) from exc
+            raise self._failure(s3, run, f"starting the upload of {self.layout.uri(key)}", exc) from exc
 
     def _refuse_drift(self, run: Run, schema: pa.Schema) -> None:
         """The schema of the dataset's most recent published run (one listing, one GET)."""
@@ -163,7 +163,7 @@ class S3Publisher:
             with contextlib.suppress(Exception):
                 s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
             if isinstance(exc, Exception) and _is_client_failure(exc):
-                raise unavailable(self.config, f"uploading {self.layout.uri(key)}", exc) from exc
+                raise self._failure(s3, run, f"uploading {self.layout.uri(key)}", exc) from exc
             raise
         crash_point("after_stage")
         objects = [{"key": key, "size": sink.size, "etag": etag, "sha256": sink.digest.hexdigest()}]
@@ -236,7 +236,7 @@ class S3Publisher:
         try:
             self._declare(s3, key, run)
         except Exception as exc:
-            raise unavailable(self.config, f"starting the upload of {self.layout.uri(key)}", exc) from exc
+            raise self._failure(s3, run, f"starting the upload of {self.layout.uri(key)}", exc) from exc
         with create_transfer_manager(s3, config) as manager, ThreadPoolExecutor(1, "sha256") as hashing:
             digest = hashing.submit(sha256_file, path)
             upload = manager.upload(str(path), self.config.bucket, key, subscribers=[Progress()])
@@ -246,18 +246,35 @@ class S3Publisher:
             try:
                 upload.result()
             except Exception as exc:
-                raise unavailable(self.config, f"uploading {path} to {self.layout.uri(key)}", exc) from exc
+                raise self._failure(s3, run, f"uploading {path} to {self.layout.uri(key)}", exc) from exc
             sha256, hashed_size = digest.result()
-        s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
+        try:
+            s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
+        except Exception as exc:
+            raise self._failure(s3, run, f"finishing the upload of {self.layout.uri(key)}", exc) from exc
         after = path.stat()
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or hashed_size != after.st_size:
             raise InputError(f"{path}: the file changed while it was uploaded")
-        head = s3.head_object(Bucket=self.config.bucket, Key=key)
+        try:
+            head = s3.head_object(Bucket=self.config.bucket, Key=key)
+        except Exception as exc:
+            raise self._failure(s3, run, f"checking the upload of {self.layout.uri(key)}", exc) from exc
         if head["ContentLength"] != hashed_size:
             raise DestinationUnavailable(
                 f"{self.layout.uri(key)} holds {head['ContentLength']} bytes, {path} {hashed_size}"
             )
         return {"key": key, "size": hashed_size, "etag": head["ETag"], "sha256": sha256}
+
+    def _failure(self, s3: Any, run: Run, doing: str, exc: BaseException) -> Exception:
+        """What a failed upload means. If ``recover`` fenced this attempt meanwhile (a fence at the
+        commit point names it), the upload failed because recover removed its staging: Fenced,
+        exit 13, not an outage. Otherwise the one-line unavailable error."""
+        key = self.layout.manifest(run.dataset, run.run_date)
+        with contextlib.suppress(Exception):
+            doc, _ = read_commit_point(s3, self.config.bucket, key)
+            if doc is not None and is_fence(doc) and run.attempt in doc.get("fenced_attempts", ()):
+                return Fenced(_fenced_message(run, self.layout.uri(key)))
+        return unavailable(self.config, doing, exc)
 
     def _remove(self, s3: Any, keys: Sequence[str]) -> None:
         for key in keys:

@@ -165,3 +165,41 @@ def test_a_stalled_publisher_resumed_after_recover_never_publishes(leased_sink, 
     assert diagnosed()["state"] == "NOTHING_IN_FLIGHT"
     assert sink.follow_the_advice(cfg, inputs)[-1] == "DONE"
     assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_an_s3_publisher_stalled_mid_upload_and_fenced_exits_13(request, fmt, tmp_path, small_inputs):
+    """Stopped in the middle of its upload (found from outside: exit 1 from a bare 404 of the
+    object's HEAD for Parquet files, exit 5 from NoSuchUpload for CSV). recover aborts the upload
+    and fences the attempt; the resumed publisher's upload then fails because its staging is gone,
+    and the fence at the commit point says why: exit 13, not an outage and not a bug."""
+    server = s3.servers_for_tests()[-1]  # MinIO when it is there: the real server
+    sink = s3_sink(request.getfixturevalue(s3.FIXTURE_OF[server]))
+    lease = {"ATOMIC_PUBLISH_SINKS__BUCKET__LEASE_SECONDS": "5"}
+    cfg = sink.config(tmp_path / "direct")
+    cfg.write_text(cfg.read_text().replace('format = "parquet"', f'format = "{fmt}"'))
+    if fmt == "parquet":
+        first = parquet_input(small_inputs[0])
+        second = tmp_path / "second.parquet"
+        second.write_bytes(first.read_bytes())
+        inputs = [first, second]
+    else:
+        inputs = [small_inputs[0]]
+    proc = start_cli(
+        "publish", "--dataset", DATASET, "--run-date", DATE, *map(str, inputs),
+        env=cli_env(cfg, PUBLISH_PAUSE_AT="mid_stage:5", **sink.env, **lease),
+    )  # fmt: skip
+    try:
+        wait_for_pause(proc, "mid_stage")
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(6)  # the lease lapses
+        diagnosed = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", **lease)
+        assert diagnosed.json()["state"] == "ORPHANED", diagnosed.stdout
+        recovered = sink.cli(cfg, "recover", "--dataset", DATASET, "--run-date", DATE, "--apply", **lease)
+        assert recovered.code == 10, recovered.stderr + recovered.stdout
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 13 and "recover fenced attempt" in stderr, (proc.returncode, stderr)
+    assert "Traceback" not in stderr
+    assert sink.read(cfg) is None
