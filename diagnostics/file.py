@@ -13,6 +13,7 @@ import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from atomic_publish.publishers._errors import ConfigError
 from atomic_publish.publishers._fs import fsync_dir, read_json, sha256_file
 from atomic_publish.publishers._lock import hold_flock, probe_flock
 from atomic_publish.publishers._types import AttemptInfo, Run
@@ -58,8 +59,8 @@ class FileDiagnostic(SinkDiagnostic):
 
     def evidence(self, run: Run) -> Evidence:
         layout = self.layout
-        if layout.root.exists() and not layout.root.is_dir():
-            return Evidence(str(layout.root), problems=(f"the root {layout.root} is not a directory: fix `root`",))
+        if problem := layout.root_problem():
+            return Evidence(str(layout.root), problems=(problem,))
         if not layout.root.is_dir():
             missing = f"the root {layout.root} does not exist (a first publish creates it)"
             return Evidence(destination=str(layout.root), missing=missing)
@@ -245,6 +246,8 @@ class FileDiagnostic(SinkDiagnostic):
     # -- sweep support --------------------------------------------------------------------------
 
     def runs_with_leftovers(self, dataset: str) -> list[dt.date]:
+        if problem := self.layout.root_problem():
+            raise ConfigError(problem)
         dates = {a_date for a_date in self._staging_dates(dataset)}
         out_dir = self.layout.dataset_dir(dataset)
         with contextlib.suppress(FileNotFoundError):

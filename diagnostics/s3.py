@@ -35,6 +35,7 @@ from atomic_publish.publishers.layouts.s3 import (
     read_commit_point,
     read_manifest,
     run_lease,
+    unavailable,
 )
 from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
@@ -257,12 +258,15 @@ class S3Diagnostic(SinkDiagnostic):
         s3 = client(self.config)
         prefix = f"{self.layout.base(dataset)}/_attempts/"
         dates = set()
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.config.bucket, Prefix=prefix, Delimiter="/"
-        ):
-            for common in page.get("CommonPrefixes", []):
-                try:
-                    dates.add(dt.date.fromisoformat(common["Prefix"][len(prefix) :].rstrip("/")))
-                except ValueError:
-                    continue
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.config.bucket, Prefix=prefix, Delimiter="/"
+            ):
+                for common in page.get("CommonPrefixes", []):
+                    try:
+                        dates.add(dt.date.fromisoformat(common["Prefix"][len(prefix) :].rstrip("/")))
+                    except ValueError:
+                        continue
+        except Exception as exc:  # a missing bucket is the config's to fix (exit 2), the rest exit 5
+            raise unavailable(self.config, "listing the run dates with leftovers", exc) from exc
         return sorted(dates)

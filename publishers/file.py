@@ -90,8 +90,8 @@ class FilePublisher:
 
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
-        if self.layout.root.exists() and not self.layout.root.is_dir():
-            raise ConfigError(f"the root {self.layout.root} is not a directory: fix `root` in the sink's config")
+        if problem := self.layout.root_problem():
+            raise ConfigError(f"{problem} in the sink's config")
         try:
             self.layout.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -88,6 +88,18 @@ class FileLayout:
         self.root = root.expanduser().resolve()
         self.ext = fmt
 
+    def root_problem(self) -> str | None:
+        """Why the root can never hold a dataset, if it cannot: it, or the nearest of its parents
+        that exists, is not a directory (no publish can create it; the config must change)."""
+        path = self.root
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        if path.is_dir():
+            return None
+        if path == self.root:
+            return f"the root {self.root} is not a directory: fix `root`"
+        return f"the root {self.root} cannot be created: {path} is not a directory: fix `root`"
+
     def dataset_dir(self, dataset: str) -> Path:
         return self._inside(self.root / dataset)
 

@@ -397,5 +397,8 @@ def test_a_bucket_that_does_not_exist_is_the_configuration_s_to_fix(s3, tmp_path
     assert published.code == 2, published.stderr
     assert f"{missing}" in published.stderr and "a publish never creates a bucket" in published.stderr
     assert len(published.stderr.strip().splitlines()) == 1
+    for apply in ((), ("--apply",)):  # was exit 5 ("listing the run dates with leftovers failed")
+        swept = run_cli("sweep", "--sink", "b", "--dataset", "items", "--older-than", "1h", *apply, env=env)
+        assert swept.code == 2 and "a publish never creates a bucket" in swept.stderr, swept.stderr
     buckets = [b["Name"] for b in s3.client.list_buckets()["Buckets"]]
     assert missing not in buckets

@@ -532,13 +532,17 @@ def test_a_commit_cut_after_its_rename_is_recovered_after_the_format_changes(tmp
     assert pq.read_table(out / "2026-04-24.parquet").column("amount").to_pylist() == TABLE.column("amount").to_pylist()
 
 
-def test_a_root_that_is_a_file_is_the_configuration_s_to_fix(tmp_path):
+@pytest.mark.parametrize("under", [False, True], ids=["root-is-a-file", "root-under-a-file"])
+def test_a_root_that_is_a_file_is_the_configuration_s_to_fix(tmp_path, under):
     """Found from outside: diagnose said the root does not exist (a first publish creates it) and
-    publish exited 5 ('cannot create the root: File exists')."""
+    publish exited 5 ('cannot create the root: File exists'); then, for a root under a regular
+    file, publish exited 5 (Not a directory) and diagnose again said a first publish creates it;
+    `sweep --apply` exited 5 for both."""
     source = tmp_path / "in.parquet"
     pq.write_table(TABLE, source)
-    root = tmp_path / "a-file"
-    root.write_text("not a directory\n")
+    afile = tmp_path / "a-file"
+    afile.write_text("not a directory\n")
+    root = afile / "sub" if under else afile
     cfg = tmp_path / "publish.toml"
     cfg.write_text(f'[defaults]\nsink = "local"\n[sinks.local]\ntype = "file"\nroot = "{root}"\n')
     args = ("--dataset", "refunds_settled", "--run-date", "2026-04-24")
@@ -546,4 +550,7 @@ def test_a_root_that_is_a_file_is_the_configuration_s_to_fix(tmp_path):
     assert diagnosed.code == 14 and "is not a directory" in diagnosed.json()["reason"], diagnosed.stdout
     published = run_cli("publish", *args, str(source), env=cli_env(cfg))
     assert published.code == 2 and "is not a directory: fix `root`" in published.stderr, published.stderr
-    assert root.read_text() == "not a directory\n"
+    swept = run_cli("sweep", "--dataset", "refunds_settled", "--older-than", "1h", "--apply", env=cli_env(cfg))
+    assert swept.code == 2 and "is not a directory: fix `root`" in swept.stderr, swept.stderr
+    assert afile.read_text() == "not a directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "in.parquet", "publish.toml"]
