@@ -145,6 +145,13 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         if "" in path:
             raise ConfigError(f"environment variable {name}: an empty key (two '__' in a row, or one at the end)")
+        if is_secret_key(path[-1]) and (len(path) < 4 or path[0] != "sinks"):
+            # A sink's own options hold no secret (only its client properties, Kafka's properties and
+            # Iceberg's catalog, take one); say where it goes instead of "Extra inputs are not permitted".
+            raise ConfigError(
+                f"environment variable {name}: {'.'.join(path)} looks like a secret, and no option of the "
+                f"configuration takes one. {_WHERE_SECRETS_GO}"
+            )
         found.append((path, name, value))
     result: dict[str, Any] = {}
     setters: dict[tuple[str, ...], str] = {}
@@ -424,6 +431,9 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
     return loaded
 
 
+_WHERE_SECRETS_GO = "Use the client library's own mechanism (PGPASSWORD or ~/.pgpass, AWS profiles, .pyiceberg.yaml)."
+
+
 def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str, ...]) -> None:
     """Secrets are never read from the file: a key that names one, or a value that carries one (a
     password inside a URL or a conninfo, credentials in a broker list), is refused with the place
@@ -451,7 +461,7 @@ def _refuse_secrets(node: dict[str, Any], path: Path, text: str, loc: tuple[str,
                 instead = "Use"
             raise ConfigError(
                 f"{where} looks like a secret; secrets are never read from the config file. {instead} the "
-                "client library's own mechanism (PGPASSWORD or ~/.pgpass, AWS profiles, .pyiceberg.yaml)."
+                f"{_WHERE_SECRETS_GO.removeprefix('Use the ')}"
             )
         if not _carries_addresses(here):
             continue
@@ -476,20 +486,29 @@ def _carries_addresses(loc: tuple[str, ...]) -> bool:
 
 
 def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
-    """Best-effort line of ``loc`` (table path + key) in TOML text, for error messages."""
+    """Best-effort line of ``loc`` (table path + key) in TOML text, for error messages: the key in
+    its own table, else (a dotted key, an inline table) the first line in a table on its path that
+    sets a key of that name."""
     if not loc:
         return None
     *tables, key = loc
-    want = ".".join(tables)
-    current = ""
-    key_re = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    want, full = ".".join(tables), ".".join(loc)
+    name = rf"""(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')"""
+    exact, loose = re.compile(rf"^\s*{name}\s*="), re.compile(rf"(?:^|[\s{{,.]){name}\s*=")
+    current, fallback = "", None
     for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped.startswith("[") and not stripped.startswith("[["):
-            current = stripped.strip("[]").strip().replace('"', "")
-            if current == ".".join(loc):
+        header = _TABLE_HEADER.match(line)
+        if header:
+            current = re.sub(r"\s*\.\s*", ".", header.group(1)).replace('"', "").replace("'", "")
+            if current == full:
                 return number
             continue
-        if current == want and key_re.match(line):
+        if current == want and exact.match(line):
             return number
-    return None
+        on_path = not current or want == current or want.startswith(current + ".")
+        if fallback is None and on_path and loose.search(line.split("#", 1)[0]):
+            fallback = number
+    return fallback
+
+
+_TABLE_HEADER = re.compile(r"^\s*\[(?!\[)\s*([^\]]*?)\s*\]")

@@ -72,6 +72,48 @@ def test_secrets_in_the_file_are_refused_and_never_echoed(tmp_path):
     assert "hunter2" not in message
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('[sinks.pg]   # the warehouse\ntype = "postgres"\npassword = "hunter2-x"\n', 3),
+        ('[sinks]\npg.type = "postgres"\npg.password = "hunter2-x"\n', 3),
+        ('[ sinks . pg ]\ntype = "postgres"\n"password" = "hunter2-x"\n', 3),
+        ('[sinks.ice]\ntype = "iceberg"\n\ncatalog = { type = "sql", password = "hunter2-x" }\n', 4),
+    ],
+    ids=["a-comment-after-the-header", "dotted-keys", "spaces-and-quotes", "an-inline-table"],
+)
+def test_a_secret_in_the_file_is_refused_with_its_line_however_the_toml_spells_it(tmp_path, text, line):
+    """Found from outside: a table header followed by a comment (as in the publish.toml that
+    `scripts/services up` writes) gave `publish.toml:?`."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(info.value).startswith(f"{cfg}:{line}: sinks."), str(info.value)
+    assert "looks like a secret" in str(info.value) and "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("variable", ["ATOMIC_PUBLISH_SINKS__PG__PASSWORD", "ATOMIC_PUBLISH_DEFAULTS__API_TOKEN"])
+def test_a_secret_for_an_option_that_takes_none_from_the_environment_says_where_it_goes(
+    tmp_path, monkeypatch, variable
+):
+    """Found from outside: refused as "*** Extra inputs are not permitted" (the redaction hid the
+    field's name too), with no word of PGPASSWORD."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.pg]\ntype = "postgres"\nconninfo = "host=127.0.0.1"\nkey_columns = ["id"]\n')
+    monkeypatch.setenv(variable, "hunter2-x")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    message = str(info.value)
+    field = variable.removeprefix("ATOMIC_PUBLISH_").lower().replace("__", ".")
+    assert message.startswith(f"environment variable {variable}: {field} looks like a secret"), message
+    assert "PGPASSWORD" in message and "Extra inputs" not in message
+    from tests.helpers import cli_env, run_cli
+
+    shown = run_cli("sinks", env=cli_env(cfg, **{variable: "hunter2-x"}))  # as the CLI prints it, redacted
+    assert shown.code == 2 and shown.stderr.strip() == f"error: {message}", shown.stderr
+
+
 def test_a_secret_in_a_table_of_client_properties_is_refused_naming_the_variable_that_takes_it(tmp_path, monkeypatch):
     cfg = tmp_path / "publish.toml"
     catalog = (

@@ -146,6 +146,8 @@ ORDINARY = [
     "see https://example.com:8443/path?x=1&y=2 at 12:30, mail bob@example.com or postgresql://publisher@db/app",
     "bootstrap kafka-1:9092,token-service:9092 unreachable; key_columns = ['refund_id']",
     "ssl.key.location=/etc/kafka/client.key sasl.username=publisher",
+    # the configuration's own errors name a variable, never its value (found from outside: masked)
+    "environment variable ATOMIC_PUBLISH_SINKS__PG__PASSWORD: sinks.pg.password looks like a secret",
 ]
 
 
@@ -169,6 +171,10 @@ def test_known_ordinary_text_is_unchanged(text: str) -> None:
         ('sasl.jaas.config=x.PlainLoginModule required username="u" password="pw";', None),
         ("p=p@ss@host", "p=p@ss@host"),
         ("mysql://u:p@ss@host/db", "mysql://u:***@host/db"),
+        (
+            "ATOMIC_PUBLISH_SINKS__K__PROPERTIES__SASL_PASSWORD=hunter2 x",
+            "ATOMIC_PUBLISH_SINKS__K__PROPERTIES__SASL_PASSWORD=*** x",
+        ),
     ],
 )
 def test_known_redactions(text: str, expected: str | None) -> None:
