@@ -155,3 +155,28 @@ def test_sigterm_mid_stage_removes_the_attempts_own_staging(medium_inputs, tmp_p
     assert list(staging.iterdir()) == []
     d = run_cli("diagnose", "--dataset", "refunds_settled", "--run-date", "2026-04-24", "--json", config=cfg)
     assert d.code == 10 and d.json()["state"] == "NOTHING_IN_FLIGHT"
+
+
+def test_a_stop_that_came_back_as_a_transient_error_is_not_retried(small_inputs, tmp_path, monkeypatch):
+    """The runner retries transient errors, but never after a SIGTERM: a driver may turn the stop
+    into a connection error (a transient one), and a retry would start a new attempt the operator
+    asked to stop. The signal is real; the error that carries it is what a driver would raise."""
+    from atomic_publish.pipelines import runner
+    from atomic_publish.sdk import DestinationUnavailable, Terminated
+
+    calls = []
+
+    def publish_that_swallows_the_stop(*args, **kwargs):
+        calls.append(args[2].attempt)
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except Terminated:
+            raise DestinationUnavailable("connection closed (a driver's view of the stop)") from None
+        raise AssertionError("the SIGTERM handler did not raise")
+
+    monkeypatch.setattr(runner, "publish", publish_that_swallows_the_stop)
+    refunds_path, merchants_path = small_inputs
+    cfg = write_config(tmp_path / "publish.toml", tmp_path / "out", extra="\n[pipeline]\nbackoff_seconds = 0\n")
+    with pytest.raises(DestinationUnavailable, match="a driver's view"):
+        run_refunds(load_config(cfg), "2026-04-24", refunds_path, merchants_path)
+    assert len(calls) == 1, calls  # without the stop: three attempts (test_retries_are_bounded)
