@@ -232,13 +232,49 @@ def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None]
 def _csv_batches(
     path: Path, inner: pacsv.CSVStreamingReader, measure: Callable[[], None] | None = None
 ) -> Iterator[pa.RecordBatch]:
+    last = None
     try:
         for batch in inner:
             if measure is not None:
                 measure()
-            yield batch
+            if last is not None:
+                yield last
+            last = batch
     except (pa.ArrowInvalid, OSError) as exc:
         raise _csv_error(path, exc) from None
+    if last is not None:
+        _refuse_an_unclosed_quote(path, last)
+        yield last
+
+
+def _refuse_an_unclosed_quote(path: Path, last: pa.RecordBatch) -> None:
+    """pyarrow ends a quoted value that is never closed at the end of the file, silently: the rows
+    after its opening quote become part of that value (found from outside: a two-row file published
+    as one row). Such a value is the last one pyarrow read, and the file ends with ``"`` and its
+    text; a closed quote or an unquoted value never leaves that tail. (A .gz file is not checked:
+    its tail is only at the end of a second decompression.)"""
+    if last.num_rows == 0 or path.name.lower().endswith(".gz") or not pa.types.is_string(last.schema[-1].type):
+        return
+    value = last.column(last.num_columns - 1)[last.num_rows - 1].as_py()
+    if not value:
+        return
+    raw = b'"' + value.replace('"', '""').encode()
+    size = path.stat().st_size
+    if size < len(raw):
+        return
+    with open(path, "rb") as fh:
+        fh.seek(size - len(raw))
+        if fh.read() != raw:
+            return
+        fh.seek(0)
+        line = 1 + sum(chunk.count(b"\n") for chunk in _chunks(fh, size - len(raw)))
+    raise InputError(f"{path}:{line}: a quoted value is never closed: it runs to the end of the file")
+
+
+def _chunks(fh: Any, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
+    while limit > 0 and (chunk := fh.read(min(size, limit))):
+        limit -= len(chunk)
+        yield chunk
 
 
 def _first_invalid_utf8_line(path: Path) -> int | None:

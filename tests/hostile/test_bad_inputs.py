@@ -322,6 +322,23 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, f), 2, [f + ":3", re.compile("utf-?8", re.I)])
 
 
+@case("csv-unclosed-quote")
+def _(d: Dest) -> Expect:
+    """Found from outside: pyarrow closes the quote at the end of the file, silently; the two rows
+    after it became one value, and a run of three rows published as one."""
+    d.write(d.file_sink())
+    f = d.csv("unclosed.csv", b'id,v\n1,"abc\n2,x\n3,y\n')
+    return Expect(publish(d, f), 2, [f + ":2", "never closed"])
+
+
+@case("csv-unclosed-quote-after-the-first-block")
+def _(d: Dest) -> Expect:
+    d.write(d.file_sink())
+    rows = b"".join(b"%d,value-%d\n" % (i, i) for i in range(150_000))  # more than one 1 MiB block
+    f = d.csv("unclosed-late.csv", b"id,v\n" + rows + b'150000,"abc\n150001,x\n')
+    return Expect(publish(d, f), 2, [f + ":150002", "never closed"])
+
+
 @case("csv-duplicate-header")
 def _(d: Dest) -> Expect:
     d.write(d.file_sink())
