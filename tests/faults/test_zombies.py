@@ -167,15 +167,20 @@ def test_a_stalled_publisher_resumed_after_recover_never_publishes(leased_sink, 
     assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_an_s3_publisher_stalled_mid_upload_and_fenced_exits_13(request, fmt, tmp_path, small_inputs):
-    """Stopped in the middle of its upload (found from outside: exit 1 from a bare 404 of the
-    object's HEAD for Parquet files, exit 5 from NoSuchUpload for CSV). recover aborts the upload
-    and fences the attempt; the resumed publisher's upload then fails because its staging is gone,
-    and the fence at the commit point says why: exit 13, not an outage and not a bug."""
-    server = s3.servers_for_tests()[-1]  # MinIO when it is there: the real server
-    sink = s3_sink(request.getfixturevalue(s3.FIXTURE_OF[server]))
-    lease = {"ATOMIC_PUBLISH_SINKS__BUCKET__LEASE_SECONDS": "5"}
+@pytest.mark.parametrize(("kind", "fmt"), [("s3", "parquet"), ("s3", "csv"), ("iceberg", "parquet")])
+def test_a_publisher_stalled_mid_stage_and_fenced_exits_13(request, kind, fmt, tmp_path, small_inputs):
+    """Stopped in the middle of its staging (found from outside on S3: exit 1 from a bare 404 of
+    the object's HEAD for Parquet files, exit 5 from NoSuchUpload for CSV). recover removes the
+    staging and fences the attempt; the resumed publisher's staging then fails, or goes on over
+    the removed staging, and the fence says why it stops: exit 13, not an outage and not a bug, and
+    it leaves nothing behind."""
+    if kind == "s3":
+        server = s3.servers_for_tests()[-1]  # MinIO when it is there: the real server
+        sink = s3_sink(request.getfixturevalue(s3.FIXTURE_OF[server]))
+        lease = {"ATOMIC_PUBLISH_SINKS__BUCKET__LEASE_SECONDS": "5"}
+    else:
+        sink = iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")
+        lease = {"ATOMIC_PUBLISH_SINKS__LAKE__LEASE_SECONDS": "5"}
     cfg = sink.config(tmp_path / "direct")
     cfg.write_text(cfg.read_text().replace('format = "parquet"', f'format = "{fmt}"'))
     if fmt == "parquet":
@@ -203,3 +208,5 @@ def test_an_s3_publisher_stalled_mid_upload_and_fenced_exits_13(request, fmt, tm
     assert proc.returncode == 13 and "recover fenced attempt" in stderr, (proc.returncode, stderr)
     assert "Traceback" not in stderr
     assert sink.read(cfg) is None
+    after = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", **lease)
+    assert after.json()["state"] == "NOTHING_IN_FLIGHT", after.stdout  # the resumed attempt left nothing
