@@ -138,18 +138,27 @@ def test_a_stalled_publisher_resumed_after_recover_never_publishes(leased_sink, 
     sink, lease = leased_sink
     inputs = parquet_input(small_inputs[0])
     cfg = sink.config(tmp_path / "direct")
+    _stalled_past_recover(sink, cfg, [inputs], lease, "after_stage")
+    assert sink.follow_the_advice(cfg, inputs)[-1] == "DONE"
+    assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
+
+
+def _stalled_past_recover(sink: FaultySink, cfg: Any, inputs: list[Any], lease: dict[str, str], point: str) -> None:
+    """Stop the publisher (SIGSTOP) at ``point`` until its lease lapses and diagnose says ORPHANED;
+    recover --apply; resume it (SIGCONT). It must stop fenced (exit 13), publish nothing and leave
+    nothing behind."""
     proc = start_cli(
-        "publish", "--dataset", DATASET, "--run-date", DATE, str(inputs),
-        env=cli_env(cfg, PUBLISH_PAUSE_AT="after_stage:5", **sink.env, **lease),
+        "publish", "--dataset", DATASET, "--run-date", DATE, *map(str, inputs),
+        env=cli_env(cfg, PUBLISH_PAUSE_AT=f"{point}:5", **sink.env, **lease),
     )  # fmt: skip
+
+    def diagnosed() -> dict[str, Any]:
+        result = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", **lease)
+        return result.json()  # type: ignore[no-any-return]
+
     try:
-        wait_for_pause(proc, "after_stage")
+        wait_for_pause(proc, point)
         os.kill(proc.pid, signal.SIGSTOP)
-
-        def diagnosed() -> dict[str, Any]:
-            result = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", **lease)
-            return result.json()  # type: ignore[no-any-return]
-
         deadline = time.monotonic() + 60
         while (doc := diagnosed())["state"] == "RUNNING" and time.monotonic() < deadline:
             time.sleep(1)
@@ -162,9 +171,7 @@ def test_a_stalled_publisher_resumed_after_recover_never_publishes(leased_sink, 
     assert proc.returncode == 13 and "recover fenced attempt" in stderr, (proc.returncode, stderr)
     assert "Traceback" not in stderr
     assert sink.read(cfg) is None, "a stalled attempt published over the staging recover removed"
-    assert diagnosed()["state"] == "NOTHING_IN_FLIGHT"
-    assert sink.follow_the_advice(cfg, inputs)[-1] == "DONE"
-    assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
+    assert diagnosed()["state"] == "NOTHING_IN_FLIGHT"  # the resumed attempt left nothing
 
 
 @pytest.mark.parametrize(("kind", "fmt"), [("s3", "parquet"), ("s3", "csv"), ("iceberg", "parquet")])
@@ -190,23 +197,4 @@ def test_a_publisher_stalled_mid_stage_and_fenced_exits_13(request, kind, fmt, t
         inputs = [first, second]
     else:
         inputs = [small_inputs[0]]
-    proc = start_cli(
-        "publish", "--dataset", DATASET, "--run-date", DATE, *map(str, inputs),
-        env=cli_env(cfg, PUBLISH_PAUSE_AT="mid_stage:5", **sink.env, **lease),
-    )  # fmt: skip
-    try:
-        wait_for_pause(proc, "mid_stage")
-        os.kill(proc.pid, signal.SIGSTOP)
-        time.sleep(6)  # the lease lapses
-        diagnosed = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", **lease)
-        assert diagnosed.json()["state"] == "ORPHANED", diagnosed.stdout
-        recovered = sink.cli(cfg, "recover", "--dataset", DATASET, "--run-date", DATE, "--apply", **lease)
-        assert recovered.code == 10, recovered.stderr + recovered.stdout
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 13 and "recover fenced attempt" in stderr, (proc.returncode, stderr)
-    assert "Traceback" not in stderr
-    assert sink.read(cfg) is None
-    after = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", DATE, "--json", **lease)
-    assert after.json()["state"] == "NOTHING_IN_FLIGHT", after.stdout  # the resumed attempt left nothing
+    _stalled_past_recover(sink, cfg, inputs, lease, "mid_stage")
