@@ -400,13 +400,24 @@ class PostgresPublisher:
 
         for part in parts:
             name = part.details["staging_table"]
-            exists = cur.execute(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            found = cur.execute(
+                "SELECT c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relname = %s",
                 (self.layout.staging_schema, name),
             ).fetchone()
-            if not exists:
+            if not found:
                 raise CommitRejected(f"staging table {name} does not exist")
+            if found[0] == "u":
+                # An UNLOGGED table is emptied when the server recovers from a crash (or a standby is
+                # promoted): a part staged before that, committed after it (a group rolled forward, a
+                # driver committing its tasks' parts), would publish nothing. Found from outside.
+                held = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(self.layout.staged_table(part)))
+                rows = held.fetchone()[0]
+                if rows != part.rows:
+                    raise CommitRejected(
+                        f"staging table {name} holds {rows} rows, {part.rows} were staged (an UNLOGGED table is "
+                        "emptied when the server recovers from a crash); nothing was committed: stage the run again"
+                    )
         if len(parts) == 1:
             return self.layout.staged_table(parts[0])
         return sql.SQL("({})").format(

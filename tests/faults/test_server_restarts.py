@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.contract import readers
 from tests.helpers import cli_env, start_cli
 
 from .proxy import Fault
@@ -134,3 +135,38 @@ def _check_truth(
     else:
         assert state in ("NOTHING_IN_FLIGHT", "ORPHANED", "RUNNING"), state
     _advice_ends_in_the_input(sink, tmp_path, cfg, inputs, "server", what, code, took, state, wait_running=60)
+
+
+def test_a_part_staged_before_a_crash_restart_is_never_committed_empty(
+    fault_postgres, tmp_path, small_inputs, monkeypatch
+):
+    """Found from outside: the staging of a run into an existing table is UNLOGGED, and Postgres
+    empties UNLOGGED tables when it recovers from a crash. A part staged before that and committed
+    after it (a group rolled forward by recover, a Spark driver committing its tasks' parts) was
+    merged as it then was, empty: the ledger said 2,000 rows, the table had none, diagnose said
+    DONE. The commit now counts the rows of an unlogged staging table against what was staged, and
+    refuses (nothing committed) when they differ."""
+    import pyarrow.csv as pacsv
+    from psycopg.conninfo import conninfo_to_dict
+
+    from atomic_publish import CommitRejected, Run, load_config
+
+    sink = postgres_sink(fault_postgres)
+    cfg = sink.config(tmp_path / "direct")
+    first = sink.cli(cfg, "publish", "--dataset", DATASET, "--run-date", DATE, str(small_inputs[0]))
+    assert first.code == 0, first.stderr  # the target exists: the next run's staging is UNLOGGED
+    monkeypatch.setenv("PGPASSWORD", conninfo_to_dict(fault_postgres.dsn)["password"])
+    definition, options = load_config(cfg).sink()
+    publisher = definition.make_publisher(options)
+    run = Run.new(DATASET, "2026-04-25")
+    table = pacsv.read_csv(small_inputs[0])
+    staged = publisher.stage(run, table.to_reader())
+    assert staged.rows == table.num_rows
+    fault_postgres.kill()
+    fault_postgres.start_again()  # crash recovery: every UNLOGGED table is reset to empty
+    with pytest.raises(CommitRejected, match=f"holds 0 rows, {table.num_rows} were staged"):
+        publisher.commit(run, [staged])
+    schema = options.schema_name
+    assert readers.postgres_ledger(fault_postgres.dsn, schema, f"{DATASET}/2026-04-25") is None
+    doc = sink.cli(cfg, "diagnose", "--dataset", DATASET, "--run-date", "2026-04-25", "--json").json()
+    assert doc["state"] == "ORPHANED", doc  # the emptied staging table is a leftover, nothing published
