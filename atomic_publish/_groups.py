@@ -231,7 +231,8 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
     """The recovery plan of a run of ``group`` (read-only), or, with ``apply=True``, carry it out:
     roll forward a decided run (commit every sink not yet committed, then mark it complete), or
     roll back an undecided one (clean each sink's orphans); then diagnose again."""
-    cfg = resolve_config(config).group(group)
+    loaded = resolve_config(config)
+    cfg = loaded.group(group)
     run = Run.new(dataset, run_date)
     if not apply:
         before = _diagnose(cfg, run)
@@ -241,6 +242,8 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
         steps = _plan(before, cfg)
         if before.state in (State.DONE, State.NOTHING_IN_FLIGHT):
             return GroupRecovery(before, steps, before)
+        if before.state is not State.ROLL_FORWARD and (why := _claimed_by_another_group(loaded, cfg, run)):
+            raise RollForwardNeeded(f"{why}; nothing done")
         if before.state is State.RUNNING:
             raise RunInProgress(f"run {run.run_id} of group {group} is RUNNING: {before.reason}", before)
         if before.state is State.UNKNOWN:
@@ -292,7 +295,8 @@ def sweep_group(
     PUBLISHED_WITH_ORPHANS (complete: other attempts' leftovers) are cleaned, under the group's lock,
     each sink's orphans older than ``older_than``; a decided run that is not complete is never
     touched (its staging is what the roll-forward commits), nor a RUNNING or UNKNOWN one."""
-    cfg = resolve_config(config).group(group)
+    loaded = resolve_config(config)
+    cfg = loaded.group(group)
     report = GroupSweepReport(group, dataset, older_than, apply)
     dates: set[dt.date] = set()
     for _, definition, options in cfg.members:
@@ -302,6 +306,9 @@ def sweep_group(
         d = _diagnose(cfg, run)
         if d.state not in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
             report.runs.append((d, [], f"left alone: {d.state.value}"))
+            continue
+        if why := _claimed_by_another_group(loaded, cfg, run):
+            report.runs.append((d, [], f"left alone: {why}"))
             continue
         if not apply:
             found = sum(len(d.sinks[n].orphans) for n in d.order)
@@ -519,6 +526,16 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _claimed_by_another_group(loaded: Any, cfg: GroupConfig, run: Run) -> str | None:
+    """Why ``cfg``'s own recover or sweep must not clean ``run`` in its sinks: one of them belongs to
+    another group too, which is publishing the run or has decided it (found from outside: a sink in
+    two groups; recovering one group removed the staging the other had decided to commit)."""
+    for name, _, _ in cfg.members:
+        if why := rolling_forward(loaded, name, run, other_than=cfg.name):
+            return why
+    return None
 
 
 def refuse_if_rolling_forward(config: Any, sink: str | None, run: Run) -> None:

@@ -110,17 +110,20 @@ class FileJournal:
         return str(self.root / self.group)
 
 
-def rolling_forward(config: Any, sink: str | None, run: Run) -> str | None:
+def rolling_forward(config: Any, sink: str | None, run: Run, *, other_than: str | None = None) -> str | None:
     """Why one sink's own publish, recover or sweep must not touch ``run`` (None: it may): the sink
     belongs to a group whose run is being published or recovered right now, or is decided and not
     complete (its retained staging is what the group's roll-forward commits). A sink belongs to a
     group when the group names it, or names another sink of the same type at the same destination
-    (an alias must not clean what the group commits)."""
+    (an alias must not clean what the group commits). ``other_than``: a group asking about its own
+    sinks (the other groups that share one must not lose what they commit either)."""
     name = sink or config.settings.defaults.sink
     if not config.settings.groups:
         return None
     mine = _destination(config, name, run)
     for group, settings in config.settings.groups.items():
+        if group == other_than:
+            continue
         if name not in settings.sinks and (
             mine is None or all(_destination(config, m, run) != mine for m in settings.sinks)
         ):

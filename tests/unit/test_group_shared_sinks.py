@@ -1,0 +1,46 @@
+"""A sink in two groups. Found from outside: with one group's run decided and not complete (its
+roll-forward commits the staging it keeps), the other group's ``recover --apply`` and ``sweep
+--apply`` took that staging for its own rolled-back leftovers and removed it; the decided run could
+then not be rolled forward (exit 14). Each group now leaves alone what another group holds, as a
+sink's own recover already did (exit 15, naming the group that holds the run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import cli_env, run_cli
+
+RUN = ("--dataset", "d", "--run-date", "2026-01-01")
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "_locks" not in p.parts)
+
+
+def test_one_group_never_cleans_what_another_group_decided(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\n'
+        f'[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\nformat = "parquet"\n'
+        f'[groups.one]\nsinks = ["a", "b"]\njournal = "{tmp_path / "j1"}"\n'
+        f'[groups.two]\nsinks = ["a", "b"]\njournal = "{tmp_path / "j2"}"\n'
+    )
+    (tmp_path / "j1").mkdir()
+    (tmp_path / "j2").mkdir()
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n1,2\n3,4\n")
+    env = cli_env(cfg)
+    crashed = run_cli("publish", "--group", "two", *RUN, str(data), env=cli_env(cfg, PUBLISH_CRASH_AT="group_decided"))
+    assert crashed.code == -9, crashed.stderr
+    staged = _files(tmp_path / "a") + _files(tmp_path / "b")
+    assert staged, "the decided run keeps its staging"
+
+    recovered = run_cli("recover", "--group", "one", *RUN, "--apply", env=env)
+    assert recovered.code == 15 and "belongs to group two" in recovered.stderr, recovered.stderr
+    swept = run_cli("sweep", "--group", "one", "--dataset", "d", "--older-than", "0s", "--apply", env=env)
+    assert swept.code == 0 and "left alone: sink a belongs to group two" in swept.stdout, swept.stdout + swept.stderr
+    assert _files(tmp_path / "a") + _files(tmp_path / "b") == staged  # nothing of it removed
+
+    rolled = run_cli("recover", "--group", "two", *RUN, "--apply", "--json", env=env)
+    assert rolled.code == 0 and rolled.json()["after"]["state"] == "DONE", rolled.stdout + rolled.stderr
+    assert (tmp_path / "a" / "d" / "2026-01-01.csv").read_text().splitlines()[1:] == ["1,2", "3,4"]
