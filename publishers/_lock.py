@@ -47,8 +47,11 @@ def hold_flock(path: Path, info: AttemptInfo, run_id: str) -> Iterator[None]:
                     raise RunInProgress(f"run {run_id} is RUNNING: {who} holds the lock {path}") from None
                 time.sleep(0.05)
         # Holder details are for operators only; the flock itself is the evidence.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info.to_dict()) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info.to_dict()) + "\n").encode(), 0)
+        except OSError as exc:  # a full disk (found from outside: exit 1, "unexpected OSError")
+            raise DestinationUnavailable(f"cannot write the run lock {path}: {exc.strerror or exc}") from exc
         yield
     finally:
         os.close(fd)  # releases the flock

@@ -116,3 +116,23 @@ def test_a_read_only_destination_fails_cleanly_and_changes_nothing(sink, tmpfs, 
     assert doc["state"] == "NOTHING_IN_FLIGHT", doc
     assert run_cli("publish", "--dataset", "third", "--run-date", DATE, str(inputs), env=cli_env(cfg)).code == 0
     outcomes.record("disk", sink, "read-only, then writable", exit_code=5, took=None, state=doc["state"], then="DONE")
+
+
+def test_a_disk_full_before_the_publish_starts_is_exit_5(tmpfs, tmp_path, small_inputs):
+    """Found from outside: the run lock's holder details are written first, and on a disk with no
+    room left that write ended the publish with exit 1 ("unexpected OSError")."""
+    root = tmpfs / "out"
+    root.mkdir()
+    with open(tmpfs / "filler", "wb") as fh, pytest.raises(OSError, match="No space left"):
+        while True:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+    cfg = file_config(tmp_path, root)
+    result = publish(cfg, small_inputs[0])
+    assert result.code == 5, result.stderr
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert [f for f in files_under(root) if not f.startswith("_locks/")] == []
+    (tmpfs / "filler").unlink()
+    remount(tmpfs, "size=64m")
+    assert publish(cfg, small_inputs[0]).code == 0
+    assert readers.file_gated(root, DATASET, DATE) == small_inputs[0].read_bytes()
