@@ -5,6 +5,7 @@ a time, visible to diagnose while held and gone once released."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -81,3 +82,41 @@ def test_the_groups_lock_has_one_holder_and_diagnose_sees_it(make_journal):
     assert journal.holder(other) is None
     with journal.lock(other):  # free again once released
         assert journal.holder(run) is not None
+
+
+def test_a_group_publisher_resumed_after_recover_rolled_it_forward_exits_0(minio_service, tmp_path):
+    """Found from outside: a group publisher stopped (SIGSTOP) after its first sink's commit, past
+    its lease; recover rolled the run forward (committing the second sink as the same attempt);
+    resumed, the publisher found its own attempt's manifest at the second sink's commit point and
+    called that a lost race (exit 15, naming an ETag as the winning attempt). It is the commit made."""
+    import os
+    import signal
+
+    from tests.faults.test_signals import wait_for_pause
+    from tests.helpers import cli_env, run_cli, start_cli
+
+    sinks = "".join(
+        f'[sinks.{name}]\ntype = "s3"\nbucket = "{minio_service.bucket}"\nprefix = "g-{uuid.uuid4().hex[:8]}"\n'
+        f'endpoint_url = "{minio_service.endpoint}"\nregion = "{minio_service.region}"\n'
+        'addressing_style = "path"\nlease_seconds = 5\n'
+        for name in ("one", "two")
+    )
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(sinks + '[groups.g]\nsinks = ["one", "two"]\njournal_sink = "one"\n')
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n1,2\n")
+    run = ("--dataset", "d", "--run-date", DAY)
+    env = cli_env(cfg, **minio_service.env())
+    proc = start_cli("publish", "--group", "g", *run, str(data), env={**env, "PUBLISH_PAUSE_AT": "group_committed_1:3"})
+    try:
+        wait_for_pause(proc, "group_committed_1")
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(6)  # the group's lease lapses
+        recovered = run_cli("recover", "--group", "g", *run, "--apply", env=env)
+        assert recovered.code == 0, recovered.stderr
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in stderr, (proc.returncode, stderr)
+    diagnosed = run_cli("diagnose", "--group", "g", *run, "--json", env=env)
+    assert diagnosed.json()["state"] == "DONE", diagnosed.stdout
