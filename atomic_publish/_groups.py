@@ -150,6 +150,9 @@ def publish_group(
 def _publish_group(cfg: GroupConfig, run: Run, data: _Replayable, if_absent: bool) -> GroupResult:
     group = cfg.name
     before = _diagnose(cfg, run)
+    unreadable = [f"{name}: {d.destination}: {d.unreadable}" for name, d in before.sinks.items() if d.unreadable]
+    if unreadable:  # as for one sink: a destination that cannot be read cannot be published to (exit 5)
+        raise DestinationUnavailable(f"group {group}: {'; '.join(unreadable)}")
     if before.state in (State.DONE, State.PUBLISHED_WITH_ORPHANS):
         if if_absent:
             return GroupResult(group, run, skipped=True)
