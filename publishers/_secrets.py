@@ -85,8 +85,12 @@ def _secret_pairs(text: str) -> Iterator[tuple[str, int, int, str, str]]:
             continue
         if m["sep"] == ":" and ("." in key or "-" in key) and _PORT.match(text, pos):
             continue  # host:port (token-service:9092), not a setting
-        if m["sep"].strip() == ":" and key.upper().startswith("ATOMIC_PUBLISH_"):
-            continue  # "environment variable NAME: what is wrong" (a variable's value is never shown)
+        if m["sep"].strip() == ":" and (
+            key.upper().startswith("ATOMIC_PUBLISH_") or key.endswith(("Error", "Exception"))
+        ):
+            # "environment variable NAME: what is wrong" (a variable's value is never shown), and
+            # "NoCredentialsError: Unable to locate credentials" (an exception's name, then its text)
+            continue
         start, end = v.start(), v.end()
         opening = v["q"] or v["q2"] or v["q3"] or v["scheme"] or ""
         closing = v["end1"] or v["end2"] or v["end3"] or ""

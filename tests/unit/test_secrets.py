@@ -148,6 +148,7 @@ ORDINARY = [
     "ssl.key.location=/etc/kafka/client.key sasl.username=publisher",
     # the configuration's own errors name a variable, never its value (found from outside: masked)
     "environment variable ATOMIC_PUBLISH_SINKS__PG__PASSWORD: sinks.pg.password looks like a secret",
+    "reading the run's lease failed: NoCredentialsError: Unable to locate credentials",
 ]
 
 
