@@ -375,12 +375,17 @@ def _resolve(config: str | LoadedConfig | None, sink: str | None) -> tuple[Loade
     return config, definition.make_publisher(options), definition.make_diagnostic(options)
 
 
-def report_publish(result: PublishResult, as_json: bool) -> int:
-    if pending_signal() and result.receipt is not None:
+def _warn_of_a_signal_in_the_commit() -> None:
+    if pending_signal():
         import signal
 
         name = signal.Signals(pending_signal()).name
         click.echo(f"warning: {name} arrived during the commit; the commit finished: the run is published", err=True)
+
+
+def report_publish(result: PublishResult, as_json: bool) -> int:
+    if result.receipt is not None:
+        _warn_of_a_signal_in_the_commit()
     if as_json:
         _emit_json(result.to_dict())
     elif result.skipped:
@@ -629,6 +634,8 @@ def _publish_group(
     result = publish_group(
         open_inputs(inputs), dataset=dataset, run_date=run_date, group=group, config=config, if_absent=if_absent
     )
+    if not result.skipped:
+        _warn_of_a_signal_in_the_commit()  # found from outside: a group said nothing of it
     if as_json:
         _emit_json(result.to_dict())
     elif result.skipped:
