@@ -77,15 +77,17 @@ def write_durable(path: Path, data: bytes, *, exclusive: bool = True) -> None:
         os.close(fd)
 
 
-def publish_json_noreplace(tmp: Path, dst: Path, document: dict[str, Any]) -> None:
-    """Write a JSON document to ``tmp`` durably, then move it to ``dst`` without clobbering.
+def publish_json_noreplace(tmp: Path, dst: Path, document: dict[str, Any] | None) -> None:
+    """Write a JSON document to ``tmp`` durably, then move it to ``dst`` without clobbering
+    (``document`` None: ``tmp`` is written already).
 
     Readers see either no ``dst`` or the whole document, never a partial one.
     """
-    data = json_bytes(document)
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # a leftover of this same attempt (it never reuses names otherwise)
-    write_durable(tmp, data)
+    if document is not None:
+        data = json_bytes(document)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a leftover of this same attempt (it never reuses names otherwise)
+        write_durable(tmp, data)
     rename_noreplace(tmp, dst)
     fsync_dir(dst.parent)
     if tmp.parent != dst.parent:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._crash import crash_point
 from ._errors import (
+    CommitAborted,
     CommitOutcomeUnknown,
     CommitRejected,
     ConfigError,
@@ -427,14 +428,24 @@ class FilePublisher:
             # rename(2) either happened or not; an error return means it did not.
             raise CommitRejected(f"could not move {data_path} to {final}: {exc.strerror or exc}") from exc
 
-        # From here the data sits at its final name: any failure is an unknown outcome, and
-        # nothing may be cleaned up by this process (the diagnosis settles it from the disk).
+        # From here the data sits at its final name. Until the marker's temporary file is written,
+        # a failure (a full disk) is known not to have published: the data goes back to staging
+        # (a rename: no space needed) and the attempt ends as not published (exit 5). After it,
+        # any failure is an unknown outcome, and nothing may be cleaned up by this process (the
+        # diagnosis settles it from the disk).
+        marker_tmp = self.layout.marker_tmp(owner)
         try:
             fsync_dir(final.parent)
             fsync_dir(data_path.parent)
             crash_point("after_data_rename")
             published_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            publish_json_noreplace(self.layout.marker_tmp(owner), marker, {**intent, "published_at": published_at})
+            with contextlib.suppress(FileNotFoundError):
+                marker_tmp.unlink()  # a leftover of this same attempt (it never reuses names otherwise)
+            write_durable(marker_tmp, json_bytes({**intent, "published_at": published_at}))
+        except OSError as exc:
+            raise self._undo_rename(run, final, data_path, marker_tmp, exc) from exc
+        try:
+            publish_json_noreplace(marker_tmp, marker, None)
         except OSError as exc:
             raise CommitOutcomeUnknown(
                 f"{final} is in place but its manifest {marker} may not be: {exc}; "
@@ -456,6 +467,24 @@ class FilePublisher:
             checksum=f"sha256:{intent['sha256']}",
             published_at=published_at,
             details={"manifest": str(marker), "format": intent["format"]},
+        )
+
+    @staticmethod
+    def _undo_rename(run: Run, final: Path, data_path: Path, marker_tmp: Path, exc: OSError) -> Exception:
+        """The marker could not be written (found from outside: a disk that filled at this step gave
+        exit 14 and left the data at its final name). No marker: not published; the data goes back
+        to its staging name, which the attempt's discard then removes: CommitAborted (exit 5)."""
+        try:
+            marker_tmp.unlink(missing_ok=True)
+            rename_noreplace(final, data_path)
+            fsync_dir(final.parent)
+        except OSError:
+            return CommitOutcomeUnknown(
+                f"{final} is in place but its manifest could not be written: {exc.strerror or exc}; "
+                f"run `atomic-publish diagnose` for {run.run_id}"
+            )
+        return CommitAborted(
+            f"could not write the manifest of {final}: {exc.strerror or exc}; the run is not published"
         )
 
     @staticmethod

@@ -136,3 +136,36 @@ def test_a_disk_full_before_the_publish_starts_is_exit_5(tmpfs, tmp_path, small_
     remount(tmpfs, "size=64m")
     assert publish(cfg, small_inputs[0]).code == 0
     assert readers.file_gated(root, DATASET, DATE) == small_inputs[0].read_bytes()
+
+
+def test_a_disk_that_fills_at_any_step_ends_published_or_cleanly_not(tmpfs, tmp_path):
+    """The disk is left with 1, 2, ... free pages, so that it fills at each step of the publish in
+    turn (the staging, the pending manifest, the marker). Found from outside: filled at the marker,
+    the publish exited 14 and left the data at its final name. Every publish ends published (0,
+    DONE, the input exactly) or not published (5, nothing left behind, NOTHING_IN_FLIGHT)."""
+    import shutil
+
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("id,v\n" + "".join(f"{i},{i * 7919 % 1000003}\n" for i in range(1500)))  # ~16 KiB
+    codes, at_the_marker = [], 0
+    for free_pages in range(1, 13):
+        for child in tmpfs.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        root = tmpfs / "out"
+        root.mkdir()
+        stat = os.statvfs(tmpfs)
+        with open(tmpfs / "filler", "wb") as fh:
+            fh.write(b"\0" * (stat.f_bavail * stat.f_frsize - free_pages * 4096))
+        cfg = file_config(tmp_path, root)
+        result = publish(cfg, inputs)
+        codes.append(result.code)
+        assert result.code in (0, 5) and "Traceback" not in result.stderr, (free_pages, result.stderr)
+        if result.code == 5:
+            at_the_marker += "could not write the manifest" in result.stderr
+            assert [f for f in files_under(root) if not f.startswith("_locks/")] == [], free_pages
+            assert state(cfg) == "NOTHING_IN_FLIGHT"
+        else:
+            assert state(cfg) == "DONE"
+            published = readers.file_gated(root, DATASET, DATE)
+            assert published is not None and published.replace(b'"', b"") == inputs.read_bytes()
+    assert 0 in codes and 5 in codes and at_the_marker, codes  # the sweep crossed every step
