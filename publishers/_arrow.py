@@ -61,16 +61,29 @@ def check_input_path(path: Path) -> os.stat_result:
 
 
 def open_input(
-    path: str | Path, schema: pa.Schema | None = None, *, meter: Callable[[int], None] | None = None
+    path: str | Path,
+    schema: pa.Schema | None = None,
+    *,
+    meter: Callable[[int], None] | None = None,
+    only_these_columns: bool = False,
 ) -> pa.RecordBatchReader:
-    """Open a CSV or Parquet file as a streamed RecordBatchReader (cast to ``schema`` if given).
-    The file must not change while it is read: a change of size or mtime is refused at its end.
-    ``meter`` (uncompressed CSV only) is told how many bytes of the file have been read, batch by batch."""
+    """Open a CSV or Parquet file as a streamed RecordBatchReader (cast to ``schema`` if given; a
+    CSV file's columns are then read as the schema's types, not guessed). The file must not change
+    while it is read: a change of size or mtime is refused at its end. ``meter`` (uncompressed CSV
+    only) is told how many bytes of the file have been read, batch by batch. ``only_these_columns``:
+    a column ``schema`` does not have is refused (a run's later input files), not dropped."""
     path = Path(path)
     before = check_input_path(path)
     fmt = input_format(path)
     reader = _open_csv(path, schema, meter) if fmt == "csv" else _open_parquet(path)
     check_columns(reader.schema, str(path))
+    if schema is not None and only_these_columns:
+        extra = [name for name in reader.schema.names if name not in schema.names]
+        if extra:
+            raise SchemaMismatch(
+                f"{path}: column(s) {', '.join(map(repr, extra))} are not in the run's first input file "
+                "(its columns are the run's); they would be dropped"
+            )
     reader = _unchanged(reader, path, before)
     return conform(reader, schema, source=str(path)) if schema is not None else reader
 
@@ -163,7 +176,10 @@ class InputFiles:
         def batches() -> Iterator[pa.RecordBatch]:
             yield from first
             for path in self.paths[1:]:
-                yield from conform(open_input(path, meter=self._meter(path)), schema, source=str(path))
+                # Read as the run's types (found from outside: a later CSV file's values were guessed
+                # on their own, then cast, so "007" in a string column was published as "7"); a
+                # column the first file does not have is refused, not dropped.
+                yield from open_input(path, schema, meter=self._meter(path), only_these_columns=True)
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
@@ -176,6 +192,7 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
     resolved = tuple(Path(p) for p in paths)
     formats = set()
     footers = []
+    columns: list[list[str]] = []
     for path in resolved:
         check_input_path(path)
         fmt = input_format(path)
@@ -185,9 +202,23 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
                 footers.append(pq.read_metadata(path))
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"{path}: not a readable Parquet file: {_first_line(exc)}") from None
-            check_columns(footers[-1].schema.to_arrow_schema(), str(path))
+            schema = footers[-1].schema.to_arrow_schema()
+            check_columns(schema, str(path))
         else:
-            open_input(path)  # reads the header line: a missing or broken one is reported now
+            schema = open_input(path).schema  # reads the header line: a missing or broken one is reported now
+        columns.append(schema.names)
+    for path, names in zip(resolved[1:], columns[1:], strict=True):  # the first file's columns are the run's
+        missing = [n for n in columns[0] if n not in names]
+        extra = [n for n in names if n not in columns[0]]
+        if missing or extra:
+            raise SchemaMismatch(
+                f"{path}: its columns differ from the first input file's ({resolved[0]}), which are the run's: "
+                + "; ".join(
+                    f"{what} {', '.join(map(repr, cols))}"
+                    for what, cols in (("missing", missing), ("extra", extra))
+                    if cols
+                )
+            )
     fmt = formats.pop() if len(formats) == 1 else "mixed"
     return InputFiles(resolved, fmt, tuple(footers) if fmt == "parquet" else ())
 
@@ -205,7 +236,8 @@ def csv_block_bytes() -> int:
 
 
 def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None] | None = None) -> pa.RecordBatchReader:
-    column_types = {f.name: f.type for f in schema} if schema is not None else None
+    # The types a CSV reader can read a text as; any other (a list, a struct) is guessed, then cast.
+    column_types = {f.name: f.type for f in schema if _reads_from_text(f.type)} if schema is not None else None
     plain = not path.name.lower().endswith(".gz")
     source: Any = pa.OSFile(str(path)) if meter is not None and plain else path  # its tell(): how far
     try:
@@ -227,6 +259,21 @@ def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None]
             raise InputError(f"{where}: column {field.name!r} is not valid UTF-8 text; convert the file to UTF-8")
     measure = (lambda: meter(source.tell())) if meter is not None and plain else None
     return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner, measure))
+
+
+def _reads_from_text(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_date32(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_null(t)
+    )
 
 
 def _csv_batches(

@@ -339,6 +339,15 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, f), 2, [f + ":150002", "never closed"])
 
 
+@case("csv-later-file-with-an-extra-column")
+def _(d: Dest) -> Expect:
+    """Found from outside: the extra column of a second file was dropped, silently (exit 0)."""
+    d.write(d.file_sink())
+    first = d.csv("first.csv", b"a,b\n1,x\n")
+    second = d.csv("second.csv", b"a,b,c\n2,y,IMPORTANT\n")
+    return Expect(publish(d, first, second), 2, [second, "extra 'c'", first])
+
+
 @case("csv-duplicate-header")
 def _(d: Dest) -> Expect:
     d.write(d.file_sink())

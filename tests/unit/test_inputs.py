@@ -119,3 +119,20 @@ def test_csv_input_reports_how_far_it_has_been_read(tmp_path):
     gz = tmp_path / "part.csv.gz"
     gz.write_bytes(__import__("gzip").compress(paths[0].read_bytes()))
     assert open_inputs([gz]).size is None  # compressed: its size says nothing about the rows left
+
+
+def test_a_later_csv_file_is_read_as_the_run_s_types_and_keeps_its_strings_exactly(tmp_path):
+    """Found from outside: a later file's values were guessed on their own and then cast to the
+    run's string column: "007" became "7", "0x1F" "31", a 20-digit number a rounded double."""
+    from atomic_publish.publishers._arrow import open_inputs
+
+    first = tmp_path / "first.csv"
+    first.write_text("s,n\nabc,1\n")
+    later = ["2026-01-01T05:00:00+05:30", "007", "0x1F", "12345678901234567890", "TRUE", "1.10", "1e3"]
+    files = [first]
+    for i, value in enumerate(later):  # one file each: a file's guess is the guess of its one value
+        files.append(tmp_path / f"later-{i}.csv")
+        files[-1].write_text(f"s,n\n{value},{i}\n")
+    table = open_inputs(files).reader().read_all()
+    assert table.column("s").to_pylist() == ["abc", *later]
+    assert table.column("n").to_pylist() == [1, *range(len(later))]
