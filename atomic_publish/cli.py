@@ -838,20 +838,27 @@ class _ReaderMayLeave:
         if not self._gone:
             try:
                 return int(self._stream.write(text))
-            except BrokenPipeError:
-                self._leave()
+            except OSError as exc:
+                self._leave(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self._gone:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._leave()
+            except OSError as exc:
+                self._leave(exc)
 
-    def _leave(self) -> None:
+    def _leave(self, exc: OSError) -> None:
+        """A reader that left (a broken pipe) is said nothing of; stdout that cannot be written (a
+        full disk, found from outside: exit 1 and a traceback after a publish that published) gets
+        one warning on stderr. Either way the exit code stays the command's."""
         self._gone = True
-        _to_devnull(self._stream.fileno())
+        if not isinstance(exc, BrokenPipeError):
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"warning: could not write the output to stdout: {exc.strerror or exc}\n")
+        with contextlib.suppress(OSError, ValueError):
+            _to_devnull(self._stream.fileno())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

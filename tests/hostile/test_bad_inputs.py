@@ -919,3 +919,30 @@ def test_refused_publish_with_json_still_prints_a_json_document(
     error = doc["error"]
     code = error.get("exit_code") if isinstance(error, dict) else doc.get("exit_code")
     assert code == expected, f"the JSON document does not carry exit code {expected}: {doc}"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_output_into_a_full_device_keeps_the_exit_code_and_warns(
+    tmp_path: Path, request: pytest.FixtureRequest, as_json: bool
+) -> None:
+    """Found from outside: with stdout on /dev/full, a publish that published exited 1 with two
+    chained tracebacks (without -v); a scheduler read "a bug" for a published run."""
+    d = Dest(tmp_path, request)
+    d.write('[defaults]\nsink = "local"\n' + d.file_sink())
+    env = cli_env(None)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "atomic_publish", *publish(d, d.csv()), *(["--json"] if as_json else [])],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "warning: could not write the output to stdout: No space left on device" in proc.stderr
+    after = run_cli("diagnose", "--config", str(d.config), "--dataset", DATASET, "--run-date", DATE, env=env)
+    assert after.code == 0, after.stdout
