@@ -239,6 +239,24 @@ class LoadedConfig:
         if twice:
             raise ConfigError(f"{self._source_of(('groups', name, 'sinks'))}: groups.{name}.sinks names {twice} twice")
         members = tuple((sink, *self.sink(sink)) for sink in settings.sinks)
+        # Two sinks of one group at one destination would hold one run lock twice: the group's own
+        # publish found itself RUNNING, forever (found from outside). The same type and the same
+        # place for a run: what a diagnosis looks at (a file root, a table, a prefix, a topic).
+        from ._types import Run
+
+        probe, seen = Run.new("a_dataset", "2000-01-01"), dict[tuple[str, str], str]()
+        for sink, definition, options in members:
+            locate = getattr(definition.make_diagnostic(options), "destination", None)  # optional in the SDK
+            if locate is None:
+                continue
+            place = (definition.name, str(locate(probe)))
+            if place in seen:
+                raise ConfigError(
+                    f"{self._source_of(('groups', name, 'sinks'))}: groups.{name}.sinks: {seen[place]} and {sink} "
+                    f"are the same destination ({definition.name} at {place[1]}); a group publishes a run to "
+                    "each of its sinks once"
+                )
+            seen[place] = sink
         return GroupConfig(name, members, self.journal(name), settings.durable_input)
 
     def journal(self, group: str) -> Any:

@@ -44,3 +44,21 @@ def test_one_group_never_cleans_what_another_group_decided(tmp_path):
     rolled = run_cli("recover", "--group", "two", *RUN, "--apply", "--json", env=env)
     assert rolled.code == 0 and rolled.json()["after"]["state"] == "DONE", rolled.stdout + rolled.stderr
     assert (tmp_path / "a" / "d" / "2026-01-01.csv").read_text().splitlines()[1:] == ["1,2", "3,4"]
+
+
+def test_a_group_of_two_sinks_at_one_destination_is_refused_as_configuration(tmp_path):
+    """Found from outside: two file sinks with one root in a group; the group's publish found its
+    own run lock held (RUNNING, exit 13) and diagnose said re-run, forever."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "same"}"\n'
+        f'[sinks.b]\ntype = "file"\nroot = "{tmp_path / "same"}"\nformat = "parquet"\n'
+        f'[groups.g]\nsinks = ["a", "b"]\njournal = "{tmp_path / "j"}"\n'
+    )
+    (tmp_path / "j").mkdir()
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n1,2\n")
+    result = run_cli("publish", "--group", "g", *RUN, str(data), env=cli_env(cfg))
+    assert result.code == 2, result.stderr
+    assert "a and b are the same destination" in result.stderr and f"{cfg}:9" in result.stderr, result.stderr
+    assert not (tmp_path / "same").exists()
