@@ -41,7 +41,13 @@ def input_format(path: Path) -> str:
 
 
 def check_input_path(path: Path) -> os.stat_result:
-    """The input's stat, or InputError saying what is wrong with it (missing, not a regular file)."""
+    """The input's stat, or InputError saying what is wrong with it (missing, not a regular file,
+    a name that is not UTF-8: pyarrow cannot open it; found from outside: exit 1)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InputError(f"{shown}: the file's name is not UTF-8 text; rename the file") from None
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -259,6 +265,21 @@ def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None]
             raise InputError(f"{where}: column {field.name!r} is not valid UTF-8 text; convert the file to UTF-8")
     measure = (lambda: meter(source.tell())) if meter is not None and plain else None
     return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner, measure))
+
+
+def write_csv_batch(writer: Any, batch: Any, where: str) -> None:
+    """``writer.write_batch``, with a binary column that is not UTF-8 text refused as input (found
+    from outside: exit 1, "unexpected ArrowInvalid: Invalid UTF8 payload"): CSV holds text only."""
+    try:
+        writer.write_batch(batch)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" not in str(exc):
+            raise
+        binary = [f.name for f in batch.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+        raise InputError(
+            f"{where}: column(s) {', '.join(map(repr, binary))} hold bytes that are not UTF-8 text, which a CSV "
+            "file cannot hold; publish them to a Parquet sink"
+        ) from None
 
 
 def _reads_from_text(t: pa.DataType) -> bool:

@@ -341,7 +341,7 @@ class FilePublisher:
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        from ._arrow import rechunk, release_freed_memory
+        from ._arrow import rechunk, release_freed_memory, write_csv_batch
 
         rows = 0
         first = True
@@ -357,7 +357,7 @@ class FilePublisher:
             for batch in chunks:
                 rows += batch.num_rows
                 if self.config.format == "csv":
-                    writer.write_batch(batch)
+                    write_csv_batch(writer, batch, str(self.layout.root))
                 else:
                     writer.write_table(batch, row_group_size=batch.num_rows)
                     del batch  # the row group's buffers are free now: their pages go back too

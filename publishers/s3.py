@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ._arrow import InputFiles, refuse_nested_for_csv, refuse_schema_drift, schema_to_json
+from ._arrow import InputFiles, refuse_nested_for_csv, refuse_schema_drift, schema_to_json, write_csv_batch
 from ._crash import crash_point
 from ._errors import (
     CommitAborted,
@@ -146,7 +146,7 @@ class S3Publisher:
             try:
                 for index, batch in enumerate(batches):
                     if self.config.format == "csv":
-                        writer.write_batch(batch)
+                        write_csv_batch(writer, batch, f"s3://{self.config.bucket}")
                     else:
                         writer.write_table(pa.Table.from_batches([batch]))
                     rows += batch.num_rows

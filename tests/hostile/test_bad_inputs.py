@@ -348,6 +348,25 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, first, second), 2, [second, "extra 'c'", first])
 
 
+@case("input-name-not-utf8")
+def _(d: Dest) -> Expect:
+    """Found from outside: exit 1 (UnicodeEncodeError from pyarrow opening the file)."""
+    d.write(d.file_sink())
+    good = Path(d.csv("good.csv", b"id,v\n1,a\n"))
+    name = os.fsdecode(bytes(good.parent) + b"/bad\xff.csv")
+    os.rename(good, name)
+    return Expect(publish(d, name), 2, ["bad\\xff.csv", "not UTF-8"])
+
+
+@case("parquet-binary-not-utf8-into-csv-sink")
+def _(d: Dest) -> Expect:
+    """Found from outside: exit 1 ("unexpected ArrowInvalid: Invalid UTF8 payload")."""
+    d.write(d.file_sink('format = "csv"\n'))
+    table = pa.table({"id": [1, 2], "b": pa.array([b"ok", b"\xff\xfe"], pa.binary())})
+    f = _parquet(d.tmp / "inputs" / "binary.parquet", table)
+    return Expect(publish(d, f), 2, [f, "'b'", "not UTF-8"])
+
+
 @case("csv-duplicate-header")
 def _(d: Dest) -> Expect:
     d.write(d.file_sink())
