@@ -237,6 +237,12 @@ class PostgresPublisher:
                 # During a bulk load ADBC handles Ctrl-C itself (it cancels the COPY, and Python's
                 # handler never runs): the CANCELLED it reports is the user's SIGINT, not a fault.
                 raise Terminated("received SIGINT; stopped before the commit point", signal.SIGINT) from None
+            if str(getattr(exc, "sqlstate", None) or "").startswith("22"):
+                # A data exception: a value the server cannot hold (a NUL in text, a date out of its
+                # range). Input to fix, not a server to wait for (found from outside: exit 5).
+                raise DataRejected(
+                    f"{describe_server(self.config)} refused a value of the input: {redact(first_line(exc))}"
+                ) from None
             raise DestinationUnavailable(
                 f"bulk load into staging on {describe_server(self.config)} failed: {redact(first_line(exc))}"
             ) from None

@@ -481,6 +481,9 @@ def target_columns(conn: Any, schema: str, table: str) -> dict[str, str] | None:
     return {name: typ for name, typ in rows} or None
 
 
+_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
+
+
 def check_schema(
     arrow_schema: pa.Schema, existing: dict[str, str] | None, config: PostgresSinkConfig, target: str
 ) -> None:
@@ -490,6 +493,8 @@ def check_schema(
             _check_identifier(name, "column")
         except ValueError as exc:
             raise SchemaMismatch(str(exc)) from None
+        if name in _SYSTEM_COLUMNS:  # found from outside: exit 5, the server's "conflicts with a system column"
+            raise SchemaMismatch(f"column {name!r} is the name of a Postgres system column; rename it in the input")
     for column in (
         *config.key_columns,
         *([config.replace_partition_column] if config.replace_partition_column else []),

@@ -742,6 +742,29 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, f, sink="pg"), 2, ["null", re.compile(r"[\"']id[\"']")])
 
 
+@case("postgres-nul-in-text", service=True)
+def _(d: Dest) -> Expect:
+    """Found from outside: exit 5 (as if the server were down), for input no retry can fix."""
+    d.write(d.postgres_sink())
+    f = d.csv("nul.csv", b"id,v\n1,x\x00y\n")
+    return Expect(publish(d, f, sink="pg"), 2, [f, re.compile("refused a value", re.I), "0x00"])
+
+
+@case("postgres-date-out-of-range", service=True)
+def _(d: Dest) -> Expect:
+    d.write(d.postgres_sink())
+    table = pa.table({"id": [1], "d": pa.array([2**31 - 1], pa.int32()).cast(pa.date32())})
+    f = _parquet(d.tmp / "inputs" / "far-date.parquet", table)
+    return Expect(publish(d, f, sink="pg"), 2, [f, "date out of range"])
+
+
+@case("postgres-system-column-name", service=True)
+def _(d: Dest) -> Expect:
+    d.write(d.postgres_sink())
+    f = d.csv("ctid.csv", b"id,ctid\n1,2\n")
+    return Expect(publish(d, f, sink="pg"), 2, [f, "'ctid'", "system column"])
+
+
 @case("postgres-duplicate-key", service=True)
 def _(d: Dest) -> Expect:
     d.write(d.postgres_sink())
