@@ -27,7 +27,14 @@ from ._errors import InputError, SchemaMismatch
 # on the refunds pipeline, 4 MiB blocks peaked at ~340 MB RSS and 1 MiB at ~180 MB, same speed.
 CSV_BLOCK_BYTES = 1 << 20
 CSV_BLOCK_ENV = "ATOMIC_PUBLISH_CSV_BLOCK_MB"
-_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv")
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2")  # a .tsv was read as comma-separated: no longer taken
+_COMPRESSED = (".gz", ".bz2")  # pyarrow decompresses these by the name
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith(_COMPRESSED)
+
+
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -151,7 +158,7 @@ class InputFiles:
     @property
     def size(self) -> int | None:
         """Total bytes of the files when every one is uncompressed CSV (progress by bytes read), else None."""
-        if self.format != "csv" or any(p.name.lower().endswith(".gz") for p in self.paths):
+        if self.format != "csv" or any(_compressed(p) for p in self.paths):
             return None
         return sum(p.stat().st_size for p in self.paths)
 
@@ -244,7 +251,7 @@ def csv_block_bytes() -> int:
 def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None] | None = None) -> pa.RecordBatchReader:
     # The types a CSV reader can read a text as; any other (a list, a struct) is guessed, then cast.
     column_types = {f.name: f.type for f in schema if _reads_from_text(f.type)} if schema is not None else None
-    plain = not path.name.lower().endswith(".gz")
+    plain = not _compressed(path)
     source: Any = pa.OSFile(str(path)) if meter is not None and plain else path  # its tell(): how far
     try:
         inner = pacsv.open_csv(
@@ -319,9 +326,9 @@ def _refuse_an_unclosed_quote(path: Path, last: pa.RecordBatch) -> None:
     """pyarrow ends a quoted value that is never closed at the end of the file, silently: the rows
     after its opening quote become part of that value (found from outside: a two-row file published
     as one row). Such a value is the last one pyarrow read, and the file ends with ``"`` and its
-    text; a closed quote or an unquoted value never leaves that tail. (A .gz file is not checked:
+    text; a closed quote or an unquoted value never leaves that tail. (A compressed file is not checked:
     its tail is only at the end of a second decompression.)"""
-    if last.num_rows == 0 or path.name.lower().endswith(".gz") or not pa.types.is_string(last.schema[-1].type):
+    if last.num_rows == 0 or _compressed(path) or not pa.types.is_string(last.schema[-1].type):
         return
     value = last.column(last.num_columns - 1)[last.num_rows - 1].as_py()
     if not value:
@@ -351,6 +358,10 @@ def _first_invalid_utf8_line(path: Path) -> int | None:
         import gzip
 
         opener = gzip.open
+    elif path.name.lower().endswith(".bz2"):
+        import bz2
+
+        opener = bz2.open
     with opener(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             try:

@@ -367,6 +367,14 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, f), 2, [f, "'b'", "not UTF-8"])
 
 
+@case("input-tsv")
+def _(d: Dest) -> Expect:
+    """Found from outside: a .tsv was taken and read as comma-separated (one column "a\\tb")."""
+    d.write(d.file_sink())
+    f = d.csv("data.tsv", b"a\tb\n1\t2\n")
+    return Expect(publish(d, f), 2, [f, ".csv"])
+
+
 @case("csv-duplicate-header")
 def _(d: Dest) -> Expect:
     d.write(d.file_sink())

@@ -136,3 +136,15 @@ def test_a_later_csv_file_is_read_as_the_run_s_types_and_keeps_its_strings_exact
     table = open_inputs(files).reader().read_all()
     assert table.column("s").to_pylist() == ["abc", *later]
     assert table.column("n").to_pylist() == [1, *range(len(later))]
+
+
+def test_a_bz2_csv_is_read_as_its_text(tmp_path):
+    """Found from outside: a .csv.bz2 was taken, then read as raw bytes ("the file is empty")."""
+    import bz2
+
+    from atomic_publish.publishers._arrow import open_inputs
+
+    path = tmp_path / "data.csv.bz2"
+    path.write_bytes(bz2.compress(b"id,v\n1,a\n2,b\n"))
+    table = open_inputs([path]).reader().read_all()
+    assert table.to_pylist() == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
