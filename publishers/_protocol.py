@@ -185,15 +185,22 @@ class SinkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, populate_by_name=True)
 
     timeout_seconds: float = Field(
-        default=30.0, gt=0, description="bound on each request to the destination (connect, read, lock wait)"
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="bound on each request to the destination (connect, read, lock wait)",
     )
     commit_timeout_seconds: float = Field(
         default=120.0,
         gt=0,
+        allow_inf_nan=False,
         description="how long publish waits to learn its commit's outcome; past it, it exits 14 (outcome unknown)",
     )
     diagnose_timeout_seconds: float = Field(
-        default=60.0, gt=0, description="diagnose answers UNKNOWN (with the reason) rather than wait longer"
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="diagnose answers UNKNOWN (with the reason) rather than wait longer",
     )
 
     def __repr_args__(self) -> Any:

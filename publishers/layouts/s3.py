@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -66,6 +67,22 @@ class S3SinkConfig(SinkOptions):
         from .. import _names
 
         return _names.s3_bucket(value)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        # Found from outside: "notaurl" or "ftp://..." was taken, then every command exited 5 (as
+        # if the server were down) where the configuration is what needs fixing.
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(?:/[^\s?#]*)?", value):
+            raise ValueError("endpoint_url must be an http:// or https:// URL, like http://127.0.0.1:9000")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", value):
+            raise ValueError("region must be a region name, like us-east-1")
+        return value
 
     @field_validator("prefix")
     @classmethod

@@ -349,3 +349,23 @@ def test_an_error_in_a_value_an_environment_variable_set_names_the_variable_not_
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert str(info.value).startswith(f"environment variable {variable}: sinks."), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('endpoint_url = "notaurl"', "endpoint_url must be an http:// or https:// URL"),
+        ('endpoint_url = "ftp://example.com/x"', "endpoint_url must be an http:// or https:// URL"),
+        ('region = "../../x"', "region must be a region name"),
+        ("timeout_seconds = inf", "finite number"),
+        ("commit_timeout_seconds = nan", "finite number"),
+    ],
+)
+def test_an_s3_option_that_can_never_work_is_refused_on_load(tmp_path, line, message):
+    """Found from outside: taken, then every command exited 5 (the server 'unreachable'), or every
+    wait was unbounded (inf); the configuration is what needs fixing: exit 2, its line named."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.b]\ntype = "s3"\nbucket = "a-bucket"\nprefix = "p"\n{line}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert f"{cfg}:5: sinks.b." in str(info.value) and message in str(info.value), str(info.value)
