@@ -230,7 +230,10 @@ def parse_duration(text: str) -> dt.timedelta:
     """Parse ``90s``, ``30m``, ``24h``, ``2d`` or combinations like ``1h30m``."""
     cleaned = text.strip().lower()
     parts = _DURATION.findall(cleaned)
-    if not parts or "".join(n + u for n, u in parts) != cleaned:
+    units = [u for _, u in parts]
+    # Each unit once, largest first: "1h1h" (found from outside: taken as 2h) is a typo, not an age.
+    in_order = units == sorted(set(units), key="dhms".index)
+    if not parts or "".join(n + u for n, u in parts) != cleaned or not in_order:
         raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 24h or 2d")
     unit_seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:

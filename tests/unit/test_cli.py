@@ -358,3 +358,15 @@ def test_bad_input_found_from_outside_is_one_line_and_exit_2(tmp_path, args, con
     assert result.code == 2, result.stderr
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ["1h1h", "30m2h", "1d1d"])
+def test_a_duration_with_a_unit_twice_or_out_of_order_is_refused(text):
+    """Found from outside: "1h1h" was taken (as 2h)."""
+    import click
+
+    from atomic_publish.cli import parse_duration
+
+    with pytest.raises(click.BadParameter, match="is not a duration"):
+        parse_duration(text)
+    assert parse_duration("1d2h30m15s").total_seconds() == 86400 + 7200 + 1800 + 15
