@@ -317,10 +317,23 @@ class LoadedConfig:
                     f"{self._source_of(('groups', group, 'sinks'))}: groups.{group}.sinks: no sink named "
                     f"{', '.join(map(repr, unknown))}; configured sinks: {configured}"
                 )
+            twice = sorted({s for s in settings.sinks if settings.sinks.count(s) > 1})
+            if twice:
+                problems.append(
+                    f"{self._source_of(('groups', group, 'sinks'))}: groups.{group}.sinks names {twice} twice"
+                )
             try:
                 self.journal(group)
             except ConfigError as exc:
                 problems.extend(line for line in str(exc).splitlines() if line not in problems)
+        default = self.settings.defaults.sink
+        if default not in self.settings.sinks and not registry.is_known(default):
+            # Found from outside: `sinks` said all was well, and every command without --sink failed.
+            configured = ", ".join(sorted(self.settings.sinks)) or "none"
+            problems.append(
+                f"{self._source_of(('defaults', 'sink'))}: defaults.sink = {default!r}: no sink of that name; "
+                f"configured sinks: {configured}"
+            )
         if problems:
             raise ConfigError("\n".join(problems))
 

@@ -369,3 +369,18 @@ def test_an_s3_option_that_can_never_work_is_refused_on_load(tmp_path, line, mes
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert f"{cfg}:5: sinks.b." in str(info.value) and message in str(info.value), str(info.value)
+
+
+def test_a_default_sink_that_does_not_exist_and_a_group_naming_a_sink_twice_are_refused_on_load(tmp_path):
+    """Found from outside: `atomic-publish sinks` exited 0 for both; every command without --sink
+    then failed, and the group's publish refused the duplicate only when it ran."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[defaults]\nsink = "warehouse"\n[sinks.local]\ntype = "file"\nroot = "{tmp_path}"\n'
+        f'[groups.g]\nsinks = ["local", "local"]\njournal = "{tmp_path}"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    lines = str(info.value).splitlines()
+    assert f"{cfg}:2: defaults.sink = 'warehouse': no sink of that name; configured sinks: local" in lines, lines
+    assert f"{cfg}:7: groups.g.sinks names ['local'] twice" in lines, lines
