@@ -74,29 +74,17 @@ def check_input_path(path: Path) -> os.stat_result:
 
 
 def open_input(
-    path: str | Path,
-    schema: pa.Schema | None = None,
-    *,
-    meter: Callable[[int], None] | None = None,
-    only_these_columns: bool = False,
+    path: str | Path, schema: pa.Schema | None = None, *, meter: Callable[[int], None] | None = None
 ) -> pa.RecordBatchReader:
     """Open a CSV or Parquet file as a streamed RecordBatchReader (cast to ``schema`` if given; a
     CSV file's columns are then read as the schema's types, not guessed). The file must not change
     while it is read: a change of size or mtime is refused at its end. ``meter`` (uncompressed CSV
-    only) is told how many bytes of the file have been read, batch by batch. ``only_these_columns``:
-    a column ``schema`` does not have is refused (a run's later input files), not dropped."""
+    only) is told how many bytes of the file have been read, batch by batch."""
     path = Path(path)
     before = check_input_path(path)
     fmt = input_format(path)
     reader = _open_csv(path, schema, meter) if fmt == "csv" else _open_parquet(path)
     check_columns(reader.schema, str(path))
-    if schema is not None and only_these_columns:
-        extra = [name for name in reader.schema.names if name not in schema.names]
-        if extra:
-            raise SchemaMismatch(
-                f"{path}: column(s) {', '.join(map(repr, extra))} are not in the run's first input file "
-                "(its columns are the run's); they would be dropped"
-            )
     reader = _unchanged(reader, path, before)
     return conform(reader, schema, source=str(path)) if schema is not None else reader
 
@@ -190,9 +178,9 @@ class InputFiles:
             yield from first
             for path in self.paths[1:]:
                 # Read as the run's types (found from outside: a later CSV file's values were guessed
-                # on their own, then cast, so "007" in a string column was published as "7"); a
-                # column the first file does not have is refused, not dropped.
-                yield from open_input(path, schema, meter=self._meter(path), only_these_columns=True)
+                # on their own, then cast, so "007" in a string column was published as "7"). Its
+                # columns are the first file's: open_inputs refused any other set before this.
+                yield from open_input(path, schema, meter=self._meter(path))
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
