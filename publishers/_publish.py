@@ -34,7 +34,7 @@ from ._errors import (
     first_line,
 )
 from ._protocol import AssemblesParts, Diagnostic, ProgressCallback, Publisher, StagesFiles, check_hooks
-from ._signals import critical_section, received, stop_if_received, stopped
+from ._signals import critical_section, stop_if_received, stopped, stopping
 from ._types import Receipt, Run, Staged, new_part_token
 from .taxonomy import Diagnosis, State
 
@@ -188,7 +188,7 @@ def begin_run(publisher: Publisher, diagnostic: Diagnostic, run: Run, *, if_abse
                 _discard(publisher, run, job.staged)
                 if isinstance(exc, Terminated):
                     raise Terminated(f"{exc}; this attempt removed its own staging", exc.signum) from None
-                if signum := received():  # the signal's exception was caught and wrapped (or lost) on its way
+                if signum := stopping():  # the signal's exception was caught and wrapped (or lost) on its way
                     cause = stopped(signum, f"{type(exc).__name__}: {first_line(exc)}")
                     raise Terminated(f"{cause}; this attempt removed its own staging", signum) from exc
             raise
