@@ -186,14 +186,16 @@ class InputFiles:
 
 
 def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
-    """Check input files (present, a known format, a readable header or footer) without reading
-    their data, so bad input is refused before anything is written at the destination."""
+    """Check input files (present, a known format, a readable header or footer, a row in one of
+    them) without reading the rest of their data, so bad input is refused before anything is
+    written at the destination."""
     if not paths:
         raise InputError("no input file given")
     resolved = tuple(Path(p) for p in paths)
     formats = set()
     footers = []
     columns: list[list[str]] = []
+    has_rows = False
     for path in resolved:
         check_input_path(path)
         fmt = input_format(path)
@@ -205,8 +207,12 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
                 raise InputError(f"{path}: not a readable Parquet file: {_first_line(exc)}") from None
             schema = footers[-1].schema.to_arrow_schema()
             check_columns(schema, str(path))
+            has_rows = has_rows or footers[-1].num_rows > 0
         else:
-            schema = open_input(path).schema  # reads the header line: a missing or broken one is reported now
+            reader = open_input(path)  # reads the header line: a missing or broken one is reported now
+            schema = reader.schema
+            if not has_rows:  # and the first rows (one block), until a file has any
+                has_rows = any(batch.num_rows for batch in reader)
         columns.append(schema.names)
     for path, names in zip(resolved[1:], columns[1:], strict=True):  # the first file's columns are the run's
         missing = [n for n in columns[0] if n not in names]
@@ -220,6 +226,8 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
                     if cols
                 )
             )
+    if not has_rows:  # refused here, before the run's lock or a sink's catalog is created (found from outside)
+        raise InputError(f"{', '.join(map(str, resolved))}: the input has no rows; nothing to publish")
     fmt = formats.pop() if len(formats) == 1 else "mixed"
     return InputFiles(resolved, fmt, tuple(footers) if fmt == "parquet" else ())
 

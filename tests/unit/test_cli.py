@@ -112,6 +112,25 @@ def test_bad_input_files_exit_2_name_the_problem_and_change_nothing(dest, tmp_pa
     assert not (root / "refunds_settled").exists() or not any((root / "refunds_settled").iterdir())
 
 
+@pytest.mark.parametrize("sink", ["file", "iceberg"])
+def test_an_input_without_rows_creates_nothing_at_a_new_destination(tmp_path, sink):
+    """Found from outside: a header-only CSV was refused (exit 2) only after the run's lock was
+    taken, so a first publish left the file sink's root and ``_locks/``, or an Iceberg catalog
+    database and warehouse. open_inputs now reads the first rows and refuses before any of it."""
+    first = tmp_path / "a.csv"
+    first.write_text("id,amount\n")
+    second = tmp_path / "b.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "amount": pa.array([], pa.int64())}), second)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_cli("publish", "--sink", sink, *RUN, str(first), str(second), cwd=work, env=cli_env(None))
+    assert result.code == 2 and "no rows" in result.stderr and str(first) in result.stderr, result.stderr
+    assert list(work.iterdir()) == []
+
+
 def test_pipeline_missing_column_names_it(dest, tmp_path, small_inputs):
     _root, cfg = dest
     refunds = tmp_path / "refunds.csv"
