@@ -135,6 +135,25 @@ def secret_in_value(field: str, value: str) -> str | None:
     return None
 
 
+def settings_as_text(settings: Any) -> Any:
+    """A client's settings (Kafka's ``properties``, an Iceberg ``catalog``) as the text its library
+    takes: a TOML number or boolean as its text (``"linger.ms" = 5`` -> ``"5"``, ``true`` ->
+    ``"true"``; found from outside: refused with pydantic's internal type names). A table or a list
+    is refused by name: no client setting is one."""
+    if not isinstance(settings, Mapping):
+        return settings
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int | float):
+            value = str(value)
+        elif isinstance(value, Mapping | list | tuple):
+            raise ValueError(f"{key!r} is a {'table' if isinstance(value, Mapping) else 'list'}: give it as a string")
+        out[key] = value
+    return out
+
+
 def hide_secret_values(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A client's settings with the value of every secret-named key held as a pydantic ``SecretStr``
     (printed as ``**********``); ``reveal`` gives the plain values back for the client library."""

@@ -77,6 +77,13 @@ class IcebergSinkConfig(SinkOptions):
         default=None, description="where leases live; default <warehouse>/_atomic_publish"
     )
 
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _catalog_as_text(cls, value: Any) -> Any:
+        from .._secrets import settings_as_text
+
+        return settings_as_text(value)
+
     @field_validator("catalog")
     @classmethod
     def _catalog_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -76,6 +76,13 @@ class KafkaSinkConfig(SinkOptions):
             _names.kafka_topics_distinct(self.topic, self.ledger_topic)
         return self
 
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _properties_as_text(cls, value: Any) -> Any:
+        from .._secrets import settings_as_text
+
+        return settings_as_text(value)
+
     @field_validator("properties")
     @classmethod
     def _properties(cls, value: dict[str, Any]) -> dict[str, Any]:

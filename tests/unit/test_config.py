@@ -229,6 +229,27 @@ def test_a_catalog_secret_from_the_environment_is_a_secretstr_until_pyiceberg_ge
     assert options.merged_catalog()["s3.secret-access-key"] == "pw-s3-888"  # what load_catalog is given
 
 
+def test_client_settings_written_as_toml_numbers_and_booleans_are_taken_as_their_text(tmp_path):
+    """Found from outside: ``"linger.ms" = 5`` under a Kafka sink's properties was refused with two
+    lines per key of pydantic's internal union names. A number or a boolean is the text librdkafka
+    and pyiceberg take; a table or a list is refused in one line naming the key."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.k]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\n'
+        '[sinks.k.properties]\n"linger.ms" = 5\n"socket.keepalive.enable" = true\n"x.ratio" = 0.5\n'
+        '[sinks.lake]\ntype = "iceberg"\n[sinks.lake.catalog]\ntype = "sql"\n'
+        f'uri = "sqlite:///{tmp_path}/c.db"\nwarehouse = "{tmp_path}/wh"\npool_size = 3\n'
+    )
+    loaded = load_config(cfg)
+    props = loaded.sink("k")[1].client_properties()
+    assert (props["linger.ms"], props["socket.keepalive.enable"], props["x.ratio"]) == ("5", "true", "0.5")
+    assert loaded.sink("lake")[1].catalog["pool_size"] == "3"
+    cfg.write_text('[sinks.k]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9"\nproperties = { "a.b" = [1] }\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "\n" not in str(err.value) and "'a.b' is a list" in str(err.value), str(err.value)
+
+
 def test_every_problem_of_the_file_is_reported_at_once(tmp_path):
     """A top-level error does not hide the sinks' errors (they were reported only once it was fixed)."""
     cfg = tmp_path / "publish.toml"
