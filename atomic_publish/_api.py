@@ -10,9 +10,13 @@ from .publishers._types import Run
 
 def diagnose(*, dataset: str, run_date: Any, sink: str | None = None, config: Any = None) -> Any:
     """The state of run ``dataset``/``run_date`` at ``sink`` (a ``Diagnosis``: ``.state``,
-    ``.reason``, ``.safe_action``, ``.evidence``, ``.to_dict()``). Read-only."""
-    definition, options = resolve_config(config).sink(sink)
-    return definition.make_diagnostic(options).diagnose(Run.new(dataset, run_date))
+    ``.reason``, ``.safe_action``, ``.evidence``, ``.to_dict()``). Read-only. A run that a group of
+    the configuration holds in this sink is in that group's state (RUNNING or ROLL_FORWARD)."""
+    from ._groups import as_groups_leave_it
+
+    loaded = resolve_config(config)
+    definition, options = loaded.sink(sink)
+    return as_groups_leave_it(loaded, sink, definition.make_diagnostic(options).diagnose(Run.new(dataset, run_date)))
 
 
 def recover(*, dataset: str, run_date: Any, sink: str | None = None, config: Any = None, apply: bool = False) -> Any:
@@ -22,8 +26,7 @@ def recover(*, dataset: str, run_date: Any, sink: str | None = None, config: Any
     from .diagnostics import recovery
 
     loaded = resolve_config(config)
-    if apply:
-        refuse_if_rolling_forward(loaded, sink, Run.new(dataset, run_date))
+    refuse_if_rolling_forward(loaded, sink, Run.new(dataset, run_date))  # its plan is the group's to carry out
     definition, options = loaded.sink(sink)
     diagnostic = definition.make_diagnostic(options)
     plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))

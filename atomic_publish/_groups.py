@@ -45,7 +45,7 @@ from .publishers._errors import (
     RunInProgress,
     TransientError,
 )
-from .publishers._journal import rolling_forward
+from .publishers._journal import as_claimed, group_claim, rolling_forward
 from .publishers._protocol import ReadsBack
 from .publishers._publish import begin_run, resolve_config
 from .publishers._signals import critical_section, stop_if_received
@@ -94,8 +94,19 @@ class GroupRecovery:
 
 
 def diagnose_group(*, dataset: str, run_date: Any, group: str, config: Any = None) -> GroupDiagnosis:
-    """The state of run ``dataset``/``run_date`` in every sink of ``group``, and of the whole."""
-    return _diagnose(resolve_config(config).group(group), Run.new(dataset, run_date))
+    """The state of run ``dataset``/``run_date`` in every sink of ``group``, and of the whole (the
+    state another group puts it in when that group holds the run in a sink they share)."""
+    loaded = resolve_config(config)
+    cfg, run = loaded.group(group), Run.new(dataset, run_date)
+    return _seen_by_others(_diagnose(cfg, run), loaded, cfg, run)
+
+
+def _seen_by_others(d: GroupDiagnosis, loaded: Any, cfg: GroupConfig, run: Run) -> GroupDiagnosis:
+    """``d`` as the other groups of the configuration leave it: a run this group has not decided,
+    in a sink another group is publishing or has decided, is that group's to finish."""
+    if d.state in (State.ROLL_FORWARD, State.DONE):  # this group's own decision, or published
+        return d
+    return as_claimed(d, _claimed_by_another_group(loaded, cfg, run))
 
 
 def _diagnose(group: GroupConfig, run: Run) -> GroupDiagnosis:
@@ -137,19 +148,20 @@ def publish_group(
     ConfigError (a group that could not roll a sink forward after a crash: ``check_roll_forward``),
     or InputError (the input files changed while the sinks read them).
     """
-    cfg = resolve_config(config).group(group)
+    loaded = resolve_config(config)
+    cfg = loaded.group(group)
     run = Run.new(dataset, run_date)
     data = _Replayable(records)
     check_roll_forward(cfg, data.files is not None)  # before anything is written
     if cfg.durable_input and data.files is None:
         log.warning("group %s: durable_input is set, but the input is an Arrow stream, not files: not durable", group)
     with cfg.journal.lock(run):  # one publish or recover of the group's run at a time
-        return _publish_group(cfg, run, data, if_absent)
+        return _publish_group(cfg, run, data, if_absent, loaded)
 
 
-def _publish_group(cfg: GroupConfig, run: Run, data: _Replayable, if_absent: bool) -> GroupResult:
+def _publish_group(cfg: GroupConfig, run: Run, data: _Replayable, if_absent: bool, loaded: Any) -> GroupResult:
     group = cfg.name
-    before = _diagnose(cfg, run)
+    before = _seen_by_others(_diagnose(cfg, run), loaded, cfg, run)
     unreadable = [f"{name}: {d.destination}: {d.unreadable}" for name, d in before.sinks.items() if d.unreadable]
     if unreadable:  # as for one sink: a destination that cannot be read cannot be published to (exit 5)
         raise DestinationUnavailable(f"group {group}: {'; '.join(unreadable)}")
@@ -239,14 +251,14 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
     run = Run.new(dataset, run_date)
     if not apply:
         before = _diagnose(cfg, run)
+        _refuse_if_claimed(before, loaded, cfg, run)  # the plan would be one --apply refuses
         return GroupRecovery(before, _plan(before, cfg))
     with cfg.journal.lock(run):  # never beside a publish or another recover of the group's run
         before = _diagnose(cfg, run)
         steps = _plan(before, cfg)
+        _refuse_if_claimed(before, loaded, cfg, run)
         if before.state in (State.DONE, State.NOTHING_IN_FLIGHT):
             return GroupRecovery(before, steps, before)
-        if before.state is not State.ROLL_FORWARD and (why := _claimed_by_another_group(loaded, cfg, run)):
-            raise RollForwardNeeded(f"{why}; nothing done")
         if before.state is State.RUNNING:
             raise RunInProgress(f"run {run.run_id} of group {group} is RUNNING: {before.reason}", before)
         if before.state is State.UNKNOWN:
@@ -310,8 +322,8 @@ def sweep_group(
         if d.state not in (State.ORPHANED, State.PUBLISHED_WITH_ORPHANS):
             report.runs.append((d, [], f"left alone: {d.state.value}"))
             continue
-        if why := _claimed_by_another_group(loaded, cfg, run):
-            report.runs.append((d, [], f"left alone: {why}"))
+        if claim := _claimed_by_another_group(loaded, cfg, run):
+            report.runs.append((d, [], f"left alone: {claim[1]}"))
             continue
         if not apply:
             found = sum(len(d.sinks[n].orphans) for n in d.order)
@@ -531,14 +543,29 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _claimed_by_another_group(loaded: Any, cfg: GroupConfig, run: Run) -> str | None:
-    """Why ``cfg``'s own recover or sweep must not clean ``run`` in its sinks: one of them belongs to
-    another group too, which is publishing the run or has decided it (found from outside: a sink in
-    two groups; recovering one group removed the staging the other had decided to commit)."""
+def _claimed_by_another_group(loaded: Any, cfg: GroupConfig, run: Run) -> tuple[State, str] | None:
+    """Why ``cfg``'s own recover or sweep must not clean ``run`` in its sinks (``group_claim``): one
+    of them belongs to another group too, which is publishing the run or has decided it (found from
+    outside: a sink in two groups; recovering one group removed the staging the other had decided to
+    commit)."""
     for name, _, _ in cfg.members:
-        if why := rolling_forward(loaded, name, run, other_than=cfg.name):
-            return why
+        if claim := group_claim(loaded, name, run, other_than=cfg.name):
+            return claim
     return None
+
+
+def _refuse_if_claimed(before: GroupDiagnosis, loaded: Any, cfg: GroupConfig, run: Run) -> None:
+    """RollForwardNeeded (exit 15) when another group holds the run (``_seen_by_others``)."""
+    seen = _seen_by_others(before, loaded, cfg, run)
+    if seen is not before:
+        raise RollForwardNeeded(f"{seen.reason}; nothing done")
+
+
+def as_groups_leave_it(config: Any, sink: str | None, diagnosis: Any) -> Any:
+    """One sink's diagnosis as the configuration's groups leave it: a run a group is publishing, or
+    has decided and not completed, is that group's (``group_claim``), whatever the sink holds."""
+    run = Run.new(diagnosis.dataset, diagnosis.run_date)
+    return as_claimed(diagnosis, group_claim(resolve_config(config), sink, run))
 
 
 def refuse_if_rolling_forward(config: Any, sink: str | None, run: Run) -> None:

@@ -549,7 +549,9 @@ def diagnose(
         definition, options = config.sink(sink)
         if no_verify and hasattr(options, "verify_checksum"):
             options = options.model_copy(update={"verify_checksum": False})
-        d = definition.make_diagnostic(options).diagnose(Run.new(dataset, run_date))
+        from ._groups import as_groups_leave_it
+
+        d = as_groups_leave_it(config, sink, definition.make_diagnostic(options).diagnose(Run.new(dataset, run_date)))
         _emit_json(d.to_dict()) if as_json else _print_diagnosis(d)
         return d.exit_code
 
@@ -582,11 +584,10 @@ def recover(
 
         if group is not None:
             return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
-        config = load_config(config_path)
-        if apply_:
-            from . import refuse_if_rolling_forward
+        from . import refuse_if_rolling_forward
 
-            refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))
+        config = load_config(config_path)
+        refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))  # a plan only its group carries out
         _, _, diagnostic = _resolve(config, sink)
         plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
         if not apply_:

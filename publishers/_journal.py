@@ -15,17 +15,19 @@ one (which would say "not decided" about a decided run).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._errors import DestinationUnavailable
 from ._fs import fsync_dir
 from ._lock import hold_flock, probe_flock
 from ._types import AttemptInfo, Run
+from .taxonomy import Diagnosis, GroupDiagnosis, State
 
 KINDS = ("decision", "complete")
 
@@ -111,12 +113,20 @@ class FileJournal:
 
 
 def rolling_forward(config: Any, sink: str | None, run: Run, *, other_than: str | None = None) -> str | None:
-    """Why one sink's own publish, recover or sweep must not touch ``run`` (None: it may): the sink
-    belongs to a group whose run is being published or recovered right now, or is decided and not
-    complete (its retained staging is what the group's roll-forward commits). A sink belongs to a
-    group when the group names it, or names another sink of the same type at the same destination
-    (an alias must not clean what the group commits). ``other_than``: a group asking about its own
-    sinks (the other groups that share one must not lose what they commit either)."""
+    """Why one sink's own publish, recover or sweep must not touch ``run`` (None: it may): see
+    ``group_claim``."""
+    claim = group_claim(config, sink, run, other_than=other_than)
+    return None if claim is None else claim[1]
+
+
+def group_claim(config: Any, sink: str | None, run: Run, *, other_than: str | None = None) -> tuple[State, str] | None:
+    """The group that holds ``run`` in ``sink``, as the state it puts the run in and why (None: no
+    group does): RUNNING while the group's run is being published or recovered, ROLL_FORWARD while
+    it is decided and not complete (its retained staging is what the group's roll-forward commits).
+    A sink belongs to a group when the group names it, or names another sink of the same type at
+    the same destination (an alias must not clean what the group commits). ``other_than``: a group
+    asking about its own sinks (the other groups that share one must not lose what they commit
+    either)."""
     name = sink or config.settings.defaults.sink
     if not config.settings.groups:
         return None
@@ -130,13 +140,33 @@ def rolling_forward(config: Any, sink: str | None, run: Run, *, other_than: str 
             continue
         journal = config.journal(group)
         if journal.holder(run) is not None:
-            return f"sink {name} belongs to group {group}, whose run {run.run_id} is being published or recovered"
+            return (
+                State.RUNNING,
+                f"sink {name} belongs to group {group}, whose run {run.run_id} is being published or recovered",
+            )
         if journal.read(run, "decision") and not journal.read(run, "complete"):
             return (
+                State.ROLL_FORWARD,
                 f"sink {name} belongs to group {group}, whose run {run.run_id} is decided and not complete: "
-                f"recover --group {group} --apply (this sink on its own would touch what the group commits)"
+                f"recover --group {group} --apply (this sink on its own would touch what the group commits)",
             )
     return None
+
+
+_Verdict = TypeVar("_Verdict", Diagnosis, GroupDiagnosis)
+
+
+def as_claimed(verdict: _Verdict, claim: tuple[State, str] | None) -> _Verdict:
+    """``verdict`` as an operator must read it when a group holds the run (``group_claim``): that
+    group's state and why, so that diagnose says what publish, recover and sweep do (found from
+    outside: a sink's diagnosis said ORPHANED, "clean the orphans", and recover --apply refused
+    with exit 15). A run published there already stays DONE."""
+    if claim is None or verdict.state is State.DONE:
+        return verdict
+    changes: dict[str, Any] = {"state": claim[0], "reason": claim[1]}
+    if isinstance(verdict, Diagnosis):  # what looked like orphans is what the group commits
+        changes.update(evidence=verdict.evidence + verdict.orphans, orphans=())
+    return dataclasses.replace(verdict, **changes)
 
 
 def _destination(config: Any, name: str, run: Run) -> tuple[str, str] | None:

@@ -35,6 +35,17 @@ def test_one_group_never_cleans_what_another_group_decided(tmp_path):
     staged = _files(tmp_path / "a") + _files(tmp_path / "b")
     assert staged, "the decided run keeps its staging"
 
+    # Every command says the same (found in review: diagnose said ORPHANED, "clean the orphans", and
+    # the dry run planned the cleaning that --apply then refused).
+    for args in (("diagnose", "--sink", "a"), ("diagnose", "--group", "one"), ("diagnose", "--group", "two")):
+        seen = run_cli(*args, *RUN, "--json", env=env)
+        assert seen.code == 15 and seen.json()["state"] == "ROLL_FORWARD", (args, seen.stdout)
+        assert "group two" in seen.json()["reason"] or args[-1] == "two", seen.json()["reason"]
+    assert run_cli("diagnose", "--sink", "a", *RUN, "--json", env=env).json()["orphans"] == []
+    for args in (("recover", "--sink", "b"), ("recover", "--group", "one")):
+        dry = run_cli(*args, *RUN, env=env)
+        assert dry.code == 15 and "belongs to group two" in dry.stderr, (args, dry.stdout + dry.stderr)
+
     recovered = run_cli("recover", "--group", "one", *RUN, "--apply", env=env)
     assert recovered.code == 15 and "belongs to group two" in recovered.stderr, recovered.stderr
     swept = run_cli("sweep", "--group", "one", "--dataset", "d", "--older-than", "0s", "--apply", env=env)
