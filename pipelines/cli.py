@@ -34,9 +34,17 @@ def generate(out_dir: str, rows: int, merchants: int, seed: int) -> NoReturn:
     """Write deterministic refunds.csv and merchants.csv into --out."""
 
     def action() -> int:
+        from atomic_publish import InputError
+
         from .generate import generate_inputs
 
-        refunds_path, merchants_path = generate_inputs(out_dir, rows=rows, merchants=merchants, seed=seed)
+        try:
+            refunds_path, merchants_path = generate_inputs(out_dir, rows=rows, merchants=merchants, seed=seed)
+        except OSError as exc:  # found in review: exit 1, "unexpected FileNotFoundError"
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != out_dir else ""
+            raise InputError(
+                f"--out {out_dir}: cannot write the sample inputs there{where}: {exc.strerror or exc}"
+            ) from None
         click.echo(f"wrote {refunds_path} ({refunds_path.stat().st_size:,} bytes) and {merchants_path}")
         return 0
 

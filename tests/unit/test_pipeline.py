@@ -180,3 +180,16 @@ def test_a_stop_that_came_back_as_a_transient_error_is_not_retried(small_inputs,
     with pytest.raises(DestinationUnavailable, match="a driver's view"):
         run_refunds(load_config(cfg), "2026-04-24", refunds_path, merchants_path)
     assert len(calls) == 1, calls  # without the stop: three attempts (test_retries_are_bounded)
+
+
+def test_generate_into_a_place_that_cannot_hold_files_is_one_line_and_exit_2(tmp_path):
+    """Found in review: ``refunds generate --out`` under a regular file exited 1 with "unexpected
+    NotADirectoryError"; a bad --out is the user's to fix (exit 2), named with its reason."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli("refunds", "generate", "--out", str(blocker / "inputs"), "--rows", "5", env=cli_env())
+    assert result.code == 2, result.stderr
+    assert (
+        result.stderr.strip()
+        == f"error: --out {blocker / 'inputs'}: cannot write the sample inputs there: Not a directory"
+    )
