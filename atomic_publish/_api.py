@@ -12,7 +12,7 @@ def diagnose(*, dataset: str, run_date: Any, sink: str | None = None, config: An
     """The state of run ``dataset``/``run_date`` at ``sink`` (a ``Diagnosis``: ``.state``,
     ``.reason``, ``.safe_action``, ``.evidence``, ``.to_dict()``). Read-only. A run that a group of
     the configuration holds in this sink is in that group's state (RUNNING or ROLL_FORWARD)."""
-    from ._groups import as_groups_leave_it
+    from .publishers._journal import as_groups_leave_it
 
     loaded = resolve_config(config)
     definition, options = loaded.sink(sink)

@@ -561,13 +561,6 @@ def _refuse_if_claimed(before: GroupDiagnosis, loaded: Any, cfg: GroupConfig, ru
         raise RollForwardNeeded(f"{seen.reason}; nothing done")
 
 
-def as_groups_leave_it(config: Any, sink: str | None, diagnosis: Any) -> Any:
-    """One sink's diagnosis as the configuration's groups leave it: a run a group is publishing, or
-    has decided and not completed, is that group's (``group_claim``), whatever the sink holds."""
-    run = Run.new(diagnosis.dataset, diagnosis.run_date)
-    return as_claimed(diagnosis, group_claim(resolve_config(config), sink, run))
-
-
 def refuse_if_rolling_forward(config: Any, sink: str | None, run: Run) -> None:
     """One sink's own publish or recover must not touch a run its group is rolling forward (or is
     publishing right now): RollForwardNeeded (exit 15) says which group, and what to type."""

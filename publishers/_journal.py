@@ -153,6 +153,13 @@ def group_claim(config: Any, sink: str | None, run: Run, *, other_than: str | No
     return None
 
 
+def as_groups_leave_it(config: Any, sink: str | None, diagnosis: Diagnosis) -> Diagnosis:
+    """One sink's diagnosis as the groups of ``config`` (a LoadedConfig) leave it: a run a group is
+    publishing, or has decided and not completed, is that group's (``group_claim``)."""
+    run = Run.new(diagnosis.dataset, diagnosis.run_date)
+    return as_claimed(diagnosis, group_claim(config, sink, run))
+
+
 _Verdict = TypeVar("_Verdict", Diagnosis, GroupDiagnosis)
 
 
