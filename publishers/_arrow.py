@@ -55,13 +55,6 @@ def check_input_path(path: Path) -> os.stat_result:
     except UnicodeEncodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise InputError(f"{shown}: the file's name is not UTF-8 text; rename the file") from None
-    if any(ord(c) < 32 or ord(c) == 127 for c in str(path)):
-        # Every message names the input: a line break in its name would split the one-line error (found
-        # in review), an escape sequence would reach the operator's terminal.
-        shown = "".join(c if 32 <= ord(c) != 127 else f"\\x{ord(c):02x}" for c in str(path))
-        raise InputError(
-            f"{shown}: the file's name holds a control character (a line break, a tab, an escape); rename the file"
-        )
     try:
         st = path.stat()
     except FileNotFoundError:

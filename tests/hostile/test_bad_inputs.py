@@ -444,13 +444,6 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, str(path)), 2, [str(path), re.compile("directory|not a regular file")])
 
 
-@case("input-name-with-a-line-break")
-def _(d: Dest) -> Expect:
-    d.write(d.file_sink())
-    f = d.csv("two\nlines.csv", b"id,v\n1,a\n")
-    return Expect(publish(d, f), 2, ["two\\x0alines.csv", "control character"])
-
-
 @case("input-missing")
 def _(d: Dest) -> Expect:
     d.write(d.file_sink())
