@@ -157,9 +157,18 @@ def _wants_json() -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    from .sdk import redact
+    """The error's message for stderr: a ConfigError's one line per problem; any other error's one
+    line, a control character in it (a line break or an escape in a file's name) shown as ``\\xNN``
+    (found in review: an input named with a line break split the error in two)."""
+    from .sdk import ConfigError, redact
 
-    return redact(str(exc).strip() if isinstance(exc, AtomicPublishError) else first_line(exc))
+    if isinstance(exc, ConfigError):
+        return redact(str(exc).strip())
+    text = str(exc).strip() if isinstance(exc, AtomicPublishError) else first_line(exc)
+    return redact(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _close_stdout() -> None:

@@ -444,6 +444,14 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, str(path)), 2, [str(path), re.compile("directory|not a regular file")])
 
 
+@case("input-name-with-a-line-break")
+def _(d: Dest) -> Expect:
+    # The name is fine as a name (such a file publishes); its error is still one line.
+    d.write(d.file_sink())
+    f = d.csv("two\nlines\x1b[31m.csv", b"id,v\n")
+    return Expect(publish(d, f), 2, ["two\\x0alines\\x1b[31m.csv", "no rows"])
+
+
 @case("input-missing")
 def _(d: Dest) -> Expect:
     d.write(d.file_sink())
