@@ -88,22 +88,27 @@ class IcebergPublisher:
         table = self.layout.load(run.dataset)
         created = False
         if table is None:
-            catalog = self.layout.catalog()
+            catalog = self.layout.bounded(self.layout.catalog, "opening the catalog")
             try:
-                catalog.create_namespace(self.config.namespace)
+                self.layout.bounded(lambda: catalog.create_namespace(self.config.namespace), "creating the namespace")
             except NamespaceAlreadyExistsError:
                 pass
             except Exception as exc:
                 # Two writers creating it at once (Spark tasks of a first run): the SQL catalog checks,
                 # then inserts, and the loser's insert fails on the key. It exists now: go on.
                 try:
-                    exists = catalog.namespace_exists(self.config.namespace)
+                    exists = self.layout.bounded(
+                        lambda: catalog.namespace_exists(self.config.namespace), "looking up the namespace"
+                    )
                 except Exception:
                     raise exc from None
                 if not exists:
                     raise
             try:
-                table = catalog.create_table(self.layout.identifier(run.dataset), schema=schema)
+                table = self.layout.bounded(
+                    lambda: catalog.create_table(self.layout.identifier(run.dataset), schema=schema),
+                    f"creating {self.layout.describe(run.dataset)}",
+                )
                 created = True
             except TableAlreadyExistsError:  # another attempt created it first
                 table = self.layout.load(run.dataset)
@@ -116,7 +121,11 @@ class IcebergPublisher:
         current = self.layout.load(run.dataset)
         if current is None or current.metadata.table_uuid != table.metadata.table_uuid or current.snapshots():
             return
-        self.layout.catalog().drop_table(self.layout.identifier(run.dataset))
+        catalog = self.layout.catalog()
+        self.layout.bounded(
+            lambda: catalog.drop_table(self.layout.identifier(run.dataset)),
+            f"dropping {self.layout.describe(run.dataset)}",
+        )
         fs, base = self.layout.filesystem(table.location())
         with contextlib.suppress(OSError):
             fs.delete_dir(base)

@@ -382,7 +382,24 @@ class IcebergLayout:
     def describe(self, dataset: str) -> str:
         return ".".join(self.identifier(dataset))
 
+    def bounded(self, call: Any, what: str) -> Any:
+        """``call()`` (a catalog request) within ``timeout_seconds``, else DestinationUnavailable: a
+        catalog that stops answering (found from outside: a Postgres-backed SQL catalog paused with
+        SIGSTOP held a publish for as long as it stayed paused; its kernel still acknowledged every
+        packet, so no TCP or server-side timeout fired) ends the call, and the publish with exit 5."""
+        try:
+            return _bounded(call, self.config.timeout_seconds)
+        except TimeoutError:
+            seconds = self.config.timeout_seconds
+            raise DestinationUnavailable(
+                f"the catalog {self.config.catalog_name} did not answer ({what}) within {seconds:g} s"
+            ) from None
+
     def load(self, dataset: str, *, create: bool = True) -> Any | None:
+        """The table of ``dataset``, or None; bounded like every catalog request (``bounded``)."""
+        return self.bounded(lambda: self._load(dataset, create), f"loading {self.describe(dataset)}")
+
+    def _load(self, dataset: str, create: bool) -> Any | None:
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
         catalog = self.catalog(create=create)

@@ -161,3 +161,54 @@ def _reference(sink: FaultySink, tmp_path: Any, inputs: Any) -> bytes:
     data = fresh.read(cfg)
     assert data is not None
     return data
+
+
+def test_a_catalog_that_stops_answering_before_the_commit_ends_the_publish_within_its_bound(
+    tmp_path, small_inputs, fault_postgres
+):
+    """Found from outside: a Postgres-backed SQL catalog paused (SIGSTOP) between the staging and the
+    commit held ``publish`` for as long as it stayed paused (635 s): the commit's reload of the table
+    waited with no bound (the paused server's kernel still acknowledges every packet, so no TCP or
+    server-side timeout fires). Every catalog request now has ``timeout_seconds``: the reload is a
+    read before anything is sent, so the publish ends with exit 5, not published, and once the
+    server runs again the advice ends in DONE with exactly the input."""
+    import os
+    import signal
+    import time
+
+    from tests.helpers import cli_env, start_cli
+    from tests.services._process import _descendants
+
+    from .sinks import DATASET, DATE
+
+    sink = iceberg_sink(fault_postgres, tmp_path / "warehouse")
+    inputs = parquet_input(small_inputs[0])
+    cfg = sink.config(tmp_path / "direct")
+    started = time.monotonic()
+    env = cli_env(cfg, **sink.env, PUBLISH_PAUSE_AT="after_stage:2")
+    proc = start_cli("publish", "--dataset", DATASET, "--run-date", DATE, str(inputs), env=env)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while not seen or "paused at after_stage" not in seen[-1]:
+        seen.append(proc.stderr.readline())
+        assert seen[-1], f"the publish ended before its pause: {''.join(seen)}"
+    # The postmaster and its backends (which call setsid: not in its group): nothing answers, and the
+    # kernel still acknowledges every packet.
+    server = [fault_postgres.process.pid, *_descendants(fault_postgres.process.pid)]
+    for pid in server:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:  # the bug: still waiting on the paused catalog
+            proc.kill()
+            proc.communicate()
+        for pid in server:
+            os.kill(pid, signal.SIGCONT)
+    assert took < CALL_BOUND_SECONDS, f"publish took {took:.1f}s: {err}"
+    assert proc.returncode == 5 and "did not answer" in err and "Traceback" not in err, err
+    assert sink.read(cfg) is None
+    assert sink.diagnose(cfg)["state"] in ("NOTHING_IN_FLIGHT", "ORPHANED")
+    assert sink.follow_the_advice(cfg, inputs)[-1] == "DONE"
+    assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
