@@ -47,6 +47,7 @@ from .layouts.kafka import (
     HEADER,
     KafkaSinkConfig,
     _Held,
+    _is_fatal,
     _kafka_error,
     _wrapped_client_error,
     admin_client,
@@ -225,7 +226,7 @@ class KafkaPublisher:
             error = _kafka_error(exc)
             with contextlib.suppress(Exception):
                 producer.abort_transaction(10)
-            if error is not None and error.fatal():
+            if _is_fatal(error):
                 self._fenced(run, error)  # raises: a fenced transaction was never committed
             raise DestinationUnavailable(
                 f"Kafka at {self.config.bootstrap_servers}: producing {run.run_id} failed: {exc}"
@@ -308,7 +309,7 @@ class KafkaPublisher:
                 error = _kafka_error(exc)
                 # Fenced: a newer producer of the run initialised. Only the ledger tells whether our
                 # commit had reached the coordinator before it (_fenced raises unless it had).
-                if error is not None and error.fatal() and self._fenced(run, error) == "ours":
+                if _is_fatal(error) and self._fenced(run, error) == "ours":
                     break
                 if error is not None and error.txn_requires_abort():
                     with contextlib.suppress(Exception):

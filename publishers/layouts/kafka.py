@@ -156,6 +156,16 @@ def _kafka_error(exc: BaseException) -> Any:
     return None
 
 
+def _is_fatal(error: Any) -> bool:
+    """Whether a KafkaError means the producer is dead (fenced, in practice). After librdkafka's
+    fatal error, ``produce()`` raises ``_FATAL`` ("Unable to produce message: Local: Fatal error"),
+    whose own ``fatal()`` is False (found from outside: the loser of two simultaneous publishes
+    exited 5, "destination unreachable", instead of asking the ledger)."""
+    from confluent_kafka import KafkaError
+
+    return error is not None and (bool(error.fatal()) or error.code() == KafkaError._FATAL)
+
+
 def _wrapped_client_error(exc: BaseException) -> bool:
     """A SystemError that carries a Kafka client error (see _kafka_error)."""
     return isinstance(exc, SystemError) and _kafka_error(exc) is not None

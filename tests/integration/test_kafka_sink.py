@@ -162,3 +162,29 @@ def test_a_schema_that_differs_from_the_last_published_run_is_refused_unless_all
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
     allowing = KafkaPublisher(publisher.config.model_copy(update={"allow_schema_change": True}))
     assert publish(allowing, diagnostic, Run.new("items", DATE), drifted).receipt is not None
+
+
+def test_an_attempt_fenced_while_it_produces_is_fenced_not_unreachable(sink):
+    """Found from outside: of two publishes of one run started together, the loser (fenced by the
+    other's producer while it was still producing) exited 5, "destination unreachable": after
+    librdkafka's fatal error, produce() raises ``_FATAL``, whose own ``fatal()`` is False, so the
+    ledger was never asked. Now it is: Fenced (the winner has not committed yet), nothing published."""
+    import time as clock
+
+    publisher, diagnostic = sink()
+    zombie_publisher, successor_publisher = KafkaPublisher(publisher.config), KafkaPublisher(publisher.config)
+    zombie, successor = Run.new("items", DATE), Run.new("items", DATE)
+    first = table(10)
+    successor_staged = []
+
+    def batches():
+        yield from first.to_batches()
+        successor_staged.append(successor_publisher.stage(successor, table(20).to_reader()))  # fences the zombie
+        for _ in range(200):  # its next records meet the new epoch; then every produce() is refused
+            yield from first.to_batches()
+            clock.sleep(0.01)
+
+    with pytest.raises(Fenced, match="fenced"):
+        zombie_publisher.stage(zombie, pa.RecordBatchReader.from_batches(first.schema, batches()))
+    successor_publisher.commit(successor, successor_staged)
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
