@@ -64,6 +64,13 @@ from .layouts.kafka import (
 # not be one atomic publish for read_committed readers. One piece; the lock (fencing) writes nothing.
 
 
+# What a broker says of a topic it will never create as asked (a name that collides with an existing
+# topic's, partitions, replication or settings it refuses): the configuration's to change (exit 2).
+# KafkaError codes: TOPIC_EXCEPTION, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_CONFIG,
+# POLICY_VIOLATION.
+_REFUSED_FOR_GOOD = frozenset({17, 37, 38, 40, 44})
+
+
 class KafkaPublisher:
     sink_name = "kafka"
     capabilities = CAPABILITIES
@@ -107,6 +114,14 @@ class KafkaPublisher:
             try:
                 future.result(timeout=self.config.timeout_seconds)
             except Exception as exc:
+                error = _kafka_error(exc)
+                if error is not None and error.code() in _REFUSED_FOR_GOOD:
+                    # Found from outside: a topic that collides with an existing one ("x_y" beside
+                    # "x.y") was exit 5, and diagnose then said re-run, forever.
+                    raise ConfigError(
+                        f"Kafka at {self.config.bootstrap_servers} refused to create topic {name}: {error.str()}; "
+                        "change the dataset, topic or topic settings"
+                    ) from None
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise DestinationUnavailable(
                         f"Kafka at {self.config.bootstrap_servers}: cannot create topic {name}: {exc}"

@@ -188,3 +188,14 @@ def test_an_attempt_fenced_while_it_produces_is_fenced_not_unreachable(sink):
         zombie_publisher.stage(zombie, pa.RecordBatchReader.from_batches(first.schema, batches()))
     successor_publisher.commit(successor, successor_staged)
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
+def test_a_topic_the_broker_will_never_create_is_a_configuration_error(sink):
+    """Found from outside: a dataset whose topic collides with an existing one ("x_y" beside "x.y":
+    Kafka's metrics names them alike) was exit 5, "unreachable, re-run", and diagnose said re-run,
+    forever. The broker's refusal for good is the configuration's to fix (ConfigError, exit 2)."""
+    publisher, _ = sink(topic=None)
+    tag = uuid.uuid4().hex[:8]
+    publish(publisher, sink(topic=None)[1], Run.new(f"c{tag}.y", DATE), table(3))
+    with pytest.raises(ConfigError, match=rf"collides with existing topic: c{tag}\.y"):
+        publish(publisher, sink(topic=None)[1], Run.new(f"c{tag}_y", DATE), table(3))
