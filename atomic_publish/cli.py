@@ -558,7 +558,7 @@ def diagnose(
         definition, options = config.sink(sink)
         if no_verify and hasattr(options, "verify_checksum"):
             options = options.model_copy(update={"verify_checksum": False})
-        from .publishers._journal import as_groups_leave_it
+        from .diagnostics import as_groups_leave_it
 
         d = as_groups_leave_it(config, sink, definition.make_diagnostic(options).diagnose(Run.new(dataset, run_date)))
         _emit_json(d.to_dict()) if as_json else _print_diagnosis(d)
