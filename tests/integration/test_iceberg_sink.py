@@ -421,7 +421,9 @@ def test_a_rest_catalog_that_never_answers_is_bounded(tmp_path):
         published = run_cli("publish", *args, str(data), config=cfg, timeout=60)
         assert published.code == 5, published.stderr
         diagnosed = run_cli("diagnose", *args, config=cfg, timeout=60)
-        assert diagnosed.code == 14 and "timed out" in diagnosed.stdout, diagnosed.stdout
+        # Whichever bound fires first: the HTTP read timeout, or the catalog request's own (the same 2 s).
+        said = diagnosed.stdout
+        assert diagnosed.code == 14 and ("timed out" in said or "did not answer" in said), said
         assert time.monotonic() - started < 30
     finally:
         silent.close()
