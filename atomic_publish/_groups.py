@@ -255,8 +255,8 @@ def recover_group(*, dataset: str, run_date: Any, group: str, config: Any = None
         return GroupRecovery(before, _plan(before, cfg))
     with cfg.journal.lock(run):  # never beside a publish or another recover of the group's run
         before = _diagnose(cfg, run)
-        steps = _plan(before, cfg)
         _refuse_if_claimed(before, loaded, cfg, run)
+        steps = _plan(before, cfg)
         if before.state in (State.DONE, State.NOTHING_IN_FLIGHT):
             return GroupRecovery(before, steps, before)
         if before.state is State.RUNNING:

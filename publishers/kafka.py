@@ -66,9 +66,13 @@ from .layouts.kafka import (
 
 # What a broker says of a topic it will never create as asked (a name that collides with an existing
 # topic's, partitions, replication or settings it refuses): the configuration's to change (exit 2).
-# KafkaError codes: TOPIC_EXCEPTION, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_CONFIG,
-# POLICY_VIOLATION.
-_REFUSED_FOR_GOOD = frozenset({17, 37, 38, 40, 44})
+_REFUSED_FOR_GOOD = (
+    "TOPIC_EXCEPTION",
+    "INVALID_PARTITIONS",
+    "INVALID_REPLICATION_FACTOR",
+    "INVALID_CONFIG",
+    "POLICY_VIOLATION",
+)
 
 
 class KafkaPublisher:
@@ -89,6 +93,7 @@ class KafkaPublisher:
         yield
 
     def ensure_topics(self, dataset: str) -> None:
+        from confluent_kafka import KafkaError
         from confluent_kafka.admin import NewTopic
 
         admin = admin_client(self.config)
@@ -115,7 +120,7 @@ class KafkaPublisher:
                 future.result(timeout=self.config.timeout_seconds)
             except Exception as exc:
                 error = _kafka_error(exc)
-                if error is not None and error.code() in _REFUSED_FOR_GOOD:
+                if error is not None and error.code() in {getattr(KafkaError, code) for code in _REFUSED_FOR_GOOD}:
                     # Found from outside: a topic that collides with an existing one ("x_y" beside
                     # "x.y") was exit 5, and diagnose then said re-run, forever.
                     raise ConfigError(
