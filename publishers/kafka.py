@@ -52,6 +52,7 @@ from .layouts.kafka import (
     _wrapped_client_error,
     admin_client,
     broker_errors,
+    end_offsets,
     init_transactions,
     log,
     read_ledger,
@@ -238,6 +239,9 @@ class KafkaPublisher:
                     f"{remaining} record(s) of {run.run_id} were not delivered within "
                     f"{self.config.commit_timeout_seconds:g} s (commit_timeout_seconds)"
                 )
+            # Each of the run's records now lies below its partition's high watermark: once the last
+            # stable offsets reach these, read_committed readers see every record of the run.
+            ends = end_offsets(self.config, topic, committed=False)
         except (KafkaException, SystemError) as exc:
             if not isinstance(exc, KafkaException) and not _wrapped_client_error(exc):
                 with contextlib.suppress(Exception):
@@ -258,7 +262,7 @@ class KafkaPublisher:
         finally:
             checksum = hasher.hexdigest()  # also ends the hashing thread on the error paths
         # Held before the crash point: a signal there unwinds through discard(), which aborts it.
-        self._held[run.attempt] = _Held(producer, rows, size, checksum)
+        self._held[run.attempt] = _Held(producer, rows, size, checksum, ends)
         crash_point("after_stage")
         return Staged(
             sink=self.sink_name,
@@ -342,7 +346,7 @@ class KafkaPublisher:
                     f"{self.config.commit_timeout_seconds:g} s; run `atomic-publish diagnose` (the ledger settles it)"
                 ) from None
         crash_point("after_commit")
-        self._await_visible(run)
+        self._await_visible(run, part.details["topic"], held.ends, min(10.0, self.config.timeout_seconds))
         return Receipt(
             sink=self.sink_name,
             run_id=run.run_id,
@@ -377,15 +381,36 @@ class KafkaPublisher:
             f"recover): it did not publish ({error})"
         )
 
-    def _await_visible(self, run: Run, timeout: float = 10.0) -> None:
-        """Return once read_committed readers see the run. commit_transaction returns when the
+    def _await_visible(self, run: Run, topic: str, ends: dict[int, int], timeout: float = 10.0) -> None:
+        """Return once read_committed readers see all of the run. commit_transaction returns when the
         coordinator has logged the commit; it writes the markers that make the records visible a
-        moment later, partition by partition. Until then a reader, or a diagnosis, would see nothing
-        of the run: publish() returns only when they see it (measured: a few ms)."""
+        moment later, partition by partition (the ledger's and each data partition's, in no set
+        order). Until then a reader would see some of the run's partitions and not others, and a
+        diagnosis nothing of it: publish() returns only when the ledger record is visible and every
+        data partition's last stable offset has reached the high watermark it had once the run's
+        records were delivered (measured: a few ms). Another transaction left open on a partition
+        holds its last stable offset back (and read_committed readers with it): after ``timeout``
+        this says so and returns; the run is committed."""
         deadline = time.monotonic() + timeout
         while read_ledger(self.config, run.run_id) is None:
             if time.monotonic() > deadline:
                 log.warning("run %s is committed but not yet visible to read_committed readers", run.run_id)
+                return
+            time.sleep(0.01)
+        while True:
+            stable = end_offsets(self.config, topic, committed=True)
+            behind = {p: end for p, end in ends.items() if stable.get(p, 0) < end}
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                where = ", ".join(f"partition {p} at {stable.get(p)} of {end}" for p, end in sorted(behind.items()))
+                log.warning(
+                    "run %s is committed; read_committed readers of %s do not see all of it yet (%s): "
+                    "another transaction is open there",
+                    run.run_id,
+                    topic,
+                    where,
+                )
                 return
             time.sleep(0.01)
 

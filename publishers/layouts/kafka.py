@@ -137,8 +137,11 @@ def broker_errors(config: KafkaSinkConfig, doing: str) -> Iterator[None]:
 class _Held:
     """The producer of an attempt whose transaction is open (what 'staged' means for Kafka)."""
 
-    def __init__(self, producer: Any, rows: int, size: int, checksum: str) -> None:
+    def __init__(self, producer: Any, rows: int, size: int, checksum: str, ends: dict[int, int]) -> None:
         self.producer, self.rows, self.size, self.checksum = producer, rows, size, checksum
+        # partition -> the data topic's high watermark once every record was delivered: each of the
+        # run's records lies below it.
+        self.ends = ends
 
 
 def _kafka_error(exc: BaseException) -> Any:
@@ -197,35 +200,55 @@ def partition_offsets(config: KafkaSinkConfig, topic: str, timeout: float = 10.0
     The last stable offset (LSO) is where read_committed readers stop: below it every transaction is
     decided; between it and the high watermark lie records of transactions still open.
     """
-    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka import IsolationLevel
     from confluent_kafka.admin import OffsetSpec
 
-    admin = admin_client(config)
-    metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
-    if metadata is None or metadata.error is not None:
+    parts = _partitions(config, topic, timeout)
+    if not parts:
         return {}
-    parts = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
-
-    def ask(spec: Any, isolation: Any) -> dict[int, int]:
-        from confluent_kafka import KafkaException
-
-        for try_number in range(20):
-            futures = admin.list_offsets({tp: spec for tp in parts}, isolation_level=isolation, request_timeout=timeout)
-            try:
-                return {tp.partition: future.result().offset for tp, future in futures.items()}
-            except KafkaException as exc:
-                # Right after a topic is created, or a leader moves, the answer is "not leader":
-                # the client refreshes its metadata; ask again shortly.
-                error = _kafka_error(exc)
-                if try_number == 19 or error is None or not (error.retriable() or "LEADER" in error.name()):
-                    raise
-                time.sleep(0.1)
-        raise AssertionError("unreachable")
-
-    low = ask(OffsetSpec.earliest(), IsolationLevel.READ_UNCOMMITTED)
-    lso = ask(OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
-    high = ask(OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
+    low = _ask_offsets(config, parts, OffsetSpec.earliest(), IsolationLevel.READ_UNCOMMITTED, timeout)
+    lso = _ask_offsets(config, parts, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED, timeout)
+    high = _ask_offsets(config, parts, OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED, timeout)
     return {p: (low[p], lso[p], high[p]) for p in low}
+
+
+def end_offsets(config: KafkaSinkConfig, topic: str, *, committed: bool, timeout: float = 10.0) -> dict[int, int]:
+    """partition -> the last stable offset (``committed``) or the high watermark. One request."""
+    from confluent_kafka import IsolationLevel
+    from confluent_kafka.admin import OffsetSpec
+
+    parts = _partitions(config, topic, timeout)
+    isolation = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+    return _ask_offsets(config, parts, OffsetSpec.latest(), isolation, timeout) if parts else {}
+
+
+def _partitions(config: KafkaSinkConfig, topic: str, timeout: float) -> list[Any]:
+    from confluent_kafka import TopicPartition
+
+    metadata = admin_client(config).list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return []
+    return [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+
+
+def _ask_offsets(
+    config: KafkaSinkConfig, parts: list[Any], spec: Any, isolation: Any, timeout: float
+) -> dict[int, int]:
+    from confluent_kafka import KafkaException
+
+    admin = admin_client(config)
+    for try_number in range(20):
+        futures = admin.list_offsets({tp: spec for tp in parts}, isolation_level=isolation, request_timeout=timeout)
+        try:
+            return {tp.partition: future.result().offset for tp, future in futures.items()}
+        except KafkaException as exc:
+            # Right after a topic is created, or a leader moves, the answer is "not leader": the
+            # client refreshes its metadata; ask again shortly.
+            error = _kafka_error(exc)
+            if try_number == 19 or error is None or not (error.retriable() or "LEADER" in error.name()):
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
 
 
 def read_range(

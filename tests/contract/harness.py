@@ -458,9 +458,18 @@ def kafka_harness(kafka) -> SinkHarness:  # type: ignore[no-untyped-def]
         return data
 
     def gated_read(config: LoadedConfig, run: Run) -> bytes | None:
-        if readers.kafka_ledger(kafka.bootstrap, config.sink()[1].ledger_topic, run.run_id) is None:
+        """A batch reader gated by the ledger, as docs/sinks/kafka.md says to read: the ledger
+        record, then the run's records until it holds the ledger's ``rows`` of them (the commit
+        markers reach the ledger and each data partition one after the other, in no set order)."""
+        ledger = readers.kafka_ledger(kafka.bootstrap, config.sink()[1].ledger_topic, run.run_id)
+        if ledger is None:
             return None
-        return committed_records(config, run)
+        deadline = time.monotonic() + 10.0
+        while True:
+            data = committed_records(config, run)
+            if (len(data.split(b"\n")) if data else 0) >= ledger["rows"] or time.monotonic() > deadline:
+                return data
+            time.sleep(0.05)
 
     def settled_records(config: LoadedConfig, run: Run) -> bytes | None:
         """What a read_committed consumer that ignores the ledger holds once it has caught up: read

@@ -199,3 +199,41 @@ def test_a_topic_the_broker_will_never_create_is_a_configuration_error(sink):
     publish(publisher, sink(topic=None)[1], Run.new(f"c{tag}.y", DATE), table(3))
     with pytest.raises(ConfigError, match=rf"collides with existing topic: c{tag}\.y"):
         publish(publisher, sink(topic=None)[1], Run.new(f"c{tag}_y", DATE), table(3))
+
+
+def test_publish_returns_once_read_committed_readers_see_every_partition_of_the_run(sink, caplog):
+    """commit_transaction returns before the coordinator has written its markers, partition by
+    partition: publish() returned once the ledger record was visible, though a data partition could
+    still hide the run from read_committed readers. Here another run's transaction stays open on the
+    shared topic, which holds every partition's last stable offset below the run's records: publish
+    must not return as if readers saw the run, and must name the partitions; once the other
+    transaction ends, a read_committed reader sees all of it."""
+    import logging
+
+    from atomic_publish.publishers.layouts.kafka import H_RUN, header, read_range
+
+    publisher, diagnostic = sink(timeout_seconds=3)
+    other_publisher = KafkaPublisher(publisher.config)
+    other = Run.new("other", DATE)
+    other_staged = other_publisher.stage(other, table(30).to_reader())  # open on every partition
+    run = Run.new("items", DATE)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="atomic_publish"):
+        assert publish(publisher, diagnostic, run, table(40)).receipt is not None
+    assert time.monotonic() - started >= 3  # it waited for the markers, up to its bound
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "do not see all of it yet" in warning and "partition 0 at" in warning, warning
+    other_publisher.discard(other, [other_staged])  # aborts the other transaction
+    config = publisher.config
+    deadline = time.monotonic() + 10
+    while True:
+        seen = [
+            msg
+            for partition, (low, lso, _) in partition_offsets(config, config.topic).items()
+            for msg in read_range(config, config.topic, partition, low, lso, committed=True)
+            if header(msg, H_RUN) == f"items/{DATE}"
+        ]
+        if len(seen) == 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(seen) == 40
