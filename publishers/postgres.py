@@ -67,6 +67,7 @@ from .layouts.postgres import (
     ensure_ledger,
     pg_type,
     redact,
+    refused,
     staging_table_name,
     target_columns,
 )
@@ -147,13 +148,9 @@ class PostgresPublisher:
                 conn.execute(sql.SQL(create).format(staging, columns))
                 conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(staging, sql.Literal(comment)))
         except psycopg.OperationalError as exc:
-            raise DestinationUnavailable(
-                f"{describe_server(self.config)} failed while creating the staging table: {redact(first_line(exc))}"
-            ) from None
+            raise refused(exc, f"{describe_server(self.config)} failed while creating the staging table") from None
         except psycopg.Error as exc:
-            raise DestinationUnavailable(
-                f"{describe_server(self.config)} refused the staging table: {redact(first_line(exc))}"
-            ) from None
+            raise refused(exc, f"{describe_server(self.config)} refused the staging table") from None
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -193,9 +190,7 @@ class PostgresPublisher:
                 conn.execute(sql.SQL("ANALYZE {} ({})").format(staging, keys))
         except psycopg.OperationalError as exc:
             self._drop_tables(run, [name])
-            raise DestinationUnavailable(
-                f"{describe_server(self.config)} failed while staging: {redact(first_line(exc))}"
-            ) from None
+            raise refused(exc, f"{describe_server(self.config)} failed while staging") from None
         except BaseException:
             self._drop_tables(run, [name])
             raise
@@ -243,9 +238,7 @@ class PostgresPublisher:
                 raise DataRejected(
                     f"{describe_server(self.config)} refused a value of the input: {redact(first_line(exc))}"
                 ) from None
-            raise DestinationUnavailable(
-                f"bulk load into staging on {describe_server(self.config)} failed: {redact(first_line(exc))}"
-            ) from None
+            raise refused(exc, f"bulk load into staging on {describe_server(self.config)} failed") from None
 
     def _drop_tables(self, run: Run, names: Sequence[str]) -> None:
         from psycopg import sql

@@ -20,6 +20,8 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from .._errors import (
+    ConfigError,
+    DataRejected,
     DestinationUnavailable,
     InputError,
     RunInProgress,
@@ -429,6 +431,20 @@ def _open_sockets() -> set[int]:
     return found
 
 
+def refused(exc: BaseException, doing: str) -> Exception:
+    """What a statement the server refused means for the operator, by its SQLSTATE: a Postgres limit
+    the data exceeds (class 54: too many columns, a row too big for a page) is the input's to change,
+    a missing privilege (42501) the configuration's (both exit 2); anything else may pass: re-run
+    (exit 5). Found from outside: an input too wide for Postgres exited 5, "re-run", every time."""
+    state = str(getattr(exc, "sqlstate", None) or "")
+    text = f"{doing}: {redact(first_line(exc))}"
+    if state.startswith("54"):
+        return DataRejected(f"{text} (a Postgres limit the input exceeds)")
+    if state == "42501":
+        return ConfigError(f"{text} (the role of conninfo lacks this privilege)")
+    return DestinationUnavailable(text)
+
+
 def _cancelled(exc: BaseException) -> bool:
     from adbc_driver_manager import AdbcStatusCode
 
@@ -481,6 +497,7 @@ def target_columns(conn: Any, schema: str, table: str) -> dict[str, str] | None:
     return {name: typ for name, typ in rows} or None
 
 
+PG_MAX_COLUMNS = 1600  # Postgres's MaxHeapAttributeNumber
 _SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
 
 
@@ -488,6 +505,8 @@ def check_schema(
     arrow_schema: pa.Schema, existing: dict[str, str] | None, config: PostgresSinkConfig, target: str
 ) -> None:
     names = arrow_schema.names
+    if len(names) > PG_MAX_COLUMNS:
+        raise SchemaMismatch(f"the data has {len(names)} columns; a Postgres table holds at most {PG_MAX_COLUMNS}")
     for name in names:
         try:
             _check_identifier(name, "column")

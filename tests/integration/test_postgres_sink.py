@@ -12,10 +12,20 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from atomic_publish import CommitAborted, InputError, LostRace, Run, SchemaMismatch, publish
+from atomic_publish import (
+    CommitAborted,
+    ConfigError,
+    DataRejected,
+    InputError,
+    LostRace,
+    Run,
+    SchemaMismatch,
+    publish,
+)
 from atomic_publish.diagnostics.postgres import PostgresDiagnostic
 from atomic_publish.publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
 from atomic_publish.publishers.taxonomy import State
+from atomic_publish.sdk import exit_code_for
 from tests.helpers import cli_env, cli_imports, refunds_run_args, run_cli, start_cli
 
 pytestmark = pytest.mark.integration
@@ -421,3 +431,43 @@ def test_a_publish_imports_no_pandas(pg, tmp_path):
         ("r2", 21),
         ("r3", 30),
     ]
+
+
+def _wide(columns):
+    ints = pa.array([1, 2], pa.int64())
+    return pa.table({"id": ints, **{f"c{i}": ints for i in range(columns)}})
+
+
+@pytest.mark.parametrize(
+    "data, error, fragment",
+    [
+        (_wide(1700), SchemaMismatch, "1701 columns; a Postgres table holds at most 1600"),
+        (_wide(1100), DataRejected, "row is too big"),  # 8 KiB of bigints: fits the column limit, not a page
+    ],
+)
+def test_input_beyond_a_postgres_limit_is_bad_input_and_leaves_nothing(pg, data, error, fragment):
+    """Found from outside: 1,700 columns exited 5 ("unreachable, re-run"), and so would every re-run.
+    A limit of Postgres that the input exceeds is the input's to change: exit 2, nothing left."""
+    publisher, diagnostic = pg.make()
+    with pytest.raises(error, match=fragment) as caught:
+        publish(publisher, diagnostic, Run.new("items", DATE), data)
+    assert exit_code_for(caught.value) == 2
+    assert [t for t in _tables(pg) if t[0] == pg.schema] == []
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_a_role_without_the_privilege_to_stage_is_a_configuration_error(pg, monkeypatch):
+    """A role that may not create the staging schema exited 5, "re-run", forever: it is the
+    configuration's to fix (exit 2), and the message names the privilege."""
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    try:
+        monkeypatch.setenv("PGPASSWORD", f"pw-{role}")
+        conninfo = make_conninfo(pg.conninfo, user=role)
+        publisher, diagnostic = pg.make(conninfo=conninfo)
+        with pytest.raises(ConfigError, match=r"permission denied.*lacks this privilege") as caught:
+            publish(publisher, diagnostic, Run.new("items", DATE), table([1], ["a"]))
+        assert exit_code_for(caught.value) == 2
+        assert pg.query("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (pg.schema,)) == [(0,)]
+    finally:
+        pg.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
