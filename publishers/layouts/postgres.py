@@ -49,6 +49,17 @@ def _check_identifier(value: str, what: str) -> str:
     return _names.pg_identifier(value, what)
 
 
+# libpq's options whose value is an integer (port: a comma-separated list, one per host).
+_INTEGER_OPTIONS = (
+    "port",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+)
+
+
 class PostgresSinkConfig(SinkOptions):
     """Options of a ``type = "postgres"`` sink. The password never goes here: libpq reads it from
     PGPASSWORD, a password file (~/.pgpass) or a service file, exactly as psql does."""
@@ -104,6 +115,12 @@ class PostgresSinkConfig(SinkOptions):
             raise ValueError("conninfo is not a valid libpq connection string or URI") from None
         if "password" in params:
             raise ValueError("conninfo contains a password; put it in PGPASSWORD, ~/.pgpass or a service file instead")
+        # libpq refuses these at connect time ("invalid integer value"), which read as a server that
+        # is down (exit 5) where the configuration is what needs fixing (found from outside).
+        for option in (o for o in _INTEGER_OPTIONS if o in params):
+            for item in str(params[option]).split(","):
+                if not item.strip().isdigit() or (option == "port" and not 0 < int(item) < 65536):
+                    raise ValueError(f"conninfo {option}={params[option]!r} is not a valid {option}")
         return value
 
     @model_validator(mode="after")
@@ -323,6 +340,8 @@ def connect(config: PostgresSinkConfig, application: str, *, autocommit: bool = 
     try:
         return psycopg.connect(config.conninfo, autocommit=autocommit, **connection_params(config, application))
     except psycopg.OperationalError as exc:
+        if "for connection option" in str(exc):  # libpq's own check of a value (e.g. PGPORT=abc)
+            raise ConfigError(f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}") from None
         raise DestinationUnavailable(
             f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}"
         ) from None

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
@@ -75,6 +76,11 @@ class S3SinkConfig(SinkOptions):
         # if the server were down) where the configuration is what needs fixing.
         if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(?:/[^\s?#]*)?", value):
             raise ValueError("endpoint_url must be an http:// or https:// URL, like http://127.0.0.1:9000")
+        if value is not None:
+            try:
+                urllib.parse.urlsplit(value).port  # noqa: B018 (the check: a port that is not 1-65535)
+            except ValueError:
+                raise ValueError(f"endpoint_url {value!r} has no valid port (1-65535)") from None
         return value
 
     @field_validator("region")

@@ -377,6 +377,8 @@ def test_an_error_in_a_value_an_environment_variable_set_names_the_variable_not_
     [
         ('endpoint_url = "notaurl"', "endpoint_url must be an http:// or https:// URL"),
         ('endpoint_url = "ftp://example.com/x"', "endpoint_url must be an http:// or https:// URL"),
+        ('endpoint_url = "http://127.0.0.1:99999"', "has no valid port (1-65535)"),
+        ('endpoint_url = "http://127.0.0.1:abc"', "has no valid port (1-65535)"),
         ('region = "../../x"', "region must be a region name"),
         ("timeout_seconds = inf", "finite number"),
         ("commit_timeout_seconds = nan", "finite number"),
@@ -405,3 +407,39 @@ def test_a_default_sink_that_does_not_exist_and_a_group_naming_a_sink_twice_are_
     lines = str(info.value).splitlines()
     assert f"{cfg}:2: defaults.sink = 'warehouse': no sink of that name; configured sinks: local" in lines, lines
     assert f"{cfg}:7: groups.g.sinks names ['local'] twice" in lines, lines
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "message"),
+    [
+        ("host=127.0.0.1 port=abc", "conninfo port='abc' is not a valid port"),
+        ("host=a,b port=5432,70000", "conninfo port='5432,70000' is not a valid port"),
+        ("postgresql://127.0.0.1/db?connect_timeout=soon", "conninfo connect_timeout='soon'"),
+    ],
+)
+def test_a_conninfo_value_libpq_would_refuse_is_refused_on_load(tmp_path, conninfo, message):
+    """Found from outside: ``port=abc`` was taken, then libpq refused it at every connect and every
+    command exited 5, as if the server were down: exit 2, its line named."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.pg]\ntype = "postgres"\nconninfo = "{conninfo}"\nkey_columns = ["id"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert f"{cfg}:3: sinks.pg.conninfo" in str(info.value) and message in str(info.value), str(info.value)
+
+
+def test_a_conninfo_of_several_hosts_and_ports_is_taken(tmp_path):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.pg]\ntype = "postgres"\nconninfo = "host=a,b port=5432,5433"\nkey_columns = ["id"]\n')
+    assert load_config(cfg).sink("pg")[1].conninfo == "host=a,b port=5432,5433"
+
+
+def test_a_pg_variable_libpq_refuses_is_a_configuration_error_not_an_unreachable_server(tmp_path):
+    """PGPORT=abc (the environment, not the file) is refused by libpq at connect: exit 2, not 5."""
+    from tests.helpers import cli_env, run_cli
+
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.pg]\ntype = "postgres"\nconninfo = "host=127.0.0.1 dbname=x"\nkey_columns = ["id"]\n')
+    args = ("diagnose", "--config", str(cfg), "--sink", "pg", "--dataset", "d", "--run-date", "2026-01-01")
+    result = run_cli(*args, env=cli_env(cfg, PGPORT="abc"))
+    assert result.code == 2, result.stderr
+    assert 'invalid integer value "abc" for connection option "port"' in result.stderr
