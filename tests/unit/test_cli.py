@@ -225,6 +225,26 @@ def test_sweep_removes_only_old_orphans_across_run_dates(dest, small_inputs):
     assert bad.code == 2 and "duration" in bad.stderr
 
 
+def test_sweep_fails_when_it_leaves_a_run_that_needs_an_operator(dest, small_inputs):
+    """Found from outside: sweep exited 0 though it left an UNKNOWN run alone, so a scheduled sweep
+    never alerted. It still removes the other runs' old orphans, and never touches the UNKNOWN one."""
+    root, cfg = dest
+    for date in ("2026-04-20", "2026-04-22"):
+        r = run_cli(*refunds_run_args(small_inputs, run_date=date), env=cli_env(cfg, PUBLISH_CRASH_AT="after_stage"))
+        assert r.code == -9
+    (root / "refunds_settled").mkdir(exist_ok=True)
+    (root / "refunds_settled" / "2026-04-22.csv").write_text("id\n1\n")  # data no evidence explains
+    old = (dt.datetime.now() - dt.timedelta(days=2)).timestamp()
+    for path in (root / "_staging" / "refunds_settled").iterdir():
+        os.utime(path, (old, old))
+    swept = run_cli("sweep", "--dataset", "refunds_settled", "--older-than", "24h", "--apply", "--json", config=cfg)
+    assert swept.code == 14, swept.stdout + swept.stderr
+    states = {r["run_id"]: r["state"] for r in (entry["diagnosis"] for entry in swept.json()["runs"])}
+    assert states == {"refunds_settled/2026-04-20": "ORPHANED", "refunds_settled/2026-04-22": "UNKNOWN"}, states
+    remaining = sorted(p.name.split(".")[0] for p in (root / "_staging" / "refunds_settled").iterdir())
+    assert remaining == ["2026-04-22"] * len(remaining) and remaining, remaining
+
+
 def test_readme_demo_command_runs_from_a_clean_directory(tmp_path):
     before = sorted(p.name for p in tmp_path.iterdir())
     result = run_cli(
