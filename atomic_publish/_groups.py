@@ -47,7 +47,7 @@ from .publishers._errors import (
 )
 from .publishers._journal import as_claimed, group_claim, rolling_forward
 from .publishers._protocol import ReadsBack
-from .publishers._publish import begin_run, resolve_config
+from .publishers._publish import begin_run, check_input_schema, resolve_config
 from .publishers._signals import critical_section, stop_if_received
 from .publishers._types import Receipt, Run, Staged
 from .publishers.config import GroupConfig
@@ -153,6 +153,10 @@ def publish_group(
     run = Run.new(dataset, run_date)
     data = _Replayable(records)
     check_roll_forward(cfg, data.files is not None)  # before anything is written
+    if data.table is not None and data.table.num_rows == 0:
+        raise InputError("the records: the input has no rows; nothing to publish")
+    for _, definition, options in cfg.members:  # a schema one sink can never take: refused before any lock
+        check_input_schema(definition.make_publisher(options), data.schema)
     if cfg.durable_input and data.files is None:
         log.warning("group %s: durable_input is set, but the input is an Arrow stream, not files: not durable", group)
     with cfg.journal.lock(run):  # one publish or recover of the group's run at a time

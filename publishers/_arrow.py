@@ -137,6 +137,9 @@ class InputFiles:
     # Parquet footers (when every file is Parquet): row counts and schema without reading data.
     footers: tuple[pq.FileMetaData, ...] = dataclasses.field(default=(), compare=False, repr=False)
     _read: dict[Path, int] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # The first file's columns and types as open_inputs read them (the run's schema; for CSV, the
+    # types guessed from its first block, as reader() guesses them).
+    schema: pa.Schema | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def rows(self) -> int | None:
@@ -195,6 +198,7 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
     formats = set()
     footers = []
     columns: list[list[str]] = []
+    schemas: list[pa.Schema] = []
     has_rows = False
     for path in resolved:
         check_input_path(path)
@@ -214,6 +218,7 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
             if not has_rows:  # and the first rows (one block), until a file has any
                 has_rows = any(batch.num_rows for batch in reader)
         columns.append(schema.names)
+        schemas.append(schema)
     for path, names in zip(resolved[1:], columns[1:], strict=True):  # the first file's columns are the run's
         missing = [n for n in columns[0] if n not in names]
         extra = [n for n in names if n not in columns[0]]
@@ -229,7 +234,7 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
     if not has_rows:  # refused here, before the run's lock or a sink's catalog is created (found from outside)
         raise InputError(f"{', '.join(map(str, resolved))}: the input has no rows; nothing to publish")
     fmt = formats.pop() if len(formats) == 1 else "mixed"
-    return InputFiles(resolved, fmt, tuple(footers) if fmt == "parquet" else ())
+    return InputFiles(resolved, fmt, tuple(footers) if fmt == "parquet" else (), schema=schemas[0])
 
 
 def csv_block_bytes() -> int:

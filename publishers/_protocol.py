@@ -39,7 +39,10 @@ class Capabilities:
       of sinks rolls such a sink forward by staging it again from the run's data;
     - ``reads_back``: the publisher has ``read_published(run) -> pyarrow.RecordBatchReader``, which
       reads a published run back (raises FileNotFoundError when it is not published): a group
-      rolling forward stages another sink again from it.
+      rolling forward stages another sink again from it;
+    - ``checks_schema``: the publisher has ``check_schema(schema)``, which refuses a schema the sink
+      can never take from the schema alone (no request, nothing written); ``publish`` calls it
+      before the run's lock, so such an input changes nothing at the destination.
     """
 
     max_parts: int | None = 1
@@ -48,6 +51,7 @@ class Capabilities:
     assembles_parts: bool = False
     staging_outlives_process: bool = True
     reads_back: bool = False
+    checks_schema: bool = False
 
 
 @runtime_checkable
@@ -131,12 +135,28 @@ class ReadsBack(Protocol):
         ...
 
 
+@runtime_checkable
+class ChecksSchema(Protocol):
+    """The hook of a publisher whose ``Capabilities.checks_schema`` is True."""
+
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Raise InputError (SchemaMismatch) for a schema this sink can never take, naming the
+        column; from the schema and the sink's options alone: no request, nothing written."""
+        ...
+
+
 def check_hooks(publisher: Publisher) -> None:
     """A publisher has the hook of every capability it declares (checked before anything is written)."""
     from ._errors import SinkUnavailable
 
     declared = publisher.capabilities
-    for flag, hook in (("stages_files", StagesFiles), ("assembles_parts", AssemblesParts), ("reads_back", ReadsBack)):
+    hooks = (
+        ("stages_files", StagesFiles),
+        ("assembles_parts", AssemblesParts),
+        ("reads_back", ReadsBack),
+        ("checks_schema", ChecksSchema),
+    )
+    for flag, hook in hooks:
         if getattr(declared, flag) and not isinstance(publisher, hook):
             raise SinkUnavailable(
                 f"the {publisher.sink_name} sink declares {flag} but its publisher has no {hook.__name__} hook"

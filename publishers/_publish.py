@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from ._arrow import InputFiles, as_reader, conform, open_inputs, require_rows
+from ._arrow import InputFiles, as_reader, check_columns, conform, open_inputs, require_rows
 from ._crash import crash_point
 from ._errors import (
     AlreadyPublished,
@@ -33,7 +33,15 @@ from ._errors import (
     Terminated,
     first_line,
 )
-from ._protocol import AssemblesParts, Diagnostic, ProgressCallback, Publisher, StagesFiles, check_hooks
+from ._protocol import (
+    AssemblesParts,
+    ChecksSchema,
+    Diagnostic,
+    ProgressCallback,
+    Publisher,
+    StagesFiles,
+    check_hooks,
+)
 from ._signals import critical_section, stop_if_received, stopped, stopping
 from ._types import Receipt, Run, Staged, new_part_token
 from .taxonomy import Diagnosis, State
@@ -113,9 +121,14 @@ def _publish_records(
 
 def resolve_config(config: Any) -> Any:
     """A LoadedConfig from a path, a LoadedConfig, or None (the usual lookup)."""
+    from ._errors import ConfigError
     from .config import LoadedConfig, load_config
 
-    return config if isinstance(config, LoadedConfig) else load_config(config)
+    if config is not None and not isinstance(config, LoadedConfig | str | os.PathLike):
+        raise ConfigError(f"config must be a path to a TOML file, a LoadedConfig or None, not {type(config).__name__}")
+    if isinstance(config, LoadedConfig):
+        return config
+    return load_config(None if config is None else Path(os.fspath(config)))
 
 
 def publish_run(
@@ -138,11 +151,55 @@ def publish_run(
     CommitRejected (this attempt's staging was discarded) or CommitOutcomeUnknown (nothing was
     touched: diagnose the run).
     """
+    records = prepare_records(publisher, records, schema=schema, progress=progress)
     with begin_run(publisher, diagnostic, run, if_absent=if_absent) as job:
         if job.skipped is not None:
             return job.skipped
-        staged = job.stage(records, schema=schema, progress=progress)
+        staged = job.stage(records, progress=progress)
         return job.commit([staged])
+
+
+def prepare_records(
+    publisher: Publisher, records: Any, *, schema: pa.Schema | None = None, progress: ProgressCallback | None = None
+) -> Any:
+    """Everything a publish can refuse before the run's lock, so that the refusal changes nothing at
+    the destination (found from outside: a refused table still created the file sink's root, its
+    ``_locks`` and ``_staging``, a Postgres schema, an Iceberg namespace): arguments of the wrong
+    type, an object that is not an Arrow stream, a column ``schema`` names that is missing, an
+    input without rows, and a schema the sink can never take (``ChecksSchema``). Returns what to
+    stage: the records as a reader (conformed to ``schema``), or the ``InputFiles`` as they are."""
+    if schema is not None and not isinstance(schema, pa.Schema):
+        raise InputError(f"schema must be a pyarrow.Schema, not {type(schema).__name__}")
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a callable taking (rows, bytes), not {type(progress).__name__}")
+    if isinstance(records, InputFiles) and (
+        schema is None or (records.parquet_schema is not None and records.parquet_schema.equals(schema))
+    ):
+        # Checked as the files declare themselves, and staged as they are (a sink may upload them).
+        prepared: Any = records
+        declared = records.schema
+    else:
+        source = ", ".join(map(str, records.paths)) if isinstance(records, InputFiles) else "the records"
+        reader = as_reader(records)
+        if not isinstance(records, InputFiles):
+            check_columns(reader.schema, source)  # as open_inputs checks files: no empty or repeated name
+        if schema is not None:
+            reader = conform(reader, schema, source=source)
+        prepared = require_rows(reader, source=source)
+        declared = reader.schema
+    if declared is not None:
+        try:
+            check_input_schema(publisher, declared)
+        except InputError as exc:
+            raise _naming_files(exc, records) from None
+    return prepared
+
+
+def check_input_schema(publisher: Publisher, schema: pa.Schema) -> None:
+    """The sink's own refusal of a schema it can never take (``ChecksSchema``), if it has one."""
+    check_hooks(publisher)
+    if publisher.capabilities.checks_schema:
+        cast(ChecksSchema, publisher).check_schema(schema)
 
 
 @contextlib.contextmanager
@@ -341,14 +398,40 @@ def stage_part(
                 reader = conform(reader, schema)
             source = ", ".join(map(str, records.paths)) if isinstance(records, InputFiles) else "the records"
             staged = publisher.stage(
-                run, require_rows(reader, source=source), progress=progress, part=part, token=token
+                run, _input_side(require_rows(reader, source=source), source), progress=progress, part=part, token=token
             )
         return staged
     except InputError as exc:
-        # Name the input when the sink's message does not (it sees records, not files).
-        if isinstance(records, InputFiles) and not any(str(path) in str(exc) for path in records.paths):
-            raise type(exc)(f"{', '.join(map(str, records.paths))}: {exc}") from exc
-        raise
+        named = _naming_files(exc, records)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _input_side(reader: pa.RecordBatchReader, source: str) -> pa.RecordBatchReader:
+    """The same batches; an OSError raised while reading the input is the input's (InputError,
+    naming it), not the destination's. Found from outside: a generator's failed read was reported
+    by the file sink as its own disk failing (exit 5, "destination unreachable")."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        it = iter(reader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except OSError as exc:
+                raise InputError(f"{source}: reading the input failed: {first_line(exc)}") from exc
+            yield batch
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _naming_files(exc: InputError, records: Any) -> InputError:
+    """The error, naming the input files when the sink's message does not (it sees records)."""
+    if isinstance(records, InputFiles) and not any(str(path) in str(exc) for path in records.paths):
+        return type(exc)(f"{', '.join(map(str, records.paths))}: {exc}")
+    return exc
 
 
 def _surely_unpublished(diagnostic: Diagnostic, run: Run) -> bool:

@@ -100,6 +100,13 @@ class FilePublisher:
         with hold_flock(self.layout.lock(run.dataset, run.run_date), AttemptInfo.current(run.attempt), run.run_id):
             yield
 
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Before the lock: CSV holds flat values only."""
+        from ._arrow import refuse_nested_for_csv
+
+        if self.config.format == "csv":
+            refuse_nested_for_csv(schema, f"sink {self.sink_name}")
+
     def stage(
         self,
         run: Run,

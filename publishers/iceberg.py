@@ -154,6 +154,10 @@ class IcebergPublisher:
             raise SchemaMismatch("the data does not fit the Iceberg table: " + "; ".join(problems))
         return pa.schema(fields)
 
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Before the lock: a type no Iceberg table can keep (timestamp[ns], a null column, ...)."""
+        normalize_schema(schema)
+
     def stage(
         self,
         run: Run,

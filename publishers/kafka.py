@@ -87,6 +87,12 @@ class KafkaPublisher:
     def topic(self, dataset: str) -> str:
         return topic_name(self.config, dataset)
 
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Before the lock (and before any topic is created): the key columns are in the data."""
+        for column in self.config.key_columns:
+            if column not in schema.names:
+                raise InputError(f"key column {column!r} is not in the data (columns: {schema.names})")
+
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
         # Kafka's own fencing is the lock: the attempt's init_transactions (in stage) fences every
@@ -162,7 +168,7 @@ class KafkaPublisher:
         part: int = 0,
         token: str = "",
     ) -> Staged:
-        from confluent_kafka import KafkaException
+        from confluent_kafka import KafkaError, KafkaException
 
         if part or token:
             raise CommitRejected(
@@ -252,6 +258,12 @@ class KafkaPublisher:
                 producer.abort_transaction(10)
             if _is_fatal(error):
                 self._fenced(run, error)  # raises: a fenced transaction was never committed
+            if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise InputError(
+                    f"a record of {run.run_id} is larger than Kafka accepts ({error.str()}): the producer's "
+                    "message.max.bytes counts its key and headers too; lower max_record_bytes, or raise "
+                    "message.max.bytes in properties (and the topic's max.message.bytes); nothing was published"
+                ) from None
             raise DestinationUnavailable(
                 f"Kafka at {self.config.bootstrap_servers}: producing {run.run_id} failed: {exc}"
             ) from None

@@ -99,6 +99,11 @@ class PostgresPublisher:
             with contextlib.suppress(Exception):
                 conn.close()  # closing the session releases the advisory lock
 
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Before the lock: what no Postgres table could take whatever the target holds (column
+        names and count, the configured key and partition columns present)."""
+        check_schema(schema, None, self.config, f"sink {self.sink_name}")
+
     def stage(
         self,
         run: Run,

@@ -122,6 +122,11 @@ class S3Publisher:
                 refuse_schema_drift(schema, doc.get("schema"), f"the run {doc.get('run_id')} ({self.layout.uri(key)})")
                 return
 
+    def check_schema(self, schema: pa.Schema) -> None:
+        """Before the lock: CSV holds flat values only."""
+        if self.config.format == "csv":
+            refuse_nested_for_csv(schema, f"s3://{self.config.bucket}")
+
     def stage(
         self,
         run: Run,

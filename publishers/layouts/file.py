@@ -196,4 +196,4 @@ def _appears(path: Path, seconds: float) -> bool:
     return True
 
 
-CAPABILITIES = Capabilities(max_parts=None, assembles_parts=True, reads_back=True)
+CAPABILITIES = Capabilities(max_parts=None, assembles_parts=True, reads_back=True, checks_schema=True)

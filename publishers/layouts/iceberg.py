@@ -552,4 +552,4 @@ def _bounded(call: Any, seconds: float) -> Any:
         raise TimeoutError(f"no answer within {seconds:g} s") from None
 
 
-CAPABILITIES = Capabilities(max_parts=None, reads_back=True)
+CAPABILITIES = Capabilities(max_parts=None, reads_back=True, checks_schema=True)

@@ -41,6 +41,10 @@ def validate_topic(name: str, what: str = "topic") -> str:
     return _names.kafka_topic(name, what)
 
 
+# librdkafka's default message.max.bytes (the largest record the producer sends, key and headers in).
+PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
+
+
 class KafkaSinkConfig(SinkOptions):
     """Options of a ``type = "kafka"`` sink. librdkafka settings go in ``properties``; credentials
     (``sasl.password`` and the like) are refused there and belong to the environment."""
@@ -74,6 +78,18 @@ class KafkaSinkConfig(SinkOptions):
 
         if self.topic is not None:
             _names.kafka_topics_distinct(self.topic, self.ledger_topic)
+        return self
+
+    @model_validator(mode="after")
+    def _records_fit_the_producer(self) -> KafkaSinkConfig:
+        # Found from outside: max_record_bytes above the producer's own limit let records through
+        # that librdkafka then refused at produce(), exit 5 ("unreachable, re-run") every time.
+        limit = int(str(self.properties.get("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES)))
+        if self.max_record_bytes > limit:
+            raise ValueError(
+                f"max_record_bytes = {self.max_record_bytes} is above the producer's message.max.bytes ({limit}): "
+                "lower it, or raise message.max.bytes in properties (and the broker's or topic's max.message.bytes)"
+            )
         return self
 
     @field_validator("properties", mode="before")
@@ -334,4 +350,4 @@ def read_ledger(
 _admins: dict[str, Any] = {}
 
 
-CAPABILITIES = Capabilities(max_parts=1, run_lock_writes=False, staging_outlives_process=False)
+CAPABILITIES = Capabilities(max_parts=1, run_lock_writes=False, staging_outlives_process=False, checks_schema=True)

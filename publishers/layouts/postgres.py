@@ -591,4 +591,4 @@ def terminate_backends(conn: Any, pids: Sequence[int], wait_seconds: float) -> N
         time.sleep(0.05)
 
 
-CAPABILITIES = Capabilities(max_parts=None, run_lock_writes=False)
+CAPABILITIES = Capabilities(max_parts=None, run_lock_writes=False, checks_schema=True)

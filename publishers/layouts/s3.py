@@ -505,4 +505,4 @@ def _is_client_failure(exc: Exception) -> bool:
     return isinstance(exc, BotoCoreError | ClientError)
 
 
-CAPABILITIES = Capabilities(max_parts=None, stages_files=True, reads_back=True)
+CAPABILITIES = Capabilities(max_parts=None, stages_files=True, reads_back=True, checks_schema=True)

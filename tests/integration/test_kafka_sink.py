@@ -237,3 +237,14 @@ def test_publish_returns_once_read_committed_readers_see_every_partition_of_the_
             break
         time.sleep(0.1)
     assert len(seen) == 40
+
+
+def test_a_record_within_max_record_bytes_that_the_producer_refuses_is_bad_input(sink):
+    """Found from outside: a record the producer refuses (its message.max.bytes counts the key and
+    the headers too) exited 5, "unreachable, re-run", every time. It is the input's (exit 2), and
+    nothing is published."""
+    publisher, diagnostic = sink()
+    data = pa.table({"id": [1, 2], "v": ["x" * 999_950, "y"]})  # the value fits 1,000,000; with its headers not
+    with pytest.raises(InputError, match=r"larger than Kafka accepts .*lower max_record_bytes"):
+        publish(publisher, diagnostic, Run.new("items", DATE), data)
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT

@@ -471,3 +471,21 @@ def test_a_role_without_the_privilege_to_stage_is_a_configuration_error(pg, monk
         assert pg.query("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (pg.schema,)) == [(0,)]
     finally:
         pg.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (pa.table({"v": ["a"]}), "column 'id' named in the sink config is not in the data"),
+        (pa.table({"id": [1], "xmin": [2]}), "system column"),
+        (pa.table({"id": pa.array([], pa.int64())}), "the input has no rows"),
+    ],
+    ids=["no-key-column", "system-column", "no-rows"],
+)
+def test_input_refused_from_its_schema_changes_nothing_not_even_the_schema(pg, data, fragment):
+    """Refused before the run's lock (publish's ``check_schema`` hook): the sink's schema, which a
+    first publish creates, does not appear."""
+    publisher, diagnostic = pg.make()
+    with pytest.raises(InputError, match=fragment):
+        publish(publisher, diagnostic, Run.new("items", DATE), data)
+    assert pg.query("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (pg.schema,)) == [(0,)]

@@ -443,3 +443,14 @@ def test_a_pg_variable_libpq_refuses_is_a_configuration_error_not_an_unreachable
     result = run_cli(*args, env=cli_env(cfg, PGPORT="abc"))
     assert result.code == 2, result.stderr
     assert 'invalid integer value "abc" for connection option "port"' in result.stderr
+
+
+def test_a_kafka_max_record_bytes_above_the_producers_limit_is_refused_on_load(tmp_path):
+    """Records between the two limits would pass our check and be refused by librdkafka (exit 5 before)."""
+    cfg = tmp_path / "publish.toml"
+    base = '[sinks.k]\ntype = "kafka"\nbootstrap_servers = "127.0.0.1:9092"\nmax_record_bytes = 3000000\n'
+    cfg.write_text(base)
+    with pytest.raises(ConfigError, match=r"max_record_bytes = 3000000 is above the producer's message.max.bytes"):
+        load_config(cfg)
+    cfg.write_text(base + '[sinks.k.properties]\n"message.max.bytes" = 3000000\n')
+    assert load_config(cfg).sink("k")[1].max_record_bytes == 3_000_000

@@ -554,3 +554,21 @@ def test_a_root_that_is_a_file_is_the_configuration_s_to_fix(tmp_path, under):
     assert swept.code == 2 and "is not a directory: fix `root`" in swept.stderr, swept.stderr
     assert afile.read_text() == "not a directory\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "in.parquet", "publish.toml"]
+
+
+def test_a_read_that_fails_in_the_input_is_bad_input_not_the_destination(tmp_path):
+    """Found from outside: an OSError raised by the records' own generator (its source failed) was
+    reported as the destination's disk (exit 5, "unreachable"); it is the input's (exit 2), and the
+    attempt's staging is removed."""
+    import errno
+
+    publisher, diagnostic = make(tmp_path)
+
+    def batches():
+        yield from TABLE.to_batches()
+        raise OSError(errno.EIO, "Input/output error", "/mnt/source/part-2.csv")
+
+    reader = pa.RecordBatchReader.from_batches(TABLE.schema, batches())
+    with pytest.raises(InputError, match=r"the records: reading the input failed: .*part-2\.csv"):
+        publish(publisher, diagnostic, run(), reader)
+    assert diagnostic.diagnose(run()).state is State.NOTHING_IN_FLIGHT

@@ -1,0 +1,101 @@
+"""What a publish refuses from its arguments and its input's schema is refused before the run's
+lock: nothing at the destination changes, not even a directory. Found from outside: each of these
+still created the file sink's root with its ``_locks`` and ``_staging`` (or an Iceberg catalog, a
+namespace and the warehouse), though the refusal said nothing had changed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from atomic_publish import ConfigError, InputError, SchemaMismatch, load_config, publish
+
+DATE = "2026-04-24"
+ROWS = pa.table({"id": [1, 2], "v": ["a", "b"]})
+
+
+def file_config(tmp_path, fmt="parquet"):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.lake]\ntype = "file"\nroot = "{tmp_path / "dest"}"\nformat = "{fmt}"\n')
+    return load_config(cfg)
+
+
+class NotArrow:
+    pass
+
+
+def _empty_reader():
+    return pa.RecordBatchReader.from_batches(
+        ROWS.schema, iter(ROWS.slice(0, 0).to_batches() or [pa.RecordBatch.from_pylist([], schema=ROWS.schema)])
+    )
+
+
+@pytest.mark.parametrize(
+    ("records", "keywords", "fmt", "error", "fragment"),
+    [
+        (NotArrow(), {}, "parquet", InputError, "records of type NotArrow are not an Arrow stream"),
+        (ROWS.slice(0, 0), {}, "parquet", InputError, "the input has no rows"),
+        (_empty_reader, {}, "parquet", InputError, "the input has no rows"),
+        (pa.table({"id": [1], "s": [{"x": 1}]}), {}, "csv", InputError, "'s'"),
+        (ROWS, {"schema": pa.schema([("id", pa.int64()), ("w", pa.string())])}, "parquet", SchemaMismatch, "'w'"),
+        (ROWS, {"schema": "id int"}, "parquet", InputError, "schema must be a pyarrow.Schema, not str"),
+        (ROWS, {"progress": 5}, "parquet", InputError, "progress must be a callable"),
+        (pa.table([[1], [2]], names=["id", "id"]), {}, "csv", InputError, "column 'id' appears more than once"),
+        (pa.table([[1], [2]], names=["id", " "]), {}, "csv", InputError, "column 2 has an empty name"),
+    ],
+    ids=[
+        "not-arrow",
+        "empty-table",
+        "empty-reader",
+        "nested-into-csv",
+        "schema-missing-column",
+        "schema-str",
+        "progress",
+        "repeated-name",
+        "empty-name",
+    ],
+)
+def test_a_refused_publish_to_the_file_sink_creates_nothing(tmp_path, records, keywords, fmt, error, fragment):
+    config = file_config(tmp_path, fmt)
+    data = records() if callable(records) and not isinstance(records, NotArrow) else records
+    with pytest.raises(error) as caught:
+        publish(data, dataset="items", run_date=DATE, sink="lake", config=config, **keywords)
+    assert fragment in str(caught.value), str(caught.value)
+    assert not (tmp_path / "dest").exists(), sorted(p.name for p in (tmp_path / "dest").rglob("*"))
+
+
+def test_a_config_that_is_neither_a_path_nor_a_loaded_config_is_a_configuration_error(tmp_path):
+    with pytest.raises(ConfigError, match="config must be a path to a TOML file, a LoadedConfig or None, not int"):
+        publish(ROWS, dataset="items", run_date=DATE, config=123)
+
+
+@pytest.mark.parametrize(
+    ("column", "fragment"),
+    [
+        (pa.array([1], pa.timestamp("ns")), "timestamp[ns]"),
+        (pa.array([None], pa.null()), "only nulls"),
+        (pa.array([1], pa.duration("s")), "which an Iceberg table cannot store"),
+    ],
+    ids=["timestamp-ns", "null-column", "duration"],
+)
+def test_a_type_no_iceberg_table_keeps_is_refused_before_the_catalog_is_touched(tmp_path, column, fragment):
+    catalog = tmp_path / "catalog.db"
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\n[sinks.lake.catalog]\ntype = "sql"\n'
+        f'uri = "sqlite:///{catalog}"\nwarehouse = "file://{tmp_path / "warehouse"}"\n'
+    )
+    table = pa.table({"id": [1], "t": column})
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source)
+    for records in (table, str(source)):
+        with pytest.raises(SchemaMismatch) as caught:
+            publish(records, dataset="items", run_date=DATE, sink="lake", config=load_config(cfg))
+        assert fragment in str(caught.value) and "'t'" in str(caught.value), str(caught.value)
+    assert not (tmp_path / "warehouse").exists()
+    if catalog.exists():  # an empty file at most: no table of the catalog, no namespace
+        with sqlite3.connect(catalog) as conn:
+            assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == []
