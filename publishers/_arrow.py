@@ -420,8 +420,13 @@ def _csv_error(path: Path, exc: Exception) -> InputError:
         return InputError(f"{path}: the file is empty (no header line)")
     if m := _PARSE_ERR.search(text):
         expected = int(m.group(1))
-        line = _find_line(path, lambda row: len(row) != expected)
-        where = f"{path}:{line}" if line else str(path)
+        found = _find_row(path, lambda row: len(row) != expected)
+        where = f"{path}:{found[0]}" if found else str(path)
+        if found and found[2] and any("\n" in value for value in found[1]) and _odd_quotes_from(path, found[0]):
+            # A quote opened in a column before the last one and never closed: pyarrow takes the rest
+            # of the file into that value, then finds the row short (found from outside: it was
+            # reported as a malformed row at the file's last line).
+            return InputError(f"{where}: a quoted value is never closed: it runs to the end of the file")
         return InputError(f"{where}: malformed row: expected {expected} columns, got {m.group(2)}")
     if m := _CONVERT_ERR.search(text):
         col, typ, value = int(m.group(1)), m.group(2), m.group(3)
@@ -444,12 +449,30 @@ def _header(path: Path) -> list[str]:
 
 
 def _find_line(path: Path, bad: Any) -> int | None:
+    found = _find_row(path, bad)
+    return found[0] if found else None
+
+
+def _odd_quotes_from(path: Path, line: int) -> bool:
+    """Whether the file from ``line`` to its end holds an odd number of ``"``: a quote never closed
+    (escaped quotes and closed values come in pairs)."""
+    with open(path, "rb") as fh:
+        for _ in range(line - 1):
+            fh.readline()
+        return sum(chunk.count(b'"') for chunk in iter(lambda: fh.read(1 << 20), b"")) % 2 == 1
+
+
+def _find_row(path: Path, bad: Any) -> tuple[int, list[str], bool] | None:
+    """The first row ``bad`` picks: the line it starts on (a quoted value may span lines), the row,
+    and whether it runs to the end of the file."""
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
         next(reader, None)
+        start = reader.line_num + 1
         for row in reader:
             if row and bad(row):
-                return reader.line_num
+                return start, row, next(reader, None) is None
+            start = reader.line_num + 1
     return None
 
 

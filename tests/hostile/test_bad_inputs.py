@@ -339,6 +339,22 @@ def _(d: Dest) -> Expect:
     return Expect(publish(d, f), 2, [f + ":150002", "never closed"])
 
 
+@case("csv-unclosed-quote-in-a-middle-column")
+def _(d: Dest) -> Expect:
+    """Found from outside: the value runs to the end of the file, then pyarrow finds the row short;
+    it was reported as a malformed row at the file's last line, not the line of the quote."""
+    d.write(d.file_sink())
+    f = d.csv("unclosed-middle.csv", b'id,note,amount\n1,ok,5\n2,"broken,6\n3,fine,7\n4,fine,8\n')
+    return Expect(publish(d, f), 2, [f + ":3", "never closed"])
+
+
+@case("csv-short-row-after-a-closed-multiline-value")
+def _(d: Dest) -> Expect:
+    d.write(d.file_sink())
+    f = d.csv("short.csv", b'id,note,amount\n1,ok,5\n2,"two\nlines",6\n3,x\n')
+    return Expect(publish(d, f), 2, [f + ":5", "malformed row: expected 3 columns, got 2"])
+
+
 @case("csv-later-file-with-an-extra-column")
 def _(d: Dest) -> Expect:
     """Found from outside: the extra column of a second file was dropped, silently (exit 0)."""
