@@ -90,6 +90,7 @@ class HeldRun:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             # Nobody listens: the holder is gone (killed, or it saw the driver die), so no commit
             # was sent. Not a proof that the staging is gone: the diagnosis tells.
+            self._forget_workdir()
             raise _errors.CommitAborted(
                 f"the holder of run {self.run.run_id} (attempt {self.run.attempt}) is gone ({exc.__class__.__name__}): "
                 "nothing was committed; run `atomic-publish diagnose`"
@@ -99,6 +100,7 @@ class HeldRun:
             try:
                 reply = conn.recv()
             except (EOFError, OSError) as exc:
+                self._forget_workdir()
                 if during_commit:
                     raise CommitOutcomeUnknown(
                         f"the holder of run {self.run.run_id} (attempt {self.run.attempt}) died during the commit "
@@ -108,6 +110,13 @@ class HeldRun:
         if "error" in reply:
             raise _rebuild(reply["error"])
         return dict(reply.get("result") or {})
+
+    def _forget_workdir(self) -> None:
+        """The holder is gone: remove its private directory (its socket), which a holder that was
+        killed could not (seen: one ``ap-held-*`` left in /tmp per holder killed)."""
+        workdir = Path(self.address).parent
+        if workdir.name.startswith("ap-held-"):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _describe(exc: BaseException) -> dict[str, Any]:
