@@ -103,6 +103,15 @@ class KafkaDiagnostic(SinkDiagnostic):
             ledger = read_ledger(self.config, run.run_id, ledger_offsets)
             absent = None if ledger_offsets else f"the ledger topic {self.config.ledger_topic} does not exist yet"
             open_txns = [a for a in self._open_transactions(run.run_id, run.dataset) if a.attempt != run.attempt]
+            problems: tuple[str, ...] = ()
+            published_to = str(ledger.get("topic") or "") if ledger is not None else ""
+            if published_to and not partition_offsets(self.config, published_to):
+                # A record that references something missing is UNKNOWN (as a file sink's marker
+                # whose data file is gone): records aged out by retention leave the topic; a deleted
+                # topic is for a person to look at, and the ledger still refuses a re-run.
+                problems = (
+                    f"the ledger record says the run was published to topic {published_to}, which does not exist",
+                )
         live = [a for a in open_txns if self._alive(a, now)]
         holder = None
         if live:
@@ -130,6 +139,7 @@ class KafkaDiagnostic(SinkDiagnostic):
             holder=holder,
             live_attempts=frozenset(a.attempt for a in live if a.attempt),
             leftovers=tuple(a for a in open_txns if a not in live),
+            problems=problems,
         )
 
     # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------

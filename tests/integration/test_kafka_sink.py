@@ -248,3 +248,20 @@ def test_a_record_within_max_record_bytes_that_the_producer_refuses_is_bad_input
     with pytest.raises(InputError, match=r"larger than Kafka accepts .*lower max_record_bytes"):
         publish(publisher, diagnostic, Run.new("items", DATE), data)
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_a_published_run_whose_topic_was_deleted_is_unknown(sink):
+    """The ledger record references its data topic: when the topic is gone the record points at
+    nothing, which is UNKNOWN (as a file sink's marker whose data file is gone), not DONE; the run
+    is still refused a second publish."""
+    from atomic_publish.publishers.layouts.kafka import admin_client
+
+    publisher, diagnostic = sink()
+    publish(publisher, diagnostic, Run.new("items", DATE), table(5))
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+    config = publisher.config
+    admin_client(config).delete_topics([config.topic])[config.topic].result(30)
+    deadline = time.monotonic() + 30
+    while (d := diagnostic.diagnose(Run.new("items", DATE))).state is State.DONE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert d.state is State.UNKNOWN and f"topic {config.topic}, which does not exist" in d.reason, d.reason
