@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -139,11 +139,14 @@ class KafkaPublisher:
                         f"Kafka at {self.config.bootstrap_servers}: cannot create topic {name}: {exc}"
                     ) from None
 
-    def _producer(self, run: Run) -> Any:
+    def _producer(self, run: Run, on_failure: Callable[[Any, Any], None] | None = None) -> Any:
         from confluent_kafka import Producer
 
         return Producer(
             {
+                # Delivery reports of failed records only (librdkafka calls back for none of the
+                # delivered ones, so this costs nothing per record): a refusal is then named.
+                **({"on_delivery": on_failure, "delivery.report.only.error": True} if on_failure else {}),
                 "logger": CLIENT_LOG,
                 "bootstrap.servers": self.config.bootstrap_servers,
                 "linger.ms": 20,
@@ -185,7 +188,13 @@ class KafkaPublisher:
         first = next(slices, None)
         first_encoded = self._encode(first, 0) if first is not None else ([], [])
         self.ensure_topics(run.dataset)
-        producer = self._producer(run)
+        failures: list[Any] = []
+
+        def failed(error: Any, _msg: Any) -> None:
+            if error is not None and not failures:
+                failures.append(error)
+
+        producer = self._producer(run, failed)
         headers = [(HEADER, f"{run.run_id} {run.attempt} {os.getpid()} {socket.gethostname()}".encode())]
         hasher = BackgroundSha256(depth=2)  # a few MB per item: two are enough to overlap
         rows = size = 0
@@ -212,6 +221,9 @@ class KafkaPublisher:
                 if earlier:
                     where = f"the run {earlier[-1]} (ledger {self.config.ledger_topic})"
                     refuse_schema_drift(batches.schema, records[earlier[-1]]["schema"], where)
+            # The high watermarks before the run's first record: a partition whose watermark has
+            # not moved once they are delivered holds none of them (and is not waited for).
+            starts = end_offsets(self.config, topic, committed=False)
             producer.begin_transaction()
             # No per-record delivery callback: in a transaction, a record that fails delivery makes
             # flush() report it and commit_transaction() fail (abortable), so no error is dropped,
@@ -245,9 +257,17 @@ class KafkaPublisher:
                     f"{remaining} record(s) of {run.run_id} were not delivered within "
                     f"{self.config.commit_timeout_seconds:g} s (commit_timeout_seconds)"
                 )
+            if failures:
+                _refused_record(run, failures[0])
             # Each of the run's records now lies below its partition's high watermark: once the last
-            # stable offsets reach these, read_committed readers see every record of the run.
-            ends = end_offsets(self.config, topic, committed=False)
+            # stable offsets of the partitions it wrote to reach these, read_committed readers see
+            # every record of the run. (A partition another producer appended to meanwhile is waited
+            # for too, at most timeout_seconds.)
+            ends = {
+                p: end
+                for p, end in end_offsets(self.config, topic, committed=False, partitions=starts).items()
+                if end > starts.get(p, 0)
+            }
         except (KafkaException, SystemError) as exc:
             if not isinstance(exc, KafkaException) and not _wrapped_client_error(exc):
                 with contextlib.suppress(Exception):
@@ -259,11 +279,7 @@ class KafkaPublisher:
             if _is_fatal(error):
                 self._fenced(run, error)  # raises: a fenced transaction was never committed
             if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                raise InputError(
-                    f"a record of {run.run_id} is larger than Kafka accepts ({error.str()}): the producer's "
-                    "message.max.bytes counts its key and headers too; lower max_record_bytes, or raise "
-                    "message.max.bytes in properties (and the topic's max.message.bytes); nothing was published"
-                ) from None
+                _refused_record(run, error)
             raise DestinationUnavailable(
                 f"Kafka at {self.config.bootstrap_servers}: producing {run.run_id} failed: {exc}"
             ) from None
@@ -358,7 +374,11 @@ class KafkaPublisher:
                     f"{self.config.commit_timeout_seconds:g} s; run `atomic-publish diagnose` (the ledger settles it)"
                 ) from None
         crash_point("after_commit")
-        self._await_visible(run, part.details["topic"], held.ends, min(10.0, self.config.timeout_seconds))
+        try:
+            self._await_visible(run, part.details["topic"], held.ends, min(10.0, self.config.timeout_seconds))
+        except Exception as exc:  # committed: commit_transaction answered. Found from outside: a broker
+            # that stalled right after it made this exit 14, "outcome unknown", for a published run.
+            log.warning("run %s is committed; could not check that readers see it yet (%s)", run.run_id, exc)
         return Receipt(
             sink=self.sink_name,
             run_id=run.run_id,
@@ -410,7 +430,7 @@ class KafkaPublisher:
                 return
             time.sleep(0.01)
         while True:
-            stable = end_offsets(self.config, topic, committed=True)
+            stable = end_offsets(self.config, topic, committed=True, partitions=ends) if ends else {}
             behind = {p: end for p, end in ends.items() if stable.get(p, 0) < end}
             if not behind:
                 return
@@ -432,6 +452,20 @@ class KafkaPublisher:
             if held is not None:
                 with contextlib.suppress(Exception):
                     held.producer.abort_transaction(10)
+
+
+def _refused_record(run: Run, error: Any) -> None:
+    """A record the producer or the broker refused to take: too large is the input's (or the limits'),
+    never "unreachable, re-run" (found from outside: exit 5 on every re-run); another refusal is
+    left to the commit, which then fails and aborts the transaction."""
+    from confluent_kafka import KafkaError
+
+    if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        raise InputError(
+            f"a record of {run.run_id} is larger than Kafka accepts ({error.str()}): the producer's "
+            "message.max.bytes counts its key and headers too, and the broker's message.max.bytes or the topic's "
+            "max.message.bytes bound it again; lower max_record_bytes, or raise those limits; nothing was published"
+        )
 
 
 # Rows turned into Python objects at once: a 65,536-row batch as dicts is ~65 MB of peak memory;

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -228,12 +228,23 @@ def partition_offsets(config: KafkaSinkConfig, topic: str, timeout: float = 10.0
     return {p: (low[p], lso[p], high[p]) for p in low}
 
 
-def end_offsets(config: KafkaSinkConfig, topic: str, *, committed: bool, timeout: float = 10.0) -> dict[int, int]:
-    """partition -> the last stable offset (``committed``) or the high watermark. One request."""
-    from confluent_kafka import IsolationLevel
+def end_offsets(
+    config: KafkaSinkConfig,
+    topic: str,
+    *,
+    committed: bool,
+    partitions: Iterable[int] | None = None,
+    timeout: float = 10.0,
+) -> dict[int, int]:
+    """partition -> the last stable offset (``committed``) or the high watermark, of every partition
+    of ``topic`` or of these ``partitions`` (then without asking for the topic's metadata first)."""
+    from confluent_kafka import IsolationLevel, TopicPartition
     from confluent_kafka.admin import OffsetSpec
 
-    parts = _partitions(config, topic, timeout)
+    if partitions is None:
+        parts = _partitions(config, topic, timeout)
+    else:
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
     isolation = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
     return _ask_offsets(config, parts, OffsetSpec.latest(), isolation, timeout) if parts else {}
 

@@ -265,3 +265,73 @@ def test_a_published_run_whose_topic_was_deleted_is_unknown(sink):
     while (d := diagnostic.diagnose(Run.new("items", DATE))).state is State.DONE and time.monotonic() < deadline:
         time.sleep(0.2)
     assert d.state is State.UNKNOWN and f"topic {config.topic}, which does not exist" in d.reason, d.reason
+
+
+def _partition_of(config, run_id):
+    from atomic_publish.publishers.layouts.kafka import H_RUN, header, read_range
+
+    return {
+        partition
+        for partition, (low, lso, _) in partition_offsets(config, config.topic).items()
+        for msg in read_range(config, config.topic, partition, low, lso, committed=True)
+        if header(msg, H_RUN) == run_id
+    }
+
+
+def test_publish_does_not_wait_for_a_partition_the_run_did_not_write_to(sink, caplog):
+    """Found from outside: publish waited its whole bound (10 s) and warned that readers did not see
+    the run whenever any partition of the topic had another transaction open, also one the run wrote
+    nothing to (backfilling several dates of a dataset at once on a shared topic)."""
+    import logging
+
+    from confluent_kafka import Producer
+
+    publisher, diagnostic = sink(timeout_seconds=5)
+    config = publisher.config
+    one = pa.table({"id": [7], "v": ["x"]})  # one key: always the same partition
+    publish(publisher, diagnostic, Run.new("items", "2026-04-20"), one)
+    (written,) = _partition_of(config, "items/2026-04-20")
+    other = next(p for p in range(3) if p != written)
+    outside = Producer(
+        {"bootstrap.servers": config.bootstrap_servers, "transactional.id": f"outside-{uuid.uuid4()}", "log_level": 0}
+    )
+    outside.init_transactions(30)
+    outside.begin_transaction()
+    outside.produce(config.topic, b"{}", partition=other)
+    assert outside.flush(30) == 0
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="atomic_publish"):
+            publish(publisher, diagnostic, Run.new("items", DATE), one)
+        took = time.monotonic() - started
+        assert took < 4, took
+        assert not [r for r in caplog.records if "do not see all of it yet" in r.getMessage()]
+        assert _partition_of(config, f"items/{DATE}") == {written}
+    finally:
+        outside.abort_transaction(30)
+
+
+def test_a_record_the_broker_refuses_as_too_large_is_bad_input(sink):
+    """Found from outside: within the producer's limit but over the broker's (message.max.bytes, about
+    1 MB by default), a record failed its delivery, then the ledger record could not be queued: exit 5
+    on every re-run. The failed delivery is now read: InputError (exit 2), nothing published."""
+    publisher, diagnostic = sink(max_record_bytes=3_000_000, properties={"message.max.bytes": "3000000"})
+    data = pa.table({"id": [1], "v": [os.urandom(900_000).hex()]})  # 1.8 MB of JSON that lz4 cannot shrink
+    with pytest.raises(InputError, match="larger than Kafka accepts"):
+        publish(publisher, diagnostic, Run.new("items", DATE), data)
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def test_a_failure_after_the_commit_answered_is_not_an_unknown_outcome(sink, monkeypatch):
+    """Found from outside: a broker that stalled right after commit_transaction answered made the
+    visibility check fail, and publish exited 14 ("outcome unknown") for a published run."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    publisher, diagnostic = sink()
+
+    def stalled(*args, **kwargs):
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    monkeypatch.setattr(KafkaPublisher, "_await_visible", stalled)
+    assert publish(publisher, diagnostic, Run.new("items", DATE), table(5)).receipt is not None
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
