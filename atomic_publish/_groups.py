@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .diagnostics import apply_recovery, plan_recovery
-from .publishers._arrow import InputFiles, conform, open_inputs
+from .publishers._arrow import InputFiles, check_columns, conform, open_inputs
 from .publishers._crash import crash_point
 from .publishers._errors import (
     AlreadyPublished,
@@ -153,8 +153,10 @@ def publish_group(
     run = Run.new(dataset, run_date)
     data = _Replayable(records)
     check_roll_forward(cfg, data.files is not None)  # before anything is written
-    if data.table is not None and data.table.num_rows == 0:
-        raise InputError("the records: the input has no rows; nothing to publish")
+    if data.table is not None:  # as publish() refuses them (files: open_inputs did)
+        check_columns(data.table.schema, "the records")
+        if data.table.num_rows == 0:
+            raise InputError("the records: the input has no rows; nothing to publish")
     for _, definition, options in cfg.members:  # a schema one sink can never take: refused before any lock
         check_input_schema(definition.make_publisher(options), data.schema)
     if cfg.durable_input and data.files is None:

@@ -185,7 +185,7 @@ def prepare_records(
             check_columns(reader.schema, source)  # as open_inputs checks files: no empty or repeated name
         if schema is not None:
             reader = conform(reader, schema, source=source)
-        prepared = require_rows(reader, source=source)
+        prepared = require_rows(_input_side(reader, source), source=source)  # its first batch is read here
         declared = reader.schema
     if declared is not None:
         try:

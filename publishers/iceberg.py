@@ -155,8 +155,13 @@ class IcebergPublisher:
         return pa.schema(fields)
 
     def check_schema(self, schema: pa.Schema) -> None:
-        """Before the lock: a type no Iceberg table can keep (timestamp[ns], a null column, ...)."""
+        """Before the lock: a type no Iceberg table can keep (timestamp[ns], a null column, ...), and
+        the configured partition_column missing."""
         normalize_schema(schema)
+        if self.config.partition_column and self.config.partition_column not in schema.names:
+            raise SchemaMismatch(
+                f"partition_column {self.config.partition_column!r} is not in the data (columns: {schema.names})"
+            )
 
     def stage(
         self,

@@ -117,9 +117,12 @@ class PostgresSinkConfig(SinkOptions):
             raise ValueError("conninfo contains a password; put it in PGPASSWORD, ~/.pgpass or a service file instead")
         # libpq refuses these at connect time ("invalid integer value"), which read as a server that
         # is down (exit 5) where the configuration is what needs fixing (found from outside).
+        # (An empty item of a port list is the default port; libpq also takes a sign and spaces.)
         for option in (o for o in _INTEGER_OPTIONS if o in params):
-            for item in str(params[option]).split(","):
-                if not item.strip().isdigit() or (option == "port" and not 0 < int(item) < 65536):
+            for item in str(params[option]).split(",") if option == "port" else [str(params[option])]:
+                if option == "port" and not item.strip():
+                    continue
+                if not re.fullmatch(r"\s*[+-]?\d+\s*", item) or (option == "port" and not 0 < int(item) < 65536):
                     raise ValueError(f"conninfo {option}={params[option]!r} is not a valid {option}")
         return value
 

@@ -427,10 +427,16 @@ def test_a_conninfo_value_libpq_would_refuse_is_refused_on_load(tmp_path, connin
     assert f"{cfg}:3: sinks.pg.conninfo" in str(info.value) and message in str(info.value), str(info.value)
 
 
-def test_a_conninfo_of_several_hosts_and_ports_is_taken(tmp_path):
+@pytest.mark.parametrize(
+    "conninfo",
+    ["host=a,b port=5432,5433", "host=a,b port=5432,", "host=a connect_timeout=-1", "host=a connect_timeout=+5"],
+)
+def test_a_conninfo_libpq_takes_is_taken(tmp_path, conninfo):
+    """Found from outside (a regression of the check above): an empty item of a port list (the
+    default port) and a signed connect_timeout are values libpq accepts."""
     cfg = tmp_path / "publish.toml"
-    cfg.write_text('[sinks.pg]\ntype = "postgres"\nconninfo = "host=a,b port=5432,5433"\nkey_columns = ["id"]\n')
-    assert load_config(cfg).sink("pg")[1].conninfo == "host=a,b port=5432,5433"
+    cfg.write_text(f'[sinks.pg]\ntype = "postgres"\nconninfo = "{conninfo}"\nkey_columns = ["id"]\n')
+    assert load_config(cfg).sink("pg")[1].conninfo == conninfo
 
 
 def test_a_pg_variable_libpq_refuses_is_a_configuration_error_not_an_unreachable_server(tmp_path):

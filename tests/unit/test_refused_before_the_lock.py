@@ -99,3 +99,50 @@ def test_a_type_no_iceberg_table_keeps_is_refused_before_the_catalog_is_touched(
     if catalog.exists():  # an empty file at most: no table of the catalog, no namespace
         with sqlite3.connect(catalog) as conn:
             assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == []
+
+
+def test_a_read_that_fails_on_the_first_batch_is_bad_input_and_creates_nothing(tmp_path):
+    """Found from outside: the first batch is read before the lock, outside the wrapper that names
+    an input's OSError, so it escaped as a raw OSError (exit 1, "a bug")."""
+
+    def batches():
+        raise OSError(5, "Input/output error", "/mnt/source/part-1.csv")
+        yield  # a generator
+
+    reader = pa.RecordBatchReader.from_batches(ROWS.schema, batches())
+    with pytest.raises(InputError, match=r"reading the input failed: .*part-1\.csv"):
+        publish(reader, dataset="items", run_date=DATE, sink="lake", config=file_config(tmp_path))
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_group_refuses_repeated_and_empty_column_names_before_any_lock(tmp_path):
+    """Found from outside: a group published a table with two 'id' columns that publish() refuses
+    (with Postgres or Iceberg in the group it failed later, after the locks, exit 5 or 1)."""
+    from atomic_publish import publish_group
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\nformat = "parquet"\n'
+        f'[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\nformat = "parquet"\n'
+        f'[groups.g]\nsinks = ["a", "b"]\njournal = "{journal}"\n'
+    )
+    for names, fragment in ((["id", "id"], "appears more than once"), (["id", ""], "has an empty name")):
+        table = pa.table([[1], [2]], names=names)
+        with pytest.raises(InputError, match=fragment):
+            publish_group(table, group="g", dataset="items", run_date=DATE, config=load_config(cfg))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in journal.iterdir()) == []
+
+
+def test_an_iceberg_partition_column_missing_from_the_data_is_refused_before_the_catalog(tmp_path):
+    catalog = tmp_path / "catalog.db"
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.lake]\ntype = "iceberg"\nnamespace = "reports"\npartition_column = "day"\n'
+        f'[sinks.lake.catalog]\ntype = "sql"\nuri = "sqlite:///{catalog}"\nwarehouse = "file://{tmp_path / "wh"}"\n'
+    )
+    with pytest.raises(SchemaMismatch, match="partition_column 'day' is not in the data"):
+        publish(ROWS, dataset="items", run_date=DATE, sink="lake", config=load_config(cfg))
+    assert not (tmp_path / "wh").exists() and not catalog.exists()
