@@ -15,6 +15,7 @@
     │   ├── CommitRejected       the destination provably refused: this attempt did not publish
     │   │   ├── LostRace         the destination shows that another attempt published the run
     │   │   ├── DataRejected     the destination refused the data itself (also an InputError)
+    │   │   ├── ConfigRejected   the role lacks a privilege the commit needs (also a ConfigError)
     │   │   ├── CommitAborted    cut off before the commit point (also a TransientError: retried)
     │   │   └── Fenced           a newer attempt or an operator's recover fenced this attempt
     │   └── CommitOutcomeUnknown cannot know if the commit landed: never clean, diagnose settles it
@@ -108,6 +109,11 @@ class LostRace(CommitRejected):
 
 class DataRejected(CommitRejected, InputError):
     """The destination refused the data itself (duplicate keys, a null in a key column, ...)."""
+
+
+class ConfigRejected(CommitRejected, ConfigError):
+    """The destination refused the commit for the configuration's sake (the role lacks a privilege):
+    nothing was published, and a re-run fails the same way until the configuration changes."""
 
 
 class CommitAborted(CommitRejected, TransientError):

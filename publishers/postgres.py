@@ -38,6 +38,8 @@ from ._errors import (
     CommitAborted,
     CommitOutcomeUnknown,
     CommitRejected,
+    ConfigError,
+    ConfigRejected,
     DataRejected,
     DestinationUnavailable,
     InputError,
@@ -62,6 +64,7 @@ from .layouts.postgres import (
     check_schema,
     connect,
     connection_params,
+    create_schema,
     deadline,
     describe_server,
     ensure_ledger,
@@ -351,7 +354,13 @@ class PostgresPublisher:
                 ) from None
             except psycopg.Error as exc:
                 rollback_and_release()
-                raise CommitRejected(f"commit of {run.run_id} refused by {server}: {redact(first_line(exc))}") from None
+                refusal = f"commit of {run.run_id} refused by {server}: {redact(first_line(exc))}"
+                kind = refused(exc, "")
+                if isinstance(kind, ConfigError):  # a privilege: a re-run fails alike until the role changes
+                    raise ConfigRejected(f"{refusal} (the role of conninfo lacks this privilege)") from None
+                if isinstance(kind, DataRejected):
+                    raise DataRejected(f"{refusal} (a Postgres limit the input exceeds)") from None
+                raise CommitRejected(refusal) from None
             try:
                 # The comment names the run in pg_stat_activity while the COMMIT is in flight.
                 conn.execute(
@@ -449,7 +458,7 @@ class PostgresPublisher:
         if persistence.fetchone()[0] != "p":
             return False
         name = parts[0].details["staging_table"]
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema)))
+        create_schema(cur, layout.schema)
         if layout.staging_schema != layout.schema:
             cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(staged, sql.Identifier(layout.schema)))
         moved = sql.Identifier(layout.schema, name)
@@ -472,7 +481,7 @@ class PostgresPublisher:
         from psycopg import sql
 
         # The target takes the staging table's columns (made from the Arrow schema) and the key.
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.layout.schema)))
+        create_schema(cur, self.layout.schema)
         cur.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {}, PRIMARY KEY ({}))").format(
                 self.layout.target(run.dataset),

@@ -487,6 +487,16 @@ def _own_error_in_chain(exc: BaseException) -> BaseException | None:
     return None
 
 
+def create_schema(cur: Any, name: str) -> None:
+    """Create schema ``name`` unless it exists. Asked first: Postgres checks the database's CREATE
+    privilege before IF NOT EXISTS, so a role allowed to create tables in a schema its owner made
+    beforehand (as docs/sinks/postgres.md offers) could never publish (found from outside)."""
+    from psycopg import sql
+
+    if cur.execute("SELECT to_regnamespace(%s)", (sql.Identifier(name).as_string(cur),)).fetchone()[0] is None:
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+
+
 def ensure_ledger(cur: Any, layout: PostgresLayout) -> None:
     """Create the ledger if it does not exist, inside the caller's transaction: a publish refused
     before its COMMIT leaves no ledger behind. Creating the same table from two sessions at once
@@ -497,7 +507,7 @@ def ensure_ledger(cur: Any, layout: PostgresLayout) -> None:
     if cur.execute("SELECT to_regclass(%s)", (layout.ledger().as_string(cur),)).fetchone()[0] is not None:
         return
     cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_NAMESPACE,))
-    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema)))
+    create_schema(cur, layout.schema)
     cur.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("

@@ -489,3 +489,27 @@ def test_input_refused_from_its_schema_changes_nothing_not_even_the_schema(pg, d
     with pytest.raises(InputError, match=fragment):
         publish(publisher, diagnostic, Run.new("items", DATE), data)
     assert pg.query("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (pg.schema,)) == [(0,)]
+
+
+def test_a_role_allowed_in_a_schema_its_owner_made_publishes_and_a_missing_privilege_is_exit_2(pg, monkeypatch):
+    """Found from outside: a role with CREATE on a schema made beforehand by its owner (as the
+    Postgres page offers) could never publish a new dataset: CREATE SCHEMA IF NOT EXISTS checks the
+    database's CREATE privilege first (exit 5). And a privilege missing at the commit (the target
+    made by another role) was exit 5, "re-run", forever: it is a ConfigRejected, exit 2, nothing
+    published and the attempt's staging removed."""
+    from atomic_publish import ConfigRejected
+
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    pg.execute(f'CREATE SCHEMA "{pg.schema}"; GRANT USAGE, CREATE ON SCHEMA "{pg.schema}" TO {role}')
+    try:
+        monkeypatch.setenv("PGPASSWORD", f"pw-{role}")
+        publisher, diagnostic = pg.make(conninfo=make_conninfo(pg.conninfo, user=role), staging_schema=pg.schema)
+        assert publish(publisher, diagnostic, Run.new("items", DATE), table([1], ["a"])).receipt is not None
+        pg.execute(f'CREATE TABLE "{pg.schema}".other (id bigint PRIMARY KEY, v text, part text)')  # not the role's
+        with pytest.raises(ConfigRejected, match=r"permission denied.*lacks this privilege") as caught:
+            publish(publisher, diagnostic, Run.new("other", DATE), table([1], ["a"]))
+        assert exit_code_for(caught.value) == 2
+        assert diagnostic.diagnose(Run.new("other", DATE)).state is State.NOTHING_IN_FLIGHT
+    finally:
+        pg.execute(f'DROP SCHEMA "{pg.schema}" CASCADE; DROP OWNED BY {role}; DROP ROLE {role}')
