@@ -172,20 +172,36 @@ class InputFiles:
         first = schemas[0]
         return first if all(s.equals(first) for s in schemas[1:]) else None
 
-    def reader(self) -> pa.RecordBatchReader:
-        """Every file as one stream: the first file's columns and types are the run's schema."""
-        first = open_input(self.paths[0], meter=self._meter(self.paths[0]))
-        schema = first.schema
+    def reader(self, schema: pa.Schema | None = None) -> pa.RecordBatchReader:
+        """Every file as one stream. The first file's columns are the run's, and their types are
+        ``schema``'s (every file is then read as those types: a CSV value is never guessed first),
+        else those of the first file with rows: files before it that hold no row (a CSV header
+        alone reads as columns of type null) add nothing and do not set the types (found from
+        outside: a header-only first file made every later value "not a valid null")."""
+        start = 0
+        if schema is None:
+            while start < len(self.paths) - 1 and self._holds_no_row(start):
+                start += 1
+        first = open_input(self.paths[start], schema, meter=self._meter(self.paths[start]))
+        names = self.schema.names if self.schema is not None and start else first.schema.names
+        run_schema = pa.schema([first.schema.field(name) for name in names])
 
         def batches() -> Iterator[pa.RecordBatch]:
-            yield from first
-            for path in self.paths[1:]:
+            for batch in first:
+                yield batch.select(names) if start else batch
+            for path in self.paths[start + 1 :]:
                 # Read as the run's types (found from outside: a later CSV file's values were guessed
                 # on their own, then cast, so "007" in a string column was published as "7"). Its
                 # columns are the first file's: open_inputs refused any other set before this.
-                yield from open_input(path, schema, meter=self._meter(path))
+                yield from open_input(path, run_schema, meter=self._meter(path))
 
-        return pa.RecordBatchReader.from_batches(schema, batches())
+        return pa.RecordBatchReader.from_batches(run_schema, batches())
+
+    def _holds_no_row(self, index: int) -> bool:
+        if self.format == "parquet":
+            return bool(self.footers[index].num_rows == 0)
+        path = self.paths[index]
+        return not (_csv_has_rows(path) if input_format(path) == "csv" else bool(pq.read_metadata(path).num_rows))
 
 
 def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
@@ -216,7 +232,7 @@ def open_inputs(paths: Sequence[str | Path]) -> InputFiles:
             reader = open_input(path)  # reads the header line: a missing or broken one is reported now
             schema = reader.schema
             if not has_rows:  # and the first rows (one block), until a file has any
-                has_rows = any(batch.num_rows for batch in reader)
+                has_rows = _csv_has_rows(path)
         columns.append(schema.names)
         schemas.append(schema)
     for path, names in zip(resolved[1:], columns[1:], strict=True):  # the first file's columns are the run's
@@ -303,6 +319,24 @@ def _reads_from_text(t: pa.DataType) -> bool:
         or pa.types.is_binary(t)
         or pa.types.is_null(t)
     )
+
+
+def _csv_has_rows(path: Path) -> bool:
+    """Whether the file's first block holds a row, converting that block only (the reader of
+    open_input yields a block once it has read the next, which could refuse a value there that
+    ``schema=`` would have read as text: found from outside)."""
+    try:
+        inner = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=csv_block_bytes()),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+        for batch in inner:
+            if batch.num_rows:
+                return True
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _csv_error(path, exc) from None
+    return False
 
 
 def _csv_batches(

@@ -180,7 +180,8 @@ def prepare_records(
         declared = records.schema
     else:
         source = ", ".join(map(str, records.paths)) if isinstance(records, InputFiles) else "the records"
-        reader = as_reader(records)
+        # Files are read as schema's types from the start (a CSV value is never guessed, then cast).
+        reader = records.reader(schema) if isinstance(records, InputFiles) else as_reader(records)
         if not isinstance(records, InputFiles):
             check_columns(reader.schema, source)  # as open_inputs checks files: no empty or repeated name
         if schema is not None:
@@ -393,7 +394,7 @@ def stage_part(
         if publisher.capabilities.stages_files and isinstance(records, InputFiles):
             staged = _stage_files_as_they_are(publisher, run, records, schema, progress, part, token)
         if staged is None:
-            reader = as_reader(records)
+            reader = records.reader(schema) if isinstance(records, InputFiles) else as_reader(records)
             if schema is not None:
                 reader = conform(reader, schema)
             source = ", ".join(map(str, records.paths)) if isinstance(records, InputFiles) else "the records"

@@ -148,3 +148,41 @@ def test_a_bz2_csv_is_read_as_its_text(tmp_path):
     path.write_bytes(bz2.compress(b"id,v\n1,a\n2,b\n"))
     table = open_inputs([path]).reader().read_all()
     assert table.to_pylist() == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
+
+
+def _file_sink(tmp_path):
+    from atomic_publish import load_config
+
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.lake]\ntype = "file"\nroot = "{tmp_path / "dest"}"\nformat = "parquet"\n')
+    return load_config(cfg)
+
+
+def test_a_header_only_first_csv_file_does_not_set_the_run_s_types(tmp_path):
+    """Found from outside: a first file holding only its header read as columns of type null, which
+    became the run's types, so every value of the next file was "not a valid null" (after the lock)."""
+    from atomic_publish import publish
+
+    (tmp_path / "x.csv").write_text("id,z\n")
+    (tmp_path / "y.csv").write_text("z,id\n1,A\n2,B\n")
+    config = _file_sink(tmp_path)
+    result = publish(
+        [tmp_path / "x.csv", tmp_path / "y.csv"], dataset="d", run_date="2026-04-24", sink="lake", config=config
+    )
+    written = pq.read_table(result.receipt.location)
+    assert written.schema.names == ["id", "z"]  # the first file's columns, in its order
+    assert written.to_pylist() == [{"id": "A", "z": 1}, {"id": "B", "z": 2}]
+
+
+def test_csv_files_with_a_schema_are_read_as_its_types_never_guessed(tmp_path):
+    """Found from outside: with ``schema=`` the CSV values were guessed, then cast, so "007" became
+    "7" and a non-number far down a string column was refused as "not a valid int64"."""
+    from atomic_publish import publish
+
+    rows = "".join(f"{i}\n" for i in range(200_000))  # more than a first block of numbers
+    (tmp_path / "a.csv").write_text("id\n007\n" + rows + "A12\n")
+    schema = pa.schema([("id", pa.string())])
+    config = _file_sink(tmp_path)
+    result = publish(tmp_path / "a.csv", dataset="d", run_date="2026-04-24", sink="lake", config=config, schema=schema)
+    ids = pq.read_table(result.receipt.location).column("id").to_pylist()
+    assert ids[0] == "007" and ids[-1] == "A12" and len(ids) == 200_002
