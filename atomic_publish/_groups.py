@@ -289,6 +289,8 @@ class GroupSweepReport:
     older_than: dt.timedelta
     applied: bool
     runs: list[tuple[GroupDiagnosis, list[Any], str]] = field(default_factory=list)
+    # Runs left alone because another group holds them (it rolls them forward from their staging).
+    held_by_groups: list[str] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:
@@ -330,6 +332,7 @@ def sweep_group(
             continue
         if claim := _claimed_by_another_group(loaded, cfg, run):
             report.runs.append((d, [], f"left alone: {claim[1]}"))
+            report.held_by_groups.append(run.run_id)
             continue
         if not apply:
             found = sum(len(d.sinks[n].orphans) for n in d.order)

@@ -714,7 +714,9 @@ def _report_sweep(report: Any, what: str, apply_: bool, as_json: bool) -> int:
     # someone reads it (found from outside: it exited 0 and the UNKNOWN run went unseen): 14 for an
     # UNKNOWN run, else 15 for a group's run to roll forward. RUNNING runs and young orphans are 0.
     states = {d.state.value for d, _, _ in report.runs}
-    return 14 if "UNKNOWN" in states else 15 if "ROLL_FORWARD" in states else 0
+    if "UNKNOWN" in states:
+        return 14
+    return 15 if "ROLL_FORWARD" in states or report.held_by_groups else 0
 
 
 @cli.command()

@@ -97,6 +97,8 @@ class SweepReport:
     older_than: dt.timedelta
     applied: bool
     runs: list[tuple[Diagnosis, CleanReport | None, str]] = field(default_factory=list)
+    # Runs left alone because a group holds them (its decided run rolls forward from their staging).
+    held_by_groups: list[str] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:
@@ -135,6 +137,7 @@ def sweep(
         why = skip(Run.new(dataset, run_date)) if skip is not None else None
         if why is not None:
             report.runs.append((d, None, f"left alone: {why}"))
+            report.held_by_groups.append(d.run_id)
             continue
         if d.state in (State.RUNNING, State.UNKNOWN):
             report.runs.append((d, None, f"left alone: {d.state.value}"))

@@ -78,8 +78,12 @@ def test_sweep_cleans_what_a_group_rolls_back_and_never_what_it_rolls_forward(tm
     assert states["2026-04-24"][0] == "ORPHANED" and states["2026-04-24"][1].startswith("removed")
     assert states["2026-04-25"] == ("ROLL_FORWARD", "left alone: ROLL_FORWARD")
     for alone in ("a", "b"):
-        notes = [r["note"] for r in cli(*sweep, "--sink", alone).json()["runs"]]
+        swept = cli(*sweep, "--sink", alone)
+        notes = [r["note"] for r in swept.json()["runs"]]
         assert len(notes) == 1 and notes[0].startswith("left alone: sink"), notes
+        # The run its group must roll forward fails a scheduled sweep, as with --group (found from
+        # outside: 0 with --sink, 15 with --group).
+        assert swept.code == 15, swept.stderr
     day = ("--group", "g", "--dataset", "d", "--run-date")
     assert cli("diagnose", *day, "2026-04-24", "--json").json()["state"] == "NOTHING_IN_FLIGHT"
     assert cli("recover", *day, "2026-04-25", "--apply").code == 0  # rolled forward: nothing was lost

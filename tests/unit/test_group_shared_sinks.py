@@ -49,7 +49,7 @@ def test_one_group_never_cleans_what_another_group_decided(tmp_path):
     recovered = run_cli("recover", "--group", "one", *RUN, "--apply", env=env)
     assert recovered.code == 15 and "belongs to group two" in recovered.stderr, recovered.stderr
     swept = run_cli("sweep", "--group", "one", "--dataset", "d", "--older-than", "0s", "--apply", env=env)
-    assert swept.code == 0 and "left alone: sink a belongs to group two" in swept.stdout, swept.stdout + swept.stderr
+    assert swept.code == 15 and "left alone: sink a belongs to group two" in swept.stdout, swept.stdout + swept.stderr
     assert _files(tmp_path / "a") + _files(tmp_path / "b") == staged  # nothing of it removed
 
     rolled = run_cli("recover", "--group", "two", *RUN, "--apply", "--json", env=env)
