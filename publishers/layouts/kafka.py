@@ -80,11 +80,31 @@ class KafkaSinkConfig(SinkOptions):
             _names.kafka_topics_distinct(self.topic, self.ledger_topic)
         return self
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        # Found from outside: ":99999" or ":abc" was taken, then every command exited 5 as if the
+        # broker were down, where the configuration is what needs fixing.
+        for server in (s.strip() for s in value.split(",")):
+            if not server or server.endswith("]") or ":" not in server.rpartition("/")[2]:
+                if not server:
+                    raise ValueError(f"bootstrap_servers {value!r} has an empty entry")
+                continue  # no port: librdkafka's default (9092)
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bootstrap_servers {server!r} is not host:port (a port of 1-65535)")
+        return value
+
     @model_validator(mode="after")
     def _records_fit_the_producer(self) -> KafkaSinkConfig:
         # Found from outside: max_record_bytes above the producer's own limit let records through
         # that librdkafka then refused at produce(), exit 5 ("unreachable, re-run") every time.
-        limit = int(str(self.properties.get("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES)))
+        text = str(self.properties.get("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES))
+        if not text.strip().isdigit():
+            raise ValueError(f"properties message.max.bytes = {text!r} is not a number of bytes")
+        limit = int(text)
+        if "max_record_bytes" not in self.model_fields_set and self.max_record_bytes > limit:
+            object.__setattr__(self, "max_record_bytes", limit)  # the default follows the producer's limit
         if self.max_record_bytes > limit:
             raise ValueError(
                 f"max_record_bytes = {self.max_record_bytes} is above the producer's message.max.bytes ({limit}): "

@@ -343,7 +343,7 @@ def connect(config: PostgresSinkConfig, application: str, *, autocommit: bool = 
     try:
         return psycopg.connect(config.conninfo, autocommit=autocommit, **connection_params(config, application))
     except psycopg.OperationalError as exc:
-        if "for connection option" in str(exc):  # libpq's own check of a value (e.g. PGPORT=abc)
+        if re.search(r'for connection option|invalid \w+ value: "', str(exc)):  # libpq's check (PGPORT=abc, sslmode)
             raise ConfigError(f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}") from None
         raise DestinationUnavailable(
             f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}"

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from atomic_publish import ConfigError, load_config
@@ -439,16 +441,26 @@ def test_a_conninfo_libpq_takes_is_taken(tmp_path, conninfo):
     assert load_config(cfg).sink("pg")[1].conninfo == conninfo
 
 
-def test_a_pg_variable_libpq_refuses_is_a_configuration_error_not_an_unreachable_server(tmp_path):
-    """PGPORT=abc (the environment, not the file) is refused by libpq at connect: exit 2, not 5."""
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("PGPORT", "abc", 'invalid integer value "abc" for connection option "port"'),
+        ("PGSSLMODE", "bogus", 'invalid sslmode value: "bogus"'),
+    ],
+)
+def test_a_pg_variable_libpq_refuses_is_a_configuration_error_not_an_unreachable_server(
+    tmp_path, variable, value, says
+):
+    """PGPORT=abc or PGSSLMODE=bogus (the environment, not the file) is refused by libpq at connect:
+    exit 2, not 5."""
     from tests.helpers import cli_env, run_cli
 
     cfg = tmp_path / "publish.toml"
     cfg.write_text('[sinks.pg]\ntype = "postgres"\nconninfo = "host=127.0.0.1 dbname=x"\nkey_columns = ["id"]\n')
     args = ("diagnose", "--config", str(cfg), "--sink", "pg", "--dataset", "d", "--run-date", "2026-01-01")
-    result = run_cli(*args, env=cli_env(cfg, PGPORT="abc"))
+    result = run_cli(*args, env=cli_env(cfg, **{variable: value}))
     assert result.code == 2, result.stderr
-    assert 'invalid integer value "abc" for connection option "port"' in result.stderr
+    assert says in result.stderr, result.stderr
 
 
 def test_a_kafka_max_record_bytes_above_the_producers_limit_is_refused_on_load(tmp_path):
@@ -460,3 +472,36 @@ def test_a_kafka_max_record_bytes_above_the_producers_limit_is_refused_on_load(t
         load_config(cfg)
     cfg.write_text(base + '[sinks.k.properties]\n"message.max.bytes" = 3000000\n')
     assert load_config(cfg).sink("k")[1].max_record_bytes == 3_000_000
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('bootstrap_servers = "127.0.0.1:99999"', "bootstrap_servers '127.0.0.1:99999' is not host:port"),
+        ('bootstrap_servers = "a:9092,b:abc"', "bootstrap_servers 'b:abc' is not host:port"),
+        ('bootstrap_servers = "a:9092"\n[sinks.k.properties]\n"message.max.bytes" = "1M"', "'1M' is not a number"),
+    ],
+)
+def test_a_kafka_setting_that_can_never_work_is_refused_on_load(tmp_path, line, message):
+    """Found from outside: taken, then every command exited 5 as if the broker were down (or a bare
+    int() error named nothing)."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.k]\ntype = "kafka"\n{line}\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(cfg)
+
+
+@pytest.mark.parametrize("servers", ["kafka-1", "kafka-1:9092,kafka-2", "[::1]:9092", "[::1]", "SSL://k:9093"])
+def test_bootstrap_servers_librdkafka_takes_are_taken(tmp_path, servers):
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.k]\ntype = "kafka"\nbootstrap_servers = "{servers}"\n')
+    assert load_config(cfg).sink("k")[1].bootstrap_servers == servers
+
+
+def test_the_default_max_record_bytes_follows_a_lower_message_max_bytes(tmp_path):
+    """Found from outside: setting only message.max.bytes lower made the default max_record_bytes fail."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.k]\ntype = "kafka"\nbootstrap_servers = "a:9092"\n[sinks.k.properties]\n"message.max.bytes" = 500000\n'
+    )
+    assert load_config(cfg).sink("k")[1].max_record_bytes == 500_000
