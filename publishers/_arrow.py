@@ -513,19 +513,40 @@ def _find_row(path: Path, bad: Any) -> tuple[int, list[str], bool] | None:
 def as_reader(records: Any) -> pa.RecordBatchReader:
     """Accept a RecordBatchReader, a Table, a RecordBatch, or anything with ``__arrow_c_stream__``."""
     if isinstance(records, pa.RecordBatchReader):
-        return records
+        return _without_views(records)
     if isinstance(records, InputFiles):
         return records.reader()
     if isinstance(records, pa.Table):
-        return records.to_reader()
+        return _without_views(records.to_reader())
     if isinstance(records, pa.RecordBatch):
-        return pa.RecordBatchReader.from_batches(records.schema, [records])
+        return _without_views(pa.RecordBatchReader.from_batches(records.schema, [records]))
     if hasattr(records, "__arrow_c_stream__"):
-        return pa.RecordBatchReader.from_stream(records)
+        return _without_views(pa.RecordBatchReader.from_stream(records))
     raise InputError(
         f"records of type {type(records).__name__} are not an Arrow stream "
         "(pass a RecordBatchReader, a Table, or an object with __arrow_c_stream__)"
     )
+
+
+def _without_views(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """String and binary view columns (what polars exports) as plain string and binary, and date64
+    as date32 (a date either way; Parquet keeps date32 only): the same values, in the types every
+    writer here takes (found from outside: the CSV writers and Postgres failed on string_view with
+    a raw ArrowInvalid, exit 1, and Postgres on date64 with exit 5)."""
+    plain = {"string_view": pa.string(), "binary_view": pa.binary(), "date64[ms]": pa.date32()}
+    fields = [f.with_type(plain.get(str(f.type), f.type)) for f in reader.schema]
+    if all(f.type == g.type for f, g in zip(fields, reader.schema, strict=True)):
+        return reader
+    schema = pa.schema(fields, metadata=reader.schema.metadata)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            try:
+                yield batch.cast(schema)
+            except pa.ArrowInvalid as exc:  # a date64 that is not a whole day
+                raise InputError(f"the records: {_first_line(exc)}") from None
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def conform(reader: pa.RecordBatchReader, schema: pa.Schema, *, source: str = "input") -> pa.RecordBatchReader:

@@ -513,3 +513,19 @@ def test_a_role_allowed_in_a_schema_its_owner_made_publishes_and_a_missing_privi
         assert diagnostic.diagnose(Run.new("other", DATE)).state is State.NOTHING_IN_FLIGHT
     finally:
         pg.execute(f'DROP SCHEMA "{pg.schema}" CASCADE; DROP OWNED BY {role}; DROP ROLE {role}')
+
+
+def test_string_view_and_date64_columns_are_published(pg):
+    """Found from outside: string_view (as polars exports text) had "no Postgres column type"
+    and date64 failed in the COPY with exit 5; they are text and dates."""
+    publisher, diagnostic = pg.make()
+    data = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "v": pa.array(["a", "b"], pa.string_view()),
+            "part": pa.array([86_400_000, 2 * 86_400_000], pa.date64()),
+        }
+    )
+    assert publish(publisher, diagnostic, Run.new("items", DATE), data).receipt is not None
+    rows = pg.query(f'SELECT id, v, part::text FROM "{pg.schema}".items ORDER BY id')
+    assert rows == [(1, "a", "1970-01-02"), (2, "b", "1970-01-03")]

@@ -572,3 +572,28 @@ def test_a_read_that_fails_in_the_input_is_bad_input_not_the_destination(tmp_pat
     with pytest.raises(InputError, match=r"the records: reading the input failed: .*part-2\.csv"):
         publish(publisher, diagnostic, run(), reader)
     assert diagnostic.diagnose(run()).state is State.NOTHING_IN_FLIGHT
+
+
+def test_string_view_columns_as_polars_exports_them_are_published_as_text(tmp_path):
+    """Found from outside: a polars-like input (string_view through __arrow_c_stream__) made the CSV
+    writer fail with a raw ArrowInvalid (exit 1, "a bug"), after the lock."""
+
+    class PolarsLike:
+        def __init__(self, table):
+            self.table = table
+
+        def __arrow_c_stream__(self, requested_schema=None):
+            return self.table.__arrow_c_stream__(requested_schema)
+
+    day = 86_400_000
+    data = pa.table(
+        {"id": [1, 2], "name": pa.array(["a", "b"], pa.string_view()), "on": pa.array([day, 2 * day], pa.date64())}
+    )
+    publisher, diagnostic = make(tmp_path)
+    result = publish(publisher, diagnostic, run(), PolarsLike(data))
+    written = pacsv.read_csv(result.receipt.location)
+    assert written.column("name").to_pylist() == ["a", "b"]
+    assert [str(d) for d in written.column("on").to_pylist()] == ["1970-01-02", "1970-01-03"]
+    bad = pa.table({"id": [1], "on": pa.array([day + 5], pa.date64())})  # not a whole day
+    with pytest.raises(InputError, match="would lose data"):
+        publish(publisher, diagnostic, Run.new("refunds_settled", "2026-04-25"), bad)
