@@ -604,12 +604,16 @@ def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
 
 
 def refuse_nested_for_csv(schema: pa.Schema, where: str) -> None:
-    """CSV holds flat values only: a struct, list or map column is refused up front, naming it."""
+    """CSV holds flat values only: a struct, list or map column (also inside a dictionary) is refused
+    up front, naming it, and so is an interval, which pyarrow cannot write as text (found from
+    outside: both failed with a raw Arrow error, exit 1, after the lock)."""
     for field in schema:
-        if pa.types.is_nested(field.type):
+        typ = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        if pa.types.is_nested(typ) or pa.types.is_interval(typ):
+            what = "an interval" if pa.types.is_interval(typ) else "nested values"
             raise SchemaMismatch(
-                f"column {field.name!r} is {field.type}: a CSV file cannot hold nested values; publish to a "
-                f'Parquet sink (format = "parquet") or flatten it first ({where})'
+                f"column {field.name!r} is {field.type}: a CSV file cannot hold {what}; publish to a "
+                f'Parquet sink (format = "parquet") or convert it first ({where})'
             )
 
 

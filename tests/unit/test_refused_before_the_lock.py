@@ -44,6 +44,14 @@ def _empty_reader():
         (ROWS, {"schema": "id int"}, "parquet", InputError, "schema must be a pyarrow.Schema, not str"),
         (ROWS, {"progress": 5}, "parquet", InputError, "progress must be a callable"),
         (pa.table([[1], [2]], names=["id", "id"]), {}, "csv", InputError, "column 'id' appears more than once"),
+        (
+            pa.table({"id": [1], "l": pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), pa.array([[1]]))}),
+            {},
+            "csv",
+            InputError,
+            "nested values",
+        ),
+        (pa.table({"id": [1], "i": pa.array([None], pa.month_day_nano_interval())}), {}, "csv", InputError, "interval"),
         (pa.table([[1], [2]], names=["id", " "]), {}, "csv", InputError, "column 2 has an empty name"),
     ],
     ids=[
@@ -56,6 +64,8 @@ def _empty_reader():
         "progress",
         "repeated-name",
         "empty-name",
+        "dictionary-of-lists-into-csv",
+        "interval-into-csv",
     ],
 )
 def test_a_refused_publish_to_the_file_sink_creates_nothing(tmp_path, records, keywords, fmt, error, fragment):
