@@ -38,7 +38,7 @@ def sweep(*, dataset: str, older_than: Any, sink: str | None = None, config: Any
     ``SweepReport`` of each run's state; with ``apply=True``, their orphans are removed (the same
     rules as ``recover``: never a RUNNING or UNKNOWN run, never anything published)."""
     from .diagnostics import recovery
-    from .publishers._journal import rolling_forward
+    from .publishers._journal import group_claim
 
     loaded = resolve_config(config)
     definition, options = loaded.sink(sink)
@@ -47,5 +47,5 @@ def sweep(*, dataset: str, older_than: Any, sink: str | None = None, config: Any
         dataset,
         older_than,
         apply=apply,
-        skip=lambda run: rolling_forward(loaded, sink, run),  # a group's retained staging is not an orphan
+        skip=lambda run: group_claim(loaded, sink, run),  # a group's retained staging is not an orphan
     )

@@ -332,7 +332,8 @@ def sweep_group(
             continue
         if claim := _claimed_by_another_group(loaded, cfg, run):
             report.runs.append((d, [], f"left alone: {claim[1]}"))
-            report.held_by_groups.append(run.run_id)
+            if claim[0] is State.ROLL_FORWARD:  # not another group's publish still running
+                report.held_by_groups.append(run.run_id)
             continue
         if not apply:
             found = sum(len(d.sinks[n].orphans) for n in d.order)

@@ -123,21 +123,23 @@ def sweep(
     older_than: dt.timedelta,
     *,
     apply: bool,
-    skip: Callable[[Run], str | None] | None = None,
+    skip: Callable[[Run], tuple[State, str] | None] | None = None,
 ) -> SweepReport:
     """The daily orphan-cleaner: across every run date of ``dataset`` with leftovers, remove the
     orphans of attempts older than ``older_than``. Never touches RUNNING or UNKNOWN runs, nor a run
-    ``skip`` gives a reason to leave alone (a group rolling it forward)."""
+    ``skip`` gives the state a group puts the run in and why, to leave it alone (a group publishing
+    it, RUNNING, or rolling it forward, ROLL_FORWARD: only the latter is listed in held_by_groups)."""
     report = SweepReport(dataset, older_than, apply)
     now = dt.datetime.now(dt.UTC)
     with _destination_errors(diagnostic, "listing the run dates with leftovers"):
         run_dates = diagnostic.runs_with_leftovers(dataset)
     for run_date in run_dates:
         d = diagnostic.diagnose(Run.new(dataset, run_date))
-        why = skip(Run.new(dataset, run_date)) if skip is not None else None
-        if why is not None:
-            report.runs.append((d, None, f"left alone: {why}"))
-            report.held_by_groups.append(d.run_id)
+        claim = skip(Run.new(dataset, run_date)) if skip is not None else None
+        if claim is not None:
+            report.runs.append((d, None, f"left alone: {claim[1]}"))
+            if claim[0] is State.ROLL_FORWARD:  # to roll forward (not a group's publish still running)
+                report.held_by_groups.append(d.run_id)
             continue
         if d.state in (State.RUNNING, State.UNKNOWN):
             report.runs.append((d, None, f"left alone: {d.state.value}"))

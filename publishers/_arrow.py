@@ -74,16 +74,22 @@ def check_input_path(path: Path) -> os.stat_result:
 
 
 def open_input(
-    path: str | Path, schema: pa.Schema | None = None, *, meter: Callable[[int], None] | None = None
+    path: str | Path,
+    schema: pa.Schema | None = None,
+    *,
+    meter: Callable[[int], None] | None = None,
+    text: Sequence[str] = (),
 ) -> pa.RecordBatchReader:
     """Open a CSV or Parquet file as a streamed RecordBatchReader (cast to ``schema`` if given; a
     CSV file's columns are then read as the schema's types, not guessed). The file must not change
     while it is read: a change of size or mtime is refused at its end. ``meter`` (uncompressed CSV
-    only) is told how many bytes of the file have been read, batch by batch."""
+    only) is told how many bytes of the file have been read, batch by batch. ``text``: CSV columns
+    read as strings whatever they look like (not cast: ``schema`` must be None)."""
     path = Path(path)
     before = check_input_path(path)
     fmt = input_format(path)
-    reader = _open_csv(path, schema, meter) if fmt == "csv" else _open_parquet(path)
+    read_as = schema if schema is not None or not text else pa.schema([(name, pa.string()) for name in text])
+    reader = _open_csv(path, read_as, meter) if fmt == "csv" else _open_parquet(path)
     check_columns(reader.schema, str(path))
     reader = _unchanged(reader, path, before)
     return conform(reader, schema, source=str(path)) if schema is not None else reader
@@ -173,16 +179,20 @@ class InputFiles:
         return first if all(s.equals(first) for s in schemas[1:]) else None
 
     def reader(self, schema: pa.Schema | None = None) -> pa.RecordBatchReader:
-        """Every file as one stream. The first file's columns are the run's, and their types are
-        ``schema``'s (every file is then read as those types: a CSV value is never guessed first),
-        else those of the first file with rows: files before it that hold no row (a CSV header
-        alone reads as columns of type null) add nothing and do not set the types (found from
-        outside: a header-only first file made every later value "not a valid null")."""
+        """Every file as one stream. The first file's columns are the run's, with the types of the
+        first file with rows: files before it that hold no row (a CSV header alone reads as columns
+        of type null) add nothing and do not set the types (found from outside: a header-only first
+        file made every later value "not a valid null"). A CSV column that ``schema`` makes a string
+        is read as text from the start ("007" stays "007", a word far down a column of numbers is
+        taken); the other columns are guessed, and cast to ``schema`` by the caller (``conform``), as
+        a CSV parser's own reading of timestamps or decimals is stricter than a cast."""
         start = 0
-        if schema is None:
-            while start < len(self.paths) - 1 and self._holds_no_row(start):
-                start += 1
-        first = open_input(self.paths[start], schema, meter=self._meter(self.paths[start]))
+        while start < len(self.paths) - 1 and self._holds_no_row(start):
+            start += 1
+        text = (
+            [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)] if schema else []
+        )
+        first = open_input(self.paths[start], meter=self._meter(self.paths[start]), text=text)
         names = self.schema.names if self.schema is not None and start else first.schema.names
         run_schema = pa.schema([first.schema.field(name) for name in names])
 
@@ -617,12 +627,17 @@ def refuse_nested_for_csv(schema: pa.Schema, where: str) -> None:
             )
 
 
+_PLAIN_TYPE_NAMES = {"string_view": "string", "binary_view": "binary", "date64[ms]": "date32[day]"}
+
+
 def refuse_schema_drift(schema: pa.Schema, earlier: list[dict[str, Any]] | None, where: str) -> None:
     """Refuse records whose columns or types differ from the dataset's most recent published run
     (``earlier``, as in its manifest; None when there is none). Nullability may differ."""
     if not earlier:
         return
-    had = {c.get("name"): c.get("type") for c in earlier}
+    # A run published before view and date64 columns were taken as plain ones recorded those types:
+    # the same values (found from outside: every later run of such a dataset was refused).
+    had = {c.get("name"): _PLAIN_TYPE_NAMES.get(str(c.get("type")), c.get("type")) for c in earlier}
     has = {f.name: str(f.type) for f in schema}
     problems = [f"column {n!r} is new" for n in has if n not in had]
     problems += [f"column {n!r} is missing" for n in had if n not in has]

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -85,10 +86,8 @@ class KafkaSinkConfig(SinkOptions):
     def _servers(cls, value: str) -> str:
         # Found from outside: ":99999" or ":abc" was taken, then every command exited 5 as if the
         # broker were down, where the configuration is what needs fixing.
-        for server in (s.strip() for s in value.split(",")):
+        for server in re.split(r"[\s,]+", value):  # librdkafka's separators; it skips empty entries
             if not server or server.endswith("]") or ":" not in server.rpartition("/")[2]:
-                if not server:
-                    raise ValueError(f"bootstrap_servers {value!r} has an empty entry")
                 continue  # no port: librdkafka's default (9092)
             host, _, port = server.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -49,15 +49,9 @@ def _check_identifier(value: str, what: str) -> str:
     return _names.pg_identifier(value, what)
 
 
-# libpq's options whose value is an integer (port: a comma-separated list, one per host).
-_INTEGER_OPTIONS = (
-    "port",
-    "connect_timeout",
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_count",
-)
+# libpq's options whose value is an integer and which the sink does not set itself (it sets
+# connect_timeout and keepalives*: connection_params), so libpq would see them (port: a list).
+_INTEGER_OPTIONS = ("port",)
 
 
 class PostgresSinkConfig(SinkOptions):

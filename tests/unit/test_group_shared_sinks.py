@@ -73,3 +73,33 @@ def test_a_group_of_two_sinks_at_one_destination_is_refused_as_configuration(tmp
     assert result.code == 2, result.stderr
     assert "a and b are the same destination" in result.stderr and f"{cfg}:9" in result.stderr, result.stderr
     assert not (tmp_path / "same").exists()
+
+
+def test_a_sweep_of_a_member_sink_during_its_group_s_publish_exits_0(tmp_path):
+    """Found from outside (a regression of counting every run a group holds): a member sink's sweep
+    while its group's publish was simply running exited 15, "roll forward", a false alarm for
+    every scheduled sweep that overlaps a group publish. RUNNING is 0; only a decided run is 15."""
+    import time
+
+    from tests.helpers import start_cli
+
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\n'
+        f'[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\nformat = "parquet"\n'
+        f'[groups.g]\nsinks = ["a", "b"]\njournal = "{tmp_path / "j"}"\n'
+    )
+    (tmp_path / "j").mkdir()
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n1,2\n")
+    proc = start_cli("publish", "--group", "g", *RUN, str(data), env=cli_env(cfg, PUBLISH_PAUSE_AT="group_staged:8"))
+    try:
+        deadline = time.monotonic() + 30
+        while "paused at group_staged" not in (line := proc.stderr.readline() if proc.stderr else ""):
+            assert line and time.monotonic() < deadline, "the group publish never paused"
+        swept = run_cli("sweep", "--sink", "a", "--dataset", "d", "--older-than", "0s", env=cli_env(cfg))
+        assert swept.code == 0, swept.stdout + swept.stderr
+        assert "being published or recovered" in swept.stdout, swept.stdout
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == 0

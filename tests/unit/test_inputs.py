@@ -186,3 +186,35 @@ def test_csv_files_with_a_schema_are_read_as_its_types_never_guessed(tmp_path):
     result = publish(tmp_path / "a.csv", dataset="d", run_date="2026-04-24", sink="lake", config=config, schema=schema)
     ids = pq.read_table(result.receipt.location).column("id").to_pylist()
     assert ids[0] == "007" and ids[-1] == "A12" and len(ids) == 200_002
+
+
+@pytest.mark.parametrize(
+    ("text", "schema", "published"),
+    [
+        ("ts\n2024-01-01 10:00:00\n", pa.schema([("ts", pa.timestamp("us", tz="UTC"))]), "2024-01-01 10:00:00+00:00"),
+        ("ts\n2024-01-01T10:00:00Z\n", pa.schema([("ts", pa.timestamp("us"))]), "2024-01-01 10:00:00"),
+        ("x\n1.0\n2.0\n", pa.schema([("x", pa.int64())]), "1"),
+        ("x\n2024-01-01T00:00:00\n", pa.schema([("x", pa.date32())]), "2024-01-01"),
+    ],
+)
+def test_csv_columns_schema_does_not_make_strings_are_guessed_then_cast(tmp_path, text, schema, published):
+    """Found from outside (a regression of reading every column as the schema's type): a CSV
+    parser reads timestamps, integers and dates more strictly than a cast, so these published
+    before and were refused. Only the columns schema= makes strings are read as text."""
+    from atomic_publish import publish
+
+    (tmp_path / "in.csv").write_text(text)
+    config = _file_sink(tmp_path)
+    result = publish(tmp_path / "in.csv", dataset="d", run_date="2026-04-24", sink="lake", config=config, schema=schema)
+    assert str(pq.read_table(result.receipt.location).column(0)[0]) == published
+
+
+def test_a_run_recorded_with_view_or_date64_types_is_not_drift():
+    """Found from outside: a dataset published with string_view or date64 columns (recorded as such)
+    refused every later run once those columns were taken as string and date32."""
+    from atomic_publish.publishers._arrow import refuse_schema_drift
+
+    earlier = [{"name": "id", "type": "string_view"}, {"name": "on", "type": "date64[ms]"}]
+    refuse_schema_drift(pa.schema([("id", pa.string()), ("on", pa.date32())]), earlier, "the run before")
+    with pytest.raises(SchemaMismatch, match="'id' is int64, was string"):
+        refuse_schema_drift(pa.schema([("id", pa.int64()), ("on", pa.date32())]), earlier, "the run before")
