@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,36 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["atomic_publish_services"] = list(_started)
+    _remove_dead_holder_dirs()
+
+
+_SESSION_STARTED = time.time()
+
+
+def _remove_dead_holder_dirs() -> None:
+    """The engine suites kill holders together with their drivers (a host lost), which leaves each
+    holder's private ``ap-held-*`` directory in /tmp (the product cannot remove it: nobody is left).
+    Removed here: made during this session, untouched for a minute, and nobody listening at its
+    socket (a live holder of another worker listens within a second of making it)."""
+    import shutil
+    import socket
+    import tempfile
+
+    for workdir in Path(tempfile.gettempdir()).glob("ap-held-*"):
+        try:
+            mtime = workdir.stat().st_mtime
+        except OSError:
+            continue
+        if not _SESSION_STARTED <= mtime <= time.time() - 60:
+            continue
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(1)
+            try:
+                probe.connect(str(workdir / "s"))
+            except (ConnectionRefusedError, FileNotFoundError):
+                shutil.rmtree(workdir, ignore_errors=True)
+            except OSError:
+                pass
 
 
 @pytest.hookimpl(optionalhook=True)
