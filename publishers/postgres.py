@@ -38,8 +38,6 @@ from ._errors import (
     CommitAborted,
     CommitOutcomeUnknown,
     CommitRejected,
-    ConfigError,
-    ConfigRejected,
     DataRejected,
     DestinationUnavailable,
     InputError,
@@ -354,13 +352,7 @@ class PostgresPublisher:
                 ) from None
             except psycopg.Error as exc:
                 rollback_and_release()
-                refusal = f"commit of {run.run_id} refused by {server}: {redact(first_line(exc))}"
-                kind = refused(exc, "")
-                if isinstance(kind, ConfigError):  # a privilege: a re-run fails alike until the role changes
-                    raise ConfigRejected(f"{refusal} (the role of conninfo lacks this privilege)") from None
-                if isinstance(kind, DataRejected):
-                    raise DataRejected(f"{refusal} (a Postgres limit the input exceeds)") from None
-                raise CommitRejected(refusal) from None
+                raise refused(exc, f"commit of {run.run_id} refused by {server}", at_commit=True) from None
             try:
                 # The comment names the run in pg_stat_activity while the COMMIT is in flight.
                 conn.execute(

@@ -20,7 +20,9 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from .._errors import (
+    CommitRejected,
     ConfigError,
+    ConfigRejected,
     DataRejected,
     DestinationUnavailable,
     InputError,
@@ -47,11 +49,6 @@ def _check_identifier(value: str, what: str) -> str:
     from .. import _names
 
     return _names.pg_identifier(value, what)
-
-
-# libpq's options whose value is an integer and which the sink does not set itself (it sets
-# connect_timeout and keepalives*: connection_params), so libpq would see them (port: a list).
-_INTEGER_OPTIONS = ("port",)
 
 
 class PostgresSinkConfig(SinkOptions):
@@ -109,15 +106,13 @@ class PostgresSinkConfig(SinkOptions):
             raise ValueError("conninfo is not a valid libpq connection string or URI") from None
         if "password" in params:
             raise ValueError("conninfo contains a password; put it in PGPASSWORD, ~/.pgpass or a service file instead")
-        # libpq refuses these at connect time ("invalid integer value"), which read as a server that
-        # is down (exit 5) where the configuration is what needs fixing (found from outside).
-        # (An empty item of a port list is the default port; libpq also takes a sign and spaces.)
-        for option in (o for o in _INTEGER_OPTIONS if o in params):
-            for item in str(params[option]).split(",") if option == "port" else [str(params[option])]:
-                if option == "port" and not item.strip():
-                    continue
-                if not re.fullmatch(r"\s*[+-]?\d+\s*", item) or (option == "port" and not 0 < int(item) < 65536):
-                    raise ValueError(f"conninfo {option}={params[option]!r} is not a valid {option}")
+        # libpq refuses a bad port at connect time ("invalid integer value"), which read as a server
+        # that is down (exit 5) where the configuration is what needs fixing (found from outside).
+        # Its other integer options the sink sets itself (connection_params). A port is a list, one
+        # per host; an empty item is the default port, and libpq takes a sign and spaces.
+        for item in str(params.get("port", "")).split(","):
+            if item.strip() and (not re.fullmatch(r"\s*[+-]?\d+\s*", item) or not 0 < int(item) < 65536):
+                raise ValueError(f"conninfo port={params['port']!r} is not a valid port")
         return value
 
     @model_validator(mode="after")
@@ -447,18 +442,20 @@ def _open_sockets() -> set[int]:
     return found
 
 
-def refused(exc: BaseException, doing: str) -> Exception:
+def refused(exc: BaseException, doing: str, *, at_commit: bool = False) -> Exception:
     """What a statement the server refused means for the operator, by its SQLSTATE: a Postgres limit
     the data exceeds (class 54: too many columns, a row too big for a page) is the input's to change,
     a missing privilege (42501) the configuration's (both exit 2); anything else may pass: re-run
-    (exit 5). Found from outside: an input too wide for Postgres exited 5, "re-run", every time."""
+    (exit 5). ``at_commit``: refused before COMMIT, so each is a CommitRejected (nothing landed).
+    Found from outside: an input too wide for Postgres exited 5, "re-run", every time."""
     state = str(getattr(exc, "sqlstate", None) or "")
     text = f"{doing}: {redact(first_line(exc))}"
     if state.startswith("54"):
         return DataRejected(f"{text} (a Postgres limit the input exceeds)")
     if state == "42501":
-        return ConfigError(f"{text} (the role of conninfo lacks this privilege)")
-    return DestinationUnavailable(text)
+        privilege = ConfigRejected if at_commit else ConfigError
+        return privilege(f"{text} (the role of conninfo lacks this privilege)")
+    return CommitRejected(text) if at_commit else DestinationUnavailable(text)
 
 
 def _cancelled(exc: BaseException) -> bool:
