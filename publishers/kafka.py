@@ -418,9 +418,9 @@ class KafkaPublisher:
         order). Until then a reader would see some of the run's partitions and not others, and a
         diagnosis nothing of it: publish() returns only when the ledger record is visible and every
         partition the run wrote to (``ends``) has its last stable offset at the high watermark it had
-        once the run's records were delivered (measured: +12 ms a publish). Another transaction left open on a partition
-        holds its last stable offset back (and read_committed readers with it): after ``timeout``
-        this says so and returns; the run is committed."""
+        once the run's records were delivered (measured: +12 ms a publish). Another transaction left
+        open on a partition holds its last stable offset back (and read_committed readers with it):
+        after ``timeout`` this says so and returns; the run is committed."""
         deadline = time.monotonic() + timeout
         while read_ledger(self.config, run.run_id) is None:
             if time.monotonic() > deadline:
