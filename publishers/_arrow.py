@@ -539,12 +539,13 @@ def as_reader(records: Any) -> pa.RecordBatchReader:
 
 
 def _without_views(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """String and binary view columns (what polars exports) as plain string and binary, and date64
-    as date32 (a date either way; Parquet keeps date32 only): the same values, in the types every
-    writer here takes (found from outside: the CSV writers and Postgres failed on string_view with
-    a raw ArrowInvalid, exit 1, and Postgres on date64 with exit 5)."""
-    plain = {"string_view": pa.string(), "binary_view": pa.binary(), "date64[ms]": pa.date32()}
-    fields = [f.with_type(plain.get(str(f.type), f.type)) for f in reader.schema]
+    """String and binary view columns (what polars exports) as plain string and binary, list views
+    as lists, and date64 as date32 (a date either way; Parquet keeps date32 only), also inside
+    dictionaries, lists, structs and maps: the same values, in the types every writer here takes
+    (found from outside: the CSV writers and Postgres failed on string_view with a raw ArrowInvalid,
+    exit 1, Postgres on date64 with exit 5, and every sink on polars' categorical columns,
+    ``dictionary<int32, string_view>``)."""
+    fields = [f.with_type(plain_type(f.type)) for f in reader.schema]
     if all(f.type == g.type for f, g in zip(fields, reader.schema, strict=True)):
         return reader
     schema = pa.schema(fields, metadata=reader.schema.metadata)
@@ -557,6 +558,47 @@ def _without_views(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
                 raise InputError(f"the records: {_first_line(exc)}") from None
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def plain_type(typ: pa.DataType) -> pa.DataType:
+    """``typ`` with every view type (string, binary, list) and date64 inside it replaced by its
+    plain form (see ``_without_views``)."""
+    if pa.types.is_string_view(typ):
+        return pa.string()
+    if pa.types.is_binary_view(typ):
+        return pa.binary()
+    if pa.types.is_date64(typ):
+        return pa.date32()
+    if pa.types.is_dictionary(typ):
+        return pa.dictionary(typ.index_type, plain_type(typ.value_type), typ.ordered)
+    if pa.types.is_list_view(typ) or pa.types.is_list(typ):
+        return pa.list_(typ.value_field.with_type(plain_type(typ.value_type)))
+    if pa.types.is_large_list_view(typ) or pa.types.is_large_list(typ):
+        return pa.large_list(typ.value_field.with_type(plain_type(typ.value_type)))
+    if pa.types.is_fixed_size_list(typ):
+        return pa.list_(typ.value_field.with_type(plain_type(typ.value_type)), typ.list_size)
+    if pa.types.is_map(typ):
+        return pa.map_(
+            typ.key_field.with_type(plain_type(typ.key_type)),
+            typ.item_field.with_type(plain_type(typ.item_type)),
+            typ.keys_sorted,
+        )
+    if pa.types.is_struct(typ):
+        return pa.struct([f.with_type(plain_type(f.type)) for f in typ.fields])
+    return typ
+
+
+def decode_dictionaries(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Dictionary-encoded columns (pandas' Categorical, polars' Categorical) as their values, for a
+    writer that takes no dictionaries (the Postgres COPY: found from outside, a categorical column
+    was refused as having no column type)."""
+    if not any(pa.types.is_dictionary(f.type) for f in reader.schema):
+        return reader
+    schema = pa.schema(
+        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in reader.schema],
+        metadata=reader.schema.metadata,
+    )
+    return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
 
 
 def conform(reader: pa.RecordBatchReader, schema: pa.Schema, *, source: str = "input") -> pa.RecordBatchReader:
@@ -627,21 +669,65 @@ def refuse_nested_for_csv(schema: pa.Schema, where: str) -> None:
             )
 
 
-_PLAIN_TYPE_NAMES = {"string_view": "string", "binary_view": "binary", "date64[ms]": "date32[day]"}
+# Types that hold the same values as another, as ``str(type)`` prints them: a run is not refused as
+# drift for the representation its producer chose. Found from outside: pandas 3 gives every string
+# column as large_string and a categorical one as a dictionary, so a run published from a DataFrame
+# after one from a CSV file was refused ("column 'c' is large_string, was string"). A name followed by
+# ":" is a struct field's, not a type.
+_SAME_VALUES = re.compile(
+    r"\b(large_string|string_view|large_binary|binary_view|large_list_view|large_list|list_view)\b(?!:)"
+)
+_SAME_VALUES_AS = {
+    "large_string": "string",
+    "string_view": "string",
+    "large_binary": "binary",
+    "binary_view": "binary",
+    "large_list_view": "list",
+    "large_list": "list",
+    "list_view": "list",
+}
+_DICTIONARY = "dictionary<values="
+
+
+def logical_type_name(name: str) -> str:
+    """``name`` (a type as ``str(type)`` prints it, e.g. in a run's manifest) with every type that
+    holds the same values as a plainer one written as that one: large and view strings, binaries and
+    lists as the plain ones, a dictionary as its values, date64 as date32."""
+    while (at := name.find(_DICTIONARY)) >= 0:
+        depth, i, values_end = 0, at + len(_DICTIONARY), -1
+        while i < len(name):
+            ch = name[i]
+            if ch == "<":
+                depth += 1
+            elif ch == ">":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and values_end < 0 and name.startswith(", indices=", i):
+                values_end = i
+            i += 1
+        if values_end < 0 or i >= len(name):
+            break  # not a form this function knows: compared as it is
+        name = name[:at] + name[at + len(_DICTIONARY) : values_end] + name[i + 1 :]
+    name = name.replace("date64[ms]", "date32[day]")
+    return _SAME_VALUES.sub(lambda m: _SAME_VALUES_AS[m.group(1)], name)
 
 
 def refuse_schema_drift(schema: pa.Schema, earlier: list[dict[str, Any]] | None, where: str) -> None:
     """Refuse records whose columns or types differ from the dataset's most recent published run
-    (``earlier``, as in its manifest; None when there is none). Nullability may differ."""
+    (``earlier``, as in its manifest; None when there is none). Nullability may differ, and so may
+    the representation of the same values (``logical_type_name``)."""
     if not earlier:
         return
-    # A run published before view and date64 columns were taken as plain ones recorded those types:
-    # the same values (found from outside: every later run of such a dataset was refused).
-    had = {c.get("name"): _PLAIN_TYPE_NAMES.get(str(c.get("type")), c.get("type")) for c in earlier}
+    had = {c.get("name"): str(c.get("type")) for c in earlier}
     has = {f.name: str(f.type) for f in schema}
     problems = [f"column {n!r} is new" for n in has if n not in had]
     problems += [f"column {n!r} is missing" for n in had if n not in has]
-    problems += [f"column {n!r} is {has[n]}, was {had[n]}" for n in has if n in had and has[n] != had[n]]
+    problems += [
+        f"column {n!r} is {has[n]}, was {had[n]}"
+        for n in has
+        if n in had and logical_type_name(has[n]) != logical_type_name(had[n])
+    ]
     if problems:
         raise SchemaMismatch(
             f"the data does not have the schema of {where}: {'; '.join(problems)} (set allow_schema_change = true "

@@ -198,6 +198,14 @@ class SinkDefinition:
     capabilities: Capabilities = Capabilities()
 
 
+# The option of the sinks that refuse a run whose schema differs from the dataset's last one (their
+# drift check: publishers._arrow.refuse_schema_drift).
+ALLOW_SCHEMA_CHANGE = (
+    "publish records whose columns or types differ from the dataset's last published run (the same "
+    "values in another representation are no difference: large or view strings, a dictionary and its values)"
+)
+
+
 class SinkOptions(BaseModel):
     """Options every sink has: the bounds on waiting for its destination. Sink configs derive from
     this (and add their own fields); every wait of publish, diagnose and recover is bounded."""

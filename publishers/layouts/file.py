@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from .._errors import (
     UnsafeLayout,
 )
-from .._protocol import Capabilities, SinkOptions
+from .._protocol import ALLOW_SCHEMA_CHANGE, Capabilities, SinkOptions
 from .._types import Run, part_suffix
 
 if TYPE_CHECKING:
@@ -46,9 +46,7 @@ class FileSinkConfig(SinkOptions):
     parquet_compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     parquet_row_group_rows: int = Field(default=262_144, gt=0)
     verify_checksum: bool = Field(default=True, description="diagnose re-reads published data to check its sha256")
-    allow_schema_change: bool = Field(
-        default=False, description="publish records whose schema differs from the dataset's last published run"
-    )
+    allow_schema_change: bool = Field(default=False, description=ALLOW_SCHEMA_CHANGE)
 
     @field_validator("root", mode="before")
     @classmethod

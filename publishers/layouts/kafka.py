@@ -19,7 +19,7 @@ from .._errors import (
     DestinationUnavailable,
     InputError,
 )
-from .._protocol import Capabilities, SinkOptions
+from .._protocol import ALLOW_SCHEMA_CHANGE, Capabilities, SinkOptions
 from .._types import Run
 
 log = logging.getLogger("atomic_publish.kafka")
@@ -61,9 +61,7 @@ class KafkaSinkConfig(SinkOptions):
     key_columns: tuple[str, ...] = ()
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
-    allow_schema_change: bool = Field(
-        default=False, description="publish records whose schema differs from the dataset's last published run"
-    )
+    allow_schema_change: bool = Field(default=False, description=ALLOW_SCHEMA_CHANGE)
     # Secret-named values (given only through the environment) are held as SecretStr; client_properties()
     # gives librdkafka the plain values.
     properties: dict[str, str | SecretStr] = Field(default_factory=dict)

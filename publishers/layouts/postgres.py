@@ -200,6 +200,8 @@ def redact(message: str) -> str:
 
 def pg_type(arrow_type: pa.DataType) -> str:
     """The Postgres column type for an Arrow type (the form ``format_type`` prints)."""
+    if pa.types.is_dictionary(arrow_type):
+        return pg_type(arrow_type.value_type)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "text"
     if pa.types.is_int64(arrow_type):

@@ -25,7 +25,7 @@ from .._errors import (
 )
 from .._fs import WriteOnlySink
 from .._lease import Lease, LeaseTaken
-from .._protocol import Capabilities, SinkOptions
+from .._protocol import ALLOW_SCHEMA_CHANGE, Capabilities, SinkOptions
 from .._types import Run
 from ..taxonomy import LockHolder
 
@@ -58,9 +58,7 @@ class S3SinkConfig(SinkOptions):
     part_size_mb: int = Field(default=8, ge=5, le=5120)
     max_concurrency: int = Field(default=4, ge=1, le=32)
     lease_seconds: int = Field(default=60, ge=5)
-    allow_schema_change: bool = Field(
-        default=False, description="publish records whose schema differs from the dataset's last published run"
-    )
+    allow_schema_change: bool = Field(default=False, description=ALLOW_SCHEMA_CHANGE)
 
     @field_validator("bucket")
     @classmethod

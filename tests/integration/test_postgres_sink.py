@@ -529,3 +529,28 @@ def test_string_view_and_date64_columns_are_published(pg):
     assert publish(publisher, diagnostic, Run.new("items", DATE), data).receipt is not None
     rows = pg.query(f'SELECT id, v, part::text FROM "{pg.schema}".items ORDER BY id')
     assert rows == [(1, "a", "1970-01-02"), (2, "b", "1970-01-03")]
+
+
+def test_categorical_columns_are_published_as_their_values(pg):
+    """Found from outside: a pandas or polars Categorical column (an Arrow dictionary) had "no
+    Postgres column type", and a dictionary of integers failed inside the COPY with exit 5."""
+    publisher, diagnostic = pg.make()
+    data = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "v": pa.DictionaryArray.from_arrays(
+                pa.array([0, 1, 0], pa.int8()), pa.array(["a", "b"], pa.large_string())
+            ),
+            "part": pa.DictionaryArray.from_arrays(
+                pa.array([1, 0, 1], pa.int32()), pa.array(["x", "y"], pa.string_view())
+            ),
+            "n": pa.array([7, 9, 7], pa.int64()).dictionary_encode(),
+        }
+    )
+    assert publish(publisher, diagnostic, Run.new("items", DATE), data).receipt is not None
+    rows = pg.query(f'SELECT id, v, part, n FROM "{pg.schema}".items ORDER BY id')
+    assert rows == [(1, "a", "y", 7), (2, "b", "x", 9), (3, "a", "y", 7)]
+    assert pg.query(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        f" WHERE attrelid = '\"{pg.schema}\".items'::regclass AND attname IN ('v', 'n') ORDER BY attname"
+    ) == [("bigint",), ("text",)]

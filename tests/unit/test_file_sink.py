@@ -597,3 +597,17 @@ def test_string_view_columns_as_polars_exports_them_are_published_as_text(tmp_pa
     bad = pa.table({"id": [1], "on": pa.array([day + 5], pa.date64())})  # not a whole day
     with pytest.raises(InputError, match="would lose data"):
         publish(publisher, diagnostic, Run.new("refunds_settled", "2026-04-25"), bad)
+
+
+def test_a_categorical_of_string_views_as_polars_exports_it_is_published(tmp_path):
+    """Found from outside: polars exports a Categorical column as dictionary<int32, string_view>,
+    which every writer refused with a raw Arrow error (exit 1)."""
+    codes = pa.array([0, 1, 0], pa.int32())
+    kind = pa.DictionaryArray.from_arrays(codes, pa.array(["card", "upi"], pa.string_view()))
+    data = pa.table({"id": [1, 2, 3], "kind": kind, "tags": pa.array([["a"], [], ["b"]], pa.list_(pa.string_view()))})
+    publisher, diagnostic = make(tmp_path, "parquet")
+    result = publish(publisher, diagnostic, run(), data)
+    written = pq.read_table(result.receipt.location)
+    assert written.column("kind").to_pylist() == ["card", "upi", "card"]
+    assert written.column("tags").to_pylist() == [["a"], [], ["b"]]
+    assert diagnostic.diagnose(run()).state is State.DONE

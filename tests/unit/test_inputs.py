@@ -218,3 +218,31 @@ def test_a_run_recorded_with_view_or_date64_types_is_not_drift():
     refuse_schema_drift(pa.schema([("id", pa.string()), ("on", pa.date32())]), earlier, "the run before")
     with pytest.raises(SchemaMismatch, match="'id' is int64, was string"):
         refuse_schema_drift(pa.schema([("id", pa.int64()), ("on", pa.date32())]), earlier, "the run before")
+
+
+def test_a_run_whose_values_are_the_same_in_another_representation_is_not_drift():
+    """Found from outside: pandas 3 gives string columns as large_string and a categorical one as a
+    dictionary, so a run from a DataFrame after one from a CSV file was refused as drift."""
+    from atomic_publish.publishers._arrow import refuse_schema_drift
+
+    earlier = [
+        {"name": "id", "type": "string"},
+        {"name": "kind", "type": "string"},
+        {"name": "tags", "type": "list<item: string>"},
+        {"name": "s", "type": "struct<large_string: int64>"},
+    ]
+    same = pa.schema(
+        [
+            ("id", pa.large_string()),
+            ("kind", pa.dictionary(pa.int8(), pa.large_string())),
+            ("tags", pa.large_list(pa.dictionary(pa.int32(), pa.string_view()))),
+            ("s", pa.struct([("large_string", pa.int64())])),
+        ]
+    )
+    refuse_schema_drift(same, earlier, "the run before")
+    changed = same.set(1, pa.field("kind", pa.dictionary(pa.int8(), pa.int64())))
+    with pytest.raises(SchemaMismatch, match=r"'kind' is dictionary<values=int64.*was string"):
+        refuse_schema_drift(changed, earlier, "the run before")
+    renamed = same.set(3, pa.field("s", pa.struct([("string", pa.int64())])))  # a field name, not a type
+    with pytest.raises(SchemaMismatch, match=r"'s' is struct<string: int64>, was struct<large_string: int64>"):
+        refuse_schema_drift(renamed, earlier, "the run before")
