@@ -334,7 +334,9 @@ def connect(config: PostgresSinkConfig, application: str, *, autocommit: bool = 
     try:
         return psycopg.connect(config.conninfo, autocommit=autocommit, **connection_params(config, application))
     except psycopg.OperationalError as exc:
-        if re.search(r'for connection option|invalid \w+ value: "', str(exc)):  # libpq's check (PGPORT=abc, sslmode)
+        # libpq's own checks of the options (PGPORT=abc, sslmode, two ports for one host): no server
+        # was asked, and re-running will not help (found from outside: "port=5432," was exit 5).
+        if re.search(r'for connection option|invalid \w+ value: "|could not match \d+ ', str(exc)):
             raise ConfigError(f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}") from None
         raise DestinationUnavailable(
             f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}"

@@ -452,6 +452,7 @@ def test_a_conninfo_libpq_takes_is_taken(tmp_path, conninfo):
     [
         ("PGPORT", "abc", 'invalid integer value "abc" for connection option "port"'),
         ("PGSSLMODE", "bogus", 'invalid sslmode value: "bogus"'),
+        ("PGPORT", "5432,", "could not match 2 port numbers to 1 hosts"),  # found from outside: exit 5
     ],
 )
 def test_a_pg_variable_libpq_refuses_is_a_configuration_error_not_an_unreachable_server(
