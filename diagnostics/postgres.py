@@ -37,6 +37,7 @@ from atomic_publish.publishers.layouts.postgres import (
     dataset_hash,
     parse_application_name,
     parse_staging_name,
+    refused,
     staging_prefix,
     terminate_backends,
 )
@@ -66,15 +67,22 @@ class PostgresDiagnostic(SinkDiagnostic):
     # -- evidence -------------------------------------------------------------------------------
 
     def evidence(self, run: Run) -> Evidence:
-        with connect(self.config, application_name(run.attempt, "diagnose ")) as conn:
-            conn.read_only = True
-            staging = self._staging(conn, run.dataset, run.run_date)
-            sessions = self._sessions(conn, run, staging)
-            staging = [self._describe_staging(conn, art, sessions) for art in staging]
-            prepared = self._prepared(conn, run)
-            ledger_exists = self._relation_exists(conn, self.layout.ledger())
-            ledger = self._ledger_row(conn, run) if ledger_exists else None
-            target_exists = self._relation_exists(conn, self.layout.target(run.dataset))
+        import psycopg
+
+        try:
+            with connect(self.config, application_name(run.attempt, "diagnose ")) as conn:
+                conn.read_only = True
+                staging = self._staging(conn, run.dataset, run.run_date)
+                sessions = self._sessions(conn, run, staging)
+                staging = [self._describe_staging(conn, art, sessions) for art in staging]
+                prepared = self._prepared(conn, run)
+                ledger_exists = self._relation_exists(conn, self.layout.ledger())
+                ledger = self._ledger_row(conn, run) if ledger_exists else None
+                target_exists = self._relation_exists(conn, self.layout.target(run.dataset))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # The role cannot read the ledger: the configuration's to fix (exit 2), not a server to
+            # wait for (a publish said exit 5, "re-run", forever; found from outside).
+            raise refused(exc, f"reading the evidence of {run.run_id} in {self.destination(run)}") from None
         live = [s for s in sessions if not _client_is_dead(s["app"])]
         zombies = [self._zombie(s) for s in sessions if _client_is_dead(s["app"])]
         holder = None

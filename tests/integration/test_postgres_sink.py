@@ -554,3 +554,28 @@ def test_categorical_columns_are_published_as_their_values(pg):
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
         f" WHERE attrelid = '\"{pg.schema}\".items'::regclass AND attname IN ('v', 'n') ORDER BY attname"
     ) == [("bigint",), ("text",)]
+
+
+def test_a_role_that_cannot_read_the_ledger_is_a_configuration_error(pg, monkeypatch):
+    """Found from outside: a role without SELECT on the ledger exited 5 ("unreachable, re-run") on
+    every publish, and diagnose said UNKNOWN; both are exit 2, naming the privilege, and nothing
+    changes at the destination."""
+    publisher, diagnostic = pg.make()
+    assert publish(publisher, diagnostic, Run.new("items", DATE), table([1], ["a"])).receipt is not None
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    try:
+        pg.execute(f'GRANT USAGE, CREATE ON SCHEMA "{pg.schema}" TO {role}')
+        pg.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{pg.schema}".items TO {role}')
+        monkeypatch.setenv("PGPASSWORD", f"pw-{role}")
+        publisher, diagnostic = pg.make(conninfo=make_conninfo(pg.conninfo, user=role), staging_schema=pg.schema)
+        later = Run.new("items", "2026-04-25")
+        with pytest.raises(ConfigError, match=r"permission denied for table .*lacks this privilege") as caught:
+            publish(publisher, diagnostic, later, table([2], ["b"]))
+        assert exit_code_for(caught.value) == 2
+        with pytest.raises(ConfigError, match=r"reading the evidence of items/2026-04-25 .*lacks this privilege"):
+            diagnostic.diagnose(later)
+        assert pg.query(f'SELECT id FROM "{pg.schema}".items ORDER BY id') == [(1,)]
+        assert pg.query(f"SELECT count(*) FROM pg_tables WHERE tableowner = '{role}'") == [(0,)]
+    finally:
+        pg.execute(f'DROP SCHEMA "{pg.schema}" CASCADE; DROP OWNED BY {role}; DROP ROLE {role}')
