@@ -44,6 +44,7 @@ from .publishers._errors import (
     RollForwardNeeded,
     RunInProgress,
     TransientError,
+    first_line,
 )
 from .publishers._journal import as_claimed, group_claim, rolling_forward
 from .publishers._protocol import ReadsBack
@@ -520,8 +521,11 @@ class _Replayable:
         from .publishers._arrow import as_reader
 
         self.files = records if isinstance(records, InputFiles) else None
-        self.table = None if self.files is not None else as_reader(records).read_all()
-        self.schema: pa.Schema = self.files.reader().schema if self.files is not None else self.table.schema  # type: ignore[union-attr]
+        try:  # a failed read is the input's (exit 2, naming it), as for one sink (_publish._input_side)
+            self.table = None if self.files is not None else as_reader(records).read_all()
+            self.schema: pa.Schema = self.files.reader().schema if self.files is not None else self.table.schema  # type: ignore[union-attr]
+        except OSError as exc:
+            raise InputError(f"the records: reading the input failed: {first_line(exc)}") from exc
 
     def fresh(self) -> Any:
         return open_inputs(self.files.paths) if self.files is not None else self.table
@@ -532,7 +536,10 @@ class _Replayable:
     def input_record(self) -> list[dict[str, Any]] | None:
         if self.files is None:
             return None
-        return [{"path": str(p.resolve()), "sha256": _sha256(p)} for p in self.files.paths]
+        try:
+            return [{"path": str(p.resolve()), "sha256": _sha256(p)} for p in self.files.paths]
+        except OSError as exc:  # removed or unreadable since it was opened: the input's, exit 2
+            raise InputError(f"the input files cannot be read: {first_line(exc)}; nothing decided") from exc
 
     @staticmethod
     def from_record(before: GroupDiagnosis, inputs: list[dict[str, Any]]) -> InputFiles:

@@ -146,6 +146,31 @@ def test_a_group_refuses_repeated_and_empty_column_names_before_any_lock(tmp_pat
     assert sorted(p.name for p in journal.iterdir()) == []
 
 
+def test_a_group_whose_input_read_fails_is_bad_input_and_creates_nothing(tmp_path):
+    """A group reads an Arrow stream whole before its locks: an OSError of that read escaped as
+    itself (exit 1, "a bug"), where one sink's publish names the input (exit 2)."""
+    from atomic_publish import publish_group
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\n'
+        f'[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\n'
+        f'[groups.g]\nsinks = ["a", "b"]\njournal = "{journal}"\n'
+    )
+
+    def batches():
+        yield from ROWS.to_batches()
+        raise OSError(5, "Input/output error", "/mnt/source/part-2.csv")
+
+    reader = pa.RecordBatchReader.from_batches(ROWS.schema, batches())
+    with pytest.raises(InputError, match=r"reading the input failed: .*part-2\.csv"):
+        publish_group(reader, group="g", dataset="items", run_date=DATE, config=load_config(cfg))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert list(journal.iterdir()) == []
+
+
 def test_an_iceberg_partition_column_missing_from_the_data_is_refused_before_the_catalog(tmp_path):
     catalog = tmp_path / "catalog.db"
     cfg = tmp_path / "publish.toml"
