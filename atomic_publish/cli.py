@@ -441,6 +441,65 @@ def run_date_value(value: str) -> dt.date:
         raise click.BadParameter(str(exc)) from None
 
 
+_TIMESTAMP_TZ = re.compile(r"timestamp\[(s|ms|us|ns),\s*tz=([^\]\s]+)\]")
+_DECIMAL = re.compile(r"decimal(128|256)?\(\s*(\d+)\s*,\s*(-?\d+)\s*\)")
+
+
+def _column_types(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> dict[str, Any]:
+    """``--column NAME=TYPE`` options as {name: Arrow type}; a bad one is a usage error naming it."""
+    import pyarrow as pa
+
+    types: dict[str, Any] = {}
+    for spec in specs:
+        name, eq, text = spec.partition("=")
+        text = text.strip()
+        if not eq or not name:
+            raise click.BadParameter(f"{spec!r} is not NAME=TYPE (for example refund_id=string)")
+        if name in types:
+            raise click.BadParameter(f"column {name!r} is given twice")
+        if m := _TIMESTAMP_TZ.fullmatch(text):
+            if not re.fullmatch(r"[+-]\d\d:\d\d", m.group(2)):  # Arrow takes a fixed offset or a zone name
+                import zoneinfo
+
+                try:
+                    zoneinfo.ZoneInfo(m.group(2))
+                except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+                    raise click.BadParameter(f"{spec!r}: {m.group(2)!r} is not a time zone") from None
+            types[name] = pa.timestamp(m.group(1), tz=m.group(2))
+        elif m := _DECIMAL.fullmatch(text):
+            make = pa.decimal256 if m.group(1) == "256" else pa.decimal128
+            try:
+                types[name] = make(int(m.group(2)), int(m.group(3)))
+            except (ValueError, pa.ArrowInvalid) as exc:
+                raise click.BadParameter(f"{spec!r}: {exc}") from None
+        else:
+            try:
+                types[name] = pa.type_for_alias(text)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{spec!r}: {text!r} is not an Arrow type (string, int64, int32, float64, bool, date32, "
+                    "timestamp[us], timestamp[us, tz=UTC], decimal128(P, S), ...)"
+                ) from None
+    return types
+
+
+def _with_column_types(records: Any, types: dict[str, Any]) -> Any:
+    """The run's schema: the input's columns (guessed from a CSV file, a Parquet file's own), with
+    the types ``--column`` gives; None when it gives none."""
+    import pyarrow as pa
+
+    if not types:
+        return None
+    guessed = records.reader().schema
+    unknown = [name for name in types if name not in guessed.names]
+    if unknown:
+        raise click.BadParameter(
+            f"column(s) {', '.join(map(repr, unknown))} not in the input (its columns: {', '.join(guessed.names)})",
+            param_hint="'--column'",
+        )
+    return pa.schema([f.with_type(types.get(f.name, f.type)) for f in guessed], metadata=guessed.metadata)
+
+
 def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--run-date", required=True, callback=lambda c, p, v: run_date_value(v), help="YYYY-MM-DD")(f)
     f = click.option("--dataset", required=True, callback=lambda c, p, v: _dataset(v), help="Dataset name.")(f)
@@ -484,6 +543,16 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
     @group_option
     @_run_options
     @click.option("--if-absent", is_flag=True, help="Exit 0 without changes if the run is already published.")
+    @click.option(
+        "--column",
+        "columns",
+        multiple=True,
+        metavar="NAME=TYPE",
+        callback=_column_types,
+        help="Read column NAME as TYPE, an Arrow type (string keeps a CSV value as written: 007 stays 007; "
+        "int64, float64, bool, date32, timestamp[us, tz=UTC], decimal128(12, 2), ...). Repeat for more "
+        "columns; the others are guessed from a CSV file's first block, or as a Parquet file has them.",
+    )
     @json_option
     @click.argument("inputs", nargs=-1, required=True)
     def publish_cmd(
@@ -493,6 +562,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         dataset: str,
         run_date: dt.date,
         if_absent: bool,
+        columns: dict[str, Any],
         as_json: bool,
         inputs: tuple[str, ...],
     ) -> NoReturn:
@@ -502,6 +572,8 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
             from . import open_inputs, publish
 
             if group is not None:
+                if columns:
+                    raise click.BadParameter("not taken with --group (a group publishes the input as read)")
                 return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, as_json)
             from . import refuse_if_rolling_forward
 
@@ -509,6 +581,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
             refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))
             _, publisher, diagnostic = _resolve(config, sink)
             records = open_inputs(inputs)
+            schema = _with_column_types(records, columns)
             with Progress(
                 f"staging {dataset}/{run_date}",
                 total_rows=records.rows,
@@ -516,7 +589,13 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
                 bytes_read=records.bytes_read,
             ) as progress:
                 result = publish(
-                    publisher, diagnostic, Run.new(dataset, run_date), records, if_absent=if_absent, progress=progress
+                    publisher,
+                    diagnostic,
+                    Run.new(dataset, run_date),
+                    records,
+                    if_absent=if_absent,
+                    schema=schema,
+                    progress=progress,
                 )
             return report_publish(result, as_json)
 

@@ -47,6 +47,57 @@ def test_publish_several_inputs_as_one_run(dest, tmp_path):
     assert (root / "refunds_settled" / f"{DATE}.csv").read_text().splitlines()[1:] == ["1,10", "2,20", "3,30"]
 
 
+def test_column_types_keep_csv_values_as_written_across_files(tmp_path):
+    """A CLI user had no way to keep "007" (a CSV column of digits was guessed as integers, in
+    every file): --column NAME=TYPE reads it as that type; the other columns are still guessed."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "out"
+    root.mkdir()
+    cfg = write_config(tmp_path / "publish.toml", root, fmt="parquet")
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("id,amount,paid_at\n007,10.5,2026-04-24 10:00:00\n010,2,2026-04-24 11:00:00\n")
+    b.write_text("id,amount,paid_at\n0099,30,2026-04-24 12:00:00\n")
+    result = run_cli(
+        "publish",
+        *RUN,
+        "--column",
+        "id=string",
+        "--column",
+        "paid_at=timestamp[us, tz=UTC]",
+        str(a),
+        str(b),
+        config=cfg,
+    )
+    assert result.code == 0, result.stderr
+    table = pq.read_table(root / "refunds_settled" / f"{DATE}.parquet")
+    assert table.column("id").to_pylist() == ["007", "010", "0099"]
+    assert str(table.schema.field("amount").type) == "double"  # guessed, as without --column
+    assert str(table.schema.field("paid_at").type) == "timestamp[us, tz=UTC]"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("id", "'id' is not NAME=TYPE"),
+        ("id=strin", "'strin' is not an Arrow type"),
+        ("nope=string", "column(s) 'nope' not in the input (its columns: id, amount)"),
+        ("amount=decimal128(40, 2)", "precision"),
+        ("amount=timestamp[us, tz=Mars/Olympus]", "'Mars/Olympus' is not a time zone"),
+        ("amount=int64", "column 'amount' does not fit type int64"),
+    ],
+)
+def test_a_bad_column_type_exits_2_in_one_line_and_changes_nothing(tmp_path, spec, expected):
+    root = tmp_path / "out"
+    cfg = write_config(tmp_path / "publish.toml", root)
+    data = tmp_path / "in.csv"
+    data.write_text("id,amount\n1,10.5\n")
+    result = run_cli("publish", *RUN, "--column", spec, str(data), config=cfg)
+    assert result.code == 2, result.stderr
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not root.exists()
+
+
 def test_publish_console_script_is_the_same_command(dest, small_inputs):
     _root, cfg = dest
     script = shutil.which("publish", path=os.path.dirname(sys.executable))
