@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from atomic_publish.publishers._errors import ConfigError, first_line
 from atomic_publish.publishers._lease import pid_alive
 from atomic_publish.publishers._types import Run
 from atomic_publish.publishers.layouts.postgres import (
@@ -256,16 +257,24 @@ class PostgresDiagnostic(SinkDiagnostic):
         ]
 
     def _ledger_row(self, conn: Any, run: Run) -> dict[str, Any] | None:
-        from psycopg import sql
+        from psycopg import errors, sql
         from psycopg.rows import dict_row
 
         cur = conn.cursor(row_factory=dict_row)
-        return cur.execute(
-            sql.SQL("SELECT attempt, rows, checksum, target, published_at FROM {} WHERE run_id = %s").format(
-                self.layout.ledger()
-            ),
-            (run.run_id,),
-        ).fetchone()
+        try:
+            return cur.execute(
+                sql.SQL("SELECT attempt, rows, checksum, target, published_at FROM {} WHERE run_id = %s").format(
+                    self.layout.ledger()
+                ),
+                (run.run_id,),
+            ).fetchone()
+        except errors.UndefinedColumn as exc:
+            # Another table holds the ledger's name: no run can be told from it, and waiting will not
+            # change that (a publish said exit 5, "re-run"). The configuration's to fix: exit 2.
+            where = f"{self.layout.schema}.{self.config.ledger_table}"
+            raise ConfigError(
+                f"{where} is not an atomic-publish ledger ({first_line(exc)}): set ledger_table to another name"
+            ) from None
 
     # -- clean (the loop is SinkDiagnostic.clean) -------------------------------------------------
 

@@ -579,3 +579,23 @@ def test_a_role_that_cannot_read_the_ledger_is_a_configuration_error(pg, monkeyp
         assert pg.query(f"SELECT count(*) FROM pg_tables WHERE tableowner = '{role}'") == [(0,)]
     finally:
         pg.execute(f'DROP SCHEMA "{pg.schema}" CASCADE; DROP OWNED BY {role}; DROP ROLE {role}')
+
+
+def test_another_table_with_the_ledgers_name_is_a_configuration_error(pg):
+    """Found from outside: a table of the user's own under the ledger's name made every publish exit
+    5 ("unreachable, re-run"), forever. It is exit 2, naming the table and the option to change, and
+    nothing is created or changed."""
+    pg.execute(f'CREATE SCHEMA "{pg.schema}"; CREATE TABLE "{pg.schema}".atomic_publish_ledger (note text)')
+    pg.execute(f"INSERT INTO \"{pg.schema}\".atomic_publish_ledger VALUES ('mine')")
+    publisher, diagnostic = pg.make()
+    with pytest.raises(
+        ConfigError, match=r"atomic_publish_ledger is not an atomic-publish ledger .*set ledger_table"
+    ) as caught:
+        publish(publisher, diagnostic, Run.new("items", DATE), table([1], ["a"]))
+    assert exit_code_for(caught.value) == 2
+    with pytest.raises(ConfigError, match="not an atomic-publish ledger"):
+        diagnostic.diagnose(Run.new("items", DATE))
+    assert pg.query(f'SELECT note FROM "{pg.schema}".atomic_publish_ledger') == [("mine",)]
+    assert pg.query("SELECT tablename FROM pg_tables WHERE schemaname = %s", (pg.schema,)) == [
+        ("atomic_publish_ledger",)
+    ]
