@@ -135,7 +135,14 @@ def _stuck(before: GroupDiagnosis, reason: str) -> RecoveryNeeded:
 
 
 def publish_group(
-    records: Any, *, dataset: str, run_date: Any, group: str, config: Any = None, if_absent: bool = False
+    records: Any,
+    *,
+    dataset: str,
+    run_date: Any,
+    group: str,
+    config: Any = None,
+    if_absent: bool = False,
+    schema: Any = None,
 ) -> GroupResult:
     """Publish ``records`` (a ``pyarrow.Table``, any Arrow stream, or ``open_inputs(paths)``) as run
     ``dataset``/``run_date`` to every sink of ``group``: all of them or, once decided, all of them
@@ -147,12 +154,14 @@ def publish_group(
     complete: ``recover_group(apply=True)``), CommitOutcomeUnknown (the journal could not be
     written: whether the run was decided is for ``diagnose_group`` to say; nothing was removed),
     ConfigError (a group that could not roll a sink forward after a crash: ``check_roll_forward``),
-    or InputError (the input files changed while the sinks read them).
+    or InputError (the input files changed while the sinks read them). ``schema`` (a
+    ``pyarrow.Schema``) casts the records to it, as ``publish(schema=...)`` does: a CSV column it makes
+    a string is read as text (also when a roll-forward stages a sink again from the input files).
     """
     loaded = resolve_config(config)
     cfg = loaded.group(group)
     run = Run.new(dataset, run_date)
-    data = _Replayable(records)
+    data = _Replayable(records, schema)
     check_roll_forward(cfg, data.files is not None)  # before anything is written
     if data.table is not None:  # as publish() refuses them (files: open_inputs did)
         check_columns(data.table.schema, "the records")
@@ -195,7 +204,7 @@ def _publish_group(cfg: GroupConfig, run: Run, data: _Replayable, if_absent: boo
         # Every sink's lock, in the group's order, each run checked under its own lock: an error
         # before the decision unwinds them all, and each discards its own staging.
         jobs = {name: stack.enter_context(begin_run(pub, diag, run)) for name, pub, diag in members}
-        staged = {name: [job.stage(data.fresh())] for name, job in jobs.items()}
+        staged = {name: [job.stage(data.fresh(), schema=data.target)] for name, job in jobs.items()}
         if inputs is not None and data.input_record() != inputs:
             raise InputError(
                 f"group {group}: the input files changed while the sinks read them; nothing decided, nothing published"
@@ -480,7 +489,8 @@ def _restage(
             except (FileNotFoundError, AtomicPublishError) as exc:
                 tried.append(f"{other}: {exc}")
         if decision.get("inputs"):
-            yield "the run's input files", _Replayable.from_record(before, decision["inputs"]).reader()
+            # Read as the decided types: a CSV column decided as a string is read as text ("007").
+            yield "the run's input files", _Replayable.from_record(before, decision["inputs"]).reader(schema)
 
     for where, records in sources():
         try:
@@ -515,15 +525,29 @@ def _complete(cfg: GroupConfig, run: Run, committed: list[str]) -> None:
 class _Replayable:
     """The records of a group's run, to be read once per sink."""
 
-    def __init__(self, records: Any) -> None:
+    def __init__(self, records: Any, schema: Any = None) -> None:
         import pyarrow as pa
 
         from .publishers._arrow import as_reader
 
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise InputError(f"schema must be a pyarrow.Schema, not {type(schema).__name__}")
         self.files = records if isinstance(records, InputFiles) else None
+        # What each sink stages the files with (their types, conformed there); a table is conformed here.
+        self.target: pa.Schema | None = schema if self.files is not None else None
         try:  # a failed read is the input's (exit 2, naming it), as for one sink (_publish._input_side)
-            self.table = None if self.files is not None else as_reader(records).read_all()
-            self.schema: pa.Schema = self.files.reader().schema if self.files is not None else self.table.schema  # type: ignore[union-attr]
+            if self.files is not None:
+                self.table = None
+                read = self.files.reader(schema).schema
+                if schema is not None:  # a column schema names that the files lack: before any lock
+                    conform(pa.RecordBatchReader.from_batches(read, iter(())), schema, source="the input files")
+                self.schema: pa.Schema = schema if schema is not None else read
+            else:
+                reader = as_reader(records)
+                self.table = (
+                    conform(reader, schema, source="the records") if schema is not None else reader
+                ).read_all()
+                self.schema = self.table.schema
         except OSError as exc:
             raise InputError(f"the records: reading the input failed: {first_line(exc)}") from exc
 

@@ -572,9 +572,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
             from . import open_inputs, publish
 
             if group is not None:
-                if columns:
-                    raise click.BadParameter("not taken with --group (a group publishes the input as read)")
-                return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, as_json)
+                return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, columns, as_json)
             from . import refuse_if_rolling_forward
 
             config = load_config(config_path)
@@ -717,14 +715,22 @@ def _publish_group(
     run_date: dt.date,
     inputs: tuple[str, ...],
     if_absent: bool,
+    columns: dict[str, Any],
     as_json: bool,
 ) -> int:
     from . import open_inputs, publish_group
 
     _only_one(sink, group)
     config = load_config(config_path)
+    records = open_inputs(inputs)
     result = publish_group(
-        open_inputs(inputs), dataset=dataset, run_date=run_date, group=group, config=config, if_absent=if_absent
+        records,
+        dataset=dataset,
+        run_date=run_date,
+        group=group,
+        config=config,
+        if_absent=if_absent,
+        schema=_with_column_types(records, columns),
     )
     if not result.skipped:
         _warn_of_a_signal_in_the_commit()  # found from outside: a group said nothing of it

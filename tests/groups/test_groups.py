@@ -279,3 +279,23 @@ def test_kafka_is_never_rolled_forward_from_input_that_changed_since_the_decisio
     doc = group.diagnose()
     assert doc["state"] == "ROLL_FORWARD" and doc["committed"] == ["out"], doc["reason"]
     assert group.contents()["kafka"] is None
+
+
+def test_a_roll_forward_from_durable_csv_input_reads_it_as_the_decided_types(request, tmp_path):
+    """``--column refund_id=string`` (``schema=``) keeps "007" in every sink; Kafka, staged again from
+    the durable CSV after a crash past the decision, must read that column as text too: guessed as
+    integers and cast, it would give "7", a checksum that is not the decided one, and a roll-forward
+    stuck at exit 14."""
+    own = tmp_path / "input.csv"
+    own.write_text("refund_id,amount_paise\n007,120\n0010,56\n")
+    # A CSV file sink cannot give the run back exactly: Kafka is staged again from the input files.
+    group = Group("csv-events", [FILE, _FACTORIES["kafka"](request)], tmp_path / "g", durable=True)
+    crashed = group.publish(own, "--column", "refund_id=string", PUBLISH_CRASH_AT="group_decided")
+    assert crashed.code == -9, crashed.stderr
+    assert group.diagnose()["state"] == "ROLL_FORWARD"
+    recovered = group.recover()
+    assert recovered.code == 0, recovered.stderr
+    assert group.diagnose()["state"] == "DONE"
+    contents = group.contents()
+    assert contents["file"] is not None and contents["file"].splitlines()[1:] == [b'"007",120', b'"0010",56']
+    assert b"007" in contents["kafka"] and b"0010" in contents["kafka"]

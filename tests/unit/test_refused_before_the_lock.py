@@ -171,6 +171,43 @@ def test_a_group_whose_input_read_fails_is_bad_input_and_creates_nothing(tmp_pat
     assert list(journal.iterdir()) == []
 
 
+def test_a_group_refuses_a_schema_the_input_cannot_take_before_any_lock(tmp_path):
+    """publish_group(schema=...) as publish(schema=...): a column it names that the input lacks, a
+    value that does not cast, or a schema that is not one, is refused before any lock or journal."""
+    from atomic_publish import publish_group
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        f'[sinks.a]\ntype = "file"\nroot = "{tmp_path / "a"}"\n'
+        f'[sinks.b]\ntype = "file"\nroot = "{tmp_path / "b"}"\nformat = "parquet"\n'
+        f'[groups.g]\nsinks = ["a", "b"]\njournal = "{journal}"\n'
+    )
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n007,a\n")
+    from atomic_publish import open_inputs
+
+    cases = [
+        (ROWS, pa.schema([("id", pa.int64()), ("w", pa.string())]), SchemaMismatch, r"missing column\(s\) 'w'"),
+        (ROWS, pa.schema([("id", pa.int64()), ("v", pa.int64())]), SchemaMismatch, "column 'v' does not fit"),
+        (open_inputs([data]), pa.schema([("id", pa.string()), ("w", pa.string())]), SchemaMismatch, "'w'"),
+        (ROWS, {"id": "int64"}, InputError, "schema must be a pyarrow.Schema, not dict"),
+    ]
+    for records, schema, error, fragment in cases:
+        with pytest.raises(error, match=fragment):
+            publish_group(records, group="g", dataset="items", run_date=DATE, config=load_config(cfg), schema=schema)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert list(journal.iterdir()) == []
+    # and taken: "007" read as text in both sinks
+    schema = pa.schema([("id", pa.string()), ("v", pa.string())])
+    publish_group(
+        open_inputs([data]), group="g", dataset="items", run_date=DATE, config=load_config(cfg), schema=schema
+    )
+    assert (tmp_path / "a" / "items" / f"{DATE}.csv").read_text().splitlines()[1] == '"007","a"'
+    assert pq.read_table(tmp_path / "b" / "items" / f"{DATE}.parquet").column("id").to_pylist() == ["007"]
+
+
 def test_an_iceberg_partition_column_missing_from_the_data_is_refused_before_the_catalog(tmp_path):
     catalog = tmp_path / "catalog.db"
     cfg = tmp_path / "publish.toml"
