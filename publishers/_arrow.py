@@ -601,6 +601,59 @@ def decode_dictionaries(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
 
 
+def nanoseconds_refused(batch: pa.RecordBatch, target: pa.Schema, keeps: str) -> SchemaMismatch | None:
+    """Why ``batch`` cannot be cast to ``target`` without losing nanoseconds: the first timestamp or
+    time column whose value has a part below the microsecond, named with its value (a destination
+    that ``keeps`` microseconds). None when no such column loses anything."""
+    import pyarrow.compute as pc
+
+    for field in target:
+        have = batch.schema.field(field.name).type if field.name in batch.schema.names else None
+        if have is None or getattr(have, "unit", None) != "ns" or getattr(field.type, "unit", None) != "us":
+            continue
+        column = batch.column(field.name)
+        values = column.cast(pa.int64())
+        lost = pc.fill_null(pc.not_equal(pc.multiply(pc.divide(values, 1000), 1000), values), False)
+        if pc.any(lost).as_py():
+            index = pc.index(lost, True).as_py()
+            shown = str(column[index])
+            if pa.types.is_time(have):  # a Python time would print it in microseconds
+                ns = values[index].as_py()
+                seconds, fraction = divmod(ns, 10**9)
+                shown = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:09d}"
+            return SchemaMismatch(
+                f"column {field.name!r} has a value with nanoseconds ({shown}), and {keeps} keeps "
+                "microseconds: round it to microseconds first (nothing was published)"
+            )
+    return None
+
+
+def as_microseconds(reader: pa.RecordBatchReader, keeps: str) -> pa.RecordBatchReader:
+    """Timestamp and time columns in nanoseconds (pandas' datetime64[ns]) as microseconds, for a
+    destination that keeps no finer: each value checked, and one with a part below the microsecond
+    refused, naming it (found from outside: Postgres dropped it silently)."""
+
+    def micro(typ: pa.DataType) -> pa.DataType:
+        if pa.types.is_timestamp(typ) and typ.unit == "ns":
+            return pa.timestamp("us", tz=typ.tz)
+        if pa.types.is_time64(typ) and typ.unit == "ns":
+            return pa.time64("us")
+        return typ
+
+    schema = pa.schema([f.with_type(micro(f.type)) for f in reader.schema], metadata=reader.schema.metadata)
+    if schema.equals(reader.schema):
+        return reader
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            refused = nanoseconds_refused(batch, schema, keeps)
+            if refused is not None:
+                raise refused
+            yield batch.cast(schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 def conform(reader: pa.RecordBatchReader, schema: pa.Schema, *, source: str = "input") -> pa.RecordBatchReader:
     """Select and cast the reader's columns to ``schema``, batch by batch.
 

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._arrow import rechunk
+from ._arrow import nanoseconds_refused, rechunk
 from ._crash import crash_point
 from ._errors import (
     CommitAborted,
@@ -221,7 +221,10 @@ class IcebergPublisher:
                     try:
                         batch = batch.cast(schema)
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                        raise SchemaMismatch(f"the data does not fit the Iceberg table: {first_line(exc)}") from None
+                        refused = nanoseconds_refused(batch, schema, "an Iceberg v2 table")
+                        raise refused or SchemaMismatch(
+                            f"the data does not fit the Iceberg table: {first_line(exc)}"
+                        ) from None
                 if current is None or current.size >= limit:
                     if current is not None:
                         digests.append(current.finish())

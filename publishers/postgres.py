@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._arrow import IpcHasher, decode_dictionaries
+from ._arrow import IpcHasher, as_microseconds, decode_dictionaries
 from ._crash import crash_point
 from ._errors import (
     AlreadyPublished,
@@ -121,6 +121,7 @@ class PostgresPublisher:
         table = layout.table_name(run.dataset)
         staging = layout.staging(run, part, token)
         batches = decode_dictionaries(batches)  # the COPY takes none; the column holds the values
+        batches = as_microseconds(batches, "Postgres")  # the COPY would drop nanoseconds silently
         name = staging_table_name(run, part, token)
         conn = self._connect(run)
         try:

@@ -248,12 +248,10 @@ def _widened(name: str, typ: pa.DataType) -> pa.DataType:
     if pa.types.is_dictionary(typ):
         return _widened(name, typ.value_type)
     if pa.types.is_timestamp(typ):
-        if typ.unit == "ns":
-            raise SchemaMismatch(f"column {name!r} is timestamp[ns]; Iceberg v2 keeps microseconds")
+        # Nanoseconds (pandas' datetime64[ns]) are taken when every value is a whole microsecond:
+        # a value that is not is refused when its batch is written (_arrow.nanoseconds_refused).
         return pa.timestamp("us", tz=None if typ.tz is None else "UTC")
     if pa.types.is_time(typ):
-        if typ.unit == "ns":
-            raise SchemaMismatch(f"column {name!r} is time64[ns]; Iceberg keeps microseconds")
         return pa.time64("us")
     if pa.types.is_null(typ):
         raise SchemaMismatch(f"column {name!r} has only nulls and no type: give it one (Iceberg v2 has no null type)")

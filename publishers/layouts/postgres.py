@@ -220,6 +220,8 @@ def pg_type(arrow_type: pa.DataType) -> str:
         return "timestamp with time zone" if arrow_type.tz else "timestamp without time zone"
     if pa.types.is_date(arrow_type):
         return "date"
+    if pa.types.is_time(arrow_type):  # nanoseconds are taken as microseconds (_arrow.as_microseconds)
+        return "time without time zone"
     if pa.types.is_decimal(arrow_type):
         return f"numeric({arrow_type.precision},{arrow_type.scale})"
     if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):

@@ -514,9 +514,11 @@ def _(d: Dest) -> Expect:
 @case("iceberg-nested-parquet-bad-type")
 def _(d: Dest) -> Expect:
     d.write(d.iceberg_sink())
-    table = pa.table({"id": [1], "t": pa.array([1], pa.timestamp("ns"))})
-    f = _parquet(d.tmp / "inputs" / "ns.parquet", table)
-    return Expect(publish(d, f, sink="lake"), 2, ["'t'", "timestamp[ns]"])
+    # (a timestamp[ns] was the type here until nanoseconds that are whole microseconds were taken;
+    # one that is not is refused while staging: tests/integration/test_iceberg_sink.py REFUSED)
+    table = pa.table({"id": [1], "t": pa.array([1], pa.duration("s"))})
+    f = _parquet(d.tmp / "inputs" / "duration.parquet", table)
+    return Expect(publish(d, f, sink="lake"), 2, ["'t'", "duration[s]"])
 
 
 @case("csv-ragged-row")

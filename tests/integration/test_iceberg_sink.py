@@ -136,10 +136,17 @@ WIDENED = {
     "map": (pa.array([[("k", 1)], []], pa.map_(pa.string(), pa.int64())), [[("k", 1)], []]),
     "date64": (pa.array([0, 86_400_000], pa.date64()), [dt.date(1970, 1, 1), dt.date(1970, 1, 2)]),
     "time32": (pa.array([1, 2], pa.time32("s")), [dt.time(0, 0, 1), dt.time(0, 0, 2)]),
+    # pandas' datetime64[ns]: whole microseconds are taken as microseconds (they were refused)
+    "timestamp[ns]": (
+        pa.array([1_000, -5_000], pa.timestamp("ns", tz="Asia/Kolkata")),
+        [dt.datetime(1970, 1, 1, 0, 0, 0, 1, dt.UTC), dt.datetime(1969, 12, 31, 23, 59, 59, 999_995, dt.UTC)],
+    ),
+    "time64[ns]": (pa.array([1_000, None], pa.time64("ns")), [dt.time(0, 0, 0, 1), None]),
 }
 REFUSED = {
     "null": (pa.array([None, None], pa.null()), "has only nulls and no type"),
-    "time64[ns]": (pa.array([1, 2], pa.time64("ns")), "Iceberg keeps microseconds"),
+    "time64[ns] below the microsecond": (pa.array([1_000, 1_001], pa.time64("ns")), "(00:00:00.000001001)"),
+    "timestamp[ns] below the microsecond": (pa.array([7, None], pa.timestamp("ns")), "has a value with nanoseconds"),
     "decimal256": (pa.array([None, None], pa.decimal256(40, 2)), "cannot store"),
     "duration": (pa.array([1, 2], pa.duration("s")), "cannot store"),
     "uint64 above 2**63": (pa.array([1, 2**64 - 1], pa.uint64()), "not in range"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
@@ -599,3 +600,34 @@ def test_another_table_with_the_ledgers_name_is_a_configuration_error(pg):
     assert pg.query("SELECT tablename FROM pg_tables WHERE schemaname = %s", (pg.schema,)) == [
         ("atomic_publish_ledger",)
     ]
+
+
+def test_nanosecond_timestamps_are_published_as_microseconds_or_refused_when_they_would_lose_some(pg):
+    """Found from outside: a timestamp[ns] value (pandas' datetime64[ns]) lost its nanoseconds in
+    the COPY without a word. Whole microseconds are published exactly (and time columns, which had
+    no Postgres type); a value below the microsecond is refused, naming it, and nothing is published."""
+    publisher, diagnostic = pg.make()
+    data = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "v": pa.array(["a", "b", "c"]),
+            "part": pa.array(["p", "p", "p"]),
+            "at": pa.array([1_700_000_000_123_456_000, None, -1_000], pa.timestamp("ns", tz="Asia/Kolkata")),
+            "on": pa.array([3_600_000_000_000, None, 1_000], pa.time64("ns")),
+        }
+    )
+    assert publish(publisher, diagnostic, Run.new("items", DATE), data).receipt is not None
+    rows = pg.query(f'SELECT id, "at", "on" FROM "{pg.schema}".items ORDER BY id')
+    assert rows == [
+        (1, dt.datetime(2023, 11, 14, 22, 13, 20, 123456, dt.UTC), dt.time(1, 0)),
+        (2, None, None),
+        (3, dt.datetime(1969, 12, 31, 23, 59, 59, 999999, dt.UTC), dt.time(0, 0, 0, 1)),
+    ]
+    later = Run.new("items", "2026-04-25")
+    lossy = data.set_column(3, "at", pa.array([1_000, 1_700_000_000_123_456_789, None], pa.timestamp("ns", tz="UTC")))
+    with pytest.raises(
+        SchemaMismatch, match=r"column 'at' has a value with nanoseconds \(2023-11-14 22:13:20\.123456789"
+    ):
+        publish(publisher, diagnostic, later, lossy)
+    assert diagnostic.diagnose(later).state is State.NOTHING_IN_FLIGHT
+    assert pg.query(f'SELECT count(*) FROM "{pg.schema}".items') == [(3,)]
