@@ -13,10 +13,12 @@ Every record carries one header, ``atomic-publish``, whose value is ``<run_id> <
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import socket
 import time
@@ -304,8 +306,7 @@ class KafkaPublisher:
     def _encode(self, batch: pa.RecordBatch, rows_before: int) -> tuple[list[bytes], list[bytes | None]]:
         """The batch's record values (JSON) and keys; an oversized value is refused with its row number."""
         pylist = batch.to_pylist()
-        encode = RECORD_ENCODER.encode
-        values = [encode(row).encode() for row in pylist]
+        values = encode_all(pylist)
         limit = self.config.max_record_bytes
         if values and max(map(len, values)) > limit:
             index = next(i for i, v in enumerate(values) if len(v) > limit)
@@ -318,8 +319,10 @@ class KafkaPublisher:
             return values, [None] * len(values)
         if len(columns) == 1:
             (column,) = columns
-            return values, [encode([row[column]]).encode() for row in pylist]
-        return values, [encode([row[c] for c in columns]).encode() for row in pylist]
+            keys: list[bytes | None] = [*encode_all([[row[column]] for row in pylist])]
+        else:
+            keys = [*encode_all([[row[c] for c in columns] for row in pylist])]
+        return values, keys
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
         from confluent_kafka import KafkaException
@@ -489,10 +492,44 @@ def _produce_when_queue_frees(producer: Any, topic: str, value: bytes, key: byte
             continue
 
 
+def _json_value(value: Any) -> Any:
+    """A value JSON has no type for: binary as base64 (Python's ``str`` of bytes, ``b'\\x00'``, is no
+    encoding a consumer can read; found from outside), anything else (Decimal, date, time,
+    timestamp) as its text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
 # One encoder for every record: json.dumps with options builds a new JSONEncoder per call, which
-# measured as a fifth of the produce loop.
-RECORD_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+# measured as a fifth of the produce loop. Strict JSON (RFC 8259): a NaN or an infinity would be
+# written as the bare words NaN and Infinity, which JSON.parse, Jackson and Go refuse (found from
+# outside); a batch that holds one is encoded again with those floats as strings (_finite).
+RECORD_ENCODER = json.JSONEncoder(default=_json_value, separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as the string "NaN", "Infinity" or "-Infinity" (as
+    in protobuf's JSON mapping), also inside lists, maps and structs."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def encode_all(items: list[Any]) -> list[bytes]:
+    """Each item as strict JSON (see RECORD_ENCODER)."""
+    encode = RECORD_ENCODER.encode
+    try:
+        return [encode(item).encode() for item in items]
+    except ValueError:  # a NaN or an infinity somewhere in the batch: rare, so checked only then
+        return [encode(_finite(item)).encode() for item in items]
 
 
 def encode_record(row: dict[str, Any]) -> bytes:
-    return RECORD_ENCODER.encode(row).encode()
+    return encode_all([row])[0]

@@ -335,3 +335,51 @@ def test_a_failure_after_the_commit_answered_is_not_an_unknown_outcome(sink, mon
     monkeypatch.setattr(KafkaPublisher, "_await_visible", stalled)
     assert publish(publisher, diagnostic, Run.new("items", DATE), table(5)).receipt is not None
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
+def test_records_are_strict_json_that_any_consumer_reads_back_exactly(sink, kafka_service):
+    """Found from outside: a NaN or an infinity was written as the bare word NaN or Infinity (which
+    JSON.parse, Jackson and Go refuse), and binary as Python's text of bytes (b'\\x00\\xff'). Records
+    are strict JSON: non-finite floats as "NaN", "Infinity", "-Infinity" (also in lists and keys),
+    binary as base64; the other values as before."""
+    import base64
+    import datetime as dt
+    import decimal
+    import json
+
+    from tests.contract.readers import kafka_committed
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda word: pytest.fail(f"not JSON: {word} in {text!r}"))
+
+    publisher, diagnostic = sink()
+    data = pa.table(
+        {
+            "id": [1.5, float("nan"), 3.0],
+            "f": [float("inf"), float("-inf"), -0.0],
+            "l": [[1.0, float("nan")], [], None],
+            "b": pa.array([b"\x00\xff\n", b"", None]),
+            "d": pa.array([decimal.Decimal("1.50"), None, decimal.Decimal("-0.01")], pa.decimal128(5, 2)),
+            "t": pa.array([dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)] * 3, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    publish(publisher, diagnostic, Run.new("items", DATE), data)
+    records = kafka_committed(kafka_service.bootstrap, publisher.config.topic)
+    got = [[strict(m.key()), strict(m.value())] for m in records]
+    expected = [
+        [
+            [1.5],
+            {
+                "id": 1.5,
+                "f": "Infinity",
+                "l": [1.0, "NaN"],
+                "b": base64.b64encode(b"\x00\xff\n").decode(),
+                "d": "1.50",
+                "t": "2026-01-01 10:00:00+00:00",
+            },
+        ],
+        [[3.0], {"id": 3.0, "f": -0.0, "l": None, "b": None, "d": "-0.01", "t": "2026-01-01 10:00:00+00:00"}],
+        [["NaN"], {"id": "NaN", "f": "-Infinity", "l": [], "b": "", "d": None, "t": "2026-01-01 10:00:00+00:00"}],
+    ]
+    assert sorted(got, key=json.dumps) == sorted(expected, key=json.dumps)
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
