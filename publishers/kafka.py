@@ -306,7 +306,8 @@ class KafkaPublisher:
     def _encode(self, batch: pa.RecordBatch, rows_before: int) -> tuple[list[bytes], list[bytes | None]]:
         """The batch's record values (JSON) and keys; an oversized value is refused with its row number."""
         pylist = batch.to_pylist()
-        values = encode_all(pylist)
+        binary = any(_holds_binary(f.type) for f in batch.schema)
+        values = encode_all(pylist, binary)
         limit = self.config.max_record_bytes
         if values and max(map(len, values)) > limit:
             index = next(i for i, v in enumerate(values) if len(v) > limit)
@@ -317,11 +318,16 @@ class KafkaPublisher:
         columns = self.config.key_columns
         if not columns:
             return values, [None] * len(values)
-        if len(columns) == 1:
-            (column,) = columns
-            keys: list[bytes | None] = [*encode_all([[row[column]] for row in pylist])]
-        else:
-            keys = [*encode_all([[row[c] for c in columns] for row in pylist])]
+        encode = (BINARY_ENCODER if binary else RECORD_ENCODER).encode
+        keys: list[bytes | None]
+        try:  # inline, without a list of key lists first (that was 4% of the encoding)
+            if len(columns) == 1:
+                (column,) = columns
+                keys = [encode([row[column]]).encode() for row in pylist]
+            else:
+                keys = [encode([row[c] for c in columns]).encode() for row in pylist]
+        except ValueError:  # a NaN or an infinity in a key
+            keys = [*encode_all([[row[c] for c in columns] for row in pylist], binary)]
         return values, keys
 
     def commit(self, run: Run, staged: Sequence[Staged]) -> Receipt:
@@ -505,7 +511,18 @@ def _json_value(value: Any) -> Any:
 # measured as a fifth of the produce loop. Strict JSON (RFC 8259): a NaN or an infinity would be
 # written as the bare words NaN and Infinity, which JSON.parse, Jackson and Go refuse (found from
 # outside); a batch that holds one is encoded again with those floats as strings (_finite).
-RECORD_ENCODER = json.JSONEncoder(default=_json_value, separators=(",", ":"), allow_nan=False)
+RECORD_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), allow_nan=False)
+# The same, for batches that hold binary values (a Python default costs a call per Decimal and
+# timestamp value; str is a builtin: 3% of a 100k-row publish, measured A/B).
+BINARY_ENCODER = json.JSONEncoder(default=_json_value, separators=(",", ":"), allow_nan=False)
+
+
+def _holds_binary(typ: pa.DataType) -> bool:
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ) or pa.types.is_fixed_size_binary(typ):
+        return True
+    if pa.types.is_dictionary(typ):
+        return _holds_binary(typ.value_type)
+    return any(_holds_binary(typ.field(i).type) for i in range(typ.num_fields))
 
 
 def _finite(value: Any) -> Any:
@@ -522,9 +539,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def encode_all(items: list[Any]) -> list[bytes]:
-    """Each item as strict JSON (see RECORD_ENCODER)."""
-    encode = RECORD_ENCODER.encode
+def encode_all(items: list[Any], binary: bool = True) -> list[bytes]:
+    """Each item as strict JSON (see RECORD_ENCODER); ``binary``: the items may hold bytes."""
+    encode = (BINARY_ENCODER if binary else RECORD_ENCODER).encode
     try:
         return [encode(item).encode() for item in items]
     except ValueError:  # a NaN or an infinity somewhere in the batch: rare, so checked only then
