@@ -204,8 +204,10 @@ def pg_type(arrow_type: pa.DataType) -> str:
         return pg_type(arrow_type.value_type)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "text"
-    if pa.types.is_int64(arrow_type):
+    if pa.types.is_int64(arrow_type) or pa.types.is_uint32(arrow_type):
         return "bigint"
+    if pa.types.is_uint64(arrow_type):  # above bigint's range; ADBC writes it as a numeric
+        return "numeric(20,0)"
     if pa.types.is_int32(arrow_type) or pa.types.is_uint16(arrow_type):
         return "integer"
     if pa.types.is_int16(arrow_type) or pa.types.is_int8(arrow_type) or pa.types.is_uint8(arrow_type):

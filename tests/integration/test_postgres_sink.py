@@ -631,3 +631,25 @@ def test_nanosecond_timestamps_are_published_as_microseconds_or_refused_when_the
         publish(publisher, diagnostic, later, lossy)
     assert diagnostic.diagnose(later).state is State.NOTHING_IN_FLIGHT
     assert pg.query(f'SELECT count(*) FROM "{pg.schema}".items') == [(3,)]
+
+
+def test_unsigned_integers_are_published_in_a_column_that_holds_them(pg):
+    """uint32 and uint64 columns had "no Postgres column type": a uint32 is a bigint, a uint64 (above
+    bigint's range) a numeric(20,0), every value exact."""
+    publisher, diagnostic = pg.make()
+    data = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "v": pa.array(["a", "b"]),
+            "part": pa.array(["p", "p"]),
+            "u32": pa.array([2**32 - 1, None], pa.uint32()),
+            "u64": pa.array([2**64 - 1, 0], pa.uint64()),
+        }
+    )
+    assert publish(publisher, diagnostic, Run.new("items", DATE), data).receipt is not None
+    assert pg.query(f'SELECT u32, u64::text FROM "{pg.schema}".items ORDER BY id') == [
+        (2**32 - 1, str(2**64 - 1)),
+        (None, "0"),
+    ]
+    # and a later run fits the columns the first one made
+    assert publish(publisher, diagnostic, Run.new("items", "2026-04-25"), data).receipt is not None
