@@ -301,19 +301,88 @@ def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None]
     return pa.RecordBatchReader.from_batches(inner.schema, _csv_batches(path, inner, measure))
 
 
-def write_csv_batch(writer: Any, batch: Any, where: str) -> None:
-    """``writer.write_batch``, with a binary column that is not UTF-8 text refused as input (found
-    from outside: exit 1, "unexpected ArrowInvalid: Invalid UTF8 payload"): CSV holds text only."""
-    try:
-        writer.write_batch(batch)
-    except pa.ArrowInvalid as exc:
-        if "UTF8" not in str(exc):
-            raise
-        binary = [f.name for f in batch.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
-        raise InputError(
-            f"{where}: column(s) {', '.join(map(repr, binary))} hold bytes that are not UTF-8 text, which a CSV "
-            "file cannot hold; publish them to a Parquet sink"
-        ) from None
+class CsvWriter:
+    """pyarrow's CSV writer with the encoding spread over threads: the same bytes as
+    ``pacsv.CSVWriter(sink, schema)`` fed the same batches, in the same order, written to ``sink``
+    by the calling thread only. ``pacsv.write_csv`` releases the GIL, so batches are encoded side by
+    side while the caller reads the next ones (500k refunds rows, 5 alternating rounds in process:
+    0.81 s -> 0.49 s, byte-identical output; a third worker on this 2-core machine: 0.52 s). At most
+    ``2 * workers`` batches are in flight, so memory stays bounded.
+
+    A binary column that is not UTF-8 text is refused as input (found from outside: exit 1,
+    "unexpected ArrowInvalid: Invalid UTF8 payload"): CSV holds text only.
+
+    Use: ``write`` each batch, ``close()`` once all are written (writes what is still in flight),
+    and ``abandon()`` in a ``finally`` (drops what is in flight after an error; no-op after close).
+    Every wait polls, like ``BackgroundSha256``'s: a signal's exception in the middle of a wait on a
+    condition variable must not leave the caller waiting for a wake-up that was lost."""
+
+    _POLL = 0.1
+    PIECE_ROWS = 16384  # as the Parquet input's batches (PARQUET_BATCH_ROWS)
+
+    def __init__(self, sink: Any, schema: pa.Schema, where: str, *, workers: int | None = None) -> None:
+        import collections
+        import concurrent.futures
+
+        self._sink = sink
+        self._schema = schema
+        self._where = where
+        count = workers or min(4, max(1, os.cpu_count() or 1))
+        self._depth = 2 * count
+        self._pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="csv-encode")
+        self._pending: collections.deque[Any] = collections.deque()
+        self._options = pacsv.WriteOptions(include_header=False)
+        header = pa.BufferOutputStream()
+        pacsv.CSVWriter(header, schema).close()  # the header pyarrow writes, whatever its quoting rules
+        sink.write(header.getvalue())
+
+    def _encode(self, batch: pa.RecordBatch | pa.Table) -> pa.Buffer:
+        out = pa.BufferOutputStream()
+        pacsv.write_csv(batch, out, write_options=self._options)
+        return out.getvalue()
+
+    def _write_oldest(self) -> None:
+        future = self._pending[0]
+        while True:
+            try:
+                data = future.result(timeout=self._POLL)
+                break
+            except TimeoutError:
+                continue
+            except pa.ArrowInvalid as exc:
+                if "UTF8" not in str(exc):
+                    raise
+                binary = [
+                    f.name for f in self._schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+                ]
+                raise InputError(
+                    f"{self._where}: column(s) {', '.join(map(repr, binary))} hold bytes that are not UTF-8 text, "
+                    "which a CSV file cannot hold; publish them to a Parquet sink"
+                ) from None
+        self._pending.popleft()
+        self._sink.write(data)
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if not batch.schema.equals(self._schema):
+            raise pa.ArrowInvalid(f"a batch's schema differs from the CSV file's: {batch.schema} vs {self._schema}")
+        # Bounded pieces (the rows of a CSV line do not depend on each other): a large batch is
+        # encoded in parallel too, and no more than a piece's text is held per job.
+        for start in range(0, max(batch.num_rows, 1), self.PIECE_ROWS):
+            self._pending.append(self._pool.submit(self._encode, batch.slice(start, self.PIECE_ROWS)))
+            while len(self._pending) >= self._depth:
+                self._write_oldest()
+
+    def close(self) -> None:
+        while self._pending:
+            self._write_oldest()
+        self._pool.shutdown(wait=False)
+
+    def abandon(self) -> None:
+        """After an error: nothing more is written; encodings under way finish on their own."""
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _reads_from_text(t: pa.DataType) -> bool:

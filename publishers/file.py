@@ -345,26 +345,26 @@ class FilePublisher:
         return None, ""
 
     def _write(self, sink: HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
-        import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        from ._arrow import rechunk, release_freed_memory, write_csv_batch
+        from ._arrow import CsvWriter, rechunk, release_freed_memory
 
         rows = 0
         first = True
         if self.config.format == "csv":
-            writer: Any = pacsv.CSVWriter(sink, batches.schema)
+            writer: Any = CsvWriter(sink, batches.schema, str(self.layout.root))
             chunks: Iterator[pa.RecordBatch | pa.Table] = iter(batches)
         else:
             compression = None if self.config.parquet_compression == "none" else self.config.parquet_compression
             writer = pq.ParquetWriter(sink, batches.schema, compression=compression)
             # Fixed-size row groups, whatever the input batching, keep re-runs byte-identical.
             chunks = rechunk(batches, self.config.parquet_row_group_rows)
+        closed = False
         try:
             for batch in chunks:
                 rows += batch.num_rows
                 if self.config.format == "csv":
-                    write_csv_batch(writer, batch, str(self.layout.root))
+                    writer.write(batch)
                 else:
                     writer.write_table(batch, row_group_size=batch.num_rows)
                     del batch  # the row group's buffers are free now: their pages go back too
@@ -374,8 +374,14 @@ class FilePublisher:
                 if first:
                     first = False
                     crash_point("mid_stage")
-        finally:
             writer.close()
+            closed = True
+        finally:
+            if not closed:
+                if self.config.format == "csv":
+                    writer.abandon()
+                else:
+                    writer.close()
         return rows
 
     def _manifest(

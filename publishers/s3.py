@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ._arrow import InputFiles, refuse_nested_for_csv, refuse_schema_drift, schema_to_json, write_csv_batch
+from ._arrow import CsvWriter, InputFiles, refuse_nested_for_csv, refuse_schema_drift, schema_to_json
 from ._crash import crash_point
 from ._errors import (
     CommitAborted,
@@ -144,14 +143,16 @@ class S3Publisher:
         sink = self._start_upload(s3, key, run)
         rows = 0
         try:
-            if self.config.format == "csv":
-                writer: Any = pacsv.CSVWriter(sink, batches.schema)
+            csv = self.config.format == "csv"
+            if csv:
+                writer: Any = CsvWriter(sink, batches.schema, f"s3://{self.config.bucket}")
             else:
                 writer = pq.ParquetWriter(sink, batches.schema, compression="zstd")
+            closed = False
             try:
                 for index, batch in enumerate(batches):
-                    if self.config.format == "csv":
-                        write_csv_batch(writer, batch, f"s3://{self.config.bucket}")
+                    if csv:
+                        writer.write(batch)
                     else:
                         writer.write_table(pa.Table.from_batches([batch]))
                     rows += batch.num_rows
@@ -159,8 +160,14 @@ class S3Publisher:
                         progress(rows, sink.size)
                     if index == 0:
                         crash_point("mid_stage")
-            finally:
                 writer.close()
+                closed = True
+            finally:
+                if not closed:
+                    if csv:
+                        writer.abandon()
+                    else:
+                        writer.close()
             etag = sink.complete()
             s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
         except BaseException as exc:
