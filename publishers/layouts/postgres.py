@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .._errors import (
     CommitRejected,
@@ -97,13 +97,21 @@ class PostgresSinkConfig(SinkOptions):
 
     @field_validator("conninfo")
     @classmethod
-    def _no_password(cls, value: str) -> str:
-        from psycopg.conninfo import conninfo_to_dict
+    def _no_password(cls, value: str, info: ValidationInfo) -> str:
+        # A sink the command does not use is checked without importing psycopg (0.11 s of every
+        # publish to another sink of the same publish.toml), when libpq's plain syntax is enough.
+        light = info.context and info.context.get("without_client_library")
+        plain = parse_plain_conninfo(value) if light else None
+        params: dict[str, Any]
+        if plain is not None:
+            params = dict(plain)
+        else:
+            from psycopg.conninfo import conninfo_to_dict
 
-        try:
-            params = conninfo_to_dict(value)
-        except Exception:
-            raise ValueError("conninfo is not a valid libpq connection string or URI") from None
+            try:
+                params = conninfo_to_dict(value)
+            except Exception:
+                raise ValueError("conninfo is not a valid libpq connection string or URI") from None
         if "password" in params:
             raise ValueError("conninfo contains a password; put it in PGPASSWORD, ~/.pgpass or a service file instead")
         # libpq refuses a bad port at connect time ("invalid integer value"), which read as a server
@@ -120,6 +128,99 @@ class PostgresSinkConfig(SinkOptions):
         if self.replace_partition_column and self.replace_partition_column in self.key_columns:
             raise ValueError("replace_partition_column must not be one of the key_columns")
         return self
+
+
+# libpq's keywords from PostgreSQL 15 on (libpq 18 has these and more), but requiressl (which libpq
+# turns into sslmode): the ones parse_plain_conninfo takes. Checked against the linked libpq by a test.
+PLAIN_CONNINFO_KEYWORDS = frozenset(
+    {
+        "application_name",
+        "channel_binding",
+        "client_encoding",
+        "connect_timeout",
+        "dbname",
+        "fallback_application_name",
+        "gssencmode",
+        "host",
+        "hostaddr",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "krbsrvname",
+        "load_balance_hosts",
+        "options",
+        "passfile",
+        "password",
+        "port",
+        "replication",
+        "require_auth",
+        "requirepeer",
+        "service",
+        "sslcert",
+        "sslcompression",
+        "sslcrl",
+        "sslcrldir",
+        "sslkey",
+        "sslmode",
+        "sslpassword",
+        "sslrootcert",
+        "sslsni",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "target_session_attrs",
+        "tcp_user_timeout",
+        "user",
+    }
+)
+_C_SPACE = " \t\n\v\f\r"  # C's isspace()
+
+
+def parse_plain_conninfo(text: str) -> dict[str, str] | None:
+    """A libpq ``key = value`` connection string as libpq's own parser reads it (``conninfo_parse``
+    in fe-connect.c: values bare or single-quoted, backslash escapes, the last of a repeated key),
+    without importing psycopg; the same dict as psycopg's ``conninfo_to_dict``. None for anything
+    else (a URI, a keyword not in PLAIN_CONNINFO_KEYWORDS, a character outside ASCII, a syntax
+    error): then psycopg's parser decides. Property-tested against psycopg's."""
+    if text.startswith(("postgresql://", "postgres://")) or not text.isascii() or "\0" in text:
+        return None
+    params: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in _C_SPACE:
+            i += 1
+            continue
+        start = i
+        while i < n and text[i] != "=" and text[i] not in _C_SPACE:
+            i += 1
+        name = text[start:i]
+        while i < n and text[i] in _C_SPACE:
+            i += 1
+        if i == n or text[i] != "=" or name not in PLAIN_CONNINFO_KEYWORDS:
+            return None
+        i += 1
+        while i < n and text[i] in _C_SPACE:
+            i += 1
+        value: list[str] = []
+        quoted = i < n and text[i] == "'"
+        i += quoted
+        while True:
+            if i == n:
+                if quoted:
+                    return None  # unterminated quoted string
+                break
+            char = text[i]
+            i += 1
+            if char == "\\":
+                if i < n:
+                    value.append(text[i])
+                    i += 1
+            elif char == "'" if quoted else char in _C_SPACE:
+                break  # the end of the value
+            else:
+                value.append(char)
+        params[name] = "".join(value)
+    return params
 
 
 # -- names --------------------------------------------------------------------------------------
