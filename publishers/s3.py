@@ -148,8 +148,7 @@ class S3Publisher:
                 writer: Any = CsvWriter(sink, batches.schema, f"s3://{self.config.bucket}")
             else:
                 writer = pq.ParquetWriter(sink, batches.schema, compression="zstd")
-            closed = False
-            try:
+            with writer:
                 for index, batch in enumerate(batches):
                     if csv:
                         writer.write(batch)
@@ -160,14 +159,6 @@ class S3Publisher:
                         progress(rows, sink.size)
                     if index == 0:
                         crash_point("mid_stage")
-                writer.close()
-                closed = True
-            finally:
-                if not closed:
-                    if csv:
-                        writer.abandon()
-                    else:
-                        writer.close()
             etag = sink.complete()
             s3.delete_object(Bucket=self.config.bucket, Key=self.layout.intent(key))
         except BaseException as exc:

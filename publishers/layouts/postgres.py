@@ -101,11 +101,8 @@ class PostgresSinkConfig(SinkOptions):
         # A sink the command does not use is checked without importing psycopg (0.11 s of every
         # publish to another sink of the same publish.toml), when libpq's plain syntax is enough.
         light = info.context and info.context.get("without_client_library")
-        plain = parse_plain_conninfo(value) if light else None
-        params: dict[str, Any]
-        if plain is not None:
-            params = dict(plain)
-        else:
+        params: dict[str, Any] | None = parse_plain_conninfo(value) if light else None
+        if params is None:
             from psycopg.conninfo import conninfo_to_dict
 
             try:
