@@ -29,6 +29,9 @@ _NOT_SECRETS = frozenset({"true", "false", "none", "null", "yes", "no", "on", "o
 _SECRET_NAME = re.compile(
     r"password|passwd|passphrase|secret|token|credential|authorization|access_?key"
     r"|(?:^|_)private_?\w*key|(?:^|_)api_?\w*key|signing_?\w*key"
+    # libpq 18's SCRAM keys (scram_client_key, scram_server_key: they authenticate like the password);
+    # an Azure storage account key (pyiceberg's adls.account-key).
+    r"|(?:^|_)scram_\w*key(?:$|_)|(?:^|_)account_?key(?:$|_)"
     r"|(?:^|_)ssl_key_pem(?:$|_)|(?:^|_)sasl_jaas_config(?:$|_)|(?:^|_)sasl_oauthbearer_config(?:$|_)"
 )
 # scheme://user:PASSWORD@ - the password runs to the last '@' before a space, quote or the next

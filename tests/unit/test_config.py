@@ -178,6 +178,41 @@ def test_a_password_inside_a_connection_string_is_refused_and_never_echoed(tmp_p
     assert "s3cr3t-pw" not in message
 
 
+def _libpq_secret_keywords() -> list[str]:
+    """The conninfo keywords the linked libpq itself treats as secrets: those it hides as passwords
+    (dispchar "*": password, sslpassword, oauth_client_secret) and its SCRAM keys (libpq 18's
+    scram_client_key and scram_server_key, which authenticate in the password's place)."""
+    from psycopg import pq
+
+    return sorted(
+        o.keyword.decode()
+        for o in pq.Conninfo.get_defaults()
+        if o.dispchar == b"*" or o.keyword.decode().startswith("scram_")
+    )
+
+
+def test_the_linked_libpq_has_secret_keywords_beyond_password():
+    """The test below is only as good as this list: libpq has had sslpassword since 13."""
+    assert {"password", "sslpassword"} <= set(_libpq_secret_keywords())
+
+
+@pytest.mark.parametrize("keyword", _libpq_secret_keywords())
+@pytest.mark.parametrize("uri", [False, True])
+def test_every_secret_keyword_of_the_linked_libpq_is_refused_in_a_conninfo_and_never_echoed(tmp_path, keyword, uri):
+    """Found in review: libpq 18's scram_client_key / scram_server_key were taken (and would have
+    been printed) because their names did not look secret."""
+    conninfo = f"postgresql://db/app?{keyword}=c2VjcmV0LXZhbHVl" if uri else f"host=db {keyword}=c2VjcmV0LXZhbHVl"
+    for used in (True, False):  # the sink the command uses, and one it does not (checked without psycopg)
+        cfg = tmp_path / "publish.toml"
+        other = '[sinks.f]\ntype = "file"\nroot = "' + str(tmp_path / "f") + '"\n'
+        cfg.write_text(other + f'[sinks.pg]\ntype = "postgres"\nconninfo = "{conninfo}"\nkey_columns = ["id"]\n')
+        with pytest.raises(ConfigError) as info:
+            load_config(cfg).sink("pg" if used else "f")
+        message = str(info.value)
+        assert f"{cfg}:6" in message and keyword in message
+        assert "c2VjcmV0LXZhbHVl" not in message
+
+
 def test_the_help_example_moves_the_default_sink(tmp_path, monkeypatch):
     """`--help` suggests ATOMIC_PUBLISH_SINKS__FILE__ROOT: with no config file it must work as shown."""
     from atomic_publish.cli import CONFIG_LOOKUP

@@ -194,7 +194,8 @@ def test_known_redactions(text: str, expected: str | None) -> None:
         "s3.session-token", "token", "GITHUB_TOKEN", "credential", "client.credentials", "api_key", "x-api-key",
         "apiKey", "private_key", "privateKey", "gcs.private-key-id", "signing_key", "request.signing.key",
         "ssl.key.pem", "sasl.password", "sasl.oauthbearer.config", "sasl.oauthbearer.client.secret",
-        "sasl.jaas.config", "header.Authorization", "passphrase",
+        "sasl.jaas.config", "header.Authorization", "passphrase", "oauth_client_secret", "scram_client_key",
+        "scram_server_key", "adls.account-key", "AZURE_STORAGE_ACCOUNT_KEY", "accountKey",
     ],
 )  # fmt: skip
 def test_secret_keys(name: str) -> None:
@@ -207,6 +208,7 @@ def test_secret_keys(name: str) -> None:
         "ssl.key.location", "sslkey", "sslcert", "ssl.certificate.pem", "sasl.username", "sasl.mechanism",
         "key_columns", "user", "host", "bootstrap_servers", "s3.endpoint", "warehouse", "capital_key", "PWD",
         "PGPASSFILE", "ledger_topic", "keyword", "partition_column", "sasl.oauthbearer.client.id",
+        "sslkeylogfile", "oauth_client_id", "adls.account-name", "s3.sse-kms-key-id",
     ],
 )  # fmt: skip
 def test_not_secret_keys(name: str) -> None:
