@@ -272,11 +272,15 @@ def _only(value: TStruct, allowed: set[int], what: str, path: Path) -> None:
         raise NotConcatenable(f"{path}: {what} has fields {sorted(extra)} this merge does not move")
 
 
-def _check(meta: TStruct, path: Path, data_end: int) -> None:
+def _check(meta: TStruct, path: Path, data_end: int, *, unset_ok: bool = False) -> None:
+    """Only fields this module moves, every offset within the column chunks (``unset_ok``: or 0,
+    which pyarrow writes for the pages of a row group without rows)."""
     _only(meta, _FILE_FIELDS, "the file metadata", path)
 
     def within(value: Any, name: str) -> None:
-        if value is not None and not (isinstance(value, int) and len(MAGIC) <= value <= data_end):
+        if value is None or (unset_ok and value == 0):
+            return
+        if not (isinstance(value, int) and len(MAGIC) <= value <= data_end):
             raise NotConcatenable(f"{path}: {name} {value!r} is not within its column chunks [4, {data_end}]")
 
     if not isinstance(meta.get(3, 0), int):
@@ -431,3 +435,178 @@ def _parsed_by_pyarrow(joined: Concat) -> None:
             f"the joined footer reads as {meta.num_rows} rows in {meta.num_row_groups} row groups, "
             f"not {joined.rows} in {groups}"
         )
+
+
+# -- writing: each row group's columns encoded side by side -----------------------------------------
+
+_MAX_ORDINAL = 32_767  # RowGroup.ordinal is an i16
+_DEFAULT_GROUP_ROWS = 1024 * 1024  # pq.ParquetWriter.write_table's row_group_size=None
+_MAX_GROUP_ROWS = 64 * 1024 * 1024  # ... and its cap
+
+
+def _tail(data: Any, where: str) -> tuple[TStruct, int]:
+    """The decoded footer of a whole Parquet file in memory, and where its column chunks end."""
+    view = memoryview(data)
+    if len(view) < len(MAGIC) + _TAIL or bytes(view[: len(MAGIC)]) != MAGIC or bytes(view[-4:]) != MAGIC:
+        raise NotConcatenable(f"{where}: not a Parquet file")
+    length = int.from_bytes(view[-_TAIL:-4], "little")
+    data_end = len(view) - _TAIL - length
+    if data_end < len(MAGIC):
+        raise NotConcatenable(f"{where}: the footer length {length} is larger than the file")
+    meta = decode(bytes(view[data_end : len(view) - _TAIL]))
+    _check(meta, Path(where), data_end, unset_ok=True)
+    return meta, data_end
+
+
+class ParallelWriter:
+    """``pq.ParquetWriter(sink, schema, compression=...)`` with the columns of each row group encoded
+    side by side on threads: the same bytes (tests/unit/test_parquet_parallel.py, any types, nesting,
+    codecs and group sizes), in the time of the slowest column's share instead of every column's.
+    Parquet's column chunks do not depend on each other: each top-level column of a group is
+    written as a one-column file of its own (pyarrow releases the GIL while it encodes), and its
+    column chunks are copied into the sink in schema order, with their offsets in the footer
+    shifted to where they now sit (the footer is pyarrow's own for the schema, with the row groups
+    set). Memory: a group's encoded columns, held until the group is written; the group itself is
+    the caller's, as with ``ParquetWriter``.
+
+    Before the footer is written it is parsed by pyarrow's reader (rows and row groups checked); a
+    column file with anything this module does not move (a page index, a bloom filter: only
+    options the callers do not set) is written by one ``ParquetWriter`` for that group instead.
+    Use as a context manager: leaving normally writes the footer (``close``), leaving by an
+    exception writes nothing more (``abandon``). Waits poll, like ``CsvWriter``'s."""
+
+    _POLL = 0.1
+
+    def __init__(self, sink: _Sink, schema: Any, *, compression: str | None, workers: int) -> None:
+        import concurrent.futures
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pa, self._pq = pa, pq
+        self._sink, self._schema, self._compression = sink, schema, compression
+        empty = io.BytesIO()
+        pq.ParquetWriter(empty, schema, compression=compression).close()
+        self._template, _ = _tail(empty.getvalue(), "the Parquet footer of the schema")
+        self._fields = [pa.schema([field]) for field in schema]
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="parquet-encode")
+        self._groups: list[TStruct] = []
+        self._rows = 0
+        self._pos = len(MAGIC)
+        sink.write(MAGIC)
+
+    def __enter__(self) -> ParallelWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def _encode(self, table: Any, schema: Any) -> Any:
+        out = self._pa.BufferOutputStream()
+        with self._pq.ParquetWriter(out, schema, compression=self._compression) as writer:
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        return out.getvalue()
+
+    def _result(self, future: Any) -> Any:
+        while True:
+            try:
+                return future.result(timeout=self._POLL)
+            except TimeoutError:
+                continue
+
+    def write_table(self, table: Any, row_group_size: int | None = None) -> None:
+        if not table.schema.equals(self._schema, check_metadata=False):
+            raise ValueError(
+                "Table schema does not match schema used to create file: "
+                f"\ntable:\n{table.schema} vs. \nfile:\n{self._schema}"
+            )
+        size = min(row_group_size or _DEFAULT_GROUP_ROWS, _MAX_GROUP_ROWS)
+        for start in range(0, max(table.num_rows, 1), size):
+            self._write_group(table.slice(start, size))
+
+    def _write_group(self, group: Any) -> None:
+        futures = [self._pool.submit(self._encode, group.select([i]), schema) for i, schema in enumerate(self._fields)]
+        files = [self._result(f) for f in futures]
+        try:
+            parts = [
+                (data, *_tail(data, f"column {field.name!r} of row group {len(self._groups)}"))
+                for data, field in zip(files, self._schema, strict=True)
+            ]
+        except NotConcatenable:
+            whole = self._encode(group, self._schema)
+            parts = [(whole, *_tail(whole, f"row group {len(self._groups)}"))]
+        start = self._pos
+        chunks: list[TStruct] = []
+        for data, meta, data_end in parts:
+            shift = self._pos - len(MAGIC)
+            (one,) = _items(meta.get(4))
+            for chunk in _items(one.get(1)):
+                chunk = _copy(chunk)
+                if chunk.get(2):  # 0: not set
+                    chunk.set(2, chunk.get(2) + shift)
+                column = chunk.get(3)
+                for fid in (9, 10, 11):
+                    if column.get(fid):  # 0: no such page (a column without rows)
+                        column.set(fid, column.get(fid) + shift)
+                chunks.append(chunk)
+            self._sink.write(memoryview(data)[len(MAGIC) : data_end])
+            self._pos += data_end - len(MAGIC)
+        first = _items(parts[0][1].get(4))[0]
+        row_group = _copy(first)
+        row_group.set(1, TList(_STRUCT, chunks))
+        row_group.set(2, sum(_items(p[1].get(4))[0].get(2) for p in parts))
+        if first.get(5):  # where the group's first page is; 0 when its first column has none
+            row_group.set(5, first.get(5) + start - len(MAGIC))
+        if 6 in row_group.ids():
+            row_group.set(6, sum(_items(p[1].get(4))[0].get(6) for p in parts))
+        if 7 in row_group.ids():
+            if len(self._groups) > _MAX_ORDINAL:
+                row_group.fields = [f for f in row_group.fields if f[0] != 7]
+            else:
+                row_group.set(7, len(self._groups))
+        self._groups.append(row_group)
+        self._rows += group.num_rows
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        meta = _copy(self._template)
+        meta.set(3, self._rows)
+        meta.set(4, TList(_STRUCT, self._groups))
+        body = encode(meta)
+        footer = body + len(body).to_bytes(4, "little") + MAGIC
+        import io
+
+        try:
+            parsed = self._pq.read_metadata(io.BytesIO(MAGIC + footer))
+        except Exception as exc:  # pyarrow raises OSError or ArrowException
+            raise ValueError(f"the Parquet footer written does not parse: {exc}") from None
+        if (parsed.num_rows, parsed.num_row_groups) != (self._rows, len(self._groups)):
+            raise ValueError(
+                f"the Parquet footer written reads as {parsed.num_rows} rows in {parsed.num_row_groups} "
+                f"row groups, not {self._rows} in {len(self._groups)}"
+            )
+        self._sink.write(footer)
+
+    def abandon(self) -> None:
+        """After an error: nothing more is written; encodings under way finish on their own."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def parquet_writer(sink: _Sink, schema: Any, *, compression: str | None, workers: int | None = None) -> Any:
+    """The Parquet writer the sinks use: a :class:`ParallelWriter` where it helps (two or more
+    columns, two or more CPUs), else ``pq.ParquetWriter``; both write the same bytes."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    count = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if count > 1 and len(schema) > 1:
+        try:
+            return ParallelWriter(sink, schema, compression=compression, workers=count)
+        except NotConcatenable:
+            pass
+    return pq.ParquetWriter(sink, schema, compression=compression)

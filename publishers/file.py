@@ -345,9 +345,9 @@ class FilePublisher:
         return None, ""
 
     def _write(self, sink: HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
-        import pyarrow.parquet as pq
 
         from ._arrow import CsvWriter, rechunk, release_freed_memory
+        from ._parquet import parquet_writer
 
         rows = 0
         first = True
@@ -356,7 +356,7 @@ class FilePublisher:
             chunks: Iterator[pa.RecordBatch | pa.Table] = iter(batches)
         else:
             compression = None if self.config.parquet_compression == "none" else self.config.parquet_compression
-            writer = pq.ParquetWriter(sink, batches.schema, compression=compression)
+            writer = parquet_writer(sink, batches.schema, compression=compression)  # columns on threads
             # Fixed-size row groups, whatever the input batching, keep re-runs byte-identical.
             chunks = rechunk(batches, self.config.parquet_row_group_rows)
         with writer:

@@ -39,6 +39,7 @@ from ._errors import (
 )
 from ._fs import HashingWriter
 from ._lease import Lease
+from ._parquet import parquet_writer
 from ._protocol import ProgressCallback
 from ._types import Receipt, Run, Staged, check_parts, combine_checksums, part_suffix
 from .layouts.iceberg import (
@@ -433,7 +434,7 @@ class _DataFileWriter:
     def __init__(self, fs: Any, path: str, schema: pa.Schema) -> None:
         self._stream = fs.open_output_stream(path)
         self._sink = HashingWriter(self._stream)
-        self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        self._writer = parquet_writer(self._sink, schema, compression="zstd")  # columns on threads
 
     @property
     def size(self) -> int:

@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._fs import sha256_file
 from ._lease import Lease
+from ._parquet import parquet_writer
 from ._protocol import ProgressCallback
 from ._types import Receipt, Run, Staged, check_parts, combine_checksums
 from .layouts.s3 import (
@@ -147,7 +148,7 @@ class S3Publisher:
             if csv:
                 writer: Any = CsvWriter(sink, batches.schema, f"s3://{self.config.bucket}")
             else:
-                writer = pq.ParquetWriter(sink, batches.schema, compression="zstd")
+                writer = parquet_writer(sink, batches.schema, compression="zstd")  # columns on threads
             with writer:
                 for index, batch in enumerate(batches):
                     if csv:
