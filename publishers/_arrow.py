@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ._errors import InputError, SchemaMismatch
+from ._fs import ThreadedWriter
 
 # Peak memory scales with the CSV block size (the reader parses blocks ahead in parallel): measured
 # on the refunds pipeline, 4 MiB blocks peaked at ~340 MB RSS and 1 MiB at ~180 MB, same speed.
@@ -310,7 +311,7 @@ def csv_header(schema: pa.Schema) -> bytes:
     return out.getvalue().to_pybytes()
 
 
-class CsvWriter:
+class CsvWriter(ThreadedWriter):
     """pyarrow's CSV writer with the encoding spread over threads: the same bytes as
     ``pacsv.CSVWriter(sink, schema)`` fed the same batches, in the same order, written to ``sink``
     by the calling thread only. ``pacsv.write_csv`` releases the GIL, so batches are encoded side by
@@ -321,12 +322,8 @@ class CsvWriter:
     A binary column that is not UTF-8 text is refused as input (found from outside: exit 1,
     "unexpected ArrowInvalid: Invalid UTF8 payload"): CSV holds text only.
 
-    Use as a context manager, like ``pq.ParquetWriter``: leaving the block normally writes what is
-    still in flight (``close``); leaving it by an exception drops it (``abandon``).
-    Every wait polls, like ``BackgroundSha256``'s: a signal's exception in the middle of a wait on a
-    condition variable must not leave the caller waiting for a wake-up that was lost."""
+    Use as a context manager (``ThreadedWriter``); every wait polls."""
 
-    _POLL = 0.1
     PIECE_ROWS = 16384  # as the Parquet input's batches (PARQUET_BATCH_ROWS)
 
     def __init__(self, sink: Any, schema: pa.Schema, where: str, *, workers: int | None = None) -> None:
@@ -343,38 +340,22 @@ class CsvWriter:
         self._options = pacsv.WriteOptions(include_header=False)
         sink.write(csv_header(schema))
 
-    def __enter__(self) -> CsvWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abandon()
-
     def _encode(self, batch: pa.RecordBatch | pa.Table) -> pa.Buffer:
         out = pa.BufferOutputStream()
         pacsv.write_csv(batch, out, write_options=self._options)
         return out.getvalue()
 
     def _write_oldest(self) -> None:
-        future = self._pending[0]
-        while True:
-            try:
-                data = future.result(timeout=self._POLL)
-                break
-            except TimeoutError:
-                continue
-            except pa.ArrowInvalid as exc:
-                if "UTF8" not in str(exc):
-                    raise
-                binary = [
-                    f.name for f in self._schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
-                ]
-                raise InputError(
-                    f"{self._where}: column(s) {', '.join(map(repr, binary))} hold bytes that are not UTF-8 text, "
-                    "which a CSV file cannot hold; publish them to a Parquet sink"
-                ) from None
+        try:
+            data = self.wait(self._pending[0])
+        except pa.ArrowInvalid as exc:
+            if "UTF8" not in str(exc):
+                raise
+            binary = [f.name for f in self._schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+            raise InputError(
+                f"{self._where}: column(s) {', '.join(map(repr, binary))} hold bytes that are not UTF-8 text, "
+                "which a CSV file cannot hold; publish them to a Parquet sink"
+            ) from None
         self._pending.popleft()
         self._sink.write(data)
 

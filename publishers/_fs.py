@@ -125,6 +125,40 @@ def sha256_file(path: Path, chunk: int = 4 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+class ThreadedWriter:
+    """A writer that encodes on worker threads (``_arrow.CsvWriter``, ``_parquet.ParallelWriter``).
+    Used as a context manager, like ``pq.ParquetWriter``: leaving the block normally writes what is
+    still to come (``close``); leaving it by an exception writes nothing more (``abandon``)."""
+
+    _POLL = 0.1
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def wait(cls, future: Any) -> Any:
+        """The future's result, waited for in short polls, like ``BackgroundSha256``'s waits: a
+        signal's exception in the middle of a wait on a condition variable must not leave the
+        caller waiting for a wake-up that was lost."""
+        while True:
+            try:
+                return future.result(timeout=cls._POLL)
+            except TimeoutError:
+                continue
+
+
 class WriteOnlySink:
     """What pyarrow's writers need of a Python file object, for sinks that only count and pass
     bytes on: a forward-only stream whose ``close`` is left to its owner (who fsyncs or completes

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._fs import ThreadedWriter
+
 MAGIC = b"PAR1"
 _TAIL = 8  # footer length (4) + magic (4)
 
@@ -458,7 +460,7 @@ def _tail(data: Any, where: str) -> tuple[TStruct, int]:
     return meta, data_end
 
 
-class ParallelWriter:
+class ParallelWriter(ThreadedWriter):
     """``pq.ParquetWriter(sink, schema, compression=...)`` with the columns of each row group encoded
     side by side on threads: the same bytes (tests/unit/test_parquet_parallel.py, any types, nesting,
     codecs and group sizes), in the time of the slowest column's share instead of every column's.
@@ -472,10 +474,8 @@ class ParallelWriter:
     Before the footer is written it is parsed by pyarrow's reader (rows and row groups checked); a
     column file with anything this module does not move (a page index, a bloom filter: only
     options the callers do not set) is written by one ``ParquetWriter`` for that group instead.
-    Use as a context manager: leaving normally writes the footer (``close``), leaving by an
-    exception writes nothing more (``abandon``). Waits poll, like ``CsvWriter``'s."""
-
-    _POLL = 0.1
+    Use as a context manager (``ThreadedWriter``): leaving normally writes the footer (``close``),
+    leaving by an exception writes nothing more (``abandon``). Waits poll."""
 
     def __init__(self, sink: _Sink, schema: Any, *, compression: str | None, workers: int) -> None:
         import concurrent.futures
@@ -496,27 +496,11 @@ class ParallelWriter:
         self._pos = len(MAGIC)
         sink.write(MAGIC)
 
-    def __enter__(self) -> ParallelWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abandon()
-
     def _encode(self, table: Any, schema: Any) -> Any:
         out = self._pa.BufferOutputStream()
         with self._pq.ParquetWriter(out, schema, compression=self._compression) as writer:
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
         return out.getvalue()
-
-    def _result(self, future: Any) -> Any:
-        while True:
-            try:
-                return future.result(timeout=self._POLL)
-            except TimeoutError:
-                continue
 
     def write_table(self, table: Any, row_group_size: int | None = None) -> None:
         if not table.schema.equals(self._schema, check_metadata=False):
@@ -530,7 +514,7 @@ class ParallelWriter:
 
     def _write_group(self, group: Any) -> None:
         futures = [self._pool.submit(self._encode, group.select([i]), schema) for i, schema in enumerate(self._fields)]
-        files = [self._result(f) for f in futures]
+        files = [self.wait(f) for f in futures]
         try:
             parts = [
                 (data, *_tail(data, f"column {field.name!r} of row group {len(self._groups)}"))
