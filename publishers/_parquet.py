@@ -246,21 +246,27 @@ class Footer:
     data_end: int
 
 
+def _data_end(where: object, size: int, head: bytes, tail: bytes) -> tuple[int, int]:
+    """The footer's length and where the column chunks end, from a Parquet file's size, first 4
+    bytes and last 8."""
+    if size < len(MAGIC) + _TAIL or head != MAGIC:
+        raise NotConcatenable(f"{where} is not a Parquet file ({size} bytes, starting {head!r})")
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] != MAGIC:
+        raise NotConcatenable(f"{where} does not end in {MAGIC!r} (an encrypted footer, or not Parquet)")
+    data_end = size - _TAIL - length
+    if data_end < len(MAGIC):
+        raise NotConcatenable(f"{where}'s footer length {length} is larger than the file")
+    return length, data_end
+
+
 def read_footer(path: Path) -> Footer:
     """The footer of the Parquet file at ``path``, checked to be one this module can merge."""
     with open(path, "rb") as fh:
         head = fh.read(len(MAGIC))
         size = fh.seek(0, 2)
-        if size < len(MAGIC) + _TAIL or head != MAGIC:
-            raise NotConcatenable(f"{path} is not a Parquet file ({size} bytes, starting {head!r})")
-        fh.seek(size - _TAIL)
-        tail = fh.read(_TAIL)
-        length = int.from_bytes(tail[:4], "little")
-        if tail[4:] != MAGIC:
-            raise NotConcatenable(f"{path} does not end in {MAGIC!r} (an encrypted footer, or not Parquet)")
-        data_end = size - _TAIL - length
-        if data_end < len(MAGIC):
-            raise NotConcatenable(f"{path}'s footer length {length} is larger than the file")
+        fh.seek(max(size - _TAIL, 0))
+        length, data_end = _data_end(path, size, head, fh.read(_TAIL))
         fh.seek(data_end)
         raw = fh.read(length + _TAIL)
     meta = decode(raw[:length])
@@ -420,23 +426,29 @@ def plan(paths: Sequence[Path]) -> Concat:
 
 
 def _parsed_by_pyarrow(joined: Concat) -> None:
-    """The merged footer as Parquet's own reader (pyarrow's C++ Thrift) parses it: every field of
-    the type the spec gives, the rows and row groups the parts add up to. A footer this module
+    """The merged footer as Parquet's own reader parses it (``_unparsed``). A footer this module
     decoded but the reader would not (a damaged part) is refused here, not published."""
+    groups = sum(len(_items(f.meta.get(4))) for f in joined.footers)
+    problem = _unparsed(joined.footer, joined.rows, groups)
+    if problem:
+        raise NotConcatenable(f"the joined footer {problem}")
+
+
+def _unparsed(footer: bytes, rows: int, groups: int) -> str | None:
+    """What is wrong with ``footer`` (with its length and magic) as Parquet's own reader (pyarrow's
+    C++ Thrift) parses it: every field of the type the spec gives, ``rows`` rows in ``groups`` row
+    groups; None when nothing is."""
     import io
 
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.read_metadata(io.BytesIO(MAGIC + joined.footer))
+        meta = pq.read_metadata(io.BytesIO(MAGIC + footer))
     except Exception as exc:  # pyarrow raises OSError or ArrowException; either is a refusal
-        raise NotConcatenable(f"the joined footer does not parse: {exc}") from None
-    groups = sum(len(_items(f.meta.get(4))) for f in joined.footers)
-    if (meta.num_rows, meta.num_row_groups) != (joined.rows, groups):
-        raise NotConcatenable(
-            f"the joined footer reads as {meta.num_rows} rows in {meta.num_row_groups} row groups, "
-            f"not {joined.rows} in {groups}"
-        )
+        return f"does not parse: {exc}"
+    if (meta.num_rows, meta.num_row_groups) != (rows, groups):
+        return f"reads as {meta.num_rows} rows in {meta.num_row_groups} row groups, not {rows} in {groups}"
+    return None
 
 
 # -- writing: each row group's columns encoded side by side -----------------------------------------
@@ -449,12 +461,7 @@ _MAX_GROUP_ROWS = 64 * 1024 * 1024  # ... and its cap
 def _tail(data: Any, where: str) -> tuple[TStruct, int]:
     """The decoded footer of a whole Parquet file in memory, and where its column chunks end."""
     view = memoryview(data)
-    if len(view) < len(MAGIC) + _TAIL or bytes(view[: len(MAGIC)]) != MAGIC or bytes(view[-4:]) != MAGIC:
-        raise NotConcatenable(f"{where}: not a Parquet file")
-    length = int.from_bytes(view[-_TAIL:-4], "little")
-    data_end = len(view) - _TAIL - length
-    if data_end < len(MAGIC):
-        raise NotConcatenable(f"{where}: the footer length {length} is larger than the file")
+    _, data_end = _data_end(where, len(view), bytes(view[: len(MAGIC)]), bytes(view[-_TAIL:]))
     meta = decode(bytes(view[data_end : len(view) - _TAIL]))
     _check(meta, Path(where), data_end, unset_ok=True)
     return meta, data_end
@@ -502,6 +509,13 @@ class ParallelWriter(ThreadedWriter):
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
         return out.getvalue()
 
+    @staticmethod
+    def _part(data: Any, where: str) -> tuple[Any, TStruct, int]:
+        """A one-row-group file's bytes, its row group and where its column chunks end."""
+        meta, data_end = _tail(data, where)
+        (one,) = _items(meta.get(4))
+        return data, one, data_end
+
     def write_table(self, table: Any, row_group_size: int | None = None) -> None:
         if not table.schema.equals(self._schema, check_metadata=False):
             raise ValueError(
@@ -517,17 +531,16 @@ class ParallelWriter(ThreadedWriter):
         files = [self.wait(f) for f in futures]
         try:
             parts = [
-                (data, *_tail(data, f"column {field.name!r} of row group {len(self._groups)}"))
+                self._part(data, f"column {field.name!r} of row group {len(self._groups)}")
                 for data, field in zip(files, self._schema, strict=True)
             ]
         except NotConcatenable:
             whole = self._encode(group, self._schema)
-            parts = [(whole, *_tail(whole, f"row group {len(self._groups)}"))]
+            parts = [self._part(whole, f"row group {len(self._groups)}")]
         start = self._pos
         chunks: list[TStruct] = []
-        for data, meta, data_end in parts:
+        for data, one, data_end in parts:
             shift = self._pos - len(MAGIC)
-            (one,) = _items(meta.get(4))
             for chunk in _items(one.get(1)):
                 chunk = _copy(chunk)
                 if chunk.get(2):  # 0: not set
@@ -539,14 +552,14 @@ class ParallelWriter(ThreadedWriter):
                 chunks.append(chunk)
             self._sink.write(memoryview(data)[len(MAGIC) : data_end])
             self._pos += data_end - len(MAGIC)
-        first = _items(parts[0][1].get(4))[0]
+        first = parts[0][1]
         row_group = _copy(first)
         row_group.set(1, TList(_STRUCT, chunks))
-        row_group.set(2, sum(_items(p[1].get(4))[0].get(2) for p in parts))
+        row_group.set(2, sum(one.get(2) for _, one, _ in parts))
         if first.get(5):  # where the group's first page is; 0 when its first column has none
             row_group.set(5, first.get(5) + start - len(MAGIC))
         if 6 in row_group.ids():
-            row_group.set(6, sum(_items(p[1].get(4))[0].get(6) for p in parts))
+            row_group.set(6, sum(one.get(6) for _, one, _ in parts))
         if 7 in row_group.ids():
             if len(self._groups) > _MAX_ORDINAL:
                 row_group.fields = [f for f in row_group.fields if f[0] != 7]
@@ -562,17 +575,9 @@ class ParallelWriter(ThreadedWriter):
         meta.set(4, TList(_STRUCT, self._groups))
         body = encode(meta)
         footer = body + len(body).to_bytes(4, "little") + MAGIC
-        import io
-
-        try:
-            parsed = self._pq.read_metadata(io.BytesIO(MAGIC + footer))
-        except Exception as exc:  # pyarrow raises OSError or ArrowException
-            raise ValueError(f"the Parquet footer written does not parse: {exc}") from None
-        if (parsed.num_rows, parsed.num_row_groups) != (self._rows, len(self._groups)):
-            raise ValueError(
-                f"the Parquet footer written reads as {parsed.num_rows} rows in {parsed.num_row_groups} "
-                f"row groups, not {self._rows} in {len(self._groups)}"
-            )
+        problem = _unparsed(footer, self._rows, len(self._groups))
+        if problem:
+            raise ValueError(f"the Parquet footer written {problem}")
         self._sink.write(footer)
 
     def abandon(self) -> None:

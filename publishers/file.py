@@ -345,7 +345,6 @@ class FilePublisher:
         return None, ""
 
     def _write(self, sink: HashingWriter, batches: pa.RecordBatchReader, progress: ProgressCallback | None) -> int:
-
         from ._arrow import CsvWriter, rechunk, release_freed_memory
         from ._parquet import parquet_writer
 
