@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.abc
 import json
 import logging
 import os
@@ -447,6 +448,8 @@ _DECIMAL = re.compile(r"decimal(128|256)?\(\s*(\d+)\s*,\s*(-?\d+)\s*\)")
 
 def _column_types(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> dict[str, Any]:
     """``--column NAME=TYPE`` options as {name: Arrow type}; a bad one is a usage error naming it."""
+    if not specs:
+        return {}  # pyarrow is imported when a command needs it, after the sinks are known (_Startup)
     import pyarrow as pa
 
     types: dict[str, Any] = {}
@@ -569,15 +572,16 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         """Publish INPUT files (CSV or Parquet) as one run, all or nothing."""
 
         def action() -> int:
-            from . import open_inputs, publish
-
             if group is not None:
                 return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, columns, as_json)
+            config = load_config(config_path)
+            _arrow_without_numpy(config, sink, None)
             from . import refuse_if_rolling_forward
 
-            config = load_config(config_path)
             refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))
             _, publisher, diagnostic = _resolve(config, sink)
+            from . import open_inputs, publish
+
             records = open_inputs(inputs)
             schema = _with_column_types(records, columns)
             with Progress(
@@ -666,13 +670,13 @@ def recover(
     """
 
     def action() -> int:
-        from . import diagnostics as recovery
-
         if group is not None:
             return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
+        config = load_config(config_path)
+        _arrow_without_numpy(config, sink, None)
+        from . import diagnostics as recovery
         from . import refuse_if_rolling_forward
 
-        config = load_config(config_path)
         refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))  # a plan only its group carries out
         _, _, diagnostic = _resolve(config, sink)
         plan = recovery.plan_recovery(diagnostic, Run.new(dataset, run_date))
@@ -718,10 +722,11 @@ def _publish_group(
     columns: dict[str, Any],
     as_json: bool,
 ) -> int:
-    from . import open_inputs, publish_group
-
     _only_one(sink, group)
     config = load_config(config_path)
+    _arrow_without_numpy(config, None, group)
+    from . import open_inputs, publish_group
+
     records = open_inputs(inputs)
     result = publish_group(
         records,
@@ -758,10 +763,11 @@ def _print_group(g: Any) -> None:
 def _recover_group(
     config_path: str | None, sink: str | None, group: str, dataset: str, run_date: dt.date, apply_: bool, as_json: bool
 ) -> int:
-    from . import recover_group
-
     _only_one(sink, group)
     config = load_config(config_path)
+    _arrow_without_numpy(config, None, group)
+    from . import recover_group
+
     outcome = recover_group(dataset=dataset, run_date=run_date, group=group, config=config, apply=apply_)
     if as_json:
         _emit_json(outcome.to_dict())
@@ -935,6 +941,77 @@ def _prefer_jemalloc() -> None:
         os.environ.setdefault("JE_ARROW_MALLOC_CONF", "narenas:1")
 
 
+def _arrow_without_numpy(config: LoadedConfig, sink: str | None, group: str | None) -> None:
+    """Before a command's first use of pyarrow: load it without NumPy when the sinks the command uses
+    are all file, s3, postgres or kafka (see _ArrowWithoutNumpy)."""
+    settings = config.settings
+    if group is not None:
+        names = list(settings.groups[group].sinks) if group in settings.groups else [""]
+    else:
+        names = [sink or settings.defaults.sink]
+    types = {str(settings.sinks.get(name, {}).get("type", name)) for name in names}
+    if types <= _ArrowWithoutNumpy.SINKS:
+        _ArrowWithoutNumpy.install()
+
+
+class _ArrowWithoutNumpy(importlib.abc.MetaPathFinder):
+    """pyarrow without NumPy, for a command whose sinks are all file, s3, postgres or kafka.
+
+    pyarrow imports NumPy when it can (``pyarrow.lib`` and ``pyarrow._compute``: ``try: import
+    numpy``), and that import took 0.08-0.09 s of every command that reads or writes Arrow data (a
+    publish's fixed cost is bounded at 0.25 s). Nothing those four sinks run (our code, psycopg, ADBC,
+    boto3, confluent-kafka) hands NumPy arrays to pyarrow or asks pyarrow for them. So, installed by
+    such a command once its configuration is loaded, this finder has those two modules executed with
+    NumPy hidden (``sys.modules["numpy"] = None`` while they import, as if it were not installed):
+    pyarrow then takes its NumPy-free path, which it supports. NumPy stays importable afterwards.
+    Not installed when pyarrow is already imported, and does nothing once NumPy is. Any other sink
+    gets pyarrow as usual: Iceberg (pyiceberg imports pyarrow.dataset, which imports pandas, so
+    NumPy anyway) and another package's sink (it may pass NumPy arrays). Measured in
+    docs/performance.md."""
+
+    SINKS = frozenset({"file", "s3", "postgres", "kafka"})
+    _TARGETS = ("pyarrow", "pyarrow._compute")
+
+    @classmethod
+    def install(cls) -> None:
+        if "pyarrow" not in sys.modules and not any(isinstance(f, cls) for f in sys.meta_path):
+            sys.meta_path.insert(0, cls())
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in self._TARGETS:
+            return None
+        if fullname == self._TARGETS[-1]:
+            sys.meta_path.remove(self)  # the last one
+        if "numpy" in sys.modules:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None:
+            return None  # not an ordinary install: the rest of the import system finds it, as usual
+        spec.loader = _WithoutNumpy(spec.loader)
+        return spec
+
+
+class _WithoutNumpy(importlib.abc.Loader):
+    """Executes one module with NumPy hidden, under its own loader (``__loader__``, ``__spec__``)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader
+        sys.modules["numpy"] = None  # type: ignore[assignment]  # `import numpy` raises ImportError
+        try:
+            self.loader.exec_module(module)
+        finally:
+            if "numpy" in sys.modules and sys.modules["numpy"] is None:
+                del sys.modules["numpy"]
+
+
 class _ReaderMayLeave:
     """The CLI's stdout. When its reader goes away (``| head``), the rest of the output is dropped and
     the command goes on: the exit code stays the command's own (a publish that published exits 0),
@@ -1000,6 +1077,7 @@ def _run_click(command: click.Command, name: str) -> None:
 
 def publish_main() -> None:
     """The ``publish`` console script: the same as ``atomic-publish publish``."""
+    _prefer_jemalloc()  # (it was missing here: the `publish` program ran on mimalloc's larger peak)
     _setup_logging(verbose=False, quiet=False)
     command = _publish_command(
         lambda f: click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_TABLE)(f)

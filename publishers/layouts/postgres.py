@@ -14,9 +14,8 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .._errors import (
@@ -32,6 +31,9 @@ from .._errors import (
 )
 from .._protocol import Capabilities, SinkOptions
 from .._types import Run, Staged, part_suffix
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # imported where it is used: loading a configuration with a postgres sink needs none
 
 log = logging.getLogger("atomic_publish.postgres")
 
@@ -298,6 +300,8 @@ def redact(message: str) -> str:
 
 def pg_type(arrow_type: pa.DataType) -> str:
     """The Postgres column type for an Arrow type (the form ``format_type`` prints)."""
+    import pyarrow as pa
+
     if pa.types.is_dictionary(arrow_type):
         return pg_type(arrow_type.value_type)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
@@ -492,6 +496,7 @@ class _StallWatchdog:
 
     def watch(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
         """The input, timed: waiting for the input (a slow job upstream) is never a stall."""
+        import pyarrow as pa
 
         def batches() -> Iterator[pa.RecordBatch]:
             upstream = iter(reader)
