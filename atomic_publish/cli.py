@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
@@ -575,7 +575,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
             if group is not None:
                 return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, columns, as_json)
             config = load_config(config_path)
-            _arrow_without_numpy(config, sink, None)
+            _lean_arrow(config, sink, None)
             from . import refuse_if_rolling_forward
 
             refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))
@@ -629,13 +629,16 @@ def diagnose(
 
     def action() -> int:
         if group is not None:
+            _only_one(sink, group)
+            config = load_config(config_path)
+            _lean_arrow(config, None, group)
             from . import diagnose_group
 
-            _only_one(sink, group)
-            g = diagnose_group(dataset=dataset, run_date=run_date, group=group, config=load_config(config_path))
+            g = diagnose_group(dataset=dataset, run_date=run_date, group=group, config=config)
             _emit_json(g.to_dict()) if as_json else _print_group(g)
             return g.exit_code
         config = load_config(config_path)
+        _lean_arrow(config, sink, None)
         definition, options = config.sink(sink)
         if no_verify and hasattr(options, "verify_checksum"):
             options = options.model_copy(update={"verify_checksum": False})
@@ -673,7 +676,7 @@ def recover(
         if group is not None:
             return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
         config = load_config(config_path)
-        _arrow_without_numpy(config, sink, None)
+        _lean_arrow(config, sink, None)
         from . import diagnostics as recovery
         from . import refuse_if_rolling_forward
 
@@ -724,7 +727,7 @@ def _publish_group(
 ) -> int:
     _only_one(sink, group)
     config = load_config(config_path)
-    _arrow_without_numpy(config, None, group)
+    _lean_arrow(config, None, group)
     from . import open_inputs, publish_group
 
     records = open_inputs(inputs)
@@ -765,7 +768,7 @@ def _recover_group(
 ) -> int:
     _only_one(sink, group)
     config = load_config(config_path)
-    _arrow_without_numpy(config, None, group)
+    _lean_arrow(config, None, group)
     from . import recover_group
 
     outcome = recover_group(dataset=dataset, run_date=run_date, group=group, config=config, apply=apply_)
@@ -941,75 +944,87 @@ def _prefer_jemalloc() -> None:
         os.environ.setdefault("JE_ARROW_MALLOC_CONF", "narenas:1")
 
 
-def _arrow_without_numpy(config: LoadedConfig, sink: str | None, group: str | None) -> None:
-    """Before a command's first use of pyarrow: load it without NumPy when the sinks the command uses
-    are all file, s3, postgres or kafka (see _ArrowWithoutNumpy)."""
+def _lean_arrow(config: LoadedConfig, sink: str | None, group: str | None) -> None:
+    """Before a command's first use of pyarrow: pyarrow without NumPy and pandas when the sinks the
+    command uses are all built-in ones (see _LeanArrow)."""
     settings = config.settings
     if group is not None:
         names = list(settings.groups[group].sinks) if group in settings.groups else [""]
     else:
         names = [sink or settings.defaults.sink]
     types = {str(settings.sinks.get(name, {}).get("type", name)) for name in names}
-    if types <= _ArrowWithoutNumpy.SINKS:
-        _ArrowWithoutNumpy.install()
+    if types <= _LeanArrow.SINKS:
+        _LeanArrow.install()
 
 
-class _ArrowWithoutNumpy(importlib.abc.MetaPathFinder):
-    """pyarrow without NumPy, for a command whose sinks are all file, s3, postgres or kafka.
+class _LeanArrow(importlib.abc.MetaPathFinder):
+    """pyarrow without NumPy and pandas, for a command whose sinks are all built-in ones.
 
     pyarrow imports NumPy when it can (``pyarrow.lib`` and ``pyarrow._compute``: ``try: import
-    numpy``), and that import took 0.08-0.09 s of every command that reads or writes Arrow data (a
-    publish's fixed cost is bounded at 0.25 s). Nothing those four sinks run (our code, psycopg, ADBC,
-    boto3, confluent-kafka) hands NumPy arrays to pyarrow or asks pyarrow for them. So, installed by
-    such a command once its configuration is loaded, this finder has those two modules executed with
-    NumPy hidden (``sys.modules["numpy"] = None`` while they import, as if it were not installed):
-    pyarrow then takes its NumPy-free path, which it supports. NumPy stays importable afterwards.
-    Not installed when pyarrow is already imported, and does nothing once NumPy is. Any other sink
-    gets pyarrow as usual: Iceberg (pyiceberg imports pyarrow.dataset, which imports pandas, so
-    NumPy anyway) and another package's sink (it may pass NumPy arrays). Measured in
-    docs/performance.md."""
+    numpy``), and its C++ conversion of Python values imports pandas, to know pandas' null values (at
+    ``pyarrow.dataset``'s import, which pyiceberg makes): 0.08-0.09 s of every command that reads or
+    writes Arrow data, 0.25-0.3 s and ~45 MB more for Iceberg (a publish's fixed cost is bounded at
+    0.25 s). A command whose sinks are built-in holds no NumPy array and no pandas object: it reads
+    files, and nothing it runs (our code, pyiceberg, psycopg, ADBC, boto3, confluent-kafka) hands
+    either to pyarrow or asks pyarrow for one. So, installed by such a command once its configuration
+    is loaded, this finder has ``pyarrow.lib`` and ``pyarrow._compute`` executed as if NumPy were not
+    installed (pyarrow then takes its NumPy-free path, which it supports; NumPy stays importable
+    afterwards) and refuses pandas to the end of the process (pyarrow would try it again at every
+    conversion). Not installed when pyarrow, NumPy or pandas is already imported, nor for another
+    package's sink (it may pass NumPy arrays or DataFrames): that process gets pyarrow as usual.
+    Measured in docs/performance.md."""
 
-    SINKS = frozenset({"file", "s3", "postgres", "kafka"})
-    _TARGETS = ("pyarrow", "pyarrow._compute")
+    SINKS = frozenset({"file", "s3", "postgres", "kafka", "iceberg"})  # the built-in sink types
+    _WITHOUT_NUMPY = ("pyarrow.lib", "pyarrow._compute")
+
+    def __init__(self) -> None:
+        self.importing = 0  # > 0 while one of _WITHOUT_NUMPY executes
 
     @classmethod
     def install(cls) -> None:
-        if "pyarrow" not in sys.modules and not any(isinstance(f, cls) for f in sys.meta_path):
+        if not {"pyarrow", "numpy", "pandas"} & sys.modules.keys() and not any(
+            isinstance(f, cls) for f in sys.meta_path
+        ):
             sys.meta_path.insert(0, cls())
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in self._TARGETS:
-            return None
-        if fullname == self._TARGETS[-1]:
-            sys.meta_path.remove(self)  # the last one
-        if "numpy" in sys.modules:
+        top = fullname.partition(".")[0]
+        if top == "pandas" or (top == "numpy" and self.importing):
+            raise ModuleNotFoundError(f"{top} is not loaded by an atomic-publish command (cli._LeanArrow)", name=top)
+        if fullname not in self._WITHOUT_NUMPY or "numpy" in sys.modules:
             return None
         import importlib.machinery
 
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return None  # not an ordinary install: the rest of the import system finds it, as usual
-        spec.loader = _WithoutNumpy(spec.loader)
+        spec.loader = _WithoutNumpy(spec.loader, self)
         return spec
 
 
 class _WithoutNumpy(importlib.abc.Loader):
-    """Executes one module with NumPy hidden, under its own loader (``__loader__``, ``__spec__``)."""
+    """Executes one module with NumPy refused, under its own loader (``__loader__``, ``__spec__``)."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, finder: _LeanArrow) -> None:
         self.loader = loader
+        self.finder = finder
 
     def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
+        with self._numpy_refused():  # an extension module may run its body here (single-phase init)
+            return self.loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
         module.__loader__ = module.__spec__.loader = self.loader
-        sys.modules["numpy"] = None  # type: ignore[assignment]  # `import numpy` raises ImportError
-        try:
+        with self._numpy_refused():
             self.loader.exec_module(module)
+
+    @contextlib.contextmanager
+    def _numpy_refused(self) -> Iterator[None]:
+        self.finder.importing += 1
+        try:
+            yield
         finally:
-            if "numpy" in sys.modules and sys.modules["numpy"] is None:
-                del sys.modules["numpy"]
+            self.finder.importing -= 1
 
 
 class _ReaderMayLeave:

@@ -1,6 +1,7 @@
-"""The CLI loads pyarrow without NumPy when the command's sinks are file, s3, postgres or kafka
-(atomic_publish.cli._ArrowWithoutNumpy: NumPy's import was 0.08-0.09 s of every such command), and
-as usual for any other sink; the data published is the same either way, read back by pyarrow alone.
+"""The CLI loads pyarrow without NumPy and pandas when the command's sinks are built-in ones
+(atomic_publish.cli._LeanArrow: NumPy's import was 0.08-0.09 s of every such command, pandas' 0.25 s
+and ~45 MB of an Iceberg one), and as usual for another package's sink; the data published is the
+same, read back without the project's code.
 
 Each case is a CLI process of its own (the test process has pyarrow and NumPy loaded already), which
 reports at its exit what it loaded."""
@@ -30,6 +31,7 @@ PROGRAM = textwrap.dedent(
         import pyarrow, pyarrow.lib
         doc = {
             "numpy_imported": "numpy" in sys.modules,
+            "pandas_imported": "pandas" in sys.modules,
             "arrow_has_numpy": pyarrow.lib.np is not None,
             "arrow_loader": type(pyarrow.__loader__).__name__,
             "arrow_spec_loader": type(pyarrow.__spec__.loader).__name__,
@@ -37,6 +39,11 @@ PROGRAM = textwrap.dedent(
         }
         import numpy  # still importable afterwards, and a real module
         doc["numpy_after"] = type(numpy).__name__ == "module" and hasattr(numpy, "ndarray")
+        import importlib.util
+        try:  # (found, not imported: an import at exit may not start threads)
+            doc["pandas_after"] = "importable" if importlib.util.find_spec("pandas") else "not installed"
+        except ImportError as exc:
+            doc["pandas_after"] = str(exc)
         with open(report, "w") as out:
             json.dump(doc, out)
 
@@ -56,13 +63,15 @@ ROWS = pa.table(
 )
 
 
-def _run(tmp_path: Path, config: str, sink: str, *, preload: str = "") -> dict[str, object]:
+def _run(tmp_path: Path, config: str, sink: str, *, preload: str = "", command: str = "publish") -> dict[str, object]:
     (tmp_path / "publish.toml").write_text(config)
     pq.write_table(ROWS, tmp_path / "in.parquet")
     report = tmp_path / "loaded.json"
-    args = ["-q", "publish", "--config", "publish.toml", "--sink", sink, "--dataset", "d", "--run-date", "2026-01-02"]
+    args = ["-q", command, "--config", "publish.toml", "--sink", sink, "--dataset", "d", "--run-date", "2026-01-02"]
+    if command == "publish":
+        args.append("in.parquet")
     proc = subprocess.run(
-        [sys.executable, "-c", PROGRAM, str(report), preload, *args, "in.parquet"],
+        [sys.executable, "-c", PROGRAM, str(report), preload, *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -82,7 +91,9 @@ def _file_config(fmt: str) -> str:
 def test_a_file_publish_loads_pyarrow_without_numpy_and_publishes_the_same_rows(tmp_path: Path, fmt: str) -> None:
     loaded = _run(tmp_path, _file_config(fmt), "out")
     assert loaded["numpy_imported"] is False
+    assert loaded["pandas_imported"] is False
     assert loaded["arrow_has_numpy"] is False
+    assert "pandas is not loaded by an atomic-publish command" in str(loaded["pandas_after"])
     # pyarrow runs under its own loader, the finder is gone, NumPy is importable after
     assert loaded["arrow_loader"] == loaded["arrow_spec_loader"] == "SourceFileLoader"
     assert loaded["numpy_after"] is True
@@ -94,14 +105,22 @@ def test_a_file_publish_loads_pyarrow_without_numpy_and_publishes_the_same_rows(
     assert got.select(ROWS.column_names).equals(ROWS)
 
 
-def test_a_command_whose_sink_is_iceberg_loads_pyarrow_as_usual(tmp_path: Path) -> None:
+def test_an_iceberg_publish_and_its_diagnosis_load_neither_numpy_nor_pandas(tmp_path: Path) -> None:
+    """pyiceberg imports pyarrow.dataset, whose import made pyarrow's C++ import pandas (and so NumPy)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    uri, warehouse = f"sqlite:///{tmp_path}/catalog.db", f"file://{tmp_path}/wh"
     config = (
-        '[sinks.lake]\ntype = "iceberg"\nnamespace = "n"\n[sinks.lake.catalog]\ntype = "sql"\n'
-        f'uri = "sqlite:///{tmp_path}/catalog.db"\nwarehouse = "file://{tmp_path}/wh"\n'
+        f'[sinks.lake]\ntype = "iceberg"\ncatalog_name = "lake"\nnamespace = "n"\n'
+        f'[sinks.lake.catalog]\ntype = "sql"\nuri = "{uri}"\nwarehouse = "{warehouse}"\n'
     )
-    loaded = _run(tmp_path, config, "lake")
-    assert loaded["arrow_has_numpy"] is True  # pyiceberg brings pandas, so NumPy: pyarrow has it too
-    assert "_ArrowWithoutNumpy" not in loaded["finders"]
+    for command in ("publish", "diagnose"):
+        loaded = _run(tmp_path, config, "lake", command=command)
+        assert (loaded["numpy_imported"], loaded["pandas_imported"], loaded["arrow_has_numpy"]) == (False, False, False)
+    catalog = SqlCatalog("lake", uri=uri, warehouse=warehouse)  # pyiceberg's own catalog, not the sink's code
+    (table,) = catalog.list_tables("n")  # the run's table, whatever the sink names it
+    got = catalog.load_table(table).scan().to_arrow()
+    assert got.select(ROWS.column_names).sort_by("refund_id").equals(ROWS.sort_by("refund_id"))
 
 
 def test_another_packages_sink_gets_pyarrow_as_usual(tmp_path: Path) -> None:
@@ -112,12 +131,15 @@ def test_another_packages_sink_gets_pyarrow_as_usual(tmp_path: Path) -> None:
     config = f'[sinks.db]\ntype = "sqlite_sink:SINK"\npath = "{tmp_path}/db.sqlite"\n'
     loaded = _run(tmp_path, config, "db")
     assert loaded["arrow_has_numpy"] is True
-    assert "_ArrowWithoutNumpy" not in loaded["finders"]
+    assert loaded["pandas_after"] == "importable"
+    assert "_LeanArrow" not in loaded["finders"]
 
 
 def test_numpy_imported_before_the_command_is_left_as_it_is(tmp_path: Path) -> None:
     loaded = _run(tmp_path, _file_config("parquet"), "out", preload="numpy")
     assert loaded["arrow_has_numpy"] is True
+    assert loaded["pandas_after"] == "importable"
+    assert "_LeanArrow" not in loaded["finders"]
 
 
 def test_loading_a_configuration_with_a_postgres_sink_imports_no_pyarrow(tmp_path: Path) -> None:
