@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.abc
 import json
 import logging
 import os
@@ -957,7 +956,7 @@ def _lean_arrow(config: LoadedConfig, sink: str | None, group: str | None) -> No
         _LeanArrow.install()
 
 
-class _LeanArrow(importlib.abc.MetaPathFinder):
+class _LeanArrow:  # a meta path finder (importlib.abc's import would cost --help 10 ms)
     """pyarrow without NumPy and pandas, for a command whose sinks are all built-in ones.
 
     pyarrow imports NumPy when it can (``pyarrow.lib`` and ``pyarrow._compute``: ``try: import
@@ -998,11 +997,11 @@ class _LeanArrow(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return None  # not an ordinary install: the rest of the import system finds it, as usual
-        spec.loader = _WithoutNumpy(spec.loader, self)
+        spec.loader = cast(Any, _WithoutNumpy(spec.loader, self))
         return spec
 
 
-class _WithoutNumpy(importlib.abc.Loader):
+class _WithoutNumpy:  # a loader
     """Executes one module with NumPy refused, under its own loader (``__loader__``, ``__spec__``)."""
 
     def __init__(self, loader: Any, finder: _LeanArrow) -> None:
