@@ -667,6 +667,32 @@ def decode_dictionaries(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
 
 
+def nanoseconds_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Timestamp and time columns in nanoseconds as the text their values print as (what pandas'
+    Timestamp prints: a fraction of 9 digits when there are nanoseconds, of 6 when only
+    microseconds, none when neither). Python's datetime and time keep microseconds: without pandas,
+    a timestamp[ns] made ``to_pylist`` fail, and a time64[ns] lost its nanoseconds silently."""
+    for index, field in enumerate(batch.schema):
+        typ = field.type
+        if not ((pa.types.is_timestamp(typ) or pa.types.is_time64(typ)) and typ.unit == "ns"):
+            continue
+        ns = batch.column(index).cast(pa.int64()).to_pylist()
+        micro_type = pa.timestamp("us", tz=typ.tz) if pa.types.is_timestamp(typ) else pa.time64("us")
+        micro = pa.array([None if v is None else v // 1000 for v in ns], pa.int64()).cast(micro_type).to_pylist()
+        head = 19 if pa.types.is_timestamp(typ) else 8  # "YYYY-MM-DD HH:MM:SS" or "HH:MM:SS"
+        text: list[str | None] = []
+        for value, whole in zip(micro, ns, strict=True):
+            if value is None:
+                text.append(None)
+            elif whole % 1000:
+                plain = str(value.replace(microsecond=0))
+                text.append(f"{plain[:head]}.{value.microsecond:06d}{whole % 1000:03d}{plain[head:]}")
+            else:
+                text.append(str(value))
+        batch = batch.set_column(index, field.with_type(pa.string()), pa.array(text, pa.string()))
+    return batch
+
+
 def nanoseconds_refused(batch: pa.RecordBatch, target: pa.Schema, keeps: str) -> SchemaMismatch | None:
     """Why ``batch`` cannot be cast to ``target`` without losing nanoseconds: the first timestamp or
     time column whose value has a part below the microsecond, named with its value (a destination
@@ -682,11 +708,9 @@ def nanoseconds_refused(batch: pa.RecordBatch, target: pa.Schema, keeps: str) ->
         lost = pc.fill_null(pc.not_equal(pc.multiply(pc.divide(values, 1000), 1000), values), False)
         if pc.any(lost).as_py():
             index = pc.index(lost, True).as_py()
-            shown = str(column[index])
-            if pa.types.is_time(have):  # a Python time would print it in microseconds
-                ns = values[index].as_py()
-                seconds, fraction = divmod(ns, 10**9)
-                shown = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:09d}"
+            # Not str(column[index]): without pandas, pyarrow cannot make a Python value of it.
+            one = pa.table([column.slice(index, 1)], names=[field.name])  # (batch may be a Table)
+            shown = nanoseconds_as_text(one).column(0)[0].as_py()
             return SchemaMismatch(
                 f"column {field.name!r} has a value with nanoseconds ({shown}), and {keeps} keeps "
                 "microseconds: round it to microseconds first (nothing was published)"

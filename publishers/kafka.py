@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._arrow import refuse_schema_drift, schema_to_json
+from ._arrow import nanoseconds_as_text, refuse_schema_drift, schema_to_json
 from ._crash import crash_point, crash_point_armed
 from ._errors import (
     AlreadyPublished,
@@ -305,7 +305,7 @@ class KafkaPublisher:
 
     def _encode(self, batch: pa.RecordBatch, rows_before: int) -> tuple[list[bytes], list[bytes | None]]:
         """The batch's record values (JSON) and keys; an oversized value is refused with its row number."""
-        pylist = _with_nanoseconds_as_text(batch).to_pylist()
+        pylist = nanoseconds_as_text(batch).to_pylist()
         binary = any(_holds_binary(f.type) for f in batch.schema)
         values = encode_all(pylist, binary)
         limit = self.config.max_record_bytes
@@ -515,32 +515,6 @@ RECORD_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), allow_nan=
 # The same, for batches that hold binary values (a Python default costs a call per Decimal and
 # timestamp value; str is a builtin: 3% of a 100k-row publish, measured A/B).
 BINARY_ENCODER = json.JSONEncoder(default=_json_value, separators=(",", ":"), allow_nan=False)
-
-
-def _with_nanoseconds_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Timestamp and time columns in nanoseconds as the text their values print as (what pandas'
-    Timestamp prints: a fraction of 9 digits when there are nanoseconds, of 6 when only
-    microseconds, none when neither). Python's datetime and time keep microseconds: without pandas,
-    a timestamp[ns] made ``to_pylist`` fail, and a time64[ns] lost its nanoseconds silently."""
-    for index, field in enumerate(batch.schema):
-        typ = field.type
-        if not ((pa.types.is_timestamp(typ) or pa.types.is_time64(typ)) and typ.unit == "ns"):
-            continue
-        ns = batch.column(index).cast(pa.int64()).to_pylist()
-        micro_type = pa.timestamp("us", tz=typ.tz) if pa.types.is_timestamp(typ) else pa.time64("us")
-        micro = pa.array([None if v is None else v // 1000 for v in ns], pa.int64()).cast(micro_type).to_pylist()
-        head = 19 if pa.types.is_timestamp(typ) else 8  # "YYYY-MM-DD HH:MM:SS" or "HH:MM:SS"
-        text: list[str | None] = []
-        for value, whole in zip(micro, ns, strict=True):
-            if value is None:
-                text.append(None)
-            elif whole % 1000:
-                plain = str(value.replace(microsecond=0))
-                text.append(f"{plain[:head]}.{value.microsecond:06d}{whole % 1000:03d}{plain[head:]}")
-            else:
-                text.append(str(value))
-        batch = batch.set_column(index, field.with_type(pa.string()), pa.array(text, pa.string()))
-    return batch
 
 
 def _holds_binary(typ: pa.DataType) -> bool:

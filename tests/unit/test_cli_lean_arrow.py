@@ -168,3 +168,38 @@ def test_the_publish_program_also_prefers_jemalloc() -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == ("jemalloc" if sys.platform == "linux" else "None")
+
+
+@pytest.mark.parametrize(
+    ("typ", "value", "shown"),
+    [
+        (pa.timestamp("ns"), 1_700_000_000_123_456_789, "2023-11-14 22:13:20.123456789"),
+        (pa.timestamp("ns", tz="Europe/Paris"), 1_700_000_000_123_456_789, "2023-11-14 23:13:20.123456789+01:00"),
+        (pa.time64("ns"), 3_723_123_456_789, "01:02:03.123456789"),
+    ],
+)
+def test_a_value_with_nanoseconds_is_refused_by_name_without_pandas(
+    tmp_path: Path, typ: pa.DataType, value: int, shown: str
+) -> None:
+    """Naming the value took pyarrow's Python value of it, which needs pandas for nanoseconds: the
+    CLI (and a user's install, which has no pandas) raised pyarrow's ValueError instead of refusing."""
+    from atomic_publish.sdk import SchemaMismatch, exit_code_for
+
+    uri, warehouse = f"sqlite:///{tmp_path}/catalog.db", f"file://{tmp_path}/wh"
+    (tmp_path / "publish.toml").write_text(
+        f'[sinks.lake]\ntype = "iceberg"\nnamespace = "n"\n[sinks.lake.catalog]\ntype = "sql"\n'
+        f'uri = "{uri}"\nwarehouse = "{warehouse}"\n'
+    )
+    pq.write_table(pa.table({"id": ["a", "b"], "at": pa.array([None, value], typ)}), tmp_path / "in.parquet")
+    args = ["publish", "--config", "publish.toml", "--sink", "lake", "--dataset", "d", "--run-date", "2026-01-02"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "atomic_publish", *args, "in.parquet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == exit_code_for(SchemaMismatch("x")), proc.stderr
+    assert f"column 'at' has a value with nanoseconds ({shown})" in proc.stderr
+    assert "Traceback" not in proc.stderr
