@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import os
 import re
 import stat
@@ -668,22 +669,31 @@ def decode_dictionaries(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
 
 
 def nanoseconds_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Timestamp and time columns in nanoseconds as the text their values print as (what pandas'
-    Timestamp prints: a fraction of 9 digits when there are nanoseconds, of 6 when only
-    microseconds, none when neither). Python's datetime and time keep microseconds: without pandas,
-    a timestamp[ns] made ``to_pylist`` fail, and a time64[ns] lost its nanoseconds silently."""
+    """Timestamp, time and duration columns in nanoseconds as the text their values print as (what
+    pandas' Timestamp prints: a fraction of 9 digits when there are nanoseconds, of 6 when only
+    microseconds, none when neither; a duration as Python's timedelta prints, its fraction likewise).
+    Python's datetime, time and timedelta keep microseconds: without pandas, a timestamp[ns] or a
+    duration[ns] made ``to_pylist`` fail, and a time64[ns] lost its nanoseconds silently."""
     for index, field in enumerate(batch.schema):
         typ = field.type
-        if not ((pa.types.is_timestamp(typ) or pa.types.is_time64(typ)) and typ.unit == "ns"):
+        duration = pa.types.is_duration(typ)
+        if not ((pa.types.is_timestamp(typ) or pa.types.is_time64(typ) or duration) and typ.unit == "ns"):
             continue
         ns = batch.column(index).cast(pa.int64()).to_pylist()
-        micro_type = pa.timestamp("us", tz=typ.tz) if pa.types.is_timestamp(typ) else pa.time64("us")
-        micro = pa.array([None if v is None else v // 1000 for v in ns], pa.int64()).cast(micro_type).to_pylist()
+        micro: list[Any]
+        if duration:
+            micro = [None if v is None else dt.timedelta(microseconds=v // 1000) for v in ns]
+        else:
+            micro_type = pa.timestamp("us", tz=typ.tz) if pa.types.is_timestamp(typ) else pa.time64("us")
+            micro = pa.array([None if v is None else v // 1000 for v in ns], pa.int64()).cast(micro_type).to_pylist()
         head = 19 if pa.types.is_timestamp(typ) else 8  # "YYYY-MM-DD HH:MM:SS" or "HH:MM:SS"
         text: list[str | None] = []
         for value, whole in zip(micro, ns, strict=True):
             if value is None:
                 text.append(None)
+            elif whole % 1000 and duration:
+                plain = str(value - dt.timedelta(microseconds=value.microseconds))  # "[D day(s), ]H:MM:SS"
+                text.append(f"{plain}.{value.microseconds:06d}{whole % 1000:03d}")
             elif whole % 1000:
                 plain = str(value.replace(microsecond=0))
                 text.append(f"{plain[:head]}.{value.microsecond:06d}{whole % 1000:03d}{plain[head:]}")

@@ -388,7 +388,9 @@ def test_records_are_strict_json_that_any_consumer_reads_back_exactly(sink, kafk
 def test_nanosecond_timestamps_and_times_keep_their_nanoseconds(sink, kafka_service):
     """A time64[ns] lost its nanoseconds silently (Python's time keeps microseconds), and a
     timestamp[ns] printed them only because pandas was installed (without it, to_pylist fails).
-    Both print as pandas' Timestamp does: 9 digits with nanoseconds, 6 with microseconds only."""
+    Both print as pandas' Timestamp does: 9 digits with nanoseconds, 6 with microseconds only. A
+    duration[ns] failed the same way without pandas; it prints as Python's timedelta, its fraction
+    likewise."""
     import json
 
     from tests.contract.readers import kafka_committed
@@ -399,6 +401,7 @@ def test_nanosecond_timestamps_and_times_keep_their_nanoseconds(sink, kafka_serv
             "id": [1, 2, 3],
             "at": pa.array([1_700_000_000_123_456_789, -1, None], pa.timestamp("ns", tz="Asia/Kolkata")),
             "on": pa.array([3_600_000_000_001, 1_000, None], pa.time64("ns")),
+            "took": pa.array([86_400_000_000_001, -1_001, None], pa.duration("ns")),  # as timedelta prints
         }
     )
     publish(publisher, diagnostic, Run.new("items", DATE), data)
@@ -406,9 +409,19 @@ def test_nanosecond_timestamps_and_times_keep_their_nanoseconds(sink, kafka_serv
     got = sorted((json.loads(m.value()) for m in records), key=lambda r: r["id"])
     assert got == sorted(
         [
-            {"id": 1, "at": "2023-11-15 03:43:20.123456789+05:30", "on": "01:00:00.000000001"},
-            {"id": 2, "at": "1970-01-01 05:29:59.999999999+05:30", "on": "00:00:00.000001"},
-            {"id": 3, "at": None, "on": None},
+            {
+                "id": 1,
+                "at": "2023-11-15 03:43:20.123456789+05:30",
+                "on": "01:00:00.000000001",
+                "took": "1 day, 0:00:00.000000001",
+            },
+            {
+                "id": 2,
+                "at": "1970-01-01 05:29:59.999999999+05:30",
+                "on": "00:00:00.000001",
+                "took": "-1 day, 23:59:59.999998999",
+            },
+            {"id": 3, "at": None, "on": None, "took": None},
         ],
         key=lambda r: r["id"],
     )
