@@ -669,38 +669,87 @@ def decode_dictionaries(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
 
 
 def nanoseconds_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Timestamp, time and duration columns in nanoseconds as the text their values print as (what
-    pandas' Timestamp prints: a fraction of 9 digits when there are nanoseconds, of 6 when only
-    microseconds, none when neither; a duration as Python's timedelta prints, its fraction likewise).
-    Python's datetime, time and timedelta keep microseconds: without pandas, a timestamp[ns] or a
-    duration[ns] made ``to_pylist`` fail, and a time64[ns] lost its nanoseconds silently."""
+    """Timestamp, time and duration values in nanoseconds as the text they print as (what pandas'
+    Timestamp prints: a fraction of 9 digits when there are nanoseconds, of 6 when only
+    microseconds, none when neither; a duration as Python's timedelta prints, its fraction likewise),
+    also inside lists, structs, maps and dictionaries. Python's datetime, time and timedelta keep
+    microseconds: without pandas, a timestamp[ns] or a duration[ns] made ``to_pylist`` fail, and a
+    time64[ns] lost its nanoseconds silently."""
     for index, field in enumerate(batch.schema):
-        typ = field.type
-        duration = pa.types.is_duration(typ)
-        if not ((pa.types.is_timestamp(typ) or pa.types.is_time64(typ) or duration) and typ.unit == "ns"):
-            continue
-        ns = batch.column(index).cast(pa.int64()).to_pylist()
-        micro: list[Any]
-        if duration:
-            micro = [None if v is None else dt.timedelta(microseconds=v // 1000) for v in ns]
-        else:
-            micro_type = pa.timestamp("us", tz=typ.tz) if pa.types.is_timestamp(typ) else pa.time64("us")
-            micro = pa.array([None if v is None else v // 1000 for v in ns], pa.int64()).cast(micro_type).to_pylist()
-        head = 19 if pa.types.is_timestamp(typ) else 8  # "YYYY-MM-DD HH:MM:SS" or "HH:MM:SS"
-        text: list[str | None] = []
-        for value, whole in zip(micro, ns, strict=True):
-            if value is None:
-                text.append(None)
-            elif whole % 1000 and duration:
-                plain = str(value - dt.timedelta(microseconds=value.microseconds))  # "[D day(s), ]H:MM:SS"
-                text.append(f"{plain}.{value.microseconds:06d}{whole % 1000:03d}")
-            elif whole % 1000:
-                plain = str(value.replace(microsecond=0))
-                text.append(f"{plain[:head]}.{value.microsecond:06d}{whole % 1000:03d}{plain[head:]}")
-            else:
-                text.append(str(value))
-        batch = batch.set_column(index, field.with_type(pa.string()), pa.array(text, pa.string()))
+        if _holds_nanoseconds(field.type):
+            text = _nanoseconds_as_text(batch.column(index))
+            batch = batch.set_column(index, field.with_type(text.type), text)
     return batch
+
+
+def _in_nanoseconds(typ: pa.DataType) -> bool:
+    temporal = pa.types.is_timestamp(typ) or pa.types.is_time64(typ) or pa.types.is_duration(typ)
+    return temporal and typ.unit == "ns"
+
+
+def _holds_nanoseconds(typ: pa.DataType) -> bool:
+    if _in_nanoseconds(typ):
+        return True
+    if pa.types.is_dictionary(typ):
+        return _holds_nanoseconds(typ.value_type)
+    return any(_holds_nanoseconds(typ.field(i).type) for i in range(typ.num_fields))
+
+
+def _nanoseconds_as_text(array: pa.Array) -> pa.Array:
+    """``array`` with every value in nanoseconds as its text (a string), at any depth."""
+    typ = array.type
+    mask = array.is_null() if array.null_count else None
+    if not _holds_nanoseconds(typ):
+        return array
+    if _in_nanoseconds(typ):
+        return pa.array(_texts_of_nanoseconds(array), pa.string())
+    if pa.types.is_dictionary(typ):
+        return _nanoseconds_as_text(array.dictionary_decode())
+    if pa.types.is_struct(typ):
+        children = [_nanoseconds_as_text(child) for child in array.flatten()]
+        fields = [typ.field(i).with_type(child.type) for i, child in enumerate(children)]
+        return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+    if pa.types.is_map(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        # Offsets from 0 over the values this slice uses (from_arrays takes no sliced offsets with a mask).
+        first, last = array.offsets[0].as_py(), array.offsets[len(array)].as_py()
+        offsets = pa.array([v - first for v in array.offsets.to_pylist()], array.offsets.type)
+        if pa.types.is_map(typ):
+            keys = _nanoseconds_as_text(array.keys.slice(first, last - first))
+            items = _nanoseconds_as_text(array.items.slice(first, last - first))
+            return pa.MapArray.from_arrays(offsets, keys, items, mask=mask)
+        kind = pa.ListArray if pa.types.is_list(typ) else pa.LargeListArray
+        return kind.from_arrays(offsets, _nanoseconds_as_text(array.values.slice(first, last - first)), mask=mask)
+    if pa.types.is_fixed_size_list(typ):
+        size = typ.list_size  # (flatten() skips null lists: the values of each, null or not)
+        values = array.values.slice(array.offset * size, len(array) * size)
+        return pa.FixedSizeListArray.from_arrays(_nanoseconds_as_text(values), size, mask=mask)
+    return array
+
+
+def _texts_of_nanoseconds(array: pa.Array) -> list[str | None]:
+    typ = array.type
+    duration = pa.types.is_duration(typ)
+    ns = array.cast(pa.int64()).to_pylist()
+    micro: list[Any]
+    if duration:
+        micro = [None if v is None else dt.timedelta(microseconds=v // 1000) for v in ns]
+    else:
+        micro_type = pa.timestamp("us", tz=typ.tz) if pa.types.is_timestamp(typ) else pa.time64("us")
+        micro = pa.array([None if v is None else v // 1000 for v in ns], pa.int64()).cast(micro_type).to_pylist()
+    head = 19 if pa.types.is_timestamp(typ) else 8  # "YYYY-MM-DD HH:MM:SS" or "HH:MM:SS"
+    text: list[str | None] = []
+    for value, whole in zip(micro, ns, strict=True):
+        if value is None:
+            text.append(None)
+        elif whole % 1000 and duration:
+            plain = str(value - dt.timedelta(microseconds=value.microseconds))  # "[D day(s), ]H:MM:SS"
+            text.append(f"{plain}.{value.microseconds:06d}{whole % 1000:03d}")
+        elif whole % 1000:
+            plain = str(value.replace(microsecond=0))
+            text.append(f"{plain[:head]}.{value.microsecond:06d}{whole % 1000:03d}{plain[head:]}")
+        else:
+            text.append(str(value))
+    return text
 
 
 def nanoseconds_refused(batch: pa.RecordBatch, target: pa.Schema, keeps: str) -> SchemaMismatch | None:

@@ -402,6 +402,11 @@ def test_nanosecond_timestamps_and_times_keep_their_nanoseconds(sink, kafka_serv
             "at": pa.array([1_700_000_000_123_456_789, -1, None], pa.timestamp("ns", tz="Asia/Kolkata")),
             "on": pa.array([3_600_000_000_001, 1_000, None], pa.time64("ns")),
             "took": pa.array([86_400_000_000_001, -1_001, None], pa.duration("ns")),  # as timedelta prints
+            "nested": pa.array(  # also inside structs, lists, maps and dictionaries
+                [{"at": [1_001], "by": [("k", 2_000)]}, None, {"at": None, "by": []}],
+                pa.struct([("at", pa.list_(pa.timestamp("ns"))), ("by", pa.map_(pa.string(), pa.duration("ns")))]),
+            ),
+            "coded": pa.array([1_001, 1_001, None], pa.timestamp("ns", tz="UTC")).dictionary_encode(),
         }
     )
     publish(publisher, diagnostic, Run.new("items", DATE), data)
@@ -414,14 +419,18 @@ def test_nanosecond_timestamps_and_times_keep_their_nanoseconds(sink, kafka_serv
                 "at": "2023-11-15 03:43:20.123456789+05:30",
                 "on": "01:00:00.000000001",
                 "took": "1 day, 0:00:00.000000001",
+                "nested": {"at": ["1970-01-01 00:00:00.000001001"], "by": [["k", "0:00:00.000002"]]},
+                "coded": "1970-01-01 00:00:00.000001001+00:00",
             },
             {
                 "id": 2,
                 "at": "1970-01-01 05:29:59.999999999+05:30",
                 "on": "00:00:00.000001",
                 "took": "-1 day, 23:59:59.999998999",
+                "nested": None,
+                "coded": "1970-01-01 00:00:00.000001001+00:00",
             },
-            {"id": 3, "at": None, "on": None, "took": None},
+            {"id": 3, "at": None, "on": None, "took": None, "nested": {"at": None, "by": []}, "coded": None},
         ],
         key=lambda r: r["id"],
     )

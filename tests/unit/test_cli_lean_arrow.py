@@ -203,3 +203,54 @@ def test_a_value_with_nanoseconds_is_refused_by_name_without_pandas(
     assert proc.returncode == exit_code_for(SchemaMismatch("x")), proc.stderr
     assert f"column 'at' has a value with nanoseconds ({shown})" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+NESTED = textwrap.dedent(
+    """
+    import json, sys
+    from atomic_publish.cli import _LeanArrow
+    _LeanArrow.install()  # as in a command: no pandas
+    import pyarrow as pa
+    from atomic_publish.publishers._arrow import nanoseconds_as_text
+
+    ts = pa.timestamp("ns", tz="UTC")
+    batch = pa.record_batch({
+        "s": pa.array([{"t": 1001}, None, {"t": None}], pa.struct([("t", ts)])),
+        "l": pa.array([[1001, None], None, [5]], pa.list_(pa.duration("ns"))),
+        "m": pa.array([[("k", 1001)], None, [("j", 7)]], pa.map_(pa.string(), pa.time64("ns"))),
+        "d": pa.array([1001, 1001, None], ts).dictionary_encode(),
+        "f": pa.array([[1, 2], None, [3, 4]], pa.list_(pa.timestamp("ns"), 2)),
+    })
+    print(json.dumps([nanoseconds_as_text(batch.slice(start)).to_pylist() for start in (0, 2)]))
+    print("pandas" in sys.modules)
+    """
+)
+
+
+def test_values_in_nanoseconds_inside_structs_lists_maps_and_dictionaries_print_without_pandas() -> None:
+    """The Kafka sink's JSON text of such values: pyarrow's to_pylist failed on them without pandas."""
+    out = subprocess.run([sys.executable, "-c", NESTED], capture_output=True, text=True, check=True).stdout
+    whole, tail = json.loads(out.splitlines()[0])
+    assert out.splitlines()[1] == "False"
+    t = "1970-01-01 00:00:00.000001001+00:00"
+    assert whole[0] == {
+        "s": {"t": t},
+        "l": ["0:00:00.000001001", None],
+        "m": [["k", "00:00:00.000001001"]],
+        "d": t,
+        "f": ["1970-01-01 00:00:00.000000001", "1970-01-01 00:00:00.000000002"],
+    }
+    assert whole[1] == {"s": None, "l": None, "m": None, "d": t, "f": None}
+    assert (
+        tail
+        == [whole[2]]
+        == [
+            {
+                "s": {"t": None},
+                "l": ["0:00:00.000000005"],
+                "m": [["j", "00:00:00.000000007"]],
+                "d": None,
+                "f": ["1970-01-01 00:00:00.000000003", "1970-01-01 00:00:00.000000004"],
+            }
+        ]
+    )
