@@ -378,12 +378,19 @@ class IcebergPublisher:
             }
             tx.set_properties(**mapping)
         if self.config.mode == "replace_partition":
-            from pyiceberg.expressions import In
+            from pyiceberg.expressions import In, IsNull, Or
 
             values = [v for p in staged for v in p.details.get("partition_values", [])]
-            if values and self.config.partition_column:
-                # In.__new__ takes (term, literals); mypy reads the pydantic fields instead.
-                delete_filter: Any = In(self.config.partition_column, values)  # type: ignore[call-arg,arg-type]
+            column = self.config.partition_column
+            if values and column:
+                # The null partition is one too: In() takes no None (pyiceberg's "Invalid literal
+                # value: None", found from outside, made such a run exit 5, "re-run", forever).
+                present = [v for v in values if v is not None]
+                # In.__new__ and IsNull.__new__ take a term (a name); mypy reads the pydantic fields instead.
+                parts: list[Any] = [In(column, present)] if present else []  # type: ignore[call-arg,arg-type]
+                if len(present) < len(values):
+                    parts.append(IsNull(column))  # type: ignore[call-arg,arg-type]
+                delete_filter: Any = parts[0] if len(parts) == 1 else Or(*parts)
                 tx.delete(delete_filter, snapshot_properties=props)
         with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
             append.commit_uuid = attempt_uuid(run.attempt)  # as pyiceberg's own append does

@@ -190,6 +190,25 @@ def test_replace_partition_mode_swaps_the_partition_in_one_commit(tmp_path, rest
     assert runs.count(f"items/{DATE}") >= 1 and len(set(runs)) == 3
 
 
+def test_replace_partition_mode_replaces_the_null_partition_too(tmp_path, rest):
+    """A run with a null in the partition column failed its commit with exit 5 ("unreachable,
+    re-run"): pyiceberg's In() takes no None (found from outside)."""
+    publisher, diagnostic = make(tmp_path, rest, mode="replace_partition", partition_column="part")
+    publish(publisher, diagnostic, Run.new("items", "2026-04-22"), rows([10], part="p0"))
+    nulls = pa.table(
+        {"id": pa.array([1, 2], pa.int64()), "v": ["v1", "v2"], "part": pa.array([None, None], pa.string())}
+    )
+    publish(publisher, diagnostic, Run.new("items", "2026-04-23"), nulls)
+    mixed = pa.table({"id": pa.array([3, 4], pa.int64()), "v": ["new3", "new4"], "part": [None, "p0"]})
+    publish(publisher, diagnostic, Run.new("items", DATE), mixed)
+    got = publisher.layout.load("items").scan().to_arrow().to_pylist()
+    assert sorted(got, key=lambda r: r["id"]) == [
+        {"id": 3, "v": "new3", "part": None},
+        {"id": 4, "v": "new4", "part": "p0"},
+    ]
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_racing_commits_on_an_empty_table_publish_exactly_once(tmp_path, round_, rest):
     """pyiceberg's own retry would re-apply the loser's append on top of the winner's: both copies
