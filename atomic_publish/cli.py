@@ -46,6 +46,14 @@ def load_config(config_path: str | None) -> LoadedConfig:
     return load(config_path)
 
 
+def _load_config_for(config_path: str | None, sink: str | None, group: str | None) -> LoadedConfig:
+    """The configuration of a command that uses ``sink`` (or ``group``'s sinks), loaded before the
+    command's first pyarrow import, so that pyarrow can come without NumPy and pandas (_lean_arrow)."""
+    config = load_config(config_path)
+    _lean_arrow(config, sink, group)
+    return config
+
+
 log = logging.getLogger("atomic_publish.cli")
 _verbose = {"on": False}
 
@@ -448,7 +456,7 @@ _DECIMAL = re.compile(r"decimal(128|256)?\(\s*(\d+)\s*,\s*(-?\d+)\s*\)")
 def _column_types(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> dict[str, Any]:
     """``--column NAME=TYPE`` options as {name: Arrow type}; a bad one is a usage error naming it."""
     if not specs:
-        return {}  # pyarrow is imported when a command needs it, after the sinks are known (_Startup)
+        return {}  # pyarrow is imported when a command needs it, after the sinks are known (_LeanArrow)
     import pyarrow as pa
 
     types: dict[str, Any] = {}
@@ -573,8 +581,7 @@ def _publish_command(f: Callable[..., Any]) -> Callable[..., Any]:
         def action() -> int:
             if group is not None:
                 return _publish_group(config_path, sink, group, dataset, run_date, inputs, if_absent, columns, as_json)
-            config = load_config(config_path)
-            _lean_arrow(config, sink, None)
+            config = _load_config_for(config_path, sink, None)
             from . import refuse_if_rolling_forward
 
             refuse_if_rolling_forward(config, sink, Run.new(dataset, run_date))
@@ -629,15 +636,13 @@ def diagnose(
     def action() -> int:
         if group is not None:
             _only_one(sink, group)
-            config = load_config(config_path)
-            _lean_arrow(config, None, group)
+            config = _load_config_for(config_path, None, group)
             from . import diagnose_group
 
             g = diagnose_group(dataset=dataset, run_date=run_date, group=group, config=config)
             _emit_json(g.to_dict()) if as_json else _print_group(g)
             return g.exit_code
-        config = load_config(config_path)
-        _lean_arrow(config, sink, None)
+        config = _load_config_for(config_path, sink, None)
         definition, options = config.sink(sink)
         if no_verify and hasattr(options, "verify_checksum"):
             options = options.model_copy(update={"verify_checksum": False})
@@ -674,8 +679,7 @@ def recover(
     def action() -> int:
         if group is not None:
             return _recover_group(config_path, sink, group, dataset, run_date, apply_, as_json)
-        config = load_config(config_path)
-        _lean_arrow(config, sink, None)
+        config = _load_config_for(config_path, sink, None)
         from . import diagnostics as recovery
         from . import refuse_if_rolling_forward
 
@@ -725,8 +729,7 @@ def _publish_group(
     as_json: bool,
 ) -> int:
     _only_one(sink, group)
-    config = load_config(config_path)
-    _lean_arrow(config, None, group)
+    config = _load_config_for(config_path, None, group)
     from . import open_inputs, publish_group
 
     records = open_inputs(inputs)
@@ -766,8 +769,7 @@ def _recover_group(
     config_path: str | None, sink: str | None, group: str, dataset: str, run_date: dt.date, apply_: bool, as_json: bool
 ) -> int:
     _only_one(sink, group)
-    config = load_config(config_path)
-    _lean_arrow(config, None, group)
+    config = _load_config_for(config_path, None, group)
     from . import recover_group
 
     outcome = recover_group(dataset=dataset, run_date=run_date, group=group, config=config, apply=apply_)
@@ -947,12 +949,12 @@ def _lean_arrow(config: LoadedConfig, sink: str | None, group: str | None) -> No
     """Before a command's first use of pyarrow: pyarrow without NumPy and pandas when the sinks the
     command uses are all built-in ones (see _LeanArrow)."""
     settings = config.settings
-    if group is not None:
-        names = list(settings.groups[group].sinks) if group in settings.groups else [""]
+    if group is not None:  # (an unknown group: nothing to install, the command refuses it)
+        names = list(settings.groups[group].sinks) if group in settings.groups else []
     else:
         names = [sink or settings.defaults.sink]
     types = {str(settings.sinks.get(name, {}).get("type", name)) for name in names}
-    if types <= _LeanArrow.SINKS:
+    if types and types <= _LeanArrow.SINKS:
         _LeanArrow.install()
 
 
