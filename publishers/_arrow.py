@@ -697,14 +697,16 @@ def _holds_nanoseconds(typ: pa.DataType) -> bool:
 
 def _nanoseconds_as_text(array: pa.Array) -> pa.Array:
     """``array`` with every value in nanoseconds as its text (a string), at any depth."""
+    import pyarrow.compute as pc
+
     typ = array.type
-    mask = array.is_null() if array.null_count else None
     if not _holds_nanoseconds(typ):
         return array
     if _in_nanoseconds(typ):
         return pa.array(_texts_of_nanoseconds(array), pa.string())
     if pa.types.is_dictionary(typ):
         return _nanoseconds_as_text(array.dictionary_decode())
+    mask = array.is_null() if array.null_count else None
     if pa.types.is_struct(typ):
         children = [_nanoseconds_as_text(child) for child in array.flatten()]
         fields = [typ.field(i).with_type(child.type) for i, child in enumerate(children)]
@@ -712,7 +714,7 @@ def _nanoseconds_as_text(array: pa.Array) -> pa.Array:
     if pa.types.is_map(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ):
         # Offsets from 0 over the values this slice uses (from_arrays takes no sliced offsets with a mask).
         first, last = array.offsets[0].as_py(), array.offsets[len(array)].as_py()
-        offsets = pa.array([v - first for v in array.offsets.to_pylist()], array.offsets.type)
+        offsets = pc.subtract(array.offsets, first).cast(array.offsets.type)
         if pa.types.is_map(typ):
             keys = _nanoseconds_as_text(array.keys.slice(first, last - first))
             items = _nanoseconds_as_text(array.items.slice(first, last - first))
@@ -768,8 +770,7 @@ def nanoseconds_refused(batch: pa.RecordBatch, target: pa.Schema, keeps: str) ->
         if pc.any(lost).as_py():
             index = pc.index(lost, True).as_py()
             # Not str(column[index]): without pandas, pyarrow cannot make a Python value of it.
-            one = pa.table([column.slice(index, 1)], names=[field.name])  # (batch may be a Table)
-            shown = nanoseconds_as_text(one).column(0)[0].as_py()
+            (shown,) = _texts_of_nanoseconds(column.slice(index, 1))
             return SchemaMismatch(
                 f"column {field.name!r} has a value with nanoseconds ({shown}), and {keeps} keeps "
                 "microseconds: round it to microseconds first (nothing was published)"
