@@ -165,6 +165,49 @@ def test_the_sinks_writer_is_the_parallel_one_where_it_helps():
     assert isinstance(_parquet.parquet_writer(io.BytesIO(), one, compression="zstd", workers=2), pq.ParquetWriter)
 
 
+def _dictionary_pages(data: bytes, column: str) -> list[int]:
+    """Compressed bytes of the dictionary page of ``column`` in each row group (from the footer's
+    offsets: the dictionary page comes first, the data pages start where it ends)."""
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    index = meta.schema.names.index(column)
+    sizes = []
+    for group in range(meta.num_row_groups):
+        chunk = meta.row_group(group).column(index)
+        assert chunk.has_dictionary_page
+        sizes.append(chunk.data_page_offset - chunk.dictionary_page_offset)
+    return sizes
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_sinks_writer_caps_dictionary_pages_and_writes_pyarrows_bytes_for_that_option(workers):  # type: ignore[no-untyped-def]
+    """Dictionary pages of at most DICTIONARY_PAGE_BYTES (pyarrow's default, 1 MiB, let the encoder
+    of a 262,144-row group of distinct int64 amounts take 31 MB): past it a column falls back to
+    plain encoding, as pyarrow's writer does with that option, byte for byte."""
+    import random
+
+    rng = random.Random(7)
+    n = 200_000
+    table = pa.table(
+        {
+            "amount": pa.array(rng.sample(range(2**40), n), pa.int64()),
+            "merchant": pa.array([f"m{i % 97}" for i in range(n)]),
+        }
+    )
+    out = io.BytesIO()
+    with _parquet.parquet_writer(out, table.schema, compression="zstd", workers=workers) as writer:
+        writer.write_table(table, row_group_size=n)
+    ours = out.getvalue()
+    theirs = io.BytesIO()
+    options = {"dictionary_pagesize_limit": _parquet.DICTIONARY_PAGE_BYTES}
+    with pq.ParquetWriter(theirs, table.schema, compression="zstd", **options) as writer:
+        writer.write_table(table, row_group_size=n)
+    assert ours == theirs.getvalue()
+    (amount,) = _dictionary_pages(ours, "amount")
+    assert amount <= _parquet.DICTIONARY_PAGE_BYTES + 64  # the page header's few bytes
+    assert _dictionary_pages(ours, "merchant") == _dictionary_pages(theirs.getvalue(), "merchant")
+    assert pq.read_table(io.BytesIO(ours)).equals(table)
+
+
 @pytest.mark.parametrize("user_value", [None, "narenas:4"])
 def test_the_cli_gives_arrows_jemalloc_one_arena_unless_the_user_chose(user_value):  # type: ignore[no-untyped-def]
     """The writers encode on threads; with jemalloc's arena per thread, the pages one thread freed
