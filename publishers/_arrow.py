@@ -756,26 +756,49 @@ def _texts_of_nanoseconds(array: pa.Array) -> list[str | None]:
 
 def nanoseconds_refused(batch: pa.RecordBatch, target: pa.Schema, keeps: str) -> SchemaMismatch | None:
     """Why ``batch`` cannot be cast to ``target`` without losing nanoseconds: the first timestamp or
-    time column whose value has a part below the microsecond, named with its value (a destination
-    that ``keeps`` microseconds). None when no such column loses anything."""
+    time value (in a column the cast changes, at any depth) with a part below the microsecond,
+    named with its column and its value (a destination that ``keeps`` microseconds). None when no
+    such column loses anything."""
     import pyarrow.compute as pc
 
     for field in target:
-        have = batch.schema.field(field.name).type if field.name in batch.schema.names else None
-        if have is None or getattr(have, "unit", None) != "ns" or getattr(field.type, "unit", None) != "us":
-            continue
-        column = batch.column(field.name)
-        values = column.cast(pa.int64())
-        lost = pc.fill_null(pc.not_equal(pc.multiply(pc.divide(values, 1000), 1000), values), False)
-        if pc.any(lost).as_py():
-            index = pc.index(lost, True).as_py()
-            # Not str(column[index]): without pandas, pyarrow cannot make a Python value of it.
-            (shown,) = _texts_of_nanoseconds(column.slice(index, 1))
-            return SchemaMismatch(
-                f"column {field.name!r} has a value with nanoseconds ({shown}), and {keeps} keeps "
-                "microseconds: round it to microseconds first (nothing was published)"
-            )
+        if field.name not in batch.schema.names or batch.schema.field(field.name).type.equals(field.type):
+            continue  # a column the cast leaves as it is keeps its nanoseconds
+        for leaf in _timestamps_in_nanoseconds(batch.column(field.name)):
+            values = leaf.cast(pa.int64())
+            lost = pc.fill_null(pc.not_equal(pc.multiply(pc.divide(values, 1000), 1000), values), False)
+            if pc.any(lost).as_py():
+                index = pc.index(lost, True).as_py()
+                # Not str(leaf[index]): without pandas, pyarrow cannot make a Python value of it.
+                (shown,) = _texts_of_nanoseconds(leaf.slice(index, 1))
+                return SchemaMismatch(
+                    f"column {field.name!r} has a value with nanoseconds ({shown}), and {keeps} keeps "
+                    "microseconds: round it to microseconds first (nothing was published)"
+                )
     return None
+
+
+def _timestamps_in_nanoseconds(array: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
+    """The timestamp and time values in nanoseconds of ``array``, at any depth (lists, structs,
+    maps, dictionaries), as flat arrays of their own."""
+    typ = array.type
+    if isinstance(array, pa.ChunkedArray):  # a table's column
+        for chunk in array.chunks:
+            yield from _timestamps_in_nanoseconds(chunk)
+    elif (pa.types.is_timestamp(typ) or pa.types.is_time64(typ)) and typ.unit == "ns":
+        yield array
+    elif pa.types.is_dictionary(typ):
+        yield from _timestamps_in_nanoseconds(array.dictionary)
+    elif pa.types.is_map(typ):
+        yield from _timestamps_in_nanoseconds(array.keys)
+        yield from _timestamps_in_nanoseconds(array.items)
+    elif pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        # All the values, as a cast takes them (of a sliced list array too: its cast fails on one
+        # outside the slice, and the refusal names that value).
+        yield from _timestamps_in_nanoseconds(array.values)
+    elif pa.types.is_struct(typ):
+        for child in array.flatten():
+            yield from _timestamps_in_nanoseconds(child)
 
 
 def as_microseconds(reader: pa.RecordBatchReader, keeps: str) -> pa.RecordBatchReader:

@@ -250,6 +250,18 @@ def _widened(name: str, typ: pa.DataType) -> pa.DataType:
 
     if pa.types.is_dictionary(typ):
         return _widened(name, typ.value_type)
+    # Inside lists, structs and maps too (a list of nanosecond timestamps was refused as "unsupported").
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        item = typ.value_field
+        widened = item.with_type(_widened(name, item.type))
+        if pa.types.is_fixed_size_list(typ):
+            return pa.list_(widened, typ.list_size)
+        return pa.large_list(widened) if pa.types.is_large_list(typ) else pa.list_(widened)
+    if pa.types.is_map(typ):
+        key, item = typ.key_field, typ.item_field
+        return pa.map_(key.with_type(_widened(name, key.type)), item.with_type(_widened(name, item.type)))
+    if pa.types.is_struct(typ):
+        return pa.struct([typ.field(i).with_type(_widened(name, typ.field(i).type)) for i in range(typ.num_fields)])
     if pa.types.is_timestamp(typ):
         # Nanoseconds (pandas' datetime64[ns]) are taken when every value is a whole microsecond:
         # a value that is not is refused when its batch is written (_arrow.nanoseconds_refused).

@@ -142,11 +142,28 @@ WIDENED = {
         [dt.datetime(1970, 1, 1, 0, 0, 0, 1, dt.UTC), dt.datetime(1969, 12, 31, 23, 59, 59, 999_995, dt.UTC)],
     ),
     "time64[ns]": (pa.array([1_000, None], pa.time64("ns")), [dt.time(0, 0, 0, 1), None]),
+    # ... inside lists, structs and maps too (they were refused as unsupported)
+    "list of timestamp[ns]": (
+        pa.array([[1_000], [2_000, None]], pa.list_(pa.timestamp("ns"))),
+        [[dt.datetime(1970, 1, 1, 0, 0, 0, 1)], [dt.datetime(1970, 1, 1, 0, 0, 0, 2), None]],
+    ),
+    "struct of time64[ns]": (
+        pa.array([{"t": 1_000}, {"t": None}], pa.struct([("t", pa.time64("ns"))])),
+        [{"t": dt.time(0, 0, 0, 1)}, {"t": None}],
+    ),
+    "map to timestamp[ns]": (
+        pa.array([[("k", 3_000)], []], pa.map_(pa.string(), pa.timestamp("ns", tz="UTC"))),
+        [[("k", dt.datetime(1970, 1, 1, 0, 0, 0, 3, dt.UTC))], []],
+    ),
 }
 REFUSED = {
     "null": (pa.array([None, None], pa.null()), "has only nulls and no type"),
     "time64[ns] below the microsecond": (pa.array([1_000, 1_001], pa.time64("ns")), "(00:00:00.000001001)"),
     "timestamp[ns] below the microsecond": (pa.array([7, None], pa.timestamp("ns")), "has a value with nanoseconds"),
+    "list of timestamp[ns] below the microsecond": (
+        pa.array([[1_000], [1_001]], pa.list_(pa.timestamp("ns"))),
+        "(1970-01-01 00:00:00.000001001)",
+    ),
     "decimal256": (pa.array([None, None], pa.decimal256(40, 2)), "cannot store"),
     "duration": (pa.array([1, 2], pa.duration("s")), "cannot store"),
     "uint64 above 2**63": (pa.array([1, 2**64 - 1], pa.uint64()), "not in range"),
