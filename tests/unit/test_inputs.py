@@ -246,3 +246,32 @@ def test_a_run_whose_values_are_the_same_in_another_representation_is_not_drift(
     renamed = same.set(3, pa.field("s", pa.struct([("string", pa.int64())])))  # a field name, not a type
     with pytest.raises(SchemaMismatch, match=r"'s' is struct<string: int64>, was struct<large_string: int64>"):
         refuse_schema_drift(renamed, earlier, "the run before")
+
+
+def test_a_parquet_footer_is_parsed_once_and_not_reused_for_a_file_replaced_since(tmp_path, monkeypatch):
+    """open_inputs parses each Parquet footer (rows, schema); reading the files reuses it instead of
+    parsing it again and holding a second copy for the whole read (10M rows in 1,014 row groups:
+    ~10 MB each). A file replaced in between is read with its own footer, never the stale one."""
+    from atomic_publish.publishers import _arrow
+
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3]}), first, row_group_size=1)
+    pq.write_table(pa.table({"id": [4, 5]}), second, row_group_size=1)
+    files = _arrow.open_inputs([first, second])
+    given: list[object] = []
+    real = _arrow.pq.ParquetFile
+
+    def recording(*args, metadata=None, **kwargs):  # type: ignore[no-untyped-def]
+        given.append(metadata)
+        return real(*args, metadata=metadata, **kwargs)
+
+    monkeypatch.setattr(_arrow.pq, "ParquetFile", recording)
+    assert _drain(files.reader()).column("id").to_pylist() == [1, 2, 3, 4, 5]
+    assert given == list(files.footers)
+
+    replacement = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"id": [7, 8, 9, 10, 11, 12]}), replacement, row_group_size=4)
+    replacement.replace(second)
+    given.clear()
+    assert _drain(files.reader()).column("id").to_pylist() == [1, 2, 3, 7, 8, 9, 10, 11, 12]
+    assert given == [files.footers[0], None]
