@@ -254,3 +254,37 @@ def test_values_in_nanoseconds_inside_structs_lists_maps_and_dictionaries_print_
             }
         ]
     )
+
+
+@pytest.mark.parametrize("user_value", [None, ""])
+def test_the_cli_skips_pydantic_s_plugin_scan_unless_the_user_set_it(tmp_path, user_value):  # type: ignore[no-untyped-def]
+    """pydantic scans every installed distribution's entry points for plugins when the first model
+    is made (the configuration's): ~30 ms of every command. The CLI sets PYDANTIC_DISABLE_PLUGINS
+    unless the user set it (to anything: "" turns the scan back on)."""
+    import os
+
+    config = tmp_path / "publish.toml"
+    config.write_text(f'[sinks.f]\ntype = "file"\nroot = "{tmp_path / "out"}"\n')
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n1,a\n")
+    program = textwrap.dedent(
+        """
+        import atexit, sys
+        def report():
+            import pydantic.plugin._loader as loader
+            print("scanned" if loader._plugins is not None else "not scanned", flush=True)
+        atexit.register(report)
+        sys.argv = ["atomic-publish", *sys.argv[1:]]
+        from atomic_publish.cli import run
+        run()
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if user_value is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = user_value
+    args = ["-q", "publish", "--config", str(config), "--sink", "f", "--dataset", "d", "--run-date", "2026-04-24"]
+    proc = subprocess.run(
+        [sys.executable, "-c", program, *args, str(data)], env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == ("scanned" if user_value == "" else "not scanned")
