@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 from ._arrow import CsvWriter, InputFiles, refuse_nested_for_csv, refuse_schema_drift, schema_to_json
 from ._crash import crash_point
 from ._errors import (
-    CommitAborted,
     CommitOutcomeUnknown,
     CommitRejected,
     DestinationUnavailable,
@@ -351,18 +350,11 @@ class S3Publisher:
                 return "ours", etag
             return "other", str(doc.get("attempt"))
 
-        try:
-            seen, fence_etag = settle()
-        except Exception as exc:
-            raise CommitAborted(f"cannot read the commit point {uri} before the commit: {_first_line(exc)}") from exc
-        if seen == "other":
-            raise LostRace(f"run {run.run_id} is already published ({uri}, attempt {fence_etag})")
-        if seen == "fenced":
-            raise Fenced(_fenced_message(run, uri))
-        expected = fence_etag if seen == "fence" else None
-        # "ours": this attempt's manifest is there already (a group's recover rolled it forward while
-        # this publisher was stopped): the commit is made. Found from outside: LostRace, exit 15.
-        while seen != "ours":
+        # The first try is the PUT itself (an empty commit point is the usual case): the commit point
+        # is read only when a PUT's answer is not a plain success, and then decides. A fence that
+        # recover left there (not naming this attempt) is replaced by a PUT conditional on its ETag.
+        expected: str | None = None
+        while True:
             condition = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
             try:
                 writer.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **condition)
@@ -383,10 +375,17 @@ class S3Publisher:
             except Exception as exc:
                 now_seen, detail = "unreadable", f"{type(exc).__name__}: {_first_line(exc)}"
             if now_seen == "ours":
+                # This attempt's manifest: our PUT landed (its answer lost), or a group's recover
+                # rolled it forward while this publisher was stopped (found from outside: exit 15).
                 break
             if now_seen == "other":
                 raise LostRace(f"run {run.run_id} was published by attempt {detail} ({uri})")
-            if now_seen == "fenced" or (now_seen == "fence" and detail != expected):
+            if now_seen == "fenced":
+                raise Fenced(_fenced_message(run, uri))
+            if now_seen == "fence" and expected is None:
+                expected = detail  # a fence from before this attempt: replace it, on its ETag
+                continue
+            if now_seen == "fence" and detail != expected:
                 raise Fenced(_fenced_message(run, uri))
             if time.monotonic() >= deadline:
                 raise CommitOutcomeUnknown(

@@ -251,6 +251,61 @@ def test_timeout_on_the_manifest_put_is_settled_by_reading_it_back(s3, monkeypat
     assert diagnostic.diagnose(Run.new("items", DATE)).state is expected
 
 
+def _requests_to(key: str | None, monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every request the process sends for ``key`` (any key: None) from now on, as "METHOD status"
+    ("METHOD status path" for any key)."""
+    import botocore.endpoint
+
+    sent: list[str] = []
+    real = botocore.endpoint.Endpoint._send
+
+    def send(self, request):  # type: ignore[no-untyped-def]
+        response = real(self, request)
+        path = request.url.split("?", 1)[0]
+        if key is None:
+            sent.append(f"{request.method} {response.status_code} {path}")
+        elif path.endswith("/" + key):
+            sent.append(f"{request.method} {response.status_code}")
+        return response
+
+    monkeypatch.setattr(botocore.endpoint.Endpoint, "_send", send)
+    return sent
+
+
+@pytest.mark.parametrize("fenced_before", [False, True])
+def test_the_commit_is_one_conditional_put_unless_the_commit_point_holds_something(s3, monkeypatch, fenced_before):
+    """The commit point is read only when the conditional PUT is not a plain success (it was read
+    before every commit: one request more on every publish). A fence that recover left there for
+    other attempts is replaced by a PUT conditional on its ETag, and the run is published."""
+    from atomic_publish.publishers.layouts.s3 import S3Layout, fence_document
+
+    publisher, diagnostic = s3.make()
+    run = Run.new("items", DATE)
+    staged = publisher.stage(run, table().to_reader())
+    key = S3Layout(s3.config()).manifest("items", run.run_date)
+    if fenced_before:
+        s3.client.put_object(
+            Bucket=s3.service.bucket, Key=key, Body=fence_document(run.run_id, ["20260101T000000Z-dead01"])
+        )
+    sent = _requests_to(key, monkeypatch)
+    publisher.commit(run, [staged])
+    assert sent == (["PUT 412", "GET 200", "PUT 200"] if fenced_before else ["PUT 200"])
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+
+
+def test_a_diagnosis_sends_no_head_bucket_and_still_names_a_missing_bucket(s3, monkeypatch):
+    """The listing of the run's attempts answers NoSuchBucket for a bucket that does not exist: the
+    HeadBucket each diagnosis (so each publish) sent first was one request too many."""
+    publisher, diagnostic = s3.make()
+    publish(publisher, diagnostic, Run.new("items", DATE), table(10))
+    sent = _requests_to(None, monkeypatch)
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+    assert sent and not [r for r in sent if r.startswith("HEAD") and r.endswith("/" + s3.service.bucket)]
+    missing = S3Diagnostic(s3.config(bucket=f"no-such-bucket-{uuid.uuid4().hex[:8]}"))
+    diagnosis = missing.diagnose(Run.new("items", DATE))
+    assert diagnosis.missing_destination is not None and "does not exist" in diagnosis.missing_destination
+
+
 @pytest.mark.parametrize(
     "line, fragment",
     [
