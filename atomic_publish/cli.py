@@ -950,8 +950,9 @@ def _skip_pydantic_plugins() -> None:
     """pydantic looks for plugins (an entry-point scan of every installed distribution, and the
     import of importlib.metadata) when the first model class is made; the commands' models are
     the configuration's, which no plugin has a use for: a 1,000-row S3 publish took 0.671 s with
-    the scan, 0.637 s without (15 alternating rounds, medians). Unless the user set ``PYDANTIC_DISABLE_PLUGINS`` (to
-    anything, "" included): the CLI only, a program that imports the library keeps its plugins."""
+    the scan, 0.637 s without (15 alternating rounds, medians). Unless the user set
+    ``PYDANTIC_DISABLE_PLUGINS`` (to anything, "" included): the CLI only, a program that imports
+    the library keeps its plugins."""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 

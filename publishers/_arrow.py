@@ -815,11 +815,14 @@ def _timestamps_in_nanoseconds(array: pa.Array | pa.ChunkedArray) -> Iterator[pa
     """The timestamp and time values in nanoseconds of ``array``, at any depth (lists, structs,
     maps, dictionaries), as flat arrays of their own."""
     typ = array.type
+    if not _holds_nanoseconds(typ):
+        return
     if isinstance(array, pa.ChunkedArray):  # a table's column
         for chunk in array.chunks:
             yield from _timestamps_in_nanoseconds(chunk)
-    elif (pa.types.is_timestamp(typ) or pa.types.is_time64(typ)) and typ.unit == "ns":
-        yield array
+    elif _in_nanoseconds(typ):
+        if not pa.types.is_duration(typ):  # (no destination that keeps microseconds takes a duration)
+            yield array
     elif pa.types.is_dictionary(typ):
         yield from _timestamps_in_nanoseconds(array.dictionary)
     elif pa.types.is_map(typ):
