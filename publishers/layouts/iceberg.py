@@ -44,11 +44,12 @@ _COMMIT_TRIES = 5
 EMBEDDED_CATALOG = {"type": "sql", "uri": "sqlite:///data/iceberg/catalog.db", "warehouse": "data/iceberg/warehouse"}
 # Rows per Parquet row group of a data file, whatever the input batching: it bounds the memory a
 # stage holds (pyiceberg's own default, write.parquet.row-group-limit, is 1,048,576: at that size a
-# 1M-row publish peaked at 311 MB against 282 MB at 262,144). 131,072 (~17 MB of the refunds shape
-# before encoding, ~4 MB after): 10M input rows peaked at 215-218 MB against 256-263 MB at
-# 262,144, in the same time (4.6-4.7 s vs 4.5-5.0 s); 65,536 gained 15 MB more for row groups too
-# small to read well (docs/performance.md, tenth session).
-ROW_GROUP_ROWS = 131_072
+# 1M-row publish peaked at 311 MB against 282 MB at 262,144). 98,304 (six 16,384-row chunks; ~13 MB
+# of the refunds shape before encoding, ~3 MB after): 10M input rows peaked at 193-199 MB against
+# 204-210 MB at 131,072 (215-218 MB before requests went) and 256-263 MB at 262,144, in the same
+# time, for 1.9% more bytes (131,072: 150.9 MB; 65,536: 5.8% more, 185 MB peak). Readers read it
+# as fast (pyarrow, whole file). DuckDB's own default is 122,880 (docs/performance.md).
+ROW_GROUP_ROWS = 98_304
 
 
 def attempt_uuid(attempt: str) -> uuid.UUID:
