@@ -224,4 +224,4 @@ def test_the_cli_gives_arrows_jemalloc_one_arena_unless_the_user_chose(user_valu
         "print(pa.default_memory_pool().backend_name, os.environ['JE_ARROW_MALLOC_CONF'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["jemalloc", user_value or "narenas:1"]
+    assert out.split() == ["jemalloc", user_value or "narenas:1,muzzy_decay_ms:0"]
