@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -66,6 +67,8 @@ from .layouts.postgres import (
     deadline,
     describe_server,
     ensure_ledger,
+    open_sockets,
+    opened_since,
     pg_type,
     redact,
     refused,
@@ -84,21 +87,33 @@ class PostgresPublisher:
         self.config = config
         self.layout = PostgresLayout(config)
         self._lock_conn: Any = None
+        self._lock_socket = -1
+        self._opening: _OpeningLoad | None = None
 
     def _connect(self, run: Run) -> Any:
         return connect(self.config, application_name(run.attempt), autocommit=True)
 
+    def _adbc_uri(self, run: Run) -> str:
+        return adbc_uri(self.config.conninfo, connection_params(self.config, application_name(run.attempt)))
+
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
-        conn = self._connect(run)
+        # The bulk load's connection opens meanwhile (see _OpeningLoad): it is the first load's.
+        self._opening = _OpeningLoad(self._adbc_uri(run), run.attempt)
         try:
-            acquire_run_lock(conn, self.layout.lock_key(run.run_id), run.run_id, self.config.timeout_seconds)
-            self._lock_conn = conn
-            yield
+            conn = self._connect(run)
+            try:
+                acquire_run_lock(conn, self.layout.lock_key(run.run_id), run.run_id, self.config.timeout_seconds)
+                self._lock_conn, self._lock_socket = conn, conn.pgconn.socket
+                yield
+            finally:
+                self._lock_conn, self._lock_socket = None, -1
+                with contextlib.suppress(Exception):
+                    conn.close()  # closing the session releases the advisory lock
         finally:
-            self._lock_conn = None
-            with contextlib.suppress(Exception):
-                conn.close()  # closing the session releases the advisory lock
+            opening, self._opening = self._opening, None
+            if opening is not None:
+                opening.abandon()
 
     def check_schema(self, schema: pa.Schema) -> None:
         """Before the lock: what no Postgres table could take whatever the target holds (column
@@ -220,10 +235,16 @@ class PostgresPublisher:
     def _bulk_load(self, run: Run, table: str, reader: pa.RecordBatchReader, source_error: list[BaseException]) -> None:
         """Arrow straight into the staging table with binary COPY (ADBC): measured 2.9x faster than
         streaming pyarrow-encoded CSV through psycopg's COPY."""
-        uri = adbc_uri(self.config.conninfo, connection_params(self.config, application_name(run.attempt)))
         watchdog = _StallWatchdog(self.config.timeout_seconds)
+        opening, self._opening = self._opening, None
         try:
-            with watchdog.sockets_opened_by(lambda: _AdbcLoad(uri)) as conn, watchdog:
+            if opening is not None and opening.attempt == run.attempt:
+                # Every other connection of this publish is closed now, but the lock's session.
+                guarded = watchdog.guarding(*opening.take(besides={self._lock_socket}))
+            else:
+                uri = self._adbc_uri(run)
+                guarded = watchdog.sockets_opened_by(lambda: _AdbcLoad(uri))
+            with guarded as conn, watchdog:
                 conn.append(self.layout.staging_schema, table, watchdog.watch(reader))
         except Exception as exc:
             if source_error:
@@ -639,6 +660,62 @@ class PostgresPublisher:
                     ).fetchall()
                 ]
                 self._drop_tables(run, names)
+
+
+class _OpeningLoad:
+    """The bulk load's ADBC connection, opened on a thread from the moment the run's lock is asked
+    for, while this process imports psycopg, takes the lock and checks the run under it. ADBC's
+    database init (a round trip that loads the server's type catalog, ~60 ms of every publish) waits
+    with the GIL released, so it costs nothing there (measured: docs/performance.md). Nothing is
+    written through it before the load, and an idle session holds no lock that a diagnosis reads.
+
+    Its sockets, which the load's stall watchdog shuts down, are the ones opened since it started
+    and still open when the load takes it, but the lock's session (``besides``): by then every other
+    connection of the publish is closed. ``abandon`` (the lock released without a load) closes it, or
+    has the thread close it when it opens: a signal never waits on a connect."""
+
+    def __init__(self, uri: str, attempt: str) -> None:
+        self.attempt = attempt
+        self._uri = uri
+        self._before = open_sockets()
+        self._guard = threading.Lock()
+        self._conn: _AdbcLoad | None = None
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._open, name="adbc-connect", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        try:
+            conn = _AdbcLoad(self._uri)
+        except BaseException as exc:  # raised by take(), in the thread that loads
+            self._error = exc
+            return
+        with self._guard:
+            if not self._abandoned:
+                self._conn = conn
+                return
+        conn.__exit__(None, None, None)
+
+    def take(self, *, besides: set[int]) -> tuple[_AdbcLoad, set[int]]:
+        """The open connection and its sockets, once it has opened (its error, if it failed)."""
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        with self._guard:
+            conn, self._conn = self._conn, None
+            self._abandoned = True
+        assert conn is not None
+        return conn, opened_since(self._before) - besides
+
+    def abandon(self) -> None:
+        with self._guard:
+            self._abandoned = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.__exit__(None, None, None)
 
 
 class _AdbcLoad:

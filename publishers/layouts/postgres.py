@@ -13,10 +13,10 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .._errors import (
     CommitRejected,
@@ -99,11 +99,11 @@ class PostgresSinkConfig(SinkOptions):
 
     @field_validator("conninfo")
     @classmethod
-    def _no_password(cls, value: str, info: ValidationInfo) -> str:
-        # A sink the command does not use is checked without importing psycopg (0.11 s of every
-        # publish to another sink of the same publish.toml), when libpq's plain syntax is enough.
-        light = info.context and info.context.get("without_client_library")
-        params: dict[str, Any] | None = parse_plain_conninfo(value) if light else None
+    def _no_password(cls, value: str) -> str:
+        # Checked without importing psycopg when libpq's plain syntax is enough (the parse is the
+        # same): 0.11 s of every publish to another sink of the same publish.toml, and a publish to
+        # this one imports it while ADBC's connection opens (PostgresPublisher.run_lock).
+        params: dict[str, Any] | None = parse_plain_conninfo(value)
         if params is None:
             from psycopg.conninfo import conninfo_to_dict
 
@@ -273,8 +273,6 @@ def run_lock_key(run_id: str, ledger: str) -> tuple[int, int]:
 
 def adbc_uri(conninfo: str, extra: dict[str, Any] | None = None) -> str:
     """ADBC's driver wants a URI; libpq accepts every keyword as a URI query parameter."""
-    from psycopg.conninfo import conninfo_to_dict
-
     if conninfo.startswith(("postgresql://", "postgres://")):
         if not extra:
             return conninfo
@@ -284,7 +282,12 @@ def adbc_uri(conninfo: str, extra: dict[str, Any] | None = None) -> str:
             + joiner
             + urllib.parse.urlencode({k: str(v) for k, v in extra.items()}, quote_via=urllib.parse.quote)
         )
-    params = {k: str(v) for k, v in {**conninfo_to_dict(conninfo), **(extra or {})}.items()}
+    parsed: dict[str, Any] | None = parse_plain_conninfo(conninfo)
+    if parsed is None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parsed = conninfo_to_dict(conninfo)
+    params = {k: str(v) for k, v in {**parsed, **(extra or {})}.items()}
     return "postgresql://" + (("?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)) if params else "")
 
 
@@ -488,9 +491,15 @@ class _StallWatchdog:
 
     @contextlib.contextmanager
     def sockets_opened_by(self, connect: Callable[[], Any]) -> Iterator[Any]:
-        before = _open_sockets()
+        before = open_sockets()
         conn = connect()
-        self._fds = sorted(_open_sockets() - before)
+        with self.guarding(conn, opened_since(before)):
+            yield conn
+
+    @contextlib.contextmanager
+    def guarding(self, conn: Any, sockets: Iterable[int]) -> Iterator[Any]:
+        """``conn`` (closed at the end), whose ``sockets`` a stall shuts down."""
+        self._fds = sorted(sockets)
         with conn:
             yield conn
 
@@ -543,14 +552,21 @@ def _shut_down(fd: int) -> None:
             dup.close()
 
 
-def _open_sockets() -> set[int]:
-    """The file descriptors of this process that are sockets."""
+def open_sockets() -> set[tuple[int, str]]:
+    """The sockets of this process: (file descriptor, ``socket:[inode]``), so that a descriptor
+    closed and reused for another socket is told apart."""
     found = set()
     for name in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                found.add(int(name))
+            link = os.readlink(f"/proc/self/fd/{name}")
+            if link.startswith("socket:"):
+                found.add((int(name), link))
     return found
+
+
+def opened_since(before: set[tuple[int, str]]) -> set[int]:
+    """The descriptors of the sockets open now that were not open at ``before``."""
+    return {fd for fd, _ in open_sockets() - before}
 
 
 def refused(exc: BaseException, doing: str, *, at_commit: bool = False) -> Exception:

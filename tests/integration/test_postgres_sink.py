@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import threading
 import time
 import uuid
@@ -24,6 +26,7 @@ from atomic_publish import (
     publish,
 )
 from atomic_publish.diagnostics.postgres import PostgresDiagnostic
+from atomic_publish.publishers.layouts.postgres import application_name
 from atomic_publish.publishers.postgres import PostgresPublisher, PostgresSinkConfig, staging_table_name
 from atomic_publish.publishers.taxonomy import State
 from atomic_publish.sdk import exit_code_for
@@ -160,6 +163,48 @@ def test_a_live_attempt_is_running(pg):
     with publisher.run_lock(holder):
         d = diagnostic.diagnose(Run.new("items", DATE))
         assert d.state is State.RUNNING and d.holder.attempt == holder.attempt
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
+
+
+def _client_ports(pg, attempt):
+    """The client ports of the server's sessions of ``attempt`` (of this process)."""
+    rows = pg.query(
+        "SELECT client_port FROM pg_stat_activity WHERE application_name = %s", (application_name(attempt),)
+    )
+    return sorted(port for (port,) in rows)
+
+
+def test_the_bulk_loads_connection_opens_while_the_lock_is_taken(pg):
+    """ADBC's connection (~60 ms of a publish, mostly waiting on the server) opens on a thread from
+    the moment the lock is asked for; the load takes it, and the watchdog that shuts a stalled load
+    down guards exactly its socket (not the lock's session). A lock released without a load closes it."""
+    publisher, diagnostic = pg.make()
+    run = Run.new("items", DATE)
+    with publisher.run_lock(run):
+        deadline = time.monotonic() + 10
+        while len(_client_ports(pg, run.attempt)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(_client_ports(pg, run.attempt)) == 2  # the lock's session, and the load's opening
+        assert diagnostic.diagnose(Run.new("items", DATE)).holder.attempt == run.attempt
+        conn, guarded = publisher._opening.take(besides={publisher._lock_socket})
+        with conn:
+            lock_port = publisher._lock_conn.execute("SELECT inet_client_port()").fetchone()[0]
+            ports = _client_ports(pg, run.attempt)
+            (fd,) = guarded
+            with socket.socket(fileno=os.dup(fd)) as guarded_socket:
+                load_port = guarded_socket.getsockname()[1]
+            assert sorted([lock_port, load_port]) == ports, (lock_port, load_port, ports)
+    assert _client_ports(pg, run.attempt) == []
+
+    unused = Run.new("items", DATE)
+    with publisher.run_lock(unused):
+        deadline = time.monotonic() + 10
+        while len(_client_ports(pg, unused.attempt)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    deadline = time.monotonic() + 10  # closed at once, or by its thread as it opens
+    while _client_ports(pg, unused.attempt) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _client_ports(pg, unused.attempt) == []
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
 
 
