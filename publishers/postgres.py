@@ -268,6 +268,9 @@ class PostgresPublisher:
                     f"{describe_server(self.config)} refused a value of the input: {redact(first_line(exc))}"
                 ) from None
             raise refused(exc, f"bulk load into staging on {describe_server(self.config)} failed") from None
+        finally:
+            if opening is not None:
+                opening.abandon()  # if a signal came while it opened: closed once it opens
 
     def _drop_tables(self, run: Run, names: Sequence[str]) -> None:
         from psycopg import sql
