@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -392,7 +393,12 @@ class IcebergPublisher:
                 if len(present) < len(values):
                     parts.append(IsNull(column))  # type: ignore[call-arg,arg-type]
                 delete_filter: Any = parts[0] if len(parts) == 1 else Or(*parts)
-                tx.delete(delete_filter, snapshot_properties=props)
+                with warnings.catch_warnings():
+                    # The first publish of a partition deletes nothing, and pyiceberg says so with a
+                    # UserWarning that Python printed on the operator's stderr, with our source line
+                    # (found from outside): expected here, so not shown.
+                    warnings.filterwarnings("ignore", "Delete operation did not match any records", UserWarning)
+                    tx.delete(delete_filter, snapshot_properties=props)
         with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
             append.commit_uuid = attempt_uuid(run.attempt)  # as pyiceberg's own append does
             for path in files:
