@@ -880,9 +880,7 @@ for _command in cli.commands.values():
 
 
 def main() -> None:
-    _fewer_collections()
-    _prefer_jemalloc()
-    _skip_pydantic_plugins()
+    _set_up_process()
     _run_click(cli, "atomic-publish")
 
 
@@ -949,6 +947,13 @@ def _prefer_jemalloc() -> None:
     if sys.platform == "linux" and "pyarrow" not in sys.modules:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
         os.environ.setdefault("JE_ARROW_MALLOC_CONF", "narenas:1,muzzy_decay_ms:0")
+
+
+def _set_up_process() -> None:
+    """What both programs (``atomic-publish``, ``publish``) set for their own process first."""
+    _fewer_collections()
+    _prefer_jemalloc()
+    _skip_pydantic_plugins()
 
 
 def _fewer_collections() -> None:
@@ -1122,9 +1127,7 @@ def _run_click(command: click.Command, name: str) -> None:
 
 def publish_main() -> None:
     """The ``publish`` console script: the same as ``atomic-publish publish``."""
-    _fewer_collections()
-    _prefer_jemalloc()  # (it was missing here: the `publish` program ran on mimalloc's larger peak)
-    _skip_pydantic_plugins()
+    _set_up_process()  # (jemalloc was missing here: the `publish` program ran on mimalloc's larger peak)
     _setup_logging(verbose=False, quiet=False)
     command = _publish_command(
         lambda f: click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_TABLE)(f)

@@ -700,22 +700,26 @@ class _OpeningLoad:
                 return
         conn.__exit__(None, None, None)
 
+    def _detach(self) -> _AdbcLoad | None:
+        """The connection if it has opened (then it is the caller's), and from now on the thread
+        closes what it opens."""
+        with self._guard:
+            self._abandoned = True
+            conn, self._conn = self._conn, None
+        return conn
+
     def take(self, *, besides: set[int]) -> tuple[_AdbcLoad, set[int]]:
         """The open connection and its sockets, once it has opened (its error, if it failed)."""
         self._thread.join()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        with self._guard:
-            conn, self._conn = self._conn, None
-            self._abandoned = True
+        conn = self._detach()
         assert conn is not None
         return conn, opened_since(self._before) - besides
 
     def abandon(self) -> None:
-        with self._guard:
-            self._abandoned = True
-            conn, self._conn = self._conn, None
+        conn = self._detach()
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.__exit__(None, None, None)

@@ -103,14 +103,10 @@ class PostgresSinkConfig(SinkOptions):
         # Checked without importing psycopg when libpq's plain syntax is enough (the parse is the
         # same): 0.11 s of every publish to another sink of the same publish.toml, and a publish to
         # this one imports it while ADBC's connection opens (PostgresPublisher.run_lock).
-        params: dict[str, Any] | None = parse_plain_conninfo(value)
-        if params is None:
-            from psycopg.conninfo import conninfo_to_dict
-
-            try:
-                params = conninfo_to_dict(value)
-            except Exception:
-                raise ValueError("conninfo is not a valid libpq connection string or URI") from None
+        try:
+            params = conninfo_params(value)
+        except Exception:
+            raise ValueError("conninfo is not a valid libpq connection string or URI") from None
         if "password" in params:
             raise ValueError("conninfo contains a password; put it in PGPASSWORD, ~/.pgpass or a service file instead")
         # libpq refuses a bad port at connect time ("invalid integer value"), which read as a server
@@ -173,6 +169,17 @@ PLAIN_CONNINFO_KEYWORDS = frozenset(
     }
 )
 _C_SPACE = " \t\n\v\f\r"  # C's isspace()
+
+
+def conninfo_params(conninfo: str) -> dict[str, Any]:
+    """A connection string's keywords as libpq reads them: ``parse_plain_conninfo`` when it can
+    (no psycopg import), else psycopg's ``conninfo_to_dict`` (which raises on a bad string)."""
+    params: dict[str, Any] | None = parse_plain_conninfo(conninfo)
+    if params is None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(conninfo)
+    return params
 
 
 def parse_plain_conninfo(text: str) -> dict[str, str] | None:
@@ -282,12 +289,7 @@ def adbc_uri(conninfo: str, extra: dict[str, Any] | None = None) -> str:
             + joiner
             + urllib.parse.urlencode({k: str(v) for k, v in extra.items()}, quote_via=urllib.parse.quote)
         )
-    parsed: dict[str, Any] | None = parse_plain_conninfo(conninfo)
-    if parsed is None:
-        from psycopg.conninfo import conninfo_to_dict
-
-        parsed = conninfo_to_dict(conninfo)
-    params = {k: str(v) for k, v in {**parsed, **(extra or {})}.items()}
+    params = {k: str(v) for k, v in {**conninfo_params(conninfo), **(extra or {})}.items()}
     return "postgresql://" + (("?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)) if params else "")
 
 
@@ -425,10 +427,8 @@ def connection_params(config: PostgresSinkConfig, application: str) -> dict[str,
 
 def describe_server(config: PostgresSinkConfig) -> str:
     """host:port/dbname of the configured server, for messages (never the password)."""
-    from psycopg.conninfo import conninfo_to_dict
-
     try:
-        p = conninfo_to_dict(config.conninfo)
+        p = conninfo_params(config.conninfo)
     except Exception:
         p = {}
     host = p.get("host") or os.environ.get("PGHOST") or "localhost"
