@@ -45,7 +45,7 @@ _URL_USERINFO = re.compile(
 # could also read as a URL whose user is 0000: hiding a user name is the safe side). A URL with
 # user:password after the "//" is _URL_USERINFO's.
 _BARE_USERINFO = re.compile(
-    r"(?P<head>(?:^|(?<=[\s,;=(\['\"]))[^\s:/@,;=()\[\]'\"]+:(?!//[^\s@'\",:]*:[^\s@'\",]+@)(?://)?)(?P<pw>[^\s'\",]+)(?=@[^\s@/,'\"]*:\d+(?![\w.-]))"
+    r"(?P<head>(?:^|(?<=[\s,;=(\['\"]))[^\s:/@,;=()\[\]'\"]+:(?!//[^\s/?#@:'\",<>]*:[^\s@'\",]+@)(?://)?)(?P<pw>[^\s'\",]+)(?=@[^\s@/,'\"]*:\d+(?![\w.-]))"
 )
 _BARE_ENTRY = re.compile(r"(?:[A-Za-z][\w+.-]*://)?[^\s:/@]+:[^\s@]+@[^\s@/]+")
 _KEY = re.compile(r"""(?<![\w.\-])(?P<key>[\w.\-]+)(?P<close>\\?["']?)(?P<sep>\s*[=:]\s*)""")

@@ -64,6 +64,7 @@ def test_url_userinfo_password_is_hidden(template: str, secret: str) -> None:
 @given(secret=url_password)
 @example(secret="//0000")  # found by hypothesis in a full run: it read as a URL whose user is 0000
 @example(secret="//000:")
+@example(secret="//0/:0")  # found in a CI run: "bob://0/:0@..." read as a URL whose user is "0/", which no URL has
 def test_broker_userinfo_password_is_hidden(secret: str) -> None:
     assume("," not in secret)  # Kafka splits bootstrap.servers at ',': no such password can be written there
     check(f"bootstrap kafka-0:9092,bob:{PLACE}@kafka-1:9092 unreachable", secret)
