@@ -99,7 +99,7 @@ class PostgresPublisher:
     @contextlib.contextmanager
     def run_lock(self, run: Run) -> Iterator[None]:
         # The bulk load's connection opens meanwhile (see _OpeningLoad): it is the first load's.
-        self._opening = _OpeningLoad(self._adbc_uri(run), run.attempt)
+        self._opening = _OpeningLoad(self._adbc_uri(run), run.attempt, self.config.timeout_seconds)
         try:
             conn = self._connect(run)
             try:
@@ -238,9 +238,10 @@ class PostgresPublisher:
         watchdog = _StallWatchdog(self.config.timeout_seconds)
         opening, self._opening = self._opening, None
         try:
-            if opening is not None and opening.attempt == run.attempt:
-                # Every other connection of this publish is closed now, but the lock's session.
-                guarded = watchdog.guarding(*opening.take(besides={self._lock_socket}))
+            # Every other connection of this publish is closed now, but the lock's session.
+            taken = opening.take(besides={self._lock_socket}) if opening and opening.attempt == run.attempt else None
+            if taken is not None:
+                guarded = watchdog.guarding(*taken)
             else:
                 uri = self._adbc_uri(run)
                 guarded = watchdog.sockets_opened_by(lambda: _AdbcLoad(uri))
@@ -675,16 +676,22 @@ class _OpeningLoad:
     Its sockets, which the load's stall watchdog shuts down, are the ones opened since it started
     and still open when the load takes it, but the lock's session (``besides``): by then every other
     connection of the publish is closed. ``abandon`` (the lock released without a load) closes it, or
-    has the thread close it when it opens: a signal never waits on a connect."""
+    has the thread close it when it opens: a signal never waits on a connect. Not taken within
+    ``keep_seconds`` of opening, the thread closes it: a process that holds the lock and loads
+    nothing itself (a Spark job's holder, a group's roll-forward) keeps no idle session for the
+    run's length, and a load that starts later opens its own (``take`` gives None)."""
 
-    def __init__(self, uri: str, attempt: str) -> None:
+    def __init__(self, uri: str, attempt: str, keep_seconds: float) -> None:
         self.attempt = attempt
         self._uri = uri
+        self._keep_seconds = keep_seconds
         self._before = open_sockets()
         self._guard = threading.Lock()
         self._conn: _AdbcLoad | None = None
         self._error: BaseException | None = None
         self._abandoned = False
+        self._settled = threading.Event()  # the connection opened or failed
+        self._detached = threading.Event()  # taken or abandoned
         self._thread = threading.Thread(target=self._open, name="adbc-connect", daemon=True)
         self._thread.start()
 
@@ -693,12 +700,17 @@ class _OpeningLoad:
             conn = _AdbcLoad(self._uri)
         except BaseException as exc:  # raised by take(), in the thread that loads
             self._error = exc
+            self._settled.set()
             return
         with self._guard:
-            if not self._abandoned:
+            kept = not self._abandoned
+            if kept:
                 self._conn = conn
-                return
-        conn.__exit__(None, None, None)
+        self._settled.set()
+        if not kept:
+            conn.__exit__(None, None, None)
+        elif not self._detached.wait(self._keep_seconds):
+            self.abandon()
 
     def _detach(self) -> _AdbcLoad | None:
         """The connection if it has opened (then it is the caller's), and from now on the thread
@@ -706,16 +718,19 @@ class _OpeningLoad:
         with self._guard:
             self._abandoned = True
             conn, self._conn = self._conn, None
+        self._detached.set()
         return conn
 
-    def take(self, *, besides: set[int]) -> tuple[_AdbcLoad, set[int]]:
-        """The open connection and its sockets, once it has opened (its error, if it failed)."""
-        self._thread.join()
+    def take(self, *, besides: set[int]) -> tuple[_AdbcLoad, set[int]] | None:
+        """The open connection and its sockets, once it has opened (its error, if it failed);
+        None if it was closed unused (``keep_seconds``)."""
+        self._settled.wait()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
         conn = self._detach()
-        assert conn is not None
+        if conn is None:
+            return None
         return conn, opened_since(self._before) - besides
 
     def abandon(self) -> None:

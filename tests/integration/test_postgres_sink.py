@@ -208,6 +208,28 @@ def test_the_bulk_loads_connection_opens_while_the_lock_is_taken(pg):
     assert diagnostic.diagnose(Run.new("items", DATE)).state is State.NOTHING_IN_FLIGHT
 
 
+def test_a_lock_held_without_a_load_keeps_no_idle_session(pg):
+    """A process that holds the run's lock and loads nothing itself (a Spark job's holder, for the
+    job's length; a group's roll-forward) closes the pre-opened load connection timeout_seconds
+    after it opened; a load after that opens its own, and the run publishes."""
+    publisher, diagnostic = pg.make(timeout_seconds=1)
+    run = Run.new("items", DATE)
+    with publisher.run_lock(run):
+        lock_port = publisher._lock_conn.execute("SELECT inet_client_port()").fetchone()[0]
+        assert publisher._opening._settled.wait(60)  # opened (seconds on a loaded machine)
+        opened = _client_ports(pg, run.attempt)
+        deadline = time.monotonic() + 60
+        while _client_ports(pg, run.attempt) != [lock_port] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(opened) == 2 and lock_port in opened, opened  # the lock's session, and the opening
+        assert _client_ports(pg, run.attempt) == [lock_port]
+        staged = publisher.stage(run, table([1, 2], ["a", "b"]).to_reader())
+        publisher.commit(run, [staged])
+    assert _client_ports(pg, run.attempt) == []
+    assert diagnostic.diagnose(Run.new("items", DATE)).state is State.DONE
+    assert pg.query(f"SELECT id FROM {pg.schema}.items ORDER BY id") == [(1,), (2,)]
+
+
 def test_orphaned_staging_is_named_with_rows_and_dropped_by_clean(pg):
     publisher, diagnostic = pg.make()
     dead = Run.new("items", DATE)

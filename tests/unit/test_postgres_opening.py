@@ -43,15 +43,15 @@ def _wait_for(opened: list[SlowConnection]) -> SlowConnection:
 
 
 def test_abandoned_while_it_opens_it_is_closed_once_it_opens(slow):
-    opening = postgres._OpeningLoad("postgresql://", "attempt")
+    opening = postgres._OpeningLoad("postgresql://", "attempt", 60)
     opening.abandon()  # the lock released (RUNNING, DONE, an error) before the connection opened
     assert _wait_for(slow).closed.wait(5)
 
 
 def test_abandoned_after_it_opened_it_is_closed_at_once(slow):
-    opening = postgres._OpeningLoad("postgresql://", "attempt")
+    opening = postgres._OpeningLoad("postgresql://", "attempt", 60)
     conn = _wait_for(slow)
-    opening._thread.join()
+    assert opening._settled.wait(5)
     assert not conn.closed.is_set()
     opening.abandon()
     assert conn.closed.is_set()
@@ -68,7 +68,7 @@ def test_a_signal_while_the_load_waits_for_it_leaves_nothing_open(slow):
         raise Stop
 
     previous = signal.signal(signal.SIGALRM, stop)
-    opening = postgres._OpeningLoad("postgresql://", "attempt")
+    opening = postgres._OpeningLoad("postgresql://", "attempt", 60)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
         with pytest.raises(Stop):
@@ -85,7 +85,29 @@ def test_a_connection_that_failed_raises_in_the_load(monkeypatch):
         raise ConnectionRefusedError("no server")
 
     monkeypatch.setattr(postgres, "_AdbcLoad", refuse)
-    opening = postgres._OpeningLoad("postgresql://", "attempt")
+    opening = postgres._OpeningLoad("postgresql://", "attempt", 60)
     with pytest.raises(ConnectionRefusedError, match="no server"):
         opening.take(besides=set())
     opening.abandon()  # nothing to close
+
+
+def test_not_taken_within_its_keep_time_it_is_closed_and_the_load_opens_its_own(slow):
+    """A process that holds the lock and loads nothing itself (a Spark job's holder, a group's
+    roll-forward) keeps no idle session: the thread closes it, and a load after that gets None."""
+    opening = postgres._OpeningLoad("postgresql://", "attempt", 0.2)
+    conn = _wait_for(slow)
+    assert not conn.closed.wait(0.05)  # kept meanwhile
+    assert conn.closed.wait(5)
+    assert opening.take(besides=set()) is None
+    opening._thread.join(5)
+    assert not opening._thread.is_alive()
+
+
+def test_taken_in_time_it_stays_open_past_its_keep_time(slow):
+    opening = postgres._OpeningLoad("postgresql://", "attempt", 0.2)
+    taken = opening.take(besides=set())
+    assert taken is not None
+    conn, _ = taken
+    opening._thread.join(5)
+    assert not opening._thread.is_alive()  # the thread ends once it is taken
+    assert not conn.closed.wait(0.4)
