@@ -87,22 +87,24 @@ def open_input(
     while it is read: a change of size or mtime is refused at its end. ``meter`` (uncompressed CSV
     only) is told how many bytes of the file have been read, batch by batch. ``text``: CSV columns
     read as strings whatever they look like (not cast: ``schema`` must be None)."""
-    return _open_input(Path(path), schema, meter, text, None)
+    exact = pa.schema([(name, pa.string()) for name in text]) if text else None
+    return _open_input(Path(path), schema, meter, exact, None)
 
 
 def _open_input(
     path: Path,
     schema: pa.Schema | None,
     meter: Callable[[int], None] | None,
-    text: Sequence[str],
+    exact: pa.Schema | None,
     footer: tuple[pq.FileMetaData, os.stat_result] | None,
 ) -> pa.RecordBatchReader:
-    """``open_input``; ``footer``: a Parquet footer already parsed, and the file's stat when it was
-    (used only if the file is still that one: a file of 10M rows in 1,014 row groups parses to
-    ~10 MB, held for the whole read)."""
+    """``open_input``; ``exact``: CSV columns read as these types by the CSV parser itself (not
+    guessed, not cast: ``schema`` must be None); ``footer``: a Parquet footer already parsed, and
+    the file's stat when it was (used only if the file is still that one: a file of 10M rows in
+    1,014 row groups parses to ~10 MB, held for the whole read)."""
     before = check_input_path(path)
     fmt = input_format(path)
-    read_as = schema if schema is not None or not text else pa.schema([(name, pa.string()) for name in text])
+    read_as = schema if schema is not None else exact
     if fmt == "csv":
         reader = _open_csv(path, read_as, meter)
     else:
@@ -210,15 +212,18 @@ class InputFiles:
         of type null) add nothing and do not set the types (found from outside: a header-only first
         file made every later value "not a valid null"). A CSV column that ``schema`` makes a string
         is read as text from the start ("007" stays "007", a word far down a column of numbers is
-        taken); the other columns are guessed, and cast to ``schema`` by the caller (``conform``), as
-        a CSV parser's own reading of timestamps or decimals is stricter than a cast."""
+        taken), and so is one it makes a decimal or a bool, by the CSV parser as that type: a guess
+        cast would change values (found from outside: 1234567890123456.78 guessed as a float came out
+        of decimal128(20, 2) as ...456.75, 12.345 as 12.35, and 10 and -1 as a bool as true; the
+        parser refuses them). The other columns are guessed, and cast to ``schema`` by the caller
+        (``conform``): a CSV parser's own reading of timestamps, dates and integers is stricter than
+        a cast that loses nothing (a naive time into a UTC one, 1.0 into an int64)."""
         start = 0
         while start < len(self.paths) - 1 and self._holds_no_row(start):
             start += 1
-        text = (
-            [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)] if schema else []
-        )
-        first = _open_input(self.paths[start], None, self._meter(self.paths[start]), text, self._footer(start))
+        parsed = [f for f in schema if _parsed_exactly(f.type)] if schema else []
+        exact = pa.schema(parsed) if parsed else None
+        first = _open_input(self.paths[start], None, self._meter(self.paths[start]), exact, self._footer(start))
         names = self.schema.names if self.schema is not None and start else first.schema.names
         run_schema = pa.schema([first.schema.field(name) for name in names])
 
@@ -230,7 +235,7 @@ class InputFiles:
                 # Read as the run's types (found from outside: a later CSV file's values were guessed
                 # on their own, then cast, so "007" in a string column was published as "7"). Its
                 # columns are the first file's: open_inputs refused any other set before this.
-                yield from _open_input(path, run_schema, self._meter(path), (), self._footer(index))
+                yield from _open_input(path, run_schema, self._meter(path), None, self._footer(index))
 
         return pa.RecordBatchReader.from_batches(run_schema, batches())
 
@@ -320,7 +325,7 @@ def _open_csv(path: Path, schema: pa.Schema | None, meter: Callable[[int], None]
             ),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        raise _csv_error(path, exc) from None
+        raise _csv_error(path, exc, column_types) from None
     wanted = {f.name for f in schema if pa.types.is_binary(f.type)} if schema is not None else set()
     for field in inner.schema:
         # pyarrow reads a column that is not valid UTF-8 as binary: text with a broken encoding.
@@ -412,6 +417,13 @@ class CsvWriter(ThreadedWriter):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _parsed_exactly(t: pa.DataType) -> bool:
+    """A type a CSV column is read as by the parser when a schema declares it (see InputFiles.reader)."""
+    return bool(
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
+    )
+
+
 def _reads_from_text(t: pa.DataType) -> bool:
     return bool(
         pa.types.is_string(t)
@@ -457,7 +469,7 @@ def _csv_batches(
                 yield last
             last = batch
     except (pa.ArrowInvalid, OSError) as exc:
-        raise _csv_error(path, exc) from None
+        raise _csv_error(path, exc, dict(zip(inner.schema.names, inner.schema.types, strict=True))) from None
     if last is not None:
         _refuse_an_unclosed_quote(path, last)
         yield last
@@ -551,10 +563,12 @@ PARQUET_BATCH_ROWS = 16384
 
 _PARSE_ERR = re.compile(r"Expected (\d+) columns, got (\d+)")
 _CONVERT_ERR = re.compile(r"In CSV column #(\d+): .*?conversion error to (\S+): invalid value '(.*)'", re.S)
+_COLUMN_ERR = re.compile(r"In CSV column #(\d+): (.*)", re.S)
 
 
-def _csv_error(path: Path, exc: Exception) -> InputError:
-    """Turn a pyarrow CSV error into one that names the file and line.
+def _csv_error(path: Path, exc: Exception, types: dict[str, pa.DataType] | None = None) -> InputError:
+    """Turn a pyarrow CSV error into one that names the file and line (and, for a column read as
+    the type ``types`` declares for it, the value that does not fit).
 
     pyarrow's streaming reader does not report row numbers, so on this (rare, already failing) path
     the file is scanned again with the csv module to find the offending line.
@@ -579,12 +593,46 @@ def _csv_error(path: Path, exc: Exception) -> InputError:
         line = _find_line(path, lambda row: col < len(row) and row[col] == value)
         where = f"{path}:{line}" if line else str(path)
         return InputError(f"{where}: column {name!r}: value {value!r} is not a valid {typ}")
+    if (m := _COLUMN_ERR.search(text)) and types:
+        col, reason = int(m.group(1)), (m.group(2).strip().splitlines() or [""])[0].rstrip(".")
+        header = _header(path)
+        name = header[col] if col < len(header) else f"#{col}"
+        declared = types.get(name)
+        if declared is not None:
+            found = _find_row(path, lambda row: col < len(row) and not _fits(row[col], declared))
+            if found:
+                return InputError(
+                    f"{path}:{found[0]}: column {name!r}: value {found[1][col]!r} does not fit {declared}: {reason}"
+                )
+            return InputError(f"{path}: column {name!r} does not fit {declared}: {reason}")
     if "straddling" in text or ("block" in text.lower() and "size" in text.lower()):
         return InputError(
             f"{path}: a row is larger than the CSV reader's block ({csv_block_bytes() >> 20} MiB); set "
             f"{CSV_BLOCK_ENV} to more MiB than the longest row"
         )
     return InputError(f"{path}: cannot read CSV: {_first_line(exc)}")
+
+
+def _fits(value: str, typ: pa.DataType) -> bool:
+    """Whether the CSV parser takes ``value`` as ``typ`` (a null marker is a null)."""
+    try:
+        pacsv.read_csv(
+            pa.py_buffer(b"v\n" + _csv_quoted(value)),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"v": typ}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _csv_quoted(value: str) -> bytes:
+    """One CSV value as it would be read from the file: quoted only if it must be (a quoted
+    empty string is not the null an unquoted one is)."""
+    if not any(c in value for c in ',"\r\n'):
+        return value.encode() + b"\n"
+    return b'"' + value.replace('"', '""').encode() + b'"\n'
 
 
 def _header(path: Path) -> list[str]:

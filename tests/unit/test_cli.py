@@ -98,6 +98,51 @@ def test_a_bad_column_type_exits_2_in_one_line_and_changes_nothing(tmp_path, spe
     assert not root.exists()
 
 
+@pytest.mark.parametrize(
+    ("spec", "rows", "expected"),
+    [
+        # Found from outside: guessed as floats, then cast, these published as ...456.75 and 12.35.
+        ("amount=decimal128(20, 2)", "1,1234567890123456.78\n2,12.345\n", "in.csv:3: column 'amount': value '12.345'"),
+        ("amount=decimal128(20, 2)", "1,5\n2,123456789012345678901.5\n", "in.csv:3: column 'amount': value"),
+        # Guessed as integers, then cast, 10 and -1 published as true.
+        ("amount=bool", "1,0\n2,10\n3,-1\n", "in.csv:3: column 'amount': value '10' is not a valid bool"),
+    ],
+)
+def test_a_value_the_declared_type_would_change_exits_2(tmp_path, spec, rows, expected):
+    root = tmp_path / "out"
+    cfg = write_config(tmp_path / "publish.toml", root)
+    data = tmp_path / "in.csv"
+    data.write_text("id,amount\n" + rows)
+    result = run_cli("publish", *RUN, "--column", spec, str(data), config=cfg)
+    assert result.code == 2, result.stderr
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not root.exists()
+
+
+def test_decimal_and_bool_columns_are_published_exactly_as_written(tmp_path):
+    import decimal
+
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "out"
+    root.mkdir()
+    cfg = write_config(tmp_path / "publish.toml", root, fmt="parquet")
+    data = tmp_path / "in.csv"
+    data.write_text("amount,paid\n1234567890123456.78,true\n12.3,0\n,1\n-0.01,\n")
+    result = run_cli(
+        "publish", *RUN, "--column", "amount=decimal128(20, 2)", "--column", "paid=bool", str(data), config=cfg
+    )
+    assert result.code == 0, result.stderr
+    table = pq.read_table(root / "refunds_settled" / f"{DATE}.parquet")
+    assert table.column("amount").to_pylist() == [
+        decimal.Decimal("1234567890123456.78"),
+        decimal.Decimal("12.30"),
+        None,
+        decimal.Decimal("-0.01"),
+    ]
+    assert table.column("paid").to_pylist() == [True, False, True, None]
+
+
 def test_publish_console_script_is_the_same_command(dest, small_inputs):
     _root, cfg = dest
     script = shutil.which("publish", path=os.path.dirname(sys.executable))
