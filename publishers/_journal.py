@@ -172,7 +172,9 @@ def as_claimed(verdict: _Verdict, claim: tuple[State, str] | None) -> _Verdict:
         return verdict
     changes: dict[str, Any] = {"state": claim[0], "reason": claim[1]}
     if isinstance(verdict, Diagnosis):  # what looked like orphans is what the group commits
-        changes.update(evidence=verdict.evidence + verdict.orphans, orphans=())
+        # (a verdict's evidence holds its orphans already: found from outside, each was shown twice)
+        also = tuple(a for a in verdict.orphans if a not in verdict.evidence)
+        changes.update(evidence=verdict.evidence + also, orphans=())
     return dataclasses.replace(verdict, **changes)
 
 

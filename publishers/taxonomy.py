@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -519,4 +519,23 @@ def decide_group(
         return verdict(
             State.ROLL_FORWARD, f"decided by attempt {attempt} and committed in every sink; not yet marked complete"
         )
-    return verdict(State.ROLL_FORWARD, f"decided by attempt {attempt}: {done}; not yet in {', '.join(rest)}")
+    # The sinks not committed yet as the roll-forward sees them (found from outside: shown as ORPHANED).
+    shown = {**sinks, **{name: _to_roll_forward(sinks[name], str(attempt)) for name in rest}}
+    reason = f"decided by attempt {attempt}: {done}; not yet in {', '.join(rest)}"
+    return GroupDiagnosis(
+        group, run.dataset, run.run_date, State.ROLL_FORWARD, reason, shown, order, decision, completion
+    )
+
+
+def _to_roll_forward(d: Diagnosis, attempt: str) -> Diagnosis:
+    """A sink of a decided group run that is not committed yet: its staging of the decided
+    ``attempt`` is what the roll-forward commits (evidence, not orphans); other attempts' leftovers
+    stay orphans."""
+    others = tuple(a for a in d.orphans if a.attempt != attempt)
+    kept = [a for a in d.evidence if a.attempt == attempt]
+    reason = f"not committed yet: the roll-forward commits attempt {attempt} here" + (
+        f" (its staging: {len(kept)} item(s))" if kept else " (no staging of it left: staged again first)"
+    )
+    if others:
+        reason += f"; {len(others)} leftover(s) of attempt(s) {attempts_of(others)}"
+    return replace(d, state=State.ROLL_FORWARD, reason=reason, orphans=others)

@@ -11,6 +11,7 @@ copy per sink.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,20 @@ def test_a_crash_at_every_step_ends_in_one_copy_per_sink(name, point, make_group
         assert seen[_harness_name(group, sink)] in (None, clean[name][_harness_name(group, sink)])
 
     if decided:
+        # Each sink not committed yet is shown as the roll-forward sees it, its decided staging as
+        # evidence (found from outside: ORPHANED, "dead attempt(s)", and in diagnose --sink every
+        # piece of evidence twice).
+        attempt = doc["decided_by"]
+        for sink in doc["order"]:
+            if sink not in doc["committed"]:
+                shown = doc["sinks"][sink]
+                assert shown["state"] == "ROLL_FORWARD", shown
+                assert not [o for o in shown["orphans"] if o["attempt"] == attempt], shown
+            alone = run_cli(
+                "diagnose", "--sink", sink, "--dataset", DATASET, "--run-date", DATE, "--json", env=group.env
+            ).json()
+            keys = [json.dumps(a, sort_keys=True) for a in alone["evidence"]]
+            assert len(keys) == len(set(keys)), alone["evidence"]
         # One sink's own recover would remove the staging the roll-forward commits: refused.
         pending = [s for s in doc["order"] if s not in doc["committed"]] or doc["order"]
         alone = run_cli(
