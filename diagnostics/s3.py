@@ -32,6 +32,7 @@ from atomic_publish.publishers.layouts.s3 import (
     incomplete_uploads,
     is_condition_failure,
     is_fence,
+    is_unknown_outcome,
     read_commit_point,
     read_manifest,
     run_lease,
@@ -40,6 +41,8 @@ from atomic_publish.publishers.layouts.s3 import (
 from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder, State
 
 from .engine import Gone, SinkDiagnostic
+
+_FENCE_TRIES = 5  # an extension of a fence is retried when the fence changed under it
 
 
 class S3Diagnostic(SinkDiagnostic):
@@ -197,31 +200,48 @@ class S3Diagnostic(SinkDiagnostic):
         return run_lease(self.config, run)
 
     def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
-        """Occupy the empty commit point with a fence, so a manifest PUT of a dead attempt that is
-        still in the network (``If-None-Match: *``) fails with 412 once its staging is gone. A
-        published run needs none: its manifest already occupies the commit point."""
+        """Occupy the empty commit point with a fence naming ``attempts``, so a manifest PUT of a
+        dead attempt that is still in the network (``If-None-Match: *``) fails with 412 once its
+        staging is gone, and an attempt that reads the fence knows it was fenced. A fence an earlier
+        recover left there is extended to name ``attempts`` too, by a PUT conditional on its ETag
+        (found from outside: it was left naming only the earlier attempts, so a stalled attempt
+        whose staging this recover removed replaced it and published a manifest of deleted data).
+        A published run needs none: its manifest already occupies the commit point."""
         if diagnosis.state is not State.ORPHANED:
             return
         key = self.layout.manifest(diagnosis.dataset, diagnosis.run_date)
-        body = fence_document(diagnosis.run_id, sorted(attempts))
-        try:
-            conditional_client(self.config).put_object(
-                Bucket=self.config.bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
-            )
-            return
-        except Exception as exc:
-            if not is_condition_failure(exc):
-                doc, _ = read_commit_point(client(self.config), self.config.bucket, key)
-                if doc is not None and is_fence(doc) and doc.get("run_id") == diagnosis.run_id:
-                    return  # our own fence landed, its answer was lost
-                raise
-        doc, _ = read_commit_point(client(self.config), self.config.bucket, key)
-        if doc is None or not is_fence(doc):
-            raise RecoveryNeeded(
-                f"the commit point {self.layout.uri(key)} is no longer empty (a manifest landed since the diagnosis); "
-                "nothing was removed: diagnose again",
-                diagnosis,
-            )
+        writer, reader = conditional_client(self.config), client(self.config)
+        condition: dict[str, str] = {"IfNoneMatch": "*"}
+        fenced = set(attempts)
+        for _ in range(_FENCE_TRIES):
+            body = fence_document(diagnosis.run_id, sorted(fenced))
+            try:
+                writer.put_object(
+                    Bucket=self.config.bucket, Key=key, Body=body, ContentType="application/json", **condition
+                )
+                return
+            except Exception as exc:
+                if not is_condition_failure(exc) and not is_unknown_outcome(exc):
+                    raise
+            doc, etag = read_commit_point(reader, self.config.bucket, key)  # the commit point decides
+            if doc is None:
+                condition, fenced = {"IfNoneMatch": "*"}, set(attempts)
+                continue
+            if not is_fence(doc) or doc.get("run_id") != diagnosis.run_id:
+                raise RecoveryNeeded(
+                    f"the commit point {self.layout.uri(key)} is no longer empty (a manifest landed since the "
+                    "diagnosis); nothing was removed: diagnose again",
+                    diagnosis,
+                )
+            named = set(doc.get("fenced_attempts") or ())
+            if attempts <= named:
+                return  # a fence naming them is there (ours, its answer lost, or one before it)
+            condition, fenced = {"IfMatch": str(etag)}, named | attempts
+        raise RecoveryNeeded(
+            f"the fence at {self.layout.uri(key)} changed under every try to extend it; nothing was removed: "
+            "diagnose again",
+            diagnosis,
+        )
 
     def recheck(self, diagnosis: Diagnosis, artifact: Artifact) -> str | None:
         kind, key, token = artifact.identity

@@ -143,6 +143,23 @@ def test_a_stalled_publisher_resumed_after_recover_never_publishes(leased_sink, 
     assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
 
 
+def test_a_stalled_publisher_is_fenced_by_a_second_recover_too(leased_sink, tmp_path, small_inputs):
+    """Found from outside (S3): after a first crash and recover (the advised path), the commit point
+    held a fence naming that crashed attempt only; a second recover, of a re-run stalled past its
+    lease, left it so, and the re-run, resumed, replaced it and published a manifest of the data the
+    recover had deleted (exit 0). The second recover's attempt must be fenced too: exit 13."""
+    sink, lease = leased_sink
+    inputs = parquet_input(small_inputs[0])
+    cfg = sink.config(tmp_path / "direct")
+    crashed, _ = sink.publish(cfg, inputs, PUBLISH_CRASH_AT="after_stage", **lease)
+    assert crashed.code == -9, crashed.stderr
+    recovered = sink.cli(cfg, "recover", "--dataset", DATASET, "--run-date", DATE, "--apply", **lease)
+    assert recovered.code == 10, recovered.stderr + recovered.stdout
+    _stalled_past_recover(sink, cfg, [inputs], lease, "after_stage")
+    assert sink.follow_the_advice(cfg, inputs)[-1] == "DONE"
+    assert sink.read(cfg) == _reference(sink, tmp_path, inputs)
+
+
 def _stalled_past_recover(sink: FaultySink, cfg: Any, inputs: list[Any], lease: dict[str, str], point: str) -> None:
     """Stop the publisher (SIGSTOP) at ``point`` until its lease lapses and diagnose says ORPHANED;
     recover --apply; resume it (SIGCONT). It must stop fenced (exit 13), publish nothing and leave
