@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from atomic_publish.publishers._errors import RunInProgress
-from atomic_publish.publishers._lease import pid_alive
+from atomic_publish.publishers._lease import pid_alive, pid_scope
 from atomic_publish.publishers._types import Run
 from atomic_publish.publishers.layouts.kafka import (
     CLIENT_LOG,
@@ -33,6 +32,7 @@ from atomic_publish.publishers.layouts.kafka import (
     H_HOST,
     H_PID,
     H_RUN,
+    H_SCOPE,
     KafkaSinkConfig,
     broker_errors,
     header,
@@ -84,14 +84,15 @@ class KafkaDiagnostic(SinkDiagnostic):
                         attempt,
                         int(pid_text) if pid_text and pid_text.isdigit() else None,
                         header(first, H_HOST),
+                        header(first, H_SCOPE),
                     ),
                 )
             )
         return artifacts
 
     def _alive(self, art: Artifact, now: dt.datetime) -> bool:
-        _, _, pid, host = art.identity
-        if host == socket.gethostname():
+        _, _, pid, _host, scope = art.identity
+        if scope == pid_scope():  # its pid names a process here (not only the same hostname)
             return pid_alive(pid)
         age = art.age_seconds(now) or 0.0
         return age * 1000 < self.config.transaction_timeout_ms

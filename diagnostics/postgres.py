@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from atomic_publish.publishers._errors import ConfigError, first_line
-from atomic_publish.publishers._lease import pid_alive
 from atomic_publish.publishers._types import Run
 from atomic_publish.publishers.layouts.postgres import (
     PREPARED_PREFIX,
@@ -34,6 +32,7 @@ from atomic_publish.publishers.layouts.postgres import (
     PostgresSinkConfig,
     acquire_run_lock,
     application_name,
+    client_is_gone,
     connect,
     dataset_hash,
     parse_application_name,
@@ -45,12 +44,6 @@ from atomic_publish.publishers.layouts.postgres import (
 from atomic_publish.publishers.taxonomy import Artifact, Diagnosis, Evidence, LockHolder
 
 from .engine import Gone, SinkDiagnostic
-
-
-def _client_is_dead(app: str | None) -> bool:
-    """A session whose application_name names a client on this host whose pid is gone."""
-    _, pid, host = parse_application_name(app)
-    return host is not None and socket.gethostname().startswith(host) and pid is not None and not pid_alive(pid)
 
 
 class PostgresDiagnostic(SinkDiagnostic):
@@ -84,8 +77,8 @@ class PostgresDiagnostic(SinkDiagnostic):
             # The role cannot read the ledger: the configuration's to fix (exit 2), not a server to
             # wait for (a publish said exit 5, "re-run", forever; found from outside).
             raise refused(exc, f"reading the evidence of {run.run_id} in {self.destination(run)}") from None
-        live = [s for s in sessions if not _client_is_dead(s["app"])]
-        zombies = [self._zombie(s) for s in sessions if _client_is_dead(s["app"])]
+        live = [s for s in sessions if not client_is_gone(s["app"])]
+        zombies = [self._zombie(s) for s in sessions if client_is_gone(s["app"])]
         holder = None
         if live:
             first = live[0]
@@ -158,7 +151,7 @@ class PostgresDiagnostic(SinkDiagnostic):
         ).fetchall()
         sessions = []
         for pid, app, started, state, client in rows:
-            attempt, client_pid, host = parse_application_name(app)
+            attempt, client_pid, host, _ = parse_application_name(app)
             sessions.append(
                 {
                     "pid": pid,
@@ -286,7 +279,7 @@ class PostgresDiagnostic(SinkDiagnostic):
         conn = connect(self.config, application_name(run.attempt, "recover "), autocommit=True)
         try:
             acquire_run_lock(
-                conn, self.layout.lock_key(run.run_id), run.run_id, self.config.timeout_seconds, zombie=_client_is_dead
+                conn, self.layout.lock_key(run.run_id), run.run_id, self.config.timeout_seconds, zombie=client_is_gone
             )
             self._conn = conn
             yield

@@ -1,8 +1,9 @@
 """A run lease: a small JSON document that a live attempt keeps renewing, for destinations that have
 no lock of their own (object stores, Iceberg warehouses).
 
-A lease stops counting when it expires, or at once when its holder ran on this host and its pid is
-gone (the process table is better evidence than the clock for a SIGKILLed attempt).
+A lease stops counting when it expires, or at once when its holder ran in this process's pid scope
+(``pid_scope``: this host's name, boot and PID namespace) and its pid is gone (the process table is
+better evidence than the clock for a SIGKILLed attempt).
 
 Where the destination has conditional writes (S3: If-None-Match / If-Match), the lease is taken and
 renewed by compare-and-swap, so two attempts can never both hold it: without that, the second
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +43,31 @@ class LeaseTaken(Exception):
 # or raises LeaseTaken.
 ReadVersioned = Callable[[], "tuple[bytes, str] | None"]
 SwapIfUnchanged = Callable[[bytes, "str | None"], str]
+
+
+@functools.cache
+def pid_scope() -> str:
+    """Where a pid names one process: a tag of this host's name, its boot and this process's PID
+    namespace. Only a process of the same scope can tell from a pid that a process is gone: two
+    containers with one hostname (host networking, a sidecar) each number their own processes
+    (found from outside: a recover in another PID namespace of the same host took a live publish's
+    lease and removed its staging), and so does a host after a reboot."""
+    parts = [socket.gethostname()]
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def gone_here(scope: Any, pid: Any) -> bool:
+    """Whether process ``pid`` of pid scope ``scope`` is provably not running: only when ``scope``
+    is this process's own (without one, or another: not provable here; its lease's clock decides)."""
+    return isinstance(scope, str) and scope == pid_scope() and not pid_alive(pid)
 
 
 def pid_alive(pid: Any) -> bool:
@@ -100,7 +128,7 @@ class Lease:
             return None
         if dt.datetime.fromisoformat(doc.get("expires_at", "1970-01-01T00:00:00+00:00")) <= dt.datetime.now(dt.UTC):
             return None
-        if doc.get("host") == socket.gethostname() and not pid_alive(doc.get("pid")):
+        if gone_here(doc.get("pid_scope"), doc.get("pid")):
             return None
         return doc
 
@@ -108,6 +136,7 @@ class Lease:
         now = dt.datetime.now(dt.UTC)
         doc = {
             **AttemptInfo.current(self.run.attempt).to_dict(),
+            "pid_scope": pid_scope(),
             "run_id": self.run.run_id,
             "renewed_at": now.isoformat(timespec="seconds"),
             "expires_at": (now + dt.timedelta(seconds=self.seconds)).isoformat(timespec="seconds"),

@@ -41,6 +41,7 @@ from ._errors import (
     LostRace,
 )
 from ._fs import BackgroundSha256
+from ._lease import pid_scope
 from ._protocol import ProgressCallback
 from ._types import Receipt, Run, Staged
 from .layouts.kafka import (
@@ -195,7 +196,7 @@ class KafkaPublisher:
                 failures.append(error)
 
         producer = self._producer(run, failed)
-        headers = [(HEADER, f"{run.run_id} {run.attempt} {os.getpid()} {socket.gethostname()}".encode())]
+        headers = [(HEADER, f"{run.run_id} {run.attempt} {os.getpid()} {socket.gethostname()} {pid_scope()}".encode())]
         hasher = BackgroundSha256(depth=2)  # a few MB per item: two are enough to overlap
         rows = size = 0
         try:

@@ -30,8 +30,8 @@ CLIENT_LOG = logging.getLogger("atomic_publish.kafka.client")
 # One header per record, "<run_id> <attempt> <pid> <host>": four separate headers cost ~10% of the
 # produce rate in Python. header() below reads the fields by these names.
 HEADER = "atomic-publish"
-H_RUN, H_ATTEMPT, H_PID, H_HOST = "run_id", "attempt", "pid", "host"
-_FIELDS = (H_RUN, H_ATTEMPT, H_PID, H_HOST)
+H_RUN, H_ATTEMPT, H_PID, H_HOST, H_SCOPE = "run_id", "attempt", "pid", "host", "pid_scope"
+_FIELDS = (H_RUN, H_ATTEMPT, H_PID, H_HOST, H_SCOPE)  # pid_scope: see _lease.pid_scope (none before it)
 _FORBIDDEN = {"transactional.id", "enable.idempotence", "isolation.level"}
 
 
@@ -342,7 +342,7 @@ def read_range(
 
 
 def header(msg: Any, name: str) -> str | None:
-    """A field (run_id, attempt, pid, host) of the record's atomic-publish header, or None."""
+    """A field (run_id, attempt, pid, host, pid_scope) of the record's atomic-publish header, or None."""
     for key, value in msg.headers() or []:
         if key == HEADER and value is not None:
             fields = bytes(value).decode().split(" ")

@@ -29,6 +29,7 @@ from .._errors import (
     SchemaMismatch,
     first_line,
 )
+from .._lease import pid_alive, pid_scope
 from .._protocol import Capabilities, SinkOptions
 from .._types import Run, Staged, part_suffix
 
@@ -387,21 +388,36 @@ class PostgresLayout:
 
 
 def application_name(attempt: str, role: str = "") -> str:
-    """``atomic-publish <attempt> <pid>@<host>``: what pg_stat_activity shows for an attempt's
-    sessions, so a diagnosis can tell a live attempt's session from a dead client's (a zombie that
-    the server keeps until it notices the connection is gone)."""
-    name = f"{APPLICATION_PREFIX}{role}{attempt} {os.getpid()}@{socket.gethostname()}"
+    """``atomic-publish <role><attempt> <pid>#<scope>@<host>``: what pg_stat_activity shows for an
+    attempt's sessions, so a diagnosis can tell a live attempt's session from a dead client's (a
+    zombie that the server keeps until it notices the connection is gone). ``scope`` (a tag of
+    ``_lease.pid_scope``, before the host, which the 63-byte limit may cut) says where the pid names
+    the client: only a diagnosis in the same host, boot and PID namespace judges it by its pid."""
+    name = f"{APPLICATION_PREFIX}{role}{attempt} {os.getpid()}#{pid_scope()[:SCOPE_TAG]}@{socket.gethostname()}"
     return name.encode()[:63].decode(errors="ignore")
 
 
-def parse_application_name(name: str | None) -> tuple[str | None, int | None, str | None]:
-    """(attempt, client pid, client host prefix) of an application_name written above."""
+SCOPE_TAG = 6  # hex characters of the pid scope in an application_name (it must fit in 63 bytes)
+
+
+def parse_application_name(name: str | None) -> tuple[str | None, int | None, str | None, str | None]:
+    """(attempt, client pid, client host prefix, pid scope tag) of an application_name written
+    above (a name without a scope tag, of a version before it: None)."""
     if not name or not name.startswith(APPLICATION_PREFIX):
-        return None, None, None
+        return None, None, None, None
     parts = name[len(APPLICATION_PREFIX) :].split(" ")
     attempt = parts[-2] if len(parts) >= 2 else parts[0]
-    pid_text, _, host = parts[-1].partition("@") if len(parts) >= 2 else ("", "", "")
-    return attempt, int(pid_text) if pid_text.isdigit() else None, host or None
+    client, _, host = parts[-1].partition("@") if len(parts) >= 2 else ("", "", "")
+    pid_text, _, scope = client.partition("#")
+    return attempt, int(pid_text) if pid_text.isdigit() else None, host or None, scope or None
+
+
+def client_is_gone(name: str | None) -> bool:
+    """A session whose application_name names a client that is provably gone: in this process's
+    own pid scope (host, boot, PID namespace: not merely a hostname that starts the same, as
+    worker-1 and worker-10 do), under a pid that no longer runs."""
+    _, pid, _, scope = parse_application_name(name)
+    return scope is not None and scope == pid_scope()[:SCOPE_TAG] and pid is not None and not pid_alive(pid)
 
 
 def connection_params(config: PostgresSinkConfig, application: str) -> dict[str, Any]:
