@@ -66,8 +66,10 @@ _SAFE_ACTIONS = {
     "never re-run, never recover a sink of the group on its own",
 }
 
+UNREADABLE_ACTION = "wait: the destination could not be read; diagnose again once it answers (do not re-run or clean)"
+
 _MEANINGS = {
-    State.DONE: "published, verified against its evidence, no leftovers",
+    State.DONE: "published: its data matches its commit record (checksums, unless --no-verify), no leftovers",
     State.NOTHING_IN_FLIGHT: "not published and nothing left behind (a crash before staging, or no run yet)",
     State.ORPHANED: "not published; a dead attempt left staging behind",
     State.PUBLISHED_WITH_ORPHANS: "published, plus leftovers (of another attempt, e.g. a race or a retry, "
@@ -183,6 +185,14 @@ class Diagnosis(_Verdict):
     unreadable: str | None = None
     # The attempt whose commit record the destination holds (None: not published).
     published_by: str | None = None
+
+    @property
+    def safe_action(self) -> str:
+        if self.state is State.UNKNOWN and self.unreadable is not None:
+            # Not evidence that contradicts itself: none could be read (found from outside: a server
+            # that was down was told to be settled by hand).
+            return UNREADABLE_ACTION
+        return self.state.safe_action
 
     def to_dict(self) -> dict[str, Any]:
         now = self.diagnosed_at
@@ -412,6 +422,13 @@ class GroupDiagnosis(_Verdict):
         """The sinks that hold the run published by the decided attempt."""
         attempt = (self.decision or {}).get("attempt")
         return tuple(n for n in self.order if attempt and self.sinks[n].published_by == attempt)
+
+    @property
+    def safe_action(self) -> str:
+        unknown = [d for d in self.sinks.values() if d.state is State.UNKNOWN]
+        if self.state is State.UNKNOWN and unknown and all(d.unreadable is not None for d in unknown):
+            return UNREADABLE_ACTION
+        return self.state.safe_action
 
     def to_dict(self) -> dict[str, Any]:
         return {
