@@ -58,6 +58,10 @@ def attempt_uuid(attempt: str) -> uuid.UUID:
     return uuid.uuid5(_ATTEMPT_NAMESPACE, attempt)
 
 
+# pyiceberg's catalog types (pyiceberg.catalog.CatalogType; a test keeps the two the same).
+CATALOG_TYPES = ("rest", "hive", "glue", "dynamodb", "sql", "in-memory", "bigquery")
+
+
 class IcebergSinkConfig(SinkOptions):
     """Options of a ``type = "iceberg"`` sink. Catalog properties are pyiceberg's own; anything a
     ``.pyiceberg.yaml`` or ``PYICEBERG_CATALOG__<NAME>__...`` variable sets for ``catalog_name``
@@ -93,6 +97,12 @@ class IcebergSinkConfig(SinkOptions):
     def _catalog_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         from .._secrets import hide_secret_values
 
+        kind = (value or {}).get("type")
+        if isinstance(kind, str) and kind.lower() not in CATALOG_TYPES and "py-catalog-impl" not in (value or {}):
+            from .._names import show
+
+            # Found from outside: a typo passed `sinks`, then diagnose said UNKNOWN and publish exit 5.
+            raise ValueError(f"catalog.type = {show(kind)} is not a catalog type; one of: {', '.join(CATALOG_TYPES)}")
         return None if value is None else hide_secret_values(value)
 
     @field_validator("namespace")

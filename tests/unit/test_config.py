@@ -550,3 +550,26 @@ def test_the_default_max_record_bytes_follows_a_lower_message_max_bytes(tmp_path
         '[sinks.k]\ntype = "kafka"\nbootstrap_servers = "a:9092"\n[sinks.k.properties]\n"message.max.bytes" = 500000\n'
     )
     assert load_config(cfg).sink("k")[1].max_record_bytes == 500_000
+
+
+def test_a_misspelt_iceberg_catalog_type_is_refused_on_load(tmp_path):
+    """Found from outside: `type = "rset"` passed `sinks`, then diagnose said UNKNOWN (exit 14) and
+    publish exit 5 (unreachable) with pyiceberg's ValueError."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(
+        '[sinks.lake]\ntype = "iceberg"\nnamespace = "n"\nwork_location = "/tmp/w"\n'
+        '[sinks.lake.catalog]\ntype = "rset"\nuri = "http://127.0.0.1:1"\n'
+    )
+    with pytest.raises(ConfigError, match=r"publish.toml:\d+: sinks.lake.catalog.*'rset' is not a catalog type"):
+        load_config(cfg)
+    from tests.helpers import run_cli
+
+    assert run_cli("sinks", config=cfg).code == 2
+
+
+def test_the_catalog_types_are_pyicebergs():
+    from pyiceberg.catalog import CatalogType
+
+    from atomic_publish.publishers.layouts.iceberg import CATALOG_TYPES
+
+    assert sorted(CATALOG_TYPES) == sorted(t.value for t in CatalogType)
