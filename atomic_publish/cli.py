@@ -211,7 +211,11 @@ def _echo(text: str) -> None:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+    if sys.stdout.isatty():
+        return Console(file=sys.stdout, soft_wrap=False)
+    # To a file or a pipe (cron, a scheduler's log): no line is wrapped and no key, path or checksum
+    # is folded, whatever its length (found from outside: cut at 160 columns, they were copied broken).
+    return Console(file=sys.stdout, width=100_000, soft_wrap=True)
 
 
 def _human_size(n: int | None) -> str:

@@ -505,3 +505,24 @@ def test_a_duration_with_a_unit_twice_or_out_of_order_is_refused(text):
     with pytest.raises(click.BadParameter, match="is not a duration"):
         parse_duration(text)
     assert parse_duration("1d2h30m15s").total_seconds() == 86400 + 7200 + 1800 + 15
+
+
+def test_diagnose_into_a_pipe_never_cuts_a_path(tmp_path):
+    """Found from outside: to a file or pipe (cron, a scheduler's log) the output was wrapped at 160
+    columns, and staging paths, keys and checksums were split over lines."""
+    root = tmp_path / "out"
+    root.mkdir()
+    cfg = write_config(tmp_path / "publish.toml", root)
+    data = tmp_path / "in.csv"
+    data.write_text("id,v\n1,2\n")
+    dataset = "d" + "x" * 99
+    run = ("--dataset", dataset, "--run-date", DATE)
+    crashed = run_cli("publish", *run, str(data), env=cli_env(cfg, PUBLISH_CRASH_AT="after_stage"))
+    assert crashed.code == -9, crashed.stderr
+    result = run_cli("diagnose", *run, config=cfg)
+    assert result.code == 11, result.stdout + result.stderr
+    staged = [p for p in (root / "_staging").rglob("*") if p.is_file()]
+    assert staged and all(len(str(p)) > 160 for p in staged)
+    lines = result.stdout.splitlines()
+    for path in staged:
+        assert any(str(path) in line for line in lines), result.stdout
