@@ -484,7 +484,15 @@ def decide_group(
 
     unknown = named([State.UNKNOWN])
     if unknown:
-        return verdict(State.UNKNOWN, "; ".join(f"{n}: {sinks[n].reason}" for n in unknown))
+        why = "; ".join(f"{n}: {sinks[n].reason}" for n in unknown)
+        if all(sinks[n].missing_destination is not None for n in unknown):
+            # A destination not there yet contradicts nothing: what the others show comes first
+            # (found from outside: it hid a sink published outside the group).
+            others = {n: replace(d, state=State.NOTHING_IN_FLIGHT) if n in unknown else d for n, d in sinks.items()}
+            judged = decide_group(group, run, others, order, decision, completion, holder)
+            if judged.state is State.UNKNOWN:
+                why = f"{judged.reason}; also {why}"
+        return verdict(State.UNKNOWN, why)
     if holder is not None and holder.attempt != run.attempt and completion is None:
         return verdict(
             State.RUNNING,
@@ -500,7 +508,7 @@ def decide_group(
         if published:
             by = ", ".join(f"{n} by attempt {sinks[n].published_by}" for n in published)
             return verdict(
-                State.UNKNOWN, f"published ({by}) with no decision in the group's journal: outside the group?"
+                State.UNKNOWN, f"published ({by}) with no decision in the group's journal: published outside the group"
             )
         orphaned = named([State.ORPHANED])
         if orphaned:

@@ -167,3 +167,21 @@ def test_decide_group(why, sinks, decision, completion, state):
     assert g.state is state, g.reason
     assert g.exit_code == state.exit_code
     assert g.to_dict()["sinks"].keys() == named.keys()
+
+
+def test_a_missing_destination_does_not_hide_a_sink_published_outside_the_group():
+    """Found from outside: the reason named only a file sink's root not created yet (which a first
+    publish creates) and hid the real cause, a sink published outside the group."""
+    missing = dataclasses.replace(
+        sink(State.UNKNOWN), reason="the root /out does not exist", missing_destination="the root /out"
+    )
+    named = {
+        "files": dataclasses.replace(missing, sink="files"),
+        "pg": dataclasses.replace(sink(State.DONE, OTHER), sink="pg"),
+    }
+    g = decide_group("g", RUN, named, list(named), None, None)
+    assert g.state is State.UNKNOWN
+    assert g.reason.startswith(f"published (pg by attempt {OTHER}) with no decision"), g.reason
+    assert "also files: the root /out does not exist" in g.reason and "?" not in g.reason
+    alone = {"files": named["files"], "pg": dataclasses.replace(sink(State.NOTHING_IN_FLIGHT), sink="pg")}
+    assert decide_group("g", RUN, alone, list(alone), None, None).reason == "files: the root /out does not exist"
