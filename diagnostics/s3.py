@@ -23,6 +23,7 @@ from atomic_publish.publishers._lease import Lease
 from atomic_publish.publishers._types import Run
 from atomic_publish.publishers.layouts.s3 import (
     INTENT_SUFFIX,
+    REFUSED_CREDENTIALS,
     S3Layout,
     S3SinkConfig,
     client,
@@ -75,6 +76,8 @@ class S3Diagnostic(SinkDiagnostic):
             # of its own: one request less in every diagnosis, so in every publish).
             staged = self._attempt_artifacts(s3, run)
         except Exception as exc:
+            if error_code(exc)[0] in REFUSED_CREDENTIALS:  # the configuration's to fix, not UNKNOWN (exit 2)
+                raise unavailable(self.config, "listing the run's attempts", exc) from None
             if error_code(exc)[0] != "NoSuchBucket":
                 raise
             missing = f"the bucket {bucket} does not exist (a publish never creates one: create it, or fix `bucket`)"

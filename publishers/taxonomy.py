@@ -66,7 +66,10 @@ _SAFE_ACTIONS = {
     "never re-run, never recover a sink of the group on its own",
 }
 
-UNREADABLE_ACTION = "wait: the destination could not be read; diagnose again once it answers (do not re-run or clean)"
+UNREADABLE_ACTION = (
+    "wait: the destination could not be read (down, unreachable, or it refused these credentials: see why); "
+    "diagnose again once it answers (do not re-run or clean)"
+)
 
 _MEANINGS = {
     State.DONE: "published: its data matches its commit record (checksums, unless --no-verify), no leftovers",

@@ -453,6 +453,13 @@ def describe_server(config: PostgresSinkConfig) -> str:
     return f"Postgres at {host}:{port}" + (f"/{db}" if db else "")
 
 
+# libpq's messages for a login the server refused (not a server down or unreachable).
+_REFUSED_LOGIN = re.compile(
+    r'authentication failed for user|database "[^"]*" does not exist|role "[^"]*" does not exist|no pg_hba\.conf entry'
+    r"|is not permitted to log in|permission denied for database"
+)
+
+
 def connect(config: PostgresSinkConfig, application: str, *, autocommit: bool = False) -> Any:
     import psycopg
 
@@ -463,6 +470,13 @@ def connect(config: PostgresSinkConfig, application: str, *, autocommit: bool = 
         # was asked, and re-running will not help (found from outside: "port=5432," was exit 5).
         if re.search(r'for connection option|invalid \w+ value: "|could not match \d+ ', str(exc)):
             raise ConfigError(f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}") from None
+        if _REFUSED_LOGIN.search(str(exc)):
+            # The server answered and refused this login: a re-run gets the same answer (found from
+            # outside: a wrong password or database name was exit 5, "re-run when it is back").
+            raise ConfigError(
+                f"cannot connect to {describe_server(config)}: {redact(first_line(exc))} (the server refused this "
+                "login: fix conninfo, PGPASSWORD or ~/.pgpass, or the role's access)"
+            ) from None
         raise DestinationUnavailable(
             f"cannot connect to {describe_server(config)}: {redact(first_line(exc))}"
         ) from None

@@ -213,6 +213,12 @@ def describe_endpoint(config: S3SinkConfig) -> str:
     return f"s3://{config.bucket}" + (f" at {config.endpoint_url}" if config.endpoint_url else "")
 
 
+# Error codes of a request refused for its credentials or access: the configuration's to fix.
+REFUSED_CREDENTIALS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
+)
+
+
 def unavailable(config: S3SinkConfig, doing: str, exc: BaseException) -> DestinationUnavailable | ConfigError:
     """A one-line error naming the bucket and endpoint for a client or network failure; a bucket
     that does not exist is the configuration's to fix (exit 2), not the destination's to come back."""
@@ -221,6 +227,13 @@ def unavailable(config: S3SinkConfig, doing: str, exc: BaseException) -> Destina
         return ConfigError(
             f"{describe_endpoint(config)}: the bucket does not exist ({doing}); a publish never creates a bucket: "
             "create it, or fix `bucket`"
+        )
+    if code in REFUSED_CREDENTIALS:
+        # Not a server to wait for: a re-run gets the same answer (found from outside: exit 5, "re-run").
+        return ConfigError(
+            f"{describe_endpoint(config)}: {doing} failed: {code} ({status}): the server refused these credentials "
+            "or this access; fix the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile) or the "
+            "bucket's policy"
         )
     what = f"{code} ({status})" if code else f"{type(exc).__name__}: {_first_line(exc)}"
     return DestinationUnavailable(f"{describe_endpoint(config)}: {doing} failed: {what}")

@@ -347,8 +347,16 @@ def test_credentials_never_appear_in_errors_or_logs(pg, small_inputs):
     cfg = pg.write_config()
     args = refunds_run_args(small_inputs, "--sink", "pg")
     wrong = run_cli(*args, env=cli_env(cfg, PGPASSWORD="not-the-password-" + uuid.uuid4().hex))
-    assert wrong.code != 0 and "password authentication failed" in wrong.stderr
+    # A login the server refused is the configuration's to fix, not a server to wait for (found
+    # from outside: exit 5, "re-run when it is back", which a scheduler retries for ever).
+    assert wrong.code == 2 and "password authentication failed" in wrong.stderr, wrong.stderr
+    assert "refused this login" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
     assert "not-the-password" not in wrong.stderr + wrong.stdout
+    no_db = cfg.with_name("no-db.toml")
+    no_db.write_text(cfg.read_text().replace(pg.conninfo, pg.conninfo.replace("dbname=", "dbname=nosuchdb")))
+    assert "nosuchdb" in no_db.read_text()
+    missing = run_cli(*args, env=cli_env(no_db, PGPASSWORD=pg.password))
+    assert missing.code == 2 and 'database "nosuchdb' in missing.stderr, missing.stderr
     good = run_cli("-v", *args, env=cli_env(cfg, PGPASSWORD=pg.password))
     assert good.code == 0, good.stderr
     assert pg.password not in good.stderr + good.stdout
