@@ -23,6 +23,7 @@ from atomic_publish import (
     publish,
 )
 from atomic_publish.diagnostics.s3 import S3Diagnostic
+from atomic_publish.publishers._lease import pid_scope
 from atomic_publish.publishers.s3 import S3Publisher, S3SinkConfig, run_lease
 from atomic_publish.publishers.taxonomy import State
 from tests.helpers import cli_env, race_for_the_lease, run_cli
@@ -370,6 +371,7 @@ def test_two_attempts_never_both_hold_the_lease(s3, held_before):
                 "attempt": dead.attempt,
                 "pid": 2**22 + 1,
                 "host": socket.gethostname(),
+                "pid_scope": pid_scope(),  # a dead attempt of this host, boot and PID namespace
                 "expires_at": "2999-01-01T00:00:00+00:00",
             }
             s3.client.put_object(
