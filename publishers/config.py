@@ -142,6 +142,8 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         if path[0] not in Settings.model_fields:
+            if len(path) > 1:  # the nested form: meant as configuration, under a section that is none
+                _warn_not_a_section(name, path[0])
             continue
         if "" in path:
             raise ConfigError(f"environment variable {name}: an empty key (two '__' in a row, or one at the end)")
@@ -173,6 +175,29 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         setters[here] = name
         node[path[-1]] = _environment_value(name, value, path[-1])
     return result
+
+
+_warned: set[str] = set()
+
+
+def _warn_not_a_section(name: str, section: str) -> None:
+    """Say once that ``name`` sets nothing (found from outside: ATOMIC_PUBLISH_SINK__FILE__ROOT was
+    silently ignored, and the publish went to the configured root)."""
+    if name in _warned:
+        return
+    _warned.add(name)
+    import difflib
+    import logging
+
+    close = difflib.get_close_matches(section, list(Settings.model_fields), n=1)
+    hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}__{name.split('__', 1)[1]}?)" if close else ""
+    logging.getLogger("atomic_publish.config").warning(
+        "environment variable %s sets nothing: %r is not a section (%s)%s",
+        name,
+        section,
+        ", ".join(Settings.model_fields),
+        hint,
+    )
 
 
 def _environment_value(name: str, value: str, key: str) -> Any:

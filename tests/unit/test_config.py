@@ -573,3 +573,18 @@ def test_the_catalog_types_are_pyicebergs():
     from atomic_publish.publishers.layouts.iceberg import CATALOG_TYPES
 
     assert sorted(CATALOG_TYPES) == sorted(t.value for t in CatalogType)
+
+
+def test_a_variable_under_a_section_that_does_not_exist_is_named_once(tmp_path):
+    """Found from outside: ATOMIC_PUBLISH_SINK__FILE__ROOT (not SINKS) was silently ignored, and the
+    publish went where the file said."""
+    from tests.helpers import cli_env, run_cli
+
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text(f'[sinks.file]\ntype = "file"\nroot = "{tmp_path / "out"}"\n')
+    env = cli_env(cfg, ATOMIC_PUBLISH_SINK__FILE__ROOT=str(tmp_path / "elsewhere"), ATOMIC_PUBLISH_NOT_NESTED="x")
+    result = run_cli("diagnose", "--dataset", "d", "--run-date", "2026-04-24", env=env)
+    warned = [line for line in result.stderr.splitlines() if "ATOMIC_PUBLISH_SINK__FILE__ROOT" in line]
+    assert len(warned) == 1, result.stderr
+    assert "did you mean ATOMIC_PUBLISH_SINKS__FILE__ROOT?" in warned[0]
+    assert "ATOMIC_PUBLISH_NOT_NESTED" not in result.stderr  # not the nested form: not meant as configuration
