@@ -823,7 +823,12 @@ def _report_sweep(report: Any, what: str, apply_: bool, as_json: bool) -> int:
 @sink_option
 @group_option
 @click.option("--dataset", required=True, callback=lambda c, p, v: _dataset(v), help="Dataset name.")
-@click.option("--older-than", required=True, help="Only orphans of attempts older than this (90s, 30m, 24h, 2d).")
+@click.option(
+    "--older-than",
+    required=True,
+    callback=lambda c, p, v: parse_duration(v),
+    help="Only orphans of attempts older than this (90s, 30m, 24h, 2d).",
+)
 @click.option("--apply", "apply_", is_flag=True, help="Remove them (default: list only).")
 @json_option
 def sweep(
@@ -831,12 +836,12 @@ def sweep(
     sink: str | None,
     group: str | None,
     dataset: str,
-    older_than: str,
+    older_than: dt.timedelta,
     apply_: bool,
     as_json: bool,
 ) -> NoReturn:
     """The daily orphan-cleaner: every run date of DATASET, orphans older than --older-than."""
-    age = parse_duration(older_than)
+    age = older_than
 
     def action() -> int:
         from . import sweep as sweep_runs

@@ -240,6 +240,8 @@ class LoadedConfig:
             else:
                 where = str(self.path) if self.path else "the configuration (no publish.toml found)"
                 known = ", ".join(sorted(self.settings.sinks)) or "none"
+                if not self.settings.sinks:  # found from outside: "none", although two need no configuration
+                    known += " (with none, --sink file and --sink iceberg work as they are)"
                 raise ConfigError(f"no sink named {name!r} in {where}; configured sinks: {known}")
         sink_type = str(raw.get("type", name))
         definition = registry.load(sink_type)
@@ -398,7 +400,7 @@ class LoadedConfig:
             defining = sorted(n for u, n in names.items() if u.startswith(variable(loc[:depth]) + "__"))
             if defining:
                 return "environment variable" + ("s " if len(defining) > 1 else " ") + ", ".join(defining)
-        return str(self.path) if self.path else "defaults"
+        return str(self.path) if self.path else "no publish.toml found"
 
 
 def _holds(value: str, path: tuple[str, ...]) -> bool:

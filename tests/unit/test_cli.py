@@ -461,10 +461,20 @@ def test_a_publish_to_the_file_sink_imports_no_pandas(tmp_path, fmt):
 @pytest.mark.parametrize(
     ("args", "config_text", "expected"),
     [
+        (  # found from outside: "Invalid value:" did not name the option
+            ("sweep", "--dataset", "kk", "--older-than", "1x"),
+            "",
+            "error: Invalid value for '--older-than': '1x' is not a duration like 90s, 30m, 24h or 2d",
+        ),
+        (  # found from outside: "configured sinks: none", although two need no configuration
+            ("diagnose", "--dataset", "kk", "--run-date", "2026-01-01", "--sink", "nosuch"),
+            None,
+            "configured sinks: none (with none, --sink file and --sink iceberg work as they are)",
+        ),
         (
             ("sweep", "--dataset", "kk", "--older-than=99999999999d"),
             "",
-            "error: Invalid value: '99999999999d' is longer than any age an attempt can have",
+            "error: Invalid value for '--older-than': '99999999999d' is longer than any age an attempt can have",
         ),
         (
             ("diagnose", "--dataset", "kk", "--run-date", "2026-01-01", "--sink", "file", "--group", "g"),
@@ -482,14 +492,17 @@ def test_a_publish_to_the_file_sink_imports_no_pandas(tmp_path, fmt):
             "pipeline.timezone = 'Mars/Olympus': is not a timezone of the IANA database",
         ),
     ],
-    ids=["huge-age", "sink-and-group", "hour-25", "unknown-timezone"],
+    ids=["bad-duration", "no-config-unknown-sink", "huge-age", "sink-and-group", "hour-25", "unknown-timezone"],
 )
 def test_bad_input_found_from_outside_is_one_line_and_exit_2(tmp_path, args, config_text, expected):
     """Each was a traceback or 'unexpected ...' with exit 1 (or, for the timezone, a message naming
-    no file, line or field)."""
-    cfg = tmp_path / "publish.toml"
-    cfg.write_text(config_text + f'[sinks.file]\ntype = "file"\nroot = "{tmp_path / "out"}"\n')
-    result = run_cli(*args, config=cfg)
+    no file, line or field), or named too little. ``config_text`` None: no configuration at all."""
+    if config_text is None:
+        result = run_cli(*args, env=cli_env(None), cwd=tmp_path)
+    else:
+        cfg = tmp_path / "publish.toml"
+        cfg.write_text(config_text + f'[sinks.file]\ntype = "file"\nroot = "{tmp_path / "out"}"\n')
+        result = run_cli(*args, config=cfg)
     assert result.code == 2, result.stderr
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
