@@ -251,7 +251,7 @@ class LoadedConfig:
             context = None if in_use else {"without_client_library": True}
             options = definition.config_model.model_validate({**raw, "type": kind}, context=context)
         except ValidationError as exc:
-            raise self._explain(exc, ("sinks", name)) from None
+            raise self._explain(exc, ("sinks", name), options=_option_names(definition.config_model)) from None
         return definition, options
 
     def group(self, name: str) -> GroupConfig:
@@ -364,14 +364,22 @@ class LoadedConfig:
         if problems:
             raise ConfigError("\n".join(problems))
 
-    def _explain(self, exc: ValidationError, prefix: tuple[str, ...]) -> ConfigError:
+    def _explain(self, exc: ValidationError, prefix: tuple[str, ...], *, options: tuple[str, ...] = ()) -> ConfigError:
         """One line per error: where (file:line or environment variable), the field, the value (never
-        a whole table, never a connection string, secrets hidden), and what is wrong."""
+        a whole table, never a connection string, secrets hidden), and what is wrong. ``options``:
+        the table's own keys, for a key it does not have (found from outside: "Extra inputs are not
+        permitted", with no hint)."""
         lines = []
         for err in exc.errors():
             loc = prefix + tuple(str(p) for p in err["loc"])
             field = ".".join(loc)
-            lines.append(f"{self._source_of(loc)}: {field}{_shown(loc, err)}: {_message(err)}")
+            message = _message(err)
+            if err.get("type") == "extra_forbidden" and len(err["loc"]) == 1 and options:
+                import difflib
+
+                close = difflib.get_close_matches(str(err["loc"][0]), options, n=1)
+                message = "not an option of this sink" + (f" (did you mean {close[0]!r}?)" if close else "")
+            lines.append(f"{self._source_of(loc)}: {field}{_shown(loc, err)}: {message}")
         return ConfigError("\n".join(lines))
 
     def _source_of(self, loc: tuple[str, ...]) -> str:
@@ -401,6 +409,16 @@ class LoadedConfig:
             if defining:
                 return "environment variable" + ("s " if len(defining) > 1 else " ") + ", ".join(defining)
         return str(self.path) if self.path else "no publish.toml found"
+
+
+def _option_names(model: Any) -> tuple[str, ...]:
+    """The keys a sink's table takes (its fields, and their aliases)."""
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(name)
+        if isinstance(field.alias, str):
+            names.append(field.alias)
+    return tuple(names)
 
 
 def _holds(value: str, path: tuple[str, ...]) -> bool:
