@@ -107,7 +107,7 @@ def common(value: object, field: str, rule: str = "a non-empty name") -> str:
     return value
 
 
-def _mismatch(name: str, allowed: str, max_len: int, first: str | None = None) -> str:
+def _mismatch(name: str, allowed: str, max_len: int, first: str | None = None, min_len: int = 1) -> str:
     """Why ``name`` breaks a character rule, in words an operator can act on."""
     if "/" in name or "\\" in name:
         return "it contains a path separator"
@@ -115,10 +115,16 @@ def _mismatch(name: str, allowed: str, max_len: int, first: str | None = None) -
         return "it contains '..'"
     if len(name) > max_len:
         return f"it is {len(name)} characters long (at most {max_len})"
+    if len(name) < min_len:
+        return f"it is {len(name)} characters long (at least {min_len})"
+    # Characters the rule never allows come first (found from outside: 'Bad_Bucket' was refused as
+    # "it starts with 'B'", where the uppercase letters and the '_' are the problem).
+    bad = list(dict.fromkeys(ch for ch in name if ch not in allowed))
+    if bad:
+        return "it contains " + ", ".join(map(repr, bad[:5])) + (" ..." if len(bad) > 5 else "")
     if first is not None and name[0] not in first:
         return f"it starts with {name[0]!r}"
-    bad = next((ch for ch in name if ch not in allowed), None)
-    return f"it contains {bad!r}" if bad is not None else "it does not match the rule"
+    return "it does not match the rule"
 
 
 _LETTERS_DIGITS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -147,7 +153,7 @@ def s3_bucket(value: object, field: str = "bucket") -> str:
     name = common(value, field, BUCKET_RULE)
     if not _BUCKET_RE.fullmatch(name) or ".." in name:
         lower = "abcdefghijklmnopqrstuvwxyz0123456789"
-        raise _refuse(field, name, _mismatch(name, lower + ".-", 63, lower), BUCKET_RULE)
+        raise _refuse(field, name, _mismatch(name, lower + ".-", 63, lower, min_len=3), BUCKET_RULE)
     if _IPV4_RE.fullmatch(name):
         raise _refuse(field, name, "it is formatted as an IP address", BUCKET_RULE)
     if name.startswith(_BUCKET_PREFIXES) or name.endswith(_BUCKET_SUFFIXES):

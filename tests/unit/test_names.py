@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import string
 import unicodedata
 from collections.abc import Callable
@@ -380,3 +381,17 @@ def test_docstring_lists_every_destination() -> None:
     doc = _names.__doc__ or ""
     for word in ("dataset", "bucket", "prefix", "topic", "Postgres", "schema", "Iceberg", "namespace", "inside"):
         assert word in doc
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        # Found from outside: "it starts with 'B'", where the uppercase letters and '_' are the problem.
+        ("Bad_Bucket", "it contains 'B', '_'"),
+        ("-abc", "it starts with '-'"),
+        ("ab", "it is 2 characters long (at least 3)"),
+    ],
+)
+def test_a_refused_bucket_says_what_is_wrong_with_it(value: str, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        _names.s3_bucket(value)
