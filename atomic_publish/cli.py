@@ -1125,6 +1125,12 @@ def _run_click(command: click.Command, name: str) -> None:
         from .sdk import redact
 
         hint = f" (see {name} --help)"
+        if isinstance(exc, click.NoSuchOption) and exc.ctx is not None and exc.ctx.parent is None:
+            # An option of the commands given before the command (found from outside: `atomic-publish
+            # --config f publish ...` said only "No such option").
+            commands = getattr(exc.ctx.command, "commands", {}).values()
+            if any(exc.option_name in p.opts for c in commands for p in c.params):
+                hint = f" ({exc.option_name} goes after the command: {name} COMMAND {exc.option_name} ...)"
         message = redact(exc.format_message().replace("\n", " ").strip())
         if "--json" in sys.argv:
             _emit_json({"error": message, "error_type": "UsageError", "exit_code": 2, "diagnosis": None})

@@ -466,6 +466,11 @@ def test_a_publish_to_the_file_sink_imports_no_pandas(tmp_path, fmt):
             "",
             "error: Invalid value for '--older-than': '1x' is not a duration like 90s, 30m, 24h or 2d",
         ),
+        (  # found from outside: said only "No such option '--config'"
+            ("--config", "x.toml", "diagnose", "--dataset", "kk", "--run-date", "2026-01-01"),
+            "",
+            "(--config goes after the command: atomic-publish COMMAND --config ...)",
+        ),
         (  # found from outside: "configured sinks: none", although two need no configuration
             ("diagnose", "--dataset", "kk", "--run-date", "2026-01-01", "--sink", "nosuch"),
             None,
@@ -492,7 +497,15 @@ def test_a_publish_to_the_file_sink_imports_no_pandas(tmp_path, fmt):
             "pipeline.timezone = 'Mars/Olympus': is not a timezone of the IANA database",
         ),
     ],
-    ids=["bad-duration", "no-config-unknown-sink", "huge-age", "sink-and-group", "hour-25", "unknown-timezone"],
+    ids=[
+        "bad-duration",
+        "option-before-command",
+        "no-config-unknown-sink",
+        "huge-age",
+        "sink-and-group",
+        "hour-25",
+        "unknown-timezone",
+    ],
 )
 def test_bad_input_found_from_outside_is_one_line_and_exit_2(tmp_path, args, config_text, expected):
     """Each was a traceback or 'unexpected ...' with exit 1 (or, for the timezone, a message naming
