@@ -379,7 +379,13 @@ class LoadedConfig:
 
                 close = difflib.get_close_matches(str(err["loc"][0]), options, n=1)
                 message = "not an option of this sink" + (f" (did you mean {close[0]!r}?)" if close else "")
-            lines.append(f"{self._source_of(loc)}: {field}{_shown(loc, err)}: {message}")
+            source = self._source_of(loc)
+            if err.get("type") in ("tuple_type", "list_type") and isinstance(err.get("input"), str):
+                # Found from outside: KEY_COLUMNS='refund_id' said only "Input should be a valid tuple".
+                message += ' (a list is written ["a", "b"]' + (
+                    ", a JSON array in an environment variable)" if source.startswith("environment") else ")"
+                )
+            lines.append(f"{source}: {field}{_shown(loc, err)}: {message}")
         return ConfigError("\n".join(lines))
 
     def _source_of(self, loc: tuple[str, ...]) -> str:

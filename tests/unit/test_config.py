@@ -590,3 +590,12 @@ def test_a_variable_under_a_section_that_does_not_exist_is_named_once(tmp_path):
     assert len(warned) == 1, result.stderr
     assert "did you mean ATOMIC_PUBLISH_SINKS__FILE__ROOT?" in warned[0]
     assert "ATOMIC_PUBLISH_NOT_NESTED" not in result.stderr  # not the nested form: not meant as configuration
+
+
+def test_a_list_given_as_a_word_says_how_a_list_is_written(tmp_path, monkeypatch):
+    """Found from outside: KEY_COLUMNS='refund_id' said only "Input should be a valid tuple"."""
+    cfg = tmp_path / "publish.toml"
+    cfg.write_text('[sinks.pg]\ntype = "postgres"\nconninfo = "host=/tmp dbname=x"\n')
+    monkeypatch.setenv("ATOMIC_PUBLISH_SINKS__PG__KEY_COLUMNS", "refund_id")
+    with pytest.raises(ConfigError, match=r'a list is written \["a", "b"\], a JSON array in an environment variable'):
+        load_config(cfg)
