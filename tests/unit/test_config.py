@@ -387,6 +387,7 @@ def test_a_group_s_sinks_given_as_a_plain_word_are_refused_as_not_a_list(tmp_pat
         load_config()
     assert str(info.value) == (
         "environment variable ATOMIC_PUBLISH_GROUPS__G__SINKS: groups.g.sinks = 'abc': Input should be a valid list"
+        ' (a list is written ["a", "b"], a JSON array in an environment variable)'
     )
 
 
