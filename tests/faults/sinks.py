@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.contract import readers
 from tests.helpers import cli_env, run_cli
+from tests.services import s3
 
 from .proxy import Contains, FaultProxy, KafkaApiKey, Regex
 
@@ -314,3 +315,22 @@ def iceberg_minio_sink(postgres: Any, minio: Any) -> FaultySink:
         fresh=lambda: iceberg_minio_sink(postgres, minio),
         env={"PGPASSWORD": params["password"], **minio.env()},
     )
+
+
+# The sinks of the fault suites, each behind its real server: "s3-<server>" (moto, MinIO), postgres,
+# kafka (behind the fault proxy's broker), iceberg-pg (SQL catalog on Postgres, local warehouse) and
+# iceberg-pg-minio (its warehouse on MinIO).
+SINKS = [*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg"]
+
+
+def faulty_sink(request: Any, tmp_path: Path) -> FaultySink:
+    """The FaultySink of a fixture's ``request.param`` (one of SINKS, or iceberg-pg-minio)."""
+    if request.param == "iceberg-pg-minio":
+        return iceberg_minio_sink(request.getfixturevalue("postgres_service"), request.getfixturevalue("minio_service"))
+    if request.param.startswith("s3-"):
+        return s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
+    if request.param == "postgres":
+        return postgres_sink(request.getfixturevalue("postgres_service"))
+    if request.param == "kafka":
+        return kafka_sink(request.getfixturevalue("fault_kafka"))
+    return iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")

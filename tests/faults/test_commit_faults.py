@@ -21,13 +21,11 @@ from . import outcomes
 from .proxy import Fault, Stall
 from .sinks import (
     CALL_BOUND_SECONDS,
+    SINKS,
     FaultySink,
-    iceberg_minio_sink,
+    faulty_sink,
     iceberg_sink,
-    kafka_sink,
     parquet_input,
-    postgres_sink,
-    s3_sink,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -40,9 +38,9 @@ FAULTS = {
 }
 
 
-@pytest.fixture(params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg"])
+@pytest.fixture(params=SINKS)
 def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
-    return _sink(request, tmp_path)
+    return faulty_sink(request, tmp_path)
 
 
 # Iceberg's staging crosses the network when its warehouse is an object store: the proxy then sits
@@ -51,19 +49,7 @@ def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
     params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg-minio"]
 )
 def staging_sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
-    return _sink(request, tmp_path)
-
-
-def _sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
-    if request.param == "iceberg-pg-minio":
-        return iceberg_minio_sink(request.getfixturevalue("postgres_service"), request.getfixturevalue("minio_service"))
-    if request.param.startswith("s3-"):
-        return s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
-    if request.param == "postgres":
-        return postgres_sink(request.getfixturevalue("postgres_service"))
-    if request.param == "kafka":
-        return kafka_sink(request.getfixturevalue("fault_kafka"))
-    return iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")
+    return faulty_sink(request, tmp_path)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import cli_env, start_cli
-from tests.services import s3
 
-from .sinks import DATASET, DATE, FaultySink, iceberg_sink, kafka_sink, postgres_sink, s3_sink
+from .sinks import DATASET, DATE, SINKS, FaultySink, faulty_sink
 from .test_signals import wait_for_pause
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -33,17 +32,11 @@ def _unshare_works() -> bool:
     return probe.returncode == 0
 
 
-@pytest.fixture(params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg"])
+@pytest.fixture(params=SINKS)
 def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
     if not _unshare_works():
         pytest.skip("unshare --pid is not permitted here (needs root or user namespaces)")
-    if request.param.startswith("s3-"):
-        return s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
-    if request.param == "postgres":
-        return postgres_sink(request.getfixturevalue("postgres_service"))
-    if request.param == "kafka":
-        return kafka_sink(request.getfixturevalue("fault_kafka"))
-    return iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")
+    return faulty_sink(request, tmp_path)
 
 
 def _elsewhere(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

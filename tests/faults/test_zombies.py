@@ -26,22 +26,25 @@ from tests.helpers import cli_env, start_cli
 from tests.services import s3
 
 from .proxy import FaultProxy, Stall
-from .sinks import DATASET, DATE, FaultySink, iceberg_sink, kafka_sink, parquet_input, postgres_sink, s3_sink
+from .sinks import (
+    DATASET,
+    DATE,
+    SINKS,
+    FaultySink,
+    faulty_sink,
+    iceberg_sink,
+    parquet_input,
+    s3_sink,
+)
 from .test_commit_faults import _advice_ends_in_the_input, _reference
 from .test_signals import wait_for_pause
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
-@pytest.fixture(params=[*(f"s3-{server}" for server in s3.servers_for_tests()), "postgres", "kafka", "iceberg-pg"])
+@pytest.fixture(params=SINKS)
 def sink(request: pytest.FixtureRequest, tmp_path: Any) -> FaultySink:
-    if request.param.startswith("s3-"):
-        return s3_sink(request.getfixturevalue(s3.FIXTURE_OF[request.param.removeprefix("s3-")]))
-    if request.param == "postgres":
-        return postgres_sink(request.getfixturevalue("postgres_service"))
-    if request.param == "kafka":
-        return kafka_sink(request.getfixturevalue("fault_kafka"))
-    return iceberg_sink(request.getfixturevalue("postgres_service"), tmp_path / "warehouse")
+    return faulty_sink(request, tmp_path)
 
 
 def _kill_while_held(sink: FaultySink, proxy: FaultProxy, rule: Any, cfg: Any, inputs: Any) -> None:
