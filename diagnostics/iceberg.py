@@ -196,7 +196,7 @@ class IcebergDiagnostic(SinkDiagnostic):
 
     def run_lock(self, run: Run) -> Lease:
         # A live attempt's lease makes this raise RunInProgress.
-        return run_lease(self.layout, run)
+        return run_lease(self.layout, run, purpose="recover")
 
     def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
         """An empty snapshot that moves main (summary ``atomic-publish.fence``): a commit of a dead

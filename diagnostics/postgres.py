@@ -27,6 +27,7 @@ from typing import Any
 from atomic_publish.publishers._errors import ConfigError, first_line
 from atomic_publish.publishers._types import Run
 from atomic_publish.publishers.layouts.postgres import (
+    APPLICATION_PREFIX,
     PREPARED_PREFIX,
     PostgresLayout,
     PostgresSinkConfig,
@@ -88,6 +89,7 @@ class PostgresDiagnostic(SinkDiagnostic):
                 host=first["client"],
                 started_at=first["since"],
                 location=f"backend {first['pid']} ({first['state']}) of {first['app']!r}",
+                purpose="recover" if str(first["app"] or "").startswith(f"{APPLICATION_PREFIX}recover ") else None,
             )
         record = None
         problems = []

@@ -200,7 +200,7 @@ class S3Diagnostic(SinkDiagnostic):
 
     def run_lock(self, run: Run) -> Lease:
         # A live attempt's lease makes this raise RunInProgress, even one that started after the diagnosis.
-        return run_lease(self.config, run)
+        return run_lease(self.config, run, purpose="recover")
 
     def fence(self, diagnosis: Diagnosis, attempts: set[str]) -> None:
         """Occupy the empty commit point with a fence naming ``attempts``, so a manifest PUT of a

@@ -102,8 +102,11 @@ class Lease:
         location: str,
         access: tuple[ReadVersioned, SwapIfUnchanged],
         delete: Callable[[], None],
+        *,
+        purpose: str = "publish",
     ) -> None:
         self.run = run
+        self.purpose = purpose  # what holds the run: "publish", or "recover" (written into the lease)
         self.seconds = seconds
         self.location = location
         self._read_versioned, self._swap = access
@@ -137,6 +140,7 @@ class Lease:
         doc = {
             **AttemptInfo.current(self.run.attempt).to_dict(),
             "pid_scope": pid_scope(),
+            "purpose": self.purpose,
             "run_id": self.run.run_id,
             "renewed_at": now.isoformat(timespec="seconds"),
             "expires_at": (now + dt.timedelta(seconds=self.seconds)).isoformat(timespec="seconds"),
@@ -144,8 +148,10 @@ class Lease:
         return json.dumps(doc).encode()
 
     def _refuse(self, holder: dict[str, Any]) -> RunInProgress:
+        # Found from outside: a recover that lost to another recover named it as an attempt of the run.
+        what = "a recover" if holder.get("purpose") == "recover" else "attempt"
         return RunInProgress(
-            f"run {self.run.run_id} is RUNNING: attempt {holder.get('attempt')} (pid {holder.get('pid')} on "
+            f"run {self.run.run_id} is RUNNING: {what} {holder.get('attempt')} (pid {holder.get('pid')} on "
             f"{holder.get('host')}) holds its lease until {holder.get('expires_at')}"
         )
 

@@ -126,6 +126,7 @@ class LockHolder:
     host: str | None
     started_at: str | None
     location: str
+    purpose: str | None = None  # "recover" when a recover holds the run (None: an attempt, or not said)
 
     @classmethod
     def from_lease(cls, doc: dict[str, Any], location: str) -> LockHolder:
@@ -135,6 +136,7 @@ class LockHolder:
             host=doc.get("host"),
             started_at=doc.get("started_at"),
             location=location,
+            purpose="recover" if doc.get("purpose") == "recover" else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class LockHolder:
             "host": self.host,
             "started_at": self.started_at,
             "location": self.location,
+            "purpose": self.purpose,
         }
 
 
@@ -374,7 +377,8 @@ def decide(sink: str, run: Any, evidence: Evidence, now: dt.datetime | None = No
     if holder is not None:
         return verdict(
             State.RUNNING,
-            f"attempt {holder.attempt} (pid {holder.pid} on {holder.host}, since {holder.started_at}) holds the run"
+            f"{'a recover' if holder.purpose == 'recover' else 'attempt'} {holder.attempt} (pid {holder.pid} on "
+            f"{holder.host}, since {holder.started_at}) holds the run"
             + (f" ({holder.location})" if holder.location else ""),
             everything,
         )

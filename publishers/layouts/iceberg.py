@@ -539,7 +539,7 @@ def added_files(table: Any, snapshot: Any) -> dict[str, tuple[int, int]]:
     return added
 
 
-def run_lease(layout: IcebergLayout, run: Run) -> Lease:
+def run_lease(layout: IcebergLayout, run: Run, *, purpose: str = "publish") -> Lease:
     """The run's lease, a JSON file beside the warehouse (see publishers._lease)."""
     location = layout.lease_path(run.dataset, run.run_date)
     fs, path = layout.filesystem(location)
@@ -564,7 +564,7 @@ def run_lease(layout: IcebergLayout, run: Run) -> Lease:
     from pyarrow.fs import LocalFileSystem
 
     access = local_conditional(Path(path)) if isinstance(fs, LocalFileSystem) else unconditional(read, write)
-    return Lease(run, layout.config.lease_seconds, location, access, lambda: fs.delete_file(path))
+    return Lease(run, layout.config.lease_seconds, location, access, lambda: fs.delete_file(path), purpose=purpose)
 
 
 def _bounded(call: Any, seconds: float) -> Any:

@@ -417,7 +417,7 @@ def is_condition_failure(exc: Exception) -> bool:
     return status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-def run_lease(config: S3SinkConfig, run: Run, key: str | None = None) -> Lease:
+def run_lease(config: S3SinkConfig, run: Run, key: str | None = None, *, purpose: str = "publish") -> Lease:
     """The run's lease object (see publishers._lease), taken and renewed by conditional writes; at
     ``key`` when given (a group's lock in an S3 journal), else at the sink's lease of the run."""
     s3, writer = client(config), conditional_client(config)
@@ -454,6 +454,7 @@ def run_lease(config: S3SinkConfig, run: Run, key: str | None = None) -> Lease:
         S3Layout(config).uri(key),
         (read_versioned, swap),
         lambda: s3.delete_object(Bucket=config.bucket, Key=key),
+        purpose=purpose,
     )
 
 

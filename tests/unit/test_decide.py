@@ -185,3 +185,10 @@ def test_a_missing_destination_does_not_hide_a_sink_published_outside_the_group(
     assert "also files: the root /out does not exist" in g.reason and "?" not in g.reason
     alone = {"files": named["files"], "pg": dataclasses.replace(sink(State.NOTHING_IN_FLIGHT), sink="pg")}
     assert decide_group("g", RUN, alone, list(alone), None, None).reason == "files: the root /out does not exist"
+
+
+def test_a_run_a_recover_holds_is_running_and_says_a_recover_holds_it():
+    by_recover = dataclasses.replace(holder(LIVE), purpose="recover")
+    d = decide("file", RUN, Evidence(destination="/out", holder=by_recover))
+    assert d.state is State.RUNNING and d.reason.startswith(f"a recover {LIVE} "), d.reason
+    assert d.to_dict()["holder"]["purpose"] == "recover"

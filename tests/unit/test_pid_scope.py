@@ -108,3 +108,20 @@ def test_another_pid_namespace_of_this_host_is_another_scope():
     ).stdout.strip()
     assert same == pid_scope()
     assert other and other != pid_scope()
+
+
+def test_a_lease_a_recover_holds_is_named_as_a_recover(tmp_path):
+    """Found from outside: a recover that lost to another recover was told "attempt X holds its
+    lease", X being the other recover, named like an attempt of the run."""
+    from atomic_publish import RunInProgress
+
+    access = local_conditional(tmp_path / "lease.json")
+    recover = Lease(Run.new("d", "2026-04-24"), 60, str(tmp_path), access, lambda: None, purpose="recover")
+    recover.acquire()
+    try:
+        assert json.loads((tmp_path / "lease.json").read_bytes())["purpose"] == "recover"
+        other = Lease(Run.new("d", "2026-04-24"), 60, str(tmp_path), access, lambda: None)
+        with pytest.raises(RunInProgress, match=f"RUNNING: a recover {recover.run.attempt} "):
+            other.acquire()
+    finally:
+        recover.release()
