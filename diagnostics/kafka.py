@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from atomic_publish.publishers._errors import RunInProgress
-from atomic_publish.publishers._lease import pid_alive, pid_scope
+from atomic_publish.publishers._lease import is_this_scope, pid_alive
 from atomic_publish.publishers._types import Run
 from atomic_publish.publishers.layouts.kafka import (
     CLIENT_LOG,
@@ -92,7 +92,7 @@ class KafkaDiagnostic(SinkDiagnostic):
 
     def _alive(self, art: Artifact, now: dt.datetime) -> bool:
         _, _, pid, _host, scope = art.identity
-        if scope == pid_scope():  # its pid names a process here (not only the same hostname)
+        if is_this_scope(scope):  # its pid names a process here (not only the same hostname)
             return pid_alive(pid)
         age = art.age_seconds(now) or 0.0
         return age * 1000 < self.config.transaction_timeout_ms

@@ -64,10 +64,18 @@ def pid_scope() -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
+SHORT_SCOPE = 6  # hex characters of a pid scope where room is short (a Postgres application_name)
+
+
+def is_this_scope(scope: Any) -> bool:
+    """Whether ``scope`` (a pid scope, or its first SHORT_SCOPE characters) is this process's own."""
+    return isinstance(scope, str) and scope in (pid_scope(), pid_scope()[:SHORT_SCOPE])
+
+
 def gone_here(scope: Any, pid: Any) -> bool:
     """Whether process ``pid`` of pid scope ``scope`` is provably not running: only when ``scope``
     is this process's own (without one, or another: not provable here; its lease's clock decides)."""
-    return isinstance(scope, str) and scope == pid_scope() and not pid_alive(pid)
+    return is_this_scope(scope) and isinstance(pid, int) and not pid_alive(pid)
 
 
 def pid_alive(pid: Any) -> bool:

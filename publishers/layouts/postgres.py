@@ -29,7 +29,7 @@ from .._errors import (
     SchemaMismatch,
     first_line,
 )
-from .._lease import pid_alive, pid_scope
+from .._lease import SHORT_SCOPE, gone_here, pid_scope
 from .._protocol import Capabilities, SinkOptions
 from .._types import Run, Staged, part_suffix
 
@@ -393,11 +393,8 @@ def application_name(attempt: str, role: str = "") -> str:
     zombie that the server keeps until it notices the connection is gone). ``scope`` (a tag of
     ``_lease.pid_scope``, before the host, which the 63-byte limit may cut) says where the pid names
     the client: only a diagnosis in the same host, boot and PID namespace judges it by its pid."""
-    name = f"{APPLICATION_PREFIX}{role}{attempt} {os.getpid()}#{pid_scope()[:SCOPE_TAG]}@{socket.gethostname()}"
+    name = f"{APPLICATION_PREFIX}{role}{attempt} {os.getpid()}#{pid_scope()[:SHORT_SCOPE]}@{socket.gethostname()}"
     return name.encode()[:63].decode(errors="ignore")
-
-
-SCOPE_TAG = 6  # hex characters of the pid scope in an application_name (it must fit in 63 bytes)
 
 
 def parse_application_name(name: str | None) -> tuple[str | None, int | None, str | None, str | None]:
@@ -417,7 +414,7 @@ def client_is_gone(name: str | None) -> bool:
     own pid scope (host, boot, PID namespace: not merely a hostname that starts the same, as
     worker-1 and worker-10 do), under a pid that no longer runs."""
     _, pid, _, scope = parse_application_name(name)
-    return scope is not None and scope == pid_scope()[:SCOPE_TAG] and pid is not None and not pid_alive(pid)
+    return gone_here(scope, pid)
 
 
 def connection_params(config: PostgresSinkConfig, application: str) -> dict[str, Any]:
